@@ -1,0 +1,130 @@
+//! Configuration: a raw serde layer ([`raw`]) read from TOML ([`toml`]) or
+//! from the reference statsd's `config.js` ([`etsy`]), validated into
+//! [`Config`]. Everything downstream sees only `Config`.
+//!
+//! A bad config fails at start naming the file, the key and the reason.
+
+pub mod etsy;
+pub mod raw;
+pub mod toml;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::aggregate::AggregateOptions;
+use crate::flush::compute::ComputeOptions;
+use crate::flush::naming::Naming;
+use crate::parse::ParseOptions;
+use crate::sink::SinkSpec;
+
+/// The embedded default config, used when no file is given.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where it came from: a path, or `<embedded default>`.
+    pub source: String,
+    pub listen: ListenConfig,
+    pub parse: ParseOptions,
+    pub aggregate: AggregateOptions,
+    /// Also holds the flush interval.
+    pub compute: ComputeOptions,
+    pub naming: Naming,
+    pub sinks: Vec<SinkSpec>,
+    /// How long shutdown may take to deliver the final flush.
+    pub shutdown_timeout: Duration,
+    pub log: LogConfig,
+    /// Things the user should know that are not errors (keys of a `config.js`
+    /// that statsyard does not implement, ...): logged once at start.
+    pub warnings: Vec<String>,
+}
+
+/// statsd listeners.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub unix: Vec<UnixListen>,
+    /// Longest accepted TCP/unix line, in bytes; longer ones are dropped and counted.
+    pub max_line_length: usize,
+    /// SO_RCVBUF for UDP sockets; `None` keeps the kernel default.
+    pub udp_recv_buffer: Option<usize>,
+    /// Open stream connections at most; more are refused and counted.
+    pub max_connections: usize,
+    /// Close a stream connection idle this long; `None` never does.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A unix stream socket listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnixListen {
+    pub path: PathBuf,
+    /// File mode applied after binding (the reference's `socket_mod`).
+    pub mode: Option<u32>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// A `tracing` filter directive: `info`, `debug`, `statsyard=debug,warn`...
+    pub level: String,
+    pub json: bool,
+    /// The reference's `dumpMessages`: log every received line at info.
+    pub dump_messages: bool,
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML / JavaScript object syntax, or a key has the wrong type.
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    /// A key has a value statsyard cannot use.
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The embedded default config.
+    pub fn embedded() -> Config {
+        // The embedded file is checked by a unit test, so this cannot fail.
+        toml::from_str(DEFAULT_TOML, "<embedded default>").expect("embedded config is valid")
+    }
+
+    /// Load a statsyard TOML file.
+    pub fn load_toml(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        toml::from_str(&text, &path.display().to_string())
+    }
+
+    /// Load a reference statsd `config.js`.
+    pub fn load_statsd_js(path: &Path) -> Result<Config, ConfigError> {
+        let text = read(path)?;
+        etsy::from_str(&text, &path.display().to_string())
+    }
+
+    /// The flush interval.
+    pub fn flush_interval(&self) -> Duration {
+        self.compute.interval
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: path.display().to_string(),
+        source,
+    })
+}

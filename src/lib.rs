@@ -1,0 +1,29 @@
+//! statsyard: a StatsD- and Graphite-compatible metrics aggregation server.
+//!
+//! The data path, and the module that owns each step:
+//!
+//! ```text
+//! listener (bytes) → parse (MetricRef, borrowed) → aggregate (per-thread Shard)
+//!     → flush (Registry → FlushBatch, Graphite naming) → sink (own task, own queue)
+//! ```
+//!
+//! - [`metric`]: the data types shared by parse and aggregate. Pure data.
+//! - [`parse`]: wire formats; no I/O, no async.
+//! - [`aggregate`]: shards on the hot path, the registry that persists across flushes.
+//! - [`flush`]: the reference's `process_metrics` and graphite naming, pure.
+//! - [`sink`]: console, graphite (text and pickle), repeater.
+//! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
+//! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
+//! - [`server`]: wires it all together and owns the ordered shutdown.
+//! - [`stats`]: self-metrics.
+
+pub mod aggregate;
+pub mod config;
+pub mod flush;
+pub mod listener;
+pub mod metric;
+pub mod parse;
+pub mod server;
+pub mod shutdown;
+pub mod sink;
+pub mod stats;
