@@ -1,1 +1,259 @@
-//! Server wiring.
+//! Wires listeners, shards, the flusher and sinks together, and owns the
+//! ordered shutdown described in [`crate::shutdown`].
+//!
+//! [`start`] binds every socket and builds every sink before it spawns
+//! anything, so a config that cannot run fails whole, with nothing left behind.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::aggregate::{Registry, Shard};
+use crate::config::Config;
+use crate::flush::flusher::{Flusher, SinkQueue};
+use crate::listener::stream::StreamCtx;
+use crate::listener::{tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::shutdown::{with_deadline, CancellationToken};
+use crate::sink::{self, SinkError};
+use crate::stats::Stats;
+
+/// How long listeners get to drain what the kernel already holds at shutdown.
+const LISTENER_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener address could not be bound (in use, no permission, no such address).
+    #[error("cannot listen on {proto} {addr}: {source}")]
+    Bind {
+        proto: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sink could not be built from its config.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A started server.
+pub struct Running {
+    /// Bound UDP addresses, in config order (useful with port 0).
+    pub udp: Vec<SocketAddr>,
+    /// Bound TCP addresses, in config order.
+    pub tcp: Vec<SocketAddr>,
+    /// Bound unix socket paths.
+    pub unix: Vec<PathBuf>,
+    pub stats: Arc<Stats>,
+    token: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begin the ordered shutdown; [`Running::wait`] returns when it is over.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Wait until the server has shut down (after [`Running::shutdown`] or a signal
+    /// handled by [`run`]).
+    pub async fn wait(self) {
+        if let Err(e) = self.done.await {
+            tracing::error!(error = %e, "shutdown task failed");
+        }
+    }
+}
+
+/// Start the server and run it until SIGINT or SIGTERM, then shut down in order.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let running = start(config).await?;
+    crate::shutdown::signal().await;
+    tracing::info!("signal received, shutting down");
+    running.shutdown();
+    running.wait().await;
+    Ok(())
+}
+
+/// Bind, build and spawn everything the config describes.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    for w in &config.warnings {
+        tracing::warn!(source = %config.source, "{w}");
+    }
+    let stats = Stats::new();
+    let token = CancellationToken::new();
+
+    // Phase 1: everything that can fail, nothing spawned yet.
+    let listen = &config.listen;
+    let mut udp_sockets = Vec::new();
+    for addr in &listen.udp {
+        let s = udp::bind(*addr, listen.udp_recv_buffer).map_err(|source| ServerError::Bind {
+            proto: "udp",
+            addr: addr.to_string(),
+            source,
+        })?;
+        udp_sockets.push(s);
+    }
+    let mut tcp_listeners = Vec::new();
+    for addr in &listen.tcp {
+        let l = tcp::bind(*addr).map_err(|source| ServerError::Bind {
+            proto: "tcp",
+            addr: addr.to_string(),
+            source,
+        })?;
+        tcp_listeners.push(l);
+    }
+    let mut unix_listeners = Vec::new();
+    for u in &listen.unix {
+        let l = unix::bind(&u.path, u.mode).map_err(|source| ServerError::Bind {
+            proto: "unix",
+            addr: u.path.display().to_string(),
+            source,
+        })?;
+        unix_listeners.push((l, u.path.clone()));
+    }
+    let mut sinks = Vec::new();
+    for spec in &config.sinks {
+        let sink_stats = stats.sink(&spec.name);
+        let s = sink::build(
+            spec,
+            &config.naming,
+            sink_stats.clone(),
+            config.shutdown_timeout,
+        )?;
+        sinks.push((s, spec.queue.max(1), sink_stats));
+    }
+
+    // Phase 2: spawn. Sinks first, so their queues exist.
+    let mut sink_tasks = Vec::new();
+    let mut flush_queues = Vec::new();
+    let mut raw_queues = Vec::new();
+    for (s, queue, sink_stats) in sinks {
+        let (tx, rx) = mpsc::channel(queue);
+        if s.wants_raw() {
+            raw_queues.push(tx);
+        } else {
+            flush_queues.push(SinkQueue {
+                tx,
+                stats: sink_stats,
+            });
+        }
+        tracing::info!(sink = s.name(), "sink started");
+        sink_tasks.push(tokio::spawn(s.run(rx)));
+    }
+    let raw: RawTap = raw_queues.into();
+
+    let mut shards: Vec<SharedShard> = Vec::new();
+    let mut udp_threads = Vec::new();
+    let mut udp_addrs = Vec::new();
+    for socket in udp_sockets {
+        let addr = socket.local_addr().map_err(ServerError::Thread)?;
+        let shard = Arc::new(Mutex::new(Shard::new(&config.aggregate)));
+        shards.push(shard.clone());
+        let ingest = Ingest::new(
+            &config.parse,
+            shard,
+            stats.clone(),
+            raw.clone(),
+            config.log.dump_messages,
+        );
+        udp_threads.push(udp::spawn(socket, ingest, token.clone()).map_err(ServerError::Thread)?);
+        tracing::info!(proto = "udp", %addr, "listening");
+        udp_addrs.push(addr);
+    }
+
+    // Stream connections share one shard: they are many and mostly quiet.
+    let stream_shard = Arc::new(Mutex::new(Shard::new(&config.aggregate)));
+    shards.push(stream_shard.clone());
+    let tracker = TaskTracker::new();
+    let ctx = Arc::new(StreamCtx {
+        parse: config.parse.clone(),
+        shard: stream_shard,
+        stats: stats.clone(),
+        raw,
+        dump_messages: config.log.dump_messages,
+        max_line_length: listen.max_line_length,
+        idle_timeout: listen.idle_timeout,
+        connections: Arc::new(Semaphore::new(listen.max_connections)),
+        tracker: tracker.clone(),
+        token: token.clone(),
+    });
+    let mut tcp_addrs = Vec::new();
+    for l in tcp_listeners {
+        let addr = l.local_addr().map_err(ServerError::Thread)?;
+        tracing::info!(proto = "tcp", %addr, "listening");
+        tcp_addrs.push(addr);
+        tracker.spawn(tcp::accept_loop(l, ctx.clone()));
+    }
+    let mut unix_paths = Vec::new();
+    for (l, path) in unix_listeners {
+        tracing::info!(proto = "unix", addr = %path.display(), "listening");
+        unix_paths.push(path.clone());
+        tracker.spawn(unix::accept_loop(l, path, ctx.clone()));
+    }
+    // The accept loops and connections hold the context (and with it the raw
+    // queues); ours must go, so the queues close once they are done.
+    drop(ctx);
+
+    let flusher = Flusher::new(
+        shards,
+        Registry::new(&config.aggregate),
+        config.compute.clone(),
+        flush_queues,
+        stats.clone(),
+        &config.naming.prefix_stats,
+    );
+    let (stop_flusher, stop_rx) = std::sync::mpsc::channel();
+    let flusher = flusher.spawn(stop_rx).map_err(ServerError::Thread)?;
+
+    let shutdown_timeout = config.shutdown_timeout;
+    let t = token.clone();
+    let done = tokio::spawn(async move {
+        t.cancelled().await;
+        // 2. Listeners drain what the kernel holds, then stop.
+        tracker.close();
+        let udp_done = tokio::task::spawn_blocking(move || {
+            for h in udp_threads {
+                let _ = h.join();
+            }
+        });
+        let drained = with_deadline(LISTENER_DRAIN, async {
+            let _ = udp_done.await;
+            tracker.wait().await;
+        })
+        .await;
+        if drained.is_none() {
+            tracing::warn!("listeners did not stop in time; flushing what they gave");
+        }
+        // 3. The final flush.
+        let _ = stop_flusher.send(());
+        let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+        // 4. Sinks deliver what they hold, within the deadline.
+        let delivered = with_deadline(shutdown_timeout + Duration::from_secs(1), async {
+            for t in sink_tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if delivered.is_none() {
+            tracing::error!("sinks did not finish within shutdown_timeout");
+        }
+        tracing::info!("stopped");
+    });
+
+    Ok(Running {
+        udp: udp_addrs,
+        tcp: tcp_addrs,
+        unix: unix_paths,
+        stats,
+        token,
+        done,
+    })
+}

@@ -2,6 +2,7 @@
 //! its values for Graphite the way the reference does.
 
 pub mod compute;
+pub mod flusher;
 pub mod naming;
 pub mod number;
 

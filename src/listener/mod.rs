@@ -1,1 +1,163 @@
-//! Listeners.
+//! Listeners: bytes in. UDP runs on dedicated receive threads ([`udp`]); TCP
+//! and unix streams run on tokio ([`stream`], [`tcp`], [`unix`]).
+//!
+//! Every listener hands what it reads to an [`Ingest`], which parses straight
+//! out of the receive buffer into the listener's own [`Shard`]; the flusher
+//! swaps the shard's maps out at each interval.
+
+pub mod stream;
+pub mod tcp;
+pub mod udp;
+pub mod unix;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::aggregate::Shard;
+use crate::metric::MetricRef;
+use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
+use crate::sink::SinkMsg;
+use crate::stats::{incr, Stats};
+
+/// A shard shared between its one writer (a listener) and the flusher.
+pub type SharedShard = Arc<Mutex<Shard>>;
+
+/// Queues of the sinks that want raw packets (the repeater).
+pub type RawTap = Arc<[mpsc::Sender<SinkMsg>]>;
+
+/// Parse + aggregate for one listener thread or connection.
+pub struct Ingest {
+    parser: StatsdParser,
+    shard: SharedShard,
+    stats: Arc<Stats>,
+    raw: RawTap,
+    dump_messages: bool,
+    bad_log: LogLimiter,
+}
+
+impl Ingest {
+    pub fn new(
+        opts: &ParseOptions,
+        shard: SharedShard,
+        stats: Arc<Stats>,
+        raw: RawTap,
+        dump_messages: bool,
+    ) -> Ingest {
+        Ingest {
+            parser: StatsdParser::new(opts.clone()),
+            shard,
+            stats,
+            raw,
+            dump_messages,
+            bad_log: LogLimiter::new(10, Duration::from_secs(10)),
+        }
+    }
+
+    /// One packet: a UDP datagram, or the complete lines of one stream read.
+    pub fn packet(&mut self, data: &[u8]) {
+        incr(&self.stats.packets_received, 1);
+        if !self.raw.is_empty() {
+            let copy = Bytes::copy_from_slice(data);
+            for tx in self.raw.iter() {
+                if tx.try_send(SinkMsg::Raw(copy.clone())).is_err() {
+                    incr(&self.stats.raw_dropped, 1);
+                }
+            }
+        }
+        if self.dump_messages {
+            for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                tracing::info!(line = %String::from_utf8_lossy(line), "received");
+            }
+        }
+        // Only this listener and the flusher (briefly, to swap maps) ever take
+        // this lock. A poisoned lock means a panic mid-insert; the maps are
+        // still structurally valid, so keep going rather than lose the shard.
+        let mut shard = self.shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut handler = ShardHandler {
+            shard: &mut shard,
+            bad_log: &mut self.bad_log,
+        };
+        let counts = self.parser.parse_packet(data, &mut handler);
+        drop(shard);
+        incr(&self.stats.metrics_received, counts.lines);
+        incr(&self.stats.bad_lines_seen, counts.bad);
+    }
+}
+
+struct ShardHandler<'a> {
+    shard: &'a mut Shard,
+    bad_log: &'a mut LogLimiter,
+}
+
+impl Handler for ShardHandler<'_> {
+    fn metric(&mut self, m: MetricRef<'_>) {
+        self.shard.insert(&m);
+    }
+
+    fn bad_line(&mut self, line: &[u8], err: ParseError) {
+        if let Some(suppressed) = self.bad_log.allow() {
+            tracing::warn!(
+                line = %String::from_utf8_lossy(&line[..line.len().min(256)]),
+                reason = %err,
+                suppressed,
+                "bad line"
+            );
+        }
+    }
+}
+
+/// Lets at most `burst` messages through per `window`; says how many it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    burst: u32,
+    window: Duration,
+    start: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(burst: u32, window: Duration) -> Self {
+        LogLimiter {
+            burst,
+            window,
+            start: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` if this message may be logged (`n` = messages suppressed since
+    /// the last one let through), `None` if it must be dropped.
+    pub fn allow(&mut self) -> Option<u64> {
+        if self.start.elapsed() >= self.window {
+            self.start = Instant::now();
+            self.used = 0;
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_lets_a_burst_through_then_counts() {
+        let mut l = LogLimiter::new(2, Duration::from_secs(3600));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.suppressed, 2);
+    }
+}

@@ -1,0 +1,194 @@
+//! The flusher: on every interval tick, swap each shard's maps out, merge them
+//! into the [`Registry`], compute a [`FlushBatch`] and offer it to every sink.
+//!
+//! It runs on its own thread so that computing a large flush never occupies a
+//! tokio worker that TCP connections or sinks need. Shard locks are held only
+//! for the O(1) swap, never for the merge or the compute.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+
+use super::compute::{compute, ComputeOptions};
+use super::FlushBatch;
+use crate::aggregate::{Registry, Shard};
+use crate::sink::SinkMsg;
+use crate::stats::{get, incr, SinkStats, Stats};
+
+/// One sink's queue, as the flusher sees it.
+pub struct SinkQueue {
+    pub tx: Sender<SinkMsg>,
+    pub stats: Arc<SinkStats>,
+}
+
+/// Names of the reference's own counters and gauge, under `prefixStats`.
+struct InternalNames {
+    bad_lines_seen: String,
+    packets_received: String,
+    metrics_received: String,
+    timestamp_lag: String,
+}
+
+/// Totals of the self-metrics at the previous flush, to turn them into deltas.
+#[derive(Default)]
+struct Seen {
+    bad_lines_seen: u64,
+    packets_received: u64,
+    metrics_received: u64,
+}
+
+pub struct Flusher {
+    shards: Vec<Arc<Mutex<Shard>>>,
+    registry: Registry,
+    compute: ComputeOptions,
+    sinks: Vec<SinkQueue>,
+    stats: Arc<Stats>,
+    names: InternalNames,
+    seen: Seen,
+    /// The previous flush's timestamp, for `timestamp_lag`; 0 before the first.
+    old_timestamp: u64,
+}
+
+impl Flusher {
+    pub fn new(
+        shards: Vec<Arc<Mutex<Shard>>>,
+        registry: Registry,
+        compute: ComputeOptions,
+        sinks: Vec<SinkQueue>,
+        stats: Arc<Stats>,
+        prefix_stats: &str,
+    ) -> Flusher {
+        let name = |s: &str| format!("{prefix_stats}.{s}");
+        Flusher {
+            shards,
+            registry,
+            compute,
+            sinks,
+            stats,
+            names: InternalNames {
+                bad_lines_seen: name("bad_lines_seen"),
+                packets_received: name("packets_received"),
+                metrics_received: name("metrics_received"),
+                timestamp_lag: name("timestamp_lag"),
+            },
+            seen: Seen::default(),
+            old_timestamp: 0,
+        }
+    }
+
+    /// Run one flush now and hand the batch to every sink.
+    pub fn flush(&mut self) -> Arc<FlushBatch> {
+        let started = Instant::now();
+        for shard in &self.shards {
+            // The swap is O(1); the listener waits at most that long.
+            let snap = shard.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.registry.merge(snap);
+        }
+
+        let s = &self.stats;
+        let (bad, packets, metrics) = (
+            get(&s.bad_lines_seen),
+            get(&s.packets_received),
+            get(&s.metrics_received),
+        );
+        self.registry.add_counter(
+            self.names.bad_lines_seen.as_bytes(),
+            (bad - self.seen.bad_lines_seen) as f64,
+        );
+        self.registry.add_counter(
+            self.names.packets_received.as_bytes(),
+            (packets - self.seen.packets_received) as f64,
+        );
+        self.registry.add_counter(
+            self.names.metrics_received.as_bytes(),
+            (metrics - self.seen.metrics_received) as f64,
+        );
+        self.seen = Seen {
+            bad_lines_seen: bad,
+            packets_received: packets,
+            metrics_received: metrics,
+        };
+
+        let timestamp = unix_seconds_rounded();
+        if self.old_timestamp > 0 {
+            // As the reference: how late this flush is against the interval, in seconds.
+            let lag = timestamp as f64
+                - self.old_timestamp as f64
+                - self.compute.interval.as_millis() as f64 / 1000.0;
+            self.registry
+                .set_gauge(self.names.timestamp_lag.as_bytes(), lag);
+        }
+        self.old_timestamp = timestamp;
+
+        let batch = Arc::new(compute(&self.registry, &self.compute, timestamp));
+        self.registry.end_interval();
+
+        for sink in &self.sinks {
+            match sink.tx.try_send(SinkMsg::Flush(batch.clone())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    incr(&sink.stats.queue_dropped, 1);
+                    tracing::error!(sink = %sink.stats.name, "sink queue full: flush dropped");
+                }
+                Err(TrySendError::Closed(_)) => {
+                    incr(&sink.stats.queue_dropped, 1);
+                    tracing::error!(sink = %sink.stats.name, "sink has stopped: flush dropped");
+                }
+            }
+        }
+        incr(&self.stats.flushes, 1);
+        self.stats.last_flush_micros.store(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::debug!(
+            series = batch.num_stats(),
+            micros = started.elapsed().as_micros() as u64,
+            "flushed"
+        );
+        batch
+    }
+
+    /// Flush every interval on a dedicated thread until `stop` receives (or its
+    /// sender is dropped); then do the final flush and return, which drops the
+    /// sink queues' senders.
+    pub fn spawn(mut self, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("flusher".into())
+            .spawn(move || {
+                let interval = self.compute.interval;
+                let mut next = Instant::now() + interval;
+                loop {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    match stop.recv_timeout(wait) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.flush();
+                            next += interval;
+                            let now = Instant::now();
+                            if next <= now {
+                                // Fell behind (a flush slower than the interval, or
+                                // a suspended machine): skip ahead, do not burst.
+                                next = now + interval;
+                            }
+                        }
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                            self.flush();
+                            return;
+                        }
+                    }
+                }
+            })
+    }
+}
+
+/// `Math.round(Date.now() / 1000)`, as the reference stamps its flushes.
+fn unix_seconds_rounded() -> u64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    (d.as_millis() as f64 / 1000.0).round() as u64
+}

@@ -1,0 +1,209 @@
+//! Newline-delimited statsd over a byte stream (TCP or a unix socket).
+//!
+//! Each connection keeps one receive buffer. Complete lines are parsed in
+//! place; a partial line waits for the rest. A line longer than
+//! `max_line_length` is dropped and counted, and the connection carries on
+//! from the next newline, so one runaway client line cannot grow memory or
+//! kill the connection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::{Ingest, RawTap, SharedShard};
+use crate::parse::ParseOptions;
+use crate::shutdown::CancellationToken;
+use crate::stats::{incr, Stats};
+
+/// After shutdown starts, a connection reads what is already buffered for at
+/// most this long per read before it gives up waiting for more.
+const DRAIN_READ: Duration = Duration::from_millis(25);
+
+/// What every stream connection shares.
+pub struct StreamCtx {
+    pub parse: ParseOptions,
+    pub shard: SharedShard,
+    pub stats: Arc<Stats>,
+    pub raw: RawTap,
+    pub dump_messages: bool,
+    pub max_line_length: usize,
+    pub idle_timeout: Option<Duration>,
+    /// One permit per open connection (`max_connections`), shared by all stream listeners.
+    pub connections: Arc<Semaphore>,
+    pub tracker: TaskTracker,
+    pub token: CancellationToken,
+}
+
+impl StreamCtx {
+    fn ingest(&self) -> Ingest {
+        Ingest::new(
+            &self.parse,
+            self.shard.clone(),
+            self.stats.clone(),
+            self.raw.clone(),
+            self.dump_messages,
+        )
+    }
+
+    /// Take a connection: serve it on its own task if a permit is free,
+    /// otherwise close it at once and count the refusal.
+    pub fn accept<S>(self: &Arc<Self>, stream: S, peer: String)
+    where
+        S: AsyncRead + Unpin + Send + 'static,
+    {
+        let permit = match self.connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                incr(&self.stats.connections_rejected, 1);
+                tracing::warn!(%peer, "connection refused: max_connections reached");
+                return;
+            }
+        };
+        incr(&self.stats.connections_accepted, 1);
+        incr(&self.stats.connections_open, 1);
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = ctx.serve(stream).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            ctx.stats
+                .connections_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+
+    async fn serve<S: AsyncRead + Unpin>(&self, mut stream: S) -> io::Result<()> {
+        let mut conn = Conn {
+            ingest: self.ingest(),
+            buf: BytesMut::with_capacity(16 * 1024),
+            discarding: false,
+            max: self.max_line_length,
+            stats: &self.stats,
+        };
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = self.token.cancelled() => break,
+                r = read_with_idle(&mut stream, &mut conn.buf, self.idle_timeout) => r?,
+            };
+            match read {
+                Some(0) => return Ok(()),
+                Some(_) => conn.process(),
+                None => {
+                    tracing::debug!("closing idle connection");
+                    return Ok(());
+                }
+            }
+        }
+        // Shutting down: whatever the client already sent is in the socket
+        // buffer; take it, then stop.
+        while let Ok(r) = tokio::time::timeout(DRAIN_READ, stream.read_buf(&mut conn.buf)).await {
+            match r? {
+                0 => break,
+                _ => conn.process(),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Some(n)` bytes read, or `None` when the idle timeout passed first.
+async fn read_with_idle<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    match idle {
+        Some(d) => match tokio::time::timeout(d, stream.read_buf(buf)).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        },
+        None => stream.read_buf(buf).await.map(Some),
+    }
+}
+
+struct Conn<'a> {
+    ingest: Ingest,
+    buf: BytesMut,
+    /// Inside a line that was already too long: skip to the next newline.
+    discarding: bool,
+    max: usize,
+    stats: &'a Stats,
+}
+
+impl Conn<'_> {
+    /// Consume every complete line in the buffer.
+    fn process(&mut self) {
+        if self.discarding {
+            match memchr(b'\n', &self.buf) {
+                Some(i) => {
+                    self.buf.advance(i + 1);
+                    self.discarding = false;
+                }
+                None => {
+                    self.buf.clear();
+                    return;
+                }
+            }
+        }
+        let Some(last_nl) = self.buf.iter().rposition(|&b| b == b'\n') else {
+            self.check_partial();
+            return;
+        };
+        let complete = self.buf.split_to(last_nl + 1);
+        // Hand over runs of acceptable lines in one call; skip overlong ones.
+        let data = &complete[..last_nl];
+        let mut start = 0;
+        let mut run_start = 0;
+        while start <= data.len() {
+            let end = memchr(b'\n', &data[start..])
+                .map(|i| start + i)
+                .unwrap_or(data.len());
+            if end - start > self.max {
+                if run_start < start {
+                    self.ingest.packet(&data[run_start..start - 1]);
+                }
+                incr(&self.stats.lines_too_long, 1);
+                run_start = end + 1;
+            }
+            start = end + 1;
+        }
+        if run_start < data.len() {
+            self.ingest.packet(&data[run_start..]);
+        }
+        self.check_partial();
+    }
+
+    /// A partial line already over the limit will be dropped whatever follows.
+    fn check_partial(&mut self) {
+        if self.buf.len() > self.max {
+            incr(&self.stats.lines_too_long, 1);
+            self.buf.clear();
+            self.discarding = true;
+        }
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memchr_finds_first() {
+        assert_eq!(memchr(b'\n', b"ab\ncd\n"), Some(2));
+        assert_eq!(memchr(b'\n', b"abc"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Shared test plumbing: a Graphite receiver on a real TCP socket, servers
+//! started in-process on port 0, and the built binary.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use statsyard::config::Config;
+use statsyard::server::{self, Running};
+
+/// One line received by [`Graphite`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub name: String,
+    pub value: String,
+    pub ts: u64,
+}
+
+/// A Graphite plaintext receiver: accepts any number of connections and
+/// collects every line they send.
+pub struct Graphite {
+    pub addr: SocketAddr,
+    rx: Receiver<Line>,
+    pub seen: Vec<Line>,
+}
+
+impl Graphite {
+    pub fn start() -> Graphite {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind graphite");
+        Graphite::on(listener)
+    }
+
+    /// Serve on an already-bound listener (to reuse a port that was down).
+    pub fn on(listener: TcpListener) -> Graphite {
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(conn).lines() {
+                        let Ok(line) = line else { return };
+                        let mut parts = line.rsplitn(3, ' ');
+                        let (Some(ts), Some(value), Some(name)) =
+                            (parts.next(), parts.next(), parts.next())
+                        else {
+                            panic!("malformed graphite line {line:?}");
+                        };
+                        let ts = ts.parse().expect("graphite timestamp");
+                        let l = Line {
+                            name: name.into(),
+                            value: value.into(),
+                            ts,
+                        };
+                        if tx.send(l).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Graphite {
+            addr,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collect lines until `done(all lines so far)` holds; panics after `timeout`.
+    pub fn until(&mut self, timeout: Duration, mut done: impl FnMut(&[Line]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out waiting for graphite lines; got {} lines: {:#?}",
+                    self.seen.len(),
+                    &self.seen[self.seen.len().saturating_sub(40)..]
+                );
+            }
+            if let Ok(l) = self.rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                self.seen.push(l);
+            }
+        }
+    }
+
+    /// Wait for a line named `name` and return its value.
+    pub fn value_of(&mut self, name: &str, timeout: Duration) -> String {
+        self.until(timeout, |ls| ls.iter().any(|l| l.name == name));
+        self.seen
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.value.clone())
+            .unwrap()
+    }
+
+    /// The sum of every value received so far for `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.seen
+            .iter()
+            .filter(|l| l.name == name)
+            .map(|l| l.value.parse::<f64>().unwrap())
+            .sum()
+    }
+
+    /// Take whatever arrives within `d`.
+    pub fn drain_for(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if let Ok(l) = self.rx.recv_timeout(left) {
+                self.seen.push(l);
+            }
+        }
+    }
+}
+
+/// Parse a TOML config for a test.
+pub fn config(toml: &str) -> Config {
+    statsyard::config::toml::from_str(toml, "test.toml").expect("test config is valid")
+}
+
+/// A config with UDP and TCP on 127.0.0.1:0, a short flush, and one graphite sink.
+pub fn graphite_config(graphite: SocketAddr, interval_ms: u64, extra: &str) -> Config {
+    config(&format!(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+[flush]
+interval = "{interval_ms}ms"
+shutdown_timeout = "5s"
+{extra}
+[[sink]]
+type = "graphite"
+address = "{graphite}"
+backoff_min = "20ms"
+backoff_max = "200ms"
+"#
+    ))
+}
+
+/// Start a server on a fresh runtime held by the returned guard.
+pub struct Server {
+    pub rt: tokio::runtime::Runtime,
+    pub running: Option<Running>,
+}
+
+impl Server {
+    pub fn start(config: Config) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let running = rt.block_on(server::start(config)).expect("server starts");
+        Server {
+            rt,
+            running: Some(running),
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn udp(&self) -> SocketAddr {
+        self.running().udp[0]
+    }
+
+    pub fn tcp(&self) -> SocketAddr {
+        self.running().tcp[0]
+    }
+
+    /// Ordered shutdown; returns once the final flush was handed to the sinks
+    /// and they finished.
+    pub fn stop(mut self) {
+        let r = self.running.take().unwrap();
+        r.shutdown();
+        self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), r.wait())
+                .await
+                .expect("shutdown finishes")
+        });
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+/// Send each packet as one datagram.
+pub fn send_udp(to: SocketAddr, packets: &[&[u8]]) {
+    let bind = if to.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let s = UdpSocket::bind(bind).unwrap();
+    for p in packets {
+        s.send_to(p, to).unwrap();
+    }
+}
+
+/// The `statsyard` binary built for this test run.
+pub fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_statsyard"))
+}
+
+/// `secs` as a Duration.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
