@@ -1,9 +1,23 @@
 //! Aggregation: per-thread [`Shard`]s on the hot path, one [`Registry`] that
 //! the flusher merges them into and that holds what persists across flushes.
 //!
+//! The arithmetic is the reference statsd's (its `handlePacket` and
+//! `clear_metrics`), operation for operation, so that one shard's values are
+//! bit-identical to the reference's. With several shards, values of one
+//! series that arrived on different threads are combined per shard first.
+//!
 //! Knows only `metric`.
 
-use crate::metric::MetricRef;
+mod counter;
+mod gauge;
+mod registry;
+mod set;
+mod shard;
+mod timer;
+
+pub use registry::Registry;
+pub use shard::{Shard, Snapshot};
+pub use timer::{HdrSamples, Timer, TimerSamples};
 
 /// How aggregation behaves; the reference's `delete*` options and the timer bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,59 +49,5 @@ impl Default for AggregateOptions {
     }
 }
 
-/// One receive thread's aggregates for the current interval.
-#[derive(Debug, Default)]
-pub struct Shard {}
-
-/// What a shard held at the end of an interval.
-#[derive(Debug, Default)]
-pub struct Snapshot {}
-
-impl Shard {
-    pub fn new(opts: &AggregateOptions) -> Shard {
-        let _ = opts;
-        Shard {}
-    }
-
-    /// Add one value.
-    pub fn insert(&mut self, m: &MetricRef<'_>) {
-        let _ = m;
-        todo!()
-    }
-
-    /// Take the interval's aggregates, leaving the shard empty. O(1).
-    pub fn take(&mut self) -> Snapshot {
-        todo!()
-    }
-}
-
-/// Everything the flusher knows: merged snapshots plus what persists
-/// (gauges, idle series that still report zeros).
-#[derive(Debug, Default)]
-pub struct Registry {}
-
-impl Registry {
-    pub fn new(opts: &AggregateOptions) -> Registry {
-        let _ = opts;
-        Registry {}
-    }
-    /// Fold a shard's snapshot in.
-    pub fn merge(&mut self, snap: Snapshot) {
-        let _ = snap;
-        todo!()
-    }
-    /// Add to a counter directly (the `statsd.*` internal counters).
-    pub fn add_counter(&mut self, key: &[u8], value: f64) {
-        let _ = (key, value);
-        todo!()
-    }
-    /// Set a gauge directly (`statsd.timestamp_lag`); never expires.
-    pub fn set_gauge(&mut self, key: &[u8], value: f64) {
-        let _ = (key, value);
-        todo!()
-    }
-    /// After a flush: reset or delete per the reference's rules.
-    pub fn end_interval(&mut self) {
-        todo!()
-    }
-}
+#[cfg(test)]
+mod tests;

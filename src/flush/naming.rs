@@ -1,17 +1,37 @@
-//! Graphite names for a [`FlushBatch`](super::FlushBatch), exactly as the
-//! reference's graphite backend builds them.
+//! Graphite names for a [`FlushBatch`], exactly as the
+//! reference's graphite backend builds them (its `flush_stats` and `format`).
+//!
+//! Legacy namespace (the default): `stats.<key>` (rate) and
+//! `stats_counts.<key>` for counters, `stats.timers.<key>.<stat>`,
+//! `stats.gauges.<key>`, `stats.sets.<key>.count`, whatever the prefixes say.
+//! New namespace: `<globalPrefix>.<prefixCounter>.<key>.rate|count` and so
+//! on, leaving out empty prefixes. Every name ends with `.<globalSuffix>` when
+//! one is set, then the key's tags (`;k=v`).
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use super::FlushBatch;
+use crate::metric::MetricKey;
 
 /// The reference's `graphite.*` naming options plus `prefixStats` and `flush_counts`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Naming {
+    /// The reference's `graphite.legacyNamespace`.
     pub legacy_namespace: bool,
+    /// `graphite.globalPrefix` (new namespace only).
     pub global_prefix: String,
+    /// `graphite.prefixCounter` (new namespace only).
     pub prefix_counter: String,
+    /// `graphite.prefixTimer` (new namespace only).
     pub prefix_timer: String,
+    /// `graphite.prefixGauge` (new namespace only).
     pub prefix_gauge: String,
+    /// `graphite.prefixSet` (new namespace only).
     pub prefix_set: String,
     /// Appended after every name as `.suffix` when set.
     pub global_suffix: Option<String>,
+    /// The reference's `prefixStats`: where statsd's own stats go.
     pub prefix_stats: String,
     /// Emit `stats_counts.*` (legacy) or `.count` (new namespace) for counters.
     pub flush_counts: bool,
@@ -32,6 +52,645 @@ impl Default for Naming {
             prefix_stats: "statsd".into(),
             flush_counts: true,
             sanitize_names: false,
+        }
+    }
+}
+
+/// One Graphite line, before formatting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphiteLine {
+    /// The full metric path, tags included.
+    pub name: String,
+    /// The value, formatted by the sink.
+    pub value: f64,
+}
+
+/// The namespaces `graphite.js` builds at init.
+struct Namespaces<'a> {
+    /// Each a dotted prefix with its trailing `.`, or empty.
+    global: String,
+    counter: String,
+    timer: String,
+    gauge: String,
+    set: String,
+    suffix: Cow<'a, str>,
+}
+
+impl<'a> Namespaces<'a> {
+    fn new(naming: &'a Naming) -> Namespaces<'a> {
+        let suffix = match &naming.global_suffix {
+            Some(s) => Cow::Owned(format!(".{s}")),
+            None => Cow::Borrowed(""),
+        };
+        if naming.legacy_namespace {
+            return Namespaces {
+                global: "stats.".into(),
+                counter: "stats.".into(),
+                timer: "stats.timers.".into(),
+                gauge: "stats.gauges.".into(),
+                set: "stats.sets.".into(),
+                suffix,
+            };
+        }
+        // `namespace.join('.')` over the non-empty prefixes, plus the `.`
+        // that joins it to the key.
+        let join = |parts: &[&str]| {
+            let mut out = String::new();
+            for p in parts.iter().filter(|p| !p.is_empty()) {
+                out.push_str(p);
+                out.push('.');
+            }
+            out
+        };
+        let g = naming.global_prefix.as_str();
+        Namespaces {
+            global: join(&[g]),
+            counter: join(&[g, &naming.prefix_counter]),
+            timer: join(&[g, &naming.prefix_timer]),
+            gauge: join(&[g, &naming.prefix_gauge]),
+            set: join(&[g, &naming.prefix_set]),
+            suffix,
+        }
+    }
+}
+
+/// A key split as `format()` splits it: the (maybe sanitised) name before the
+/// first `;`, and the tags from that `;` on, which go after the suffix.
+struct KeyParts<'k> {
+    name: Cow<'k, str>,
+    tags: Cow<'k, str>,
+}
+
+impl<'k> KeyParts<'k> {
+    fn new(key: &'k MetricKey, sanitize: bool) -> KeyParts<'k> {
+        KeyParts::from_bytes(key.name(), key.tag_suffix(), sanitize)
+    }
+
+    fn from_bytes(name: &'k [u8], tags: &'k [u8], sanitize: bool) -> KeyParts<'k> {
+        let name = String::from_utf8_lossy(name);
+        KeyParts {
+            name: if sanitize {
+                Cow::Owned(sanitize_name(&name))
+            } else {
+                name
+            },
+            tags: String::from_utf8_lossy(tags),
+        }
+    }
+
+    /// `namespace.concat(keyName, extra).join('.') + globalSuffix + tags`.
+    fn format(&self, namespace: &str, extra: &[&str], suffix: &str) -> String {
+        let len = namespace.len()
+            + self.name.len()
+            + extra.iter().map(|e| e.len() + 1).sum::<usize>()
+            + suffix.len()
+            + self.tags.len();
+        let mut out = String::with_capacity(len);
+        out.push_str(namespace);
+        out.push_str(&self.name);
+        for e in extra {
+            out.push('.');
+            out.push_str(e);
+        }
+        out.push_str(suffix);
+        out.push_str(&self.tags);
+        out
+    }
+}
+
+/// The graphite backend's `sk()`, used when keys were not sanitised on the
+/// way in: runs of whitespace become `_`, `/` becomes `-`, and anything
+/// outside `[A-Za-z0-9_.;=-]` is dropped (in that order, as its three
+/// `replace` calls do).
+pub fn sanitize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_space = false;
+    for c in name.chars() {
+        if is_js_space(c) {
+            if !in_space {
+                out.push('_');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        match c {
+            '/' => out.push('-'),
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' | '.' | ';' | '=' => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// JavaScript's `\s`: WhiteSpace and LineTerminator. Differs from
+/// `char::is_whitespace` in U+FEFF (in) and U+0085 (out).
+fn is_js_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
+}
+
+/// Append the batch's Graphite lines, named as the reference's graphite
+/// backend names them, including its own `numStats`, `calculationtime` (the
+/// whole milliseconds this function took) and `processing_time`.
+pub fn graphite_lines(batch: &FlushBatch, naming: &Naming, out: &mut Vec<GraphiteLine>) {
+    let started = Instant::now();
+    let ns = Namespaces::new(naming);
+    let sfx = ns.suffix.as_ref();
+    let sanitize = naming.sanitize_names;
+    let mut line = |name: String, value: f64| out.push(GraphiteLine { name, value });
+
+    for c in &batch.counters {
+        let key = KeyParts::new(&c.key, sanitize);
+        if naming.legacy_namespace {
+            line(key.format(&ns.counter, &[], sfx), c.rate);
+            if naming.flush_counts {
+                line(key.format("stats_counts.", &[], sfx), c.value);
+            }
+        } else {
+            line(key.format(&ns.counter, &["rate"], sfx), c.rate);
+            if naming.flush_counts {
+                line(key.format(&ns.counter, &["count"], sfx), c.value);
+            }
+        }
+    }
+    for t in &batch.timers {
+        let key = KeyParts::new(&t.key, sanitize);
+        for (stat, value) in &t.stats {
+            line(key.format(&ns.timer, &[stat], sfx), *value);
+        }
+        for (bin, value) in &t.histogram {
+            line(key.format(&ns.timer, &["histogram", bin], sfx), *value);
+        }
+    }
+    for g in &batch.gauges {
+        let key = KeyParts::new(&g.key, sanitize);
+        line(key.format(&ns.gauge, &[], sfx), g.value);
+    }
+    for s in &batch.sets {
+        let key = KeyParts::new(&s.key, sanitize);
+        line(key.format(&ns.set, &["count"], sfx), s.count as f64);
+    }
+
+    let num_stats = batch.num_stats() as f64;
+    let prefix = naming.prefix_stats.as_str();
+    if naming.legacy_namespace {
+        // Not through format(): no `stats.` in front of numStats, no
+        // sanitising, no tag handling.
+        line(format!("{prefix}.numStats{sfx}"), num_stats);
+        line(
+            format!("stats.{prefix}.processing_time{sfx}"),
+            batch.processing_time_ms,
+        );
+        line(
+            format!("stats.{prefix}.graphiteStats.calculationtime{sfx}"),
+            started.elapsed().as_millis() as f64,
+        );
+    } else {
+        // format(globalNamespace, prefixStats, ...): prefixStats is the key.
+        let (name, tags) = match prefix.split_once(';') {
+            Some((n, _)) => (n, &prefix[n.len()..]),
+            None => (prefix, ""),
+        };
+        let key = KeyParts::from_bytes(name.as_bytes(), tags.as_bytes(), sanitize);
+        line(key.format(&ns.global, &["numStats"], sfx), num_stats);
+        line(
+            key.format(&ns.global, &["processing_time"], sfx),
+            batch.processing_time_ms,
+        );
+        line(
+            key.format(&ns.global, &["graphiteStats", "calculationtime"], sfx),
+            started.elapsed().as_millis() as f64,
+        );
+    }
+}
+
+/// `<globalNamespace>.<prefixStats>.graphiteStats.<stat><globalSuffix>`: the names of the
+/// sink-level stats the graphite sink adds to every flush (`last_exception`,
+/// `last_flush`, `flush_time`, `flush_length`).
+pub fn graphite_stats_name(naming: &Naming, stat: &str) -> String {
+    let ns = Namespaces::new(naming);
+    format!(
+        "{}{}.graphiteStats.{stat}{}",
+        ns.global, naming.prefix_stats, ns.suffix
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::flush::{CounterOut, GaugeOut, SetOut, TimerOut};
+    use crate::metric::MetricType;
+
+    struct NamingCase {
+        name: &'static str,
+        naming: Naming,
+        /// Two counters, a timer, a gauge, a set.
+        keys: [&'static str; 5],
+        lines: &'static [(&'static str, f64)],
+    }
+
+    fn batch(keys: &[&str; 5]) -> FlushBatch {
+        let key = |i: usize| MetricKey::new(keys[i].as_bytes());
+        FlushBatch {
+            timestamp: 100,
+            interval_ms: 10_000,
+            counters: vec![
+                CounterOut {
+                    key: key(0),
+                    value: 3.0,
+                    rate: 0.3,
+                },
+                CounterOut {
+                    key: key(1),
+                    value: 1.5,
+                    rate: 0.15,
+                },
+            ],
+            timers: vec![TimerOut {
+                key: key(2),
+                kind: MetricType::Timer,
+                stats: vec![(Arc::from("count_90"), 1.0), (Arc::from("upper_99_9"), 2.5)],
+                histogram: vec![(Arc::from("bin_1"), 2.0), (Arc::from("bin_inf"), 0.0)],
+            }],
+            gauges: vec![GaugeOut {
+                key: key(3),
+                value: -2.0,
+            }],
+            sets: vec![SetOut {
+                key: key(4),
+                count: 2,
+            }],
+            processing_time_ms: 3.0,
+        }
+    }
+
+    /// The lines the reference's backends/graphite.js sends for the same
+    /// metrics and config (its flush_stats, then post_stats with a fake
+    /// connection), as (name, value).
+    fn cases() -> Vec<NamingCase> {
+        vec![
+            NamingCase {
+                name: "legacy_default",
+                naming: Naming {
+                    legacy_namespace: true,
+                    global_prefix: "stats".into(),
+                    prefix_counter: "counters".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: None,
+                    prefix_stats: "statsd".into(),
+                    flush_counts: true,
+                    sanitize_names: false,
+                },
+                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                lines: &[
+                    ("stats.a.b", 0.3),
+                    ("stats_counts.a.b", 3.0),
+                    ("stats.c;env=prod;host=x", 0.15),
+                    ("stats_counts.c;env=prod;host=x", 1.5),
+                    ("stats.timers.t.count_90;k=v", 1.0),
+                    ("stats.timers.t.upper_99_9;k=v", 2.5),
+                    ("stats.timers.t.histogram.bin_1;k=v", 2.0),
+                    ("stats.timers.t.histogram.bin_inf;k=v", 0.0),
+                    ("stats.gauges.g", -2.0),
+                    ("stats.sets.s.count;z", 2.0),
+                    ("statsd.numStats", 5.0),
+                    ("stats.statsd.graphiteStats.calculationtime", 1.0),
+                    ("stats.statsd.processing_time", 3.0),
+                    ("stats.statsd.graphiteStats.last_exception", 0.0),
+                    ("stats.statsd.graphiteStats.last_flush", 0.0),
+                    ("stats.statsd.graphiteStats.flush_time", 0.0),
+                    ("stats.statsd.graphiteStats.flush_length", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "legacy_suffix",
+                naming: Naming {
+                    legacy_namespace: true,
+                    global_prefix: "ignored".into(),
+                    prefix_counter: "ignored".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: Some("sfx".into()),
+                    prefix_stats: "mystats".into(),
+                    flush_counts: false,
+                    sanitize_names: false,
+                },
+                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                lines: &[
+                    ("stats.a.b.sfx", 0.3),
+                    ("stats.c.sfx;env=prod;host=x", 0.15),
+                    ("stats.timers.t.count_90.sfx;k=v", 1.0),
+                    ("stats.timers.t.upper_99_9.sfx;k=v", 2.5),
+                    ("stats.timers.t.histogram.bin_1.sfx;k=v", 2.0),
+                    ("stats.timers.t.histogram.bin_inf.sfx;k=v", 0.0),
+                    ("stats.gauges.g.sfx", -2.0),
+                    ("stats.sets.s.count.sfx;z", 2.0),
+                    ("mystats.numStats.sfx", 5.0),
+                    ("stats.mystats.graphiteStats.calculationtime.sfx", 0.0),
+                    ("stats.mystats.processing_time.sfx", 3.0),
+                    ("stats.mystats.graphiteStats.last_exception.sfx", 0.0),
+                    ("stats.mystats.graphiteStats.last_flush.sfx", 0.0),
+                    ("stats.mystats.graphiteStats.flush_time.sfx", 0.0),
+                    ("stats.mystats.graphiteStats.flush_length.sfx", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "new_prefixes",
+                naming: Naming {
+                    legacy_namespace: false,
+                    global_prefix: "gp".into(),
+                    prefix_counter: "cnt".into(),
+                    prefix_timer: "tmr".into(),
+                    prefix_gauge: "gg".into(),
+                    prefix_set: "st".into(),
+                    global_suffix: Some("sfx".into()),
+                    prefix_stats: "statsd".into(),
+                    flush_counts: true,
+                    sanitize_names: false,
+                },
+                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                lines: &[
+                    ("gp.cnt.a.b.rate.sfx", 0.3),
+                    ("gp.cnt.a.b.count.sfx", 3.0),
+                    ("gp.cnt.c.rate.sfx;env=prod;host=x", 0.15),
+                    ("gp.cnt.c.count.sfx;env=prod;host=x", 1.5),
+                    ("gp.tmr.t.count_90.sfx;k=v", 1.0),
+                    ("gp.tmr.t.upper_99_9.sfx;k=v", 2.5),
+                    ("gp.tmr.t.histogram.bin_1.sfx;k=v", 2.0),
+                    ("gp.tmr.t.histogram.bin_inf.sfx;k=v", 0.0),
+                    ("gp.gg.g.sfx", -2.0),
+                    ("gp.st.s.count.sfx;z", 2.0),
+                    ("gp.statsd.numStats.sfx", 5.0),
+                    ("gp.statsd.graphiteStats.calculationtime.sfx", 0.0),
+                    ("gp.statsd.processing_time.sfx", 3.0),
+                    ("gp.statsd.graphiteStats.last_exception.sfx", 0.0),
+                    ("gp.statsd.graphiteStats.last_flush.sfx", 0.0),
+                    ("gp.statsd.graphiteStats.flush_time.sfx", 0.0),
+                    ("gp.statsd.graphiteStats.flush_length.sfx", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "new_empty",
+                naming: Naming {
+                    legacy_namespace: false,
+                    global_prefix: "".into(),
+                    prefix_counter: "".into(),
+                    prefix_timer: "".into(),
+                    prefix_gauge: "".into(),
+                    prefix_set: "".into(),
+                    global_suffix: Some("".into()),
+                    prefix_stats: "".into(),
+                    flush_counts: true,
+                    sanitize_names: false,
+                },
+                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                lines: &[
+                    ("a.b.rate.", 0.3),
+                    ("a.b.count.", 3.0),
+                    ("c.rate.;env=prod;host=x", 0.15),
+                    ("c.count.;env=prod;host=x", 1.5),
+                    ("t.count_90.;k=v", 1.0),
+                    ("t.upper_99_9.;k=v", 2.5),
+                    ("t.histogram.bin_1.;k=v", 2.0),
+                    ("t.histogram.bin_inf.;k=v", 0.0),
+                    ("g.", -2.0),
+                    ("s.count.;z", 2.0),
+                    (".numStats.", 5.0),
+                    (".graphiteStats.calculationtime.", 0.0),
+                    (".processing_time.", 3.0),
+                    (".graphiteStats.last_exception.", 0.0),
+                    (".graphiteStats.last_flush.", 0.0),
+                    (".graphiteStats.flush_time.", 0.0),
+                    (".graphiteStats.flush_length.", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "new_default",
+                naming: Naming {
+                    legacy_namespace: false,
+                    global_prefix: "stats".into(),
+                    prefix_counter: "counters".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: None,
+                    prefix_stats: "statsd".into(),
+                    flush_counts: true,
+                    sanitize_names: false,
+                },
+                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                lines: &[
+                    ("stats.counters.a.b.rate", 0.3),
+                    ("stats.counters.a.b.count", 3.0),
+                    ("stats.counters.c.rate;env=prod;host=x", 0.15),
+                    ("stats.counters.c.count;env=prod;host=x", 1.5),
+                    ("stats.timers.t.count_90;k=v", 1.0),
+                    ("stats.timers.t.upper_99_9;k=v", 2.5),
+                    ("stats.timers.t.histogram.bin_1;k=v", 2.0),
+                    ("stats.timers.t.histogram.bin_inf;k=v", 0.0),
+                    ("stats.gauges.g", -2.0),
+                    ("stats.sets.s.count;z", 2.0),
+                    ("stats.statsd.numStats", 5.0),
+                    ("stats.statsd.graphiteStats.calculationtime", 0.0),
+                    ("stats.statsd.processing_time", 3.0),
+                    ("stats.statsd.graphiteStats.last_exception", 0.0),
+                    ("stats.statsd.graphiteStats.last_flush", 0.0),
+                    ("stats.statsd.graphiteStats.flush_time", 0.0),
+                    ("stats.statsd.graphiteStats.flush_length", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "new_sanitize",
+                naming: Naming {
+                    legacy_namespace: false,
+                    global_prefix: "stats".into(),
+                    prefix_counter: "counters".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: None,
+                    prefix_stats: "my stats;t=1".into(),
+                    flush_counts: true,
+                    sanitize_names: true,
+                },
+                keys: [
+                    "a b//c\u{e9} \u{a0}x",
+                    "c\tz;env=pr od",
+                    "t\u{2028}\u{feff}\u{85}x;k=v",
+                    "g/h",
+                    "s*;z",
+                ],
+                lines: &[
+                    ("stats.counters.a_b--c_x.rate", 0.3),
+                    ("stats.counters.a_b--c_x.count", 3.0),
+                    ("stats.counters.c_z.rate;env=pr od", 0.15),
+                    ("stats.counters.c_z.count;env=pr od", 1.5),
+                    ("stats.timers.t_x.count_90;k=v", 1.0),
+                    ("stats.timers.t_x.upper_99_9;k=v", 2.5),
+                    ("stats.timers.t_x.histogram.bin_1;k=v", 2.0),
+                    ("stats.timers.t_x.histogram.bin_inf;k=v", 0.0),
+                    ("stats.gauges.g-h", -2.0),
+                    ("stats.sets.s.count;z", 2.0),
+                    ("stats.my_stats.numStats;t=1", 5.0),
+                    ("stats.my_stats.graphiteStats.calculationtime;t=1", 0.0),
+                    ("stats.my_stats.processing_time;t=1", 3.0),
+                    ("stats.my stats;t=1.graphiteStats.last_exception", 0.0),
+                    ("stats.my stats;t=1.graphiteStats.last_flush", 0.0),
+                    ("stats.my stats;t=1.graphiteStats.flush_time", 0.0),
+                    ("stats.my stats;t=1.graphiteStats.flush_length", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "legacy_sanitize",
+                naming: Naming {
+                    legacy_namespace: true,
+                    global_prefix: "stats".into(),
+                    prefix_counter: "counters".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: None,
+                    prefix_stats: "statsd".into(),
+                    flush_counts: true,
+                    sanitize_names: true,
+                },
+                keys: [
+                    "a b//c\u{e9} \u{a0}x",
+                    "c\tz;env=pr od",
+                    "t\u{2028}\u{feff}\u{85}x;k=v",
+                    "g/h",
+                    "s*;z",
+                ],
+                lines: &[
+                    ("stats.a_b--c_x", 0.3),
+                    ("stats_counts.a_b--c_x", 3.0),
+                    ("stats.c_z;env=pr od", 0.15),
+                    ("stats_counts.c_z;env=pr od", 1.5),
+                    ("stats.timers.t_x.count_90;k=v", 1.0),
+                    ("stats.timers.t_x.upper_99_9;k=v", 2.5),
+                    ("stats.timers.t_x.histogram.bin_1;k=v", 2.0),
+                    ("stats.timers.t_x.histogram.bin_inf;k=v", 0.0),
+                    ("stats.gauges.g-h", -2.0),
+                    ("stats.sets.s.count;z", 2.0),
+                    ("statsd.numStats", 5.0),
+                    ("stats.statsd.graphiteStats.calculationtime", 0.0),
+                    ("stats.statsd.processing_time", 3.0),
+                    ("stats.statsd.graphiteStats.last_exception", 0.0),
+                    ("stats.statsd.graphiteStats.last_flush", 0.0),
+                    ("stats.statsd.graphiteStats.flush_time", 0.0),
+                    ("stats.statsd.graphiteStats.flush_length", 0.0),
+                ],
+            },
+            NamingCase {
+                name: "legacy_no_sanitize",
+                naming: Naming {
+                    legacy_namespace: true,
+                    global_prefix: "stats".into(),
+                    prefix_counter: "counters".into(),
+                    prefix_timer: "timers".into(),
+                    prefix_gauge: "gauges".into(),
+                    prefix_set: "sets".into(),
+                    global_suffix: None,
+                    prefix_stats: "statsd".into(),
+                    flush_counts: true,
+                    sanitize_names: false,
+                },
+                keys: [
+                    "a b//c\u{e9} \u{a0}x",
+                    "c\tz;env=pr od",
+                    "t\u{2028}\u{feff}\u{85}x;k=v",
+                    "g/h",
+                    "s*;z",
+                ],
+                lines: &[
+                    ("stats.a b//c\u{e9} \u{a0}x", 0.3),
+                    ("stats_counts.a b//c\u{e9} \u{a0}x", 3.0),
+                    ("stats.c\tz;env=pr od", 0.15),
+                    ("stats_counts.c\tz;env=pr od", 1.5),
+                    ("stats.timers.t\u{2028}\u{feff}\u{85}x.count_90;k=v", 1.0),
+                    ("stats.timers.t\u{2028}\u{feff}\u{85}x.upper_99_9;k=v", 2.5),
+                    (
+                        "stats.timers.t\u{2028}\u{feff}\u{85}x.histogram.bin_1;k=v",
+                        2.0,
+                    ),
+                    (
+                        "stats.timers.t\u{2028}\u{feff}\u{85}x.histogram.bin_inf;k=v",
+                        0.0,
+                    ),
+                    ("stats.gauges.g/h", -2.0),
+                    ("stats.sets.s*.count;z", 2.0),
+                    ("statsd.numStats", 5.0),
+                    ("stats.statsd.graphiteStats.calculationtime", 0.0),
+                    ("stats.statsd.processing_time", 3.0),
+                    ("stats.statsd.graphiteStats.last_exception", 0.0),
+                    ("stats.statsd.graphiteStats.last_flush", 0.0),
+                    ("stats.statsd.graphiteStats.flush_time", 0.0),
+                    ("stats.statsd.graphiteStats.flush_length", 0.0),
+                ],
+            },
+        ]
+    }
+
+    const SINK_STATS: [&str; 4] = ["last_exception", "last_flush", "flush_time", "flush_length"];
+
+    #[test]
+    fn names_like_the_reference() {
+        for case in cases() {
+            let mut out = Vec::new();
+            graphite_lines(&batch(&case.keys), &case.naming, &mut out);
+            // calculationtime is a duration: compare its name only.
+            let mut got: Vec<(String, Option<f64>)> = out
+                .into_iter()
+                .map(|l| {
+                    let timing = l.name.contains("calculationtime");
+                    (l.name, (!timing).then_some(l.value))
+                })
+                .collect();
+            // post_stats' four lines come from graphite_stats_name.
+            got.extend(
+                SINK_STATS
+                    .iter()
+                    .map(|s| (graphite_stats_name(&case.naming, s), Some(0.0))),
+            );
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut want: Vec<(String, Option<f64>)> = case
+                .lines
+                .iter()
+                .map(|&(n, v)| (n.to_owned(), (!n.contains("calculationtime")).then_some(v)))
+                .collect();
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn sanitize_like_sk() {
+        // node: key.replace(/\s+/g, '_').replace(/\//g, '-').replace(/[^a-zA-Z_\-0-9\.;=]/g, '')
+        for (raw, want) in [
+            ("plain.name", "plain.name"),
+            ("a  b\t\nc", "a_b_c"),
+            ("a/b", "a-b"),
+            ("caf\u{e9} \u{e9} x", "caf__x"),
+            ("\u{feff}x\u{85}y", "_xy"),
+            ("k=v;x", "k=v;x"),
+            ("*&^%", ""),
+        ] {
+            assert_eq!(sanitize_name(raw), want, "{raw:?}");
         }
     }
 }

@@ -1,5 +1,8 @@
 //! Wire-format parsers. No I/O, no async: bytes in, borrowed values out.
 
+pub mod number;
+pub mod sanitize;
 pub mod statsd;
+pub mod tags;
 
 pub use statsd::{Handler, PacketCounts, ParseError, ParseOptions, StatsdParser};

@@ -1,10 +1,49 @@
 //! The statsd line protocol, with the DogStatsD and Graphite-tag extensions.
 //!
 //! Zero-copy: values borrow from the packet; the key borrows from the packet
-//! when it is already canonical and from a reused scratch buffer otherwise, so
-//! parsing never allocates once the scratch buffer has grown.
+//! when it is already canonical and from reused buffers otherwise (see
+//! [`super::tags`]), so parsing never allocates once those buffers have grown.
+//!
+//! # Grammar
+//!
+//! A packet is lines separated by `\n`; one trailing `\r` per line is
+//! dropped and empty lines are skipped. A line is
+//!
+//! ```text
+//! line     = name ":" segment *(":" segment)
+//! segment  = values ["|" type *("|" field)]
+//! values   = value *(":" value)                  ; DogStatsD 1.1 multi-value
+//! type     = "c" / "g" / "ms" / "h" / "d" / "s"  ; JavaScript whitespace around it ignored
+//! field    = "@" rate / "#" tags / "c:" container-id / "T" unix-seconds
+//! ```
+//!
+//! - `name` is everything before the first `:` and may carry Graphite tags
+//!   (`name;k=v`).
+//! - After a type, `|` starts a field and `:` starts the next segment
+//!   (the reference's `a:1|c:2|ms`). `#` and `c:` fields may contain `:`, so
+//!   they run to the next `|`; the others end at `|` or `:`.
+//! - `#` tags, from any segment, apply to the key of the whole line, as in the
+//!   reference; several `#` fields add up. When a segment has several
+//!   `@rate` fields the first wins (the reference reads only that one).
+//!
+//! # Errors and counting
+//!
+//! Every rejection calls [`Handler::bad_line`] once and counts once in
+//! [`PacketCounts::bad`]: once per line for problems of the line (no `:`, an
+//! empty name, an event or service check), once per segment for problems of
+//! the type or a field, and once per value for a bad value. Whatever is
+//! rejected, the other values, segments and lines are still parsed.
 
-use crate::metric::MetricRef;
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_till};
+use nom::combinator::{all_consuming, opt, recognize};
+use nom::multi::fold_many0;
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
+
+use super::number::{js_trim, parse_js_number};
+use super::tags::{key_name, KeyBuilder};
+use crate::metric::{MetricRef, MetricType, Value};
 
 /// Options that change how lines are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,29 +62,46 @@ impl Default for ParseOptions {
 /// Why a line (or one value of a multi-value line) was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseError {
+    /// The line has no `:`, so no value.
     #[error("no value (expected name:value|type)")]
     MissingValue,
+    /// A segment has no `|type`.
     #[error("no type (expected name:value|type)")]
     MissingType,
+    /// The type is not one of `c`, `g`, `ms`, `h`, `d`, `s`.
     #[error("unknown metric type")]
     UnknownType,
+    /// The value of a counter, gauge, timer, histogram or distribution is not
+    /// a finite decimal number.
     #[error("value is not a finite number")]
     BadValue,
+    /// A timer (`ms`) value is below zero.
     #[error("negative timer value")]
     NegativeTimer,
+    /// `|@rate` is not a finite number above zero.
     #[error("bad sample rate (expected |@rate with 0 < rate)")]
     BadSampleRate,
+    /// The name is empty once sanitised (tags alone do not make a name).
     #[error("empty metric name")]
     EmptyName,
+    /// A field after the type is none of `@rate`, `#tags`, `c:container`, `Ttimestamp`.
     #[error("unrecognised field after the type")]
     BadField,
+    /// `|T` is not followed by unix seconds (digits only, fitting in 64 bits).
+    #[error("bad timestamp (expected |T<unix seconds>)")]
+    BadTimestamp,
+    /// The line is a DogStatsD event (`_e{`) or service check (`_sc|`).
     #[error("DogStatsD events and service checks are not metrics")]
     NotAMetric,
 }
 
 /// What the parser hands each value and each rejected line to.
 pub trait Handler {
+    /// One accepted value. The key and any set member borrow from the packet
+    /// or the parser: copy them to keep them.
     fn metric(&mut self, m: MetricRef<'_>);
+    /// One rejection; `line` is the whole line it came from, without its
+    /// line ending.
     fn bad_line(&mut self, line: &[u8], err: ParseError);
 }
 
@@ -60,24 +116,762 @@ pub struct PacketCounts {
     pub bad: u64,
 }
 
+impl std::ops::AddAssign for PacketCounts {
+    fn add_assign(&mut self, other: PacketCounts) {
+        self.lines += other.lines;
+        self.metrics += other.metrics;
+        self.bad += other.bad;
+    }
+}
+
 /// A reusable parser; one per receive thread or connection.
 #[derive(Debug, Default)]
 pub struct StatsdParser {
     opts: ParseOptions,
-    scratch: Vec<u8>,
+    /// Buffers for keys that must be rewritten, reused from line to line.
+    keys: KeyBuilder,
 }
 
 impl StatsdParser {
+    /// A parser with buffers sized for typical keys.
     pub fn new(opts: ParseOptions) -> Self {
         StatsdParser {
             opts,
-            scratch: Vec::with_capacity(256),
+            keys: KeyBuilder::with_capacity(256),
         }
     }
 
     /// Parse every line of a packet (`\n` or `\r\n` separated).
     pub fn parse_packet<H: Handler>(&mut self, packet: &[u8], h: &mut H) -> PacketCounts {
-        let _ = (&self.opts, &mut self.scratch, packet, h);
-        todo!("statsd parser")
+        let mut counts = PacketCounts::default();
+        for line in packet.split(|&b| b == b'\n') {
+            counts += self.parse_line(line, h);
+        }
+        counts
+    }
+
+    /// Parse one line, given without its `\n` (a trailing `\r` is dropped).
+    /// An empty line counts as nothing.
+    pub fn parse_line<H: Handler>(&mut self, line: &[u8], h: &mut H) -> PacketCounts {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut counts = PacketCounts::default();
+        if line.is_empty() {
+            return counts;
+        }
+        counts.lines = 1;
+        let reject = |counts: &mut PacketCounts, h: &mut H, err| {
+            counts.bad += 1;
+            h.bad_line(line, err);
+        };
+
+        if line.starts_with(b"_e{") || line.starts_with(b"_sc|") {
+            reject(&mut counts, h, ParseError::NotAMetric);
+            return counts;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            reject(&mut counts, h, ParseError::MissingValue);
+            return counts;
+        };
+        let (name, rest) = (&line[..colon], &line[colon + 1..]);
+
+        // Tags may sit in any segment but belong to the key of every value,
+        // so collect them first. Most lines have no `#` at all.
+        let sanitize = self.opts.sanitize;
+        self.keys.reset();
+        if rest.contains(&b'#') {
+            for seg in segments(rest) {
+                for field in fields(seg.fields) {
+                    if let Field::Tags(tags) = field {
+                        self.keys.push_tag_field(name, tags);
+                    }
+                }
+            }
+        }
+        let key = self.keys.build(name, sanitize);
+        if key_name(key).is_empty() {
+            reject(&mut counts, h, ParseError::EmptyName);
+            return counts;
+        }
+
+        for seg in segments(rest) {
+            let (kind, sample_rate, timestamp) = match segment_meta(&seg) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    reject(&mut counts, h, err);
+                    continue;
+                }
+            };
+            for raw in seg.values.split(|&b| b == b':') {
+                match value(kind, raw) {
+                    Ok(value) => {
+                        counts.metrics += 1;
+                        h.metric(MetricRef {
+                            key,
+                            kind,
+                            value,
+                            sample_rate,
+                            timestamp,
+                        });
+                    }
+                    Err(err) => reject(&mut counts, h, err),
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// The type, sample rate and timestamp of a segment.
+fn segment_meta(seg: &Segment<'_>) -> Result<(MetricType, f64, Option<u64>), ParseError> {
+    let kind = match seg.kind.map(js_trim) {
+        None => return Err(ParseError::MissingType),
+        Some(b"c") => MetricType::Counter,
+        Some(b"g") => MetricType::Gauge,
+        Some(b"ms") => MetricType::Timer,
+        Some(b"h") => MetricType::Histogram,
+        Some(b"d") => MetricType::Distribution,
+        Some(b"s") => MetricType::Set,
+        Some(_) => return Err(ParseError::UnknownType),
+    };
+    let mut sample_rate = None;
+    let mut timestamp = None;
+    for field in fields(seg.fields) {
+        match field {
+            // The reference reads only the first field after the type, so the
+            // first rate wins; later ones must still be valid.
+            Field::SampleRate(raw) => {
+                let rate = parse_js_number(raw)
+                    .filter(|&r| r > 0.0)
+                    .ok_or(ParseError::BadSampleRate)?;
+                sample_rate = sample_rate.or(Some(rate));
+            }
+            Field::Timestamp(raw) => {
+                let (_, ts) = all_consuming(nom::character::complete::u64::<_, NomError<'_>>)
+                    .parse(raw)
+                    .map_err(|_| ParseError::BadTimestamp)?;
+                timestamp = Some(ts);
+            }
+            Field::Tags(_) | Field::Container => {}
+            Field::Unknown => return Err(ParseError::BadField),
+        }
+    }
+    Ok((kind, sample_rate.unwrap_or(1.0), timestamp))
+}
+
+/// One value of a segment whose type is `kind`.
+fn value(kind: MetricType, raw: &[u8]) -> Result<Value<'_>, ParseError> {
+    if kind == MetricType::Set {
+        // The reference stores `fields[0] || '0'`.
+        return Ok(Value::SetMember(if raw.is_empty() { b"0" } else { raw }));
+    }
+    let n = parse_js_number(raw).ok_or(ParseError::BadValue)?;
+    Ok(match kind {
+        // The reference tests the untrimmed value with /^[-+]/.
+        MetricType::Gauge if matches!(raw.first(), Some(b'+' | b'-')) => Value::GaugeDelta(n),
+        MetricType::Timer if n < 0.0 => return Err(ParseError::NegativeTimer),
+        _ => Value::Number(n),
+    })
+}
+
+type NomError<'a> = nom::error::Error<&'a [u8]>;
+type Res<'a, O> = IResult<&'a [u8], O, NomError<'a>>;
+
+/// One `:`-separated segment of the part of a line after the name.
+#[derive(Debug, PartialEq)]
+struct Segment<'a> {
+    /// The values, still `:`-separated.
+    values: &'a [u8],
+    /// The type, if there was a `|`.
+    kind: Option<&'a [u8]>,
+    /// The fields after the type, each with its leading `|`.
+    fields: &'a [u8],
+}
+
+/// A field after the type.
+#[derive(Debug, PartialEq)]
+enum Field<'a> {
+    /// `@rate`: the rate.
+    SampleRate(&'a [u8]),
+    /// `#tags`: the comma-separated tags.
+    Tags(&'a [u8]),
+    /// `c:id`: a DogStatsD container id, which statsyard does not use.
+    Container,
+    /// `Tseconds`: the seconds.
+    Timestamp(&'a [u8]),
+    /// Anything else.
+    Unknown,
+}
+
+fn is_pipe(b: u8) -> bool {
+    b == b'|'
+}
+
+fn is_pipe_or_colon(b: u8) -> bool {
+    b == b'|' || b == b':'
+}
+
+/// A field, without its leading `|`.
+fn field(input: &[u8]) -> Res<'_, Field<'_>> {
+    alt((
+        preceded(tag("#"), take_till(is_pipe)).map(Field::Tags),
+        preceded(tag("c:"), take_till(is_pipe)).map(|_| Field::Container),
+        take_till(is_pipe_or_colon).map(|f: &[u8]| match f.split_first() {
+            Some((b'@', rate)) => Field::SampleRate(rate),
+            Some((b'T', ts)) => Field::Timestamp(ts),
+            _ => Field::Unknown,
+        }),
+    ))
+    .parse(input)
+}
+
+/// A segment. It always stops at the end of the input or before the `:`
+/// that starts the next segment.
+fn segment(input: &[u8]) -> Res<'_, Segment<'_>> {
+    let (input, values) = take_till(is_pipe)(input)?;
+    let (input, kind) = opt(preceded(tag("|"), take_till(is_pipe_or_colon))).parse(input)?;
+    let (input, fields) =
+        recognize(fold_many0(preceded(tag("|"), field), || (), |(), _| ())).parse(input)?;
+    Ok((
+        input,
+        Segment {
+            values,
+            kind,
+            fields,
+        },
+    ))
+}
+
+/// The segments of `rest`, the part of a line after the name's `:`.
+fn segments(rest: &[u8]) -> impl Iterator<Item = Segment<'_>> {
+    let mut rest = Some(rest);
+    std::iter::from_fn(move || {
+        let (tail, seg) = segment(rest.take()?).ok()?;
+        rest = tail.strip_prefix(b":");
+        Some(seg)
+    })
+}
+
+/// The fields of a segment's `fields`.
+fn fields(mut input: &[u8]) -> impl Iterator<Item = Field<'_>> {
+    std::iter::from_fn(move || {
+        let (tail, f) = preceded(tag("|"), field).parse(input).ok()?;
+        input = tail;
+        Some(f)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MetricType::*;
+    use ParseError::*;
+
+    /// An owned copy of what the parser handed out.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Got {
+        Metric {
+            key: String,
+            kind: MetricType,
+            value: V,
+            rate: f64,
+            ts: Option<u64>,
+        },
+        Bad(ParseError),
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum V {
+        N(f64),
+        Delta(f64),
+        Member(Vec<u8>),
+    }
+
+    fn m(key: &str, kind: MetricType, value: V) -> Got {
+        Got::Metric {
+            key: key.to_owned(),
+            kind,
+            value,
+            rate: 1.0,
+            ts: None,
+        }
+    }
+    fn n(key: &str, kind: MetricType, v: f64) -> Got {
+        m(key, kind, V::N(v))
+    }
+    fn c(key: &str, v: f64) -> Got {
+        n(key, Counter, v)
+    }
+    fn s(key: &str, member: &[u8]) -> Got {
+        m(key, Set, V::Member(member.to_vec()))
+    }
+    fn bad(e: ParseError) -> Got {
+        Got::Bad(e)
+    }
+
+    impl Got {
+        fn rate(mut self, r: f64) -> Got {
+            if let Got::Metric { rate, .. } = &mut self {
+                *rate = r;
+            }
+            self
+        }
+        fn ts(mut self, t: u64) -> Got {
+            if let Got::Metric { ts, .. } = &mut self {
+                *ts = Some(t);
+            }
+            self
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect {
+        got: Vec<Got>,
+        bad_lines: Vec<Vec<u8>>,
+    }
+
+    impl Handler for Collect {
+        fn metric(&mut self, m: MetricRef<'_>) {
+            let value = match m.value {
+                Value::Number(v) => V::N(v),
+                Value::GaugeDelta(v) => V::Delta(v),
+                Value::SetMember(b) => V::Member(b.to_vec()),
+            };
+            self.got.push(Got::Metric {
+                key: String::from_utf8_lossy(m.key).into_owned(),
+                kind: m.kind,
+                value,
+                rate: m.sample_rate,
+                ts: m.timestamp,
+            });
+        }
+        fn bad_line(&mut self, line: &[u8], err: ParseError) {
+            self.got.push(Got::Bad(err));
+            self.bad_lines.push(line.to_vec());
+        }
+    }
+
+    fn run(opts: ParseOptions, packet: &[u8]) -> (Vec<Got>, PacketCounts, Vec<Vec<u8>>) {
+        let mut p = StatsdParser::new(opts);
+        let mut h = Collect::default();
+        let counts = p.parse_packet(packet, &mut h);
+        (h.got, counts, h.bad_lines)
+    }
+
+    /// Each case is one line: what it yields, in order. The counts must agree.
+    fn check(opts: ParseOptions, cases: &[(&[u8], Vec<Got>)]) {
+        for (line, want) in cases {
+            let (got, counts, _) = run(opts.clone(), line);
+            let shown = String::from_utf8_lossy(line);
+            assert_eq!(&got, want, "{shown:?}");
+            let metrics = want
+                .iter()
+                .filter(|g| matches!(g, Got::Metric { .. }))
+                .count() as u64;
+            let want_counts = PacketCounts {
+                lines: 1,
+                metrics,
+                bad: want.len() as u64 - metrics,
+            };
+            assert_eq!(counts, want_counts, "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn basic_forms() {
+        check(
+            ParseOptions::default(),
+            &[
+                (b"a:1|c", vec![c("a", 1.0)]),
+                (b"a.b-c_d:2.5|c", vec![c("a.b-c_d", 2.5)]),
+                (b"a:1|c|@0.1", vec![c("a", 1.0).rate(0.1)]),
+                (b"a:1|c|@.5", vec![c("a", 1.0).rate(0.5)]),
+                (b"a:1|c|@2", vec![c("a", 1.0).rate(2.0)]),
+                (b"a:-3|c", vec![c("a", -3.0)]),
+                (b"a:5|g", vec![n("a", Gauge, 5.0)]),
+                (b"a:+5|g", vec![m("a", Gauge, V::Delta(5.0))]),
+                (b"a:-5|g", vec![m("a", Gauge, V::Delta(-5.0))]),
+                (b"a:-0|g", vec![m("a", Gauge, V::Delta(-0.0))]),
+                // The reference tests the sign before trimming.
+                (b"a: -5|g", vec![n("a", Gauge, -5.0)]),
+                (b"a:1.5|g|@0.5", vec![n("a", Gauge, 1.5).rate(0.5)]),
+                (b"a:320|ms", vec![n("a", Timer, 320.0)]),
+                (b"a:0|ms", vec![n("a", Timer, 0.0)]),
+                (b"a:-0|ms", vec![n("a", Timer, -0.0)]),
+                (b"a:320|ms|@0.1", vec![n("a", Timer, 320.0).rate(0.1)]),
+                (b"a:-1|h", vec![n("a", Histogram, -1.0)]),
+                (b"a:7|d", vec![n("a", Distribution, 7.0)]),
+                (b"a:foo|s", vec![s("a", b"foo")]),
+                (b"a:42|s", vec![s("a", b"42")]),
+                (b"a: x y |s", vec![s("a", b" x y ")]),
+                (b"a:\xff\xfe|s", vec![s("a", b"\xff\xfe")]),
+                (b"a:|s", vec![s("a", b"0")]),
+                // Numbers as JavaScript's Number() reads them.
+                (b"a:+5|c", vec![c("a", 5.0)]),
+                (b"a:.5|c", vec![c("a", 0.5)]),
+                (b"a:5.|c", vec![c("a", 5.0)]),
+                (b"a:1e3|c", vec![c("a", 1000.0)]),
+                (b"a: 1\t|c", vec![c("a", 1.0)]),
+                // The type is trimmed, as the reference's fields[1].trim().
+                (b"a:1| c |@0.5", vec![c("a", 1.0).rate(0.5)]),
+                (b"a:1|ms ", vec![n("a", Timer, 1.0)]),
+            ],
+        );
+    }
+
+    #[test]
+    fn multi_value() {
+        check(
+            ParseOptions::default(),
+            &[
+                // The reference's form: segments with their own type and rate.
+                (b"a:1|c:2|ms", vec![c("a", 1.0), n("a", Timer, 2.0)]),
+                (
+                    b"a:1|c|@0.5:2|ms:3|g",
+                    vec![
+                        c("a", 1.0).rate(0.5),
+                        n("a", Timer, 2.0),
+                        n("a", Gauge, 3.0),
+                    ],
+                ),
+                // DogStatsD 1.1: values sharing one type and rate.
+                (
+                    b"a:1:2:3|ms|@0.5",
+                    vec![
+                        n("a", Timer, 1.0).rate(0.5),
+                        n("a", Timer, 2.0).rate(0.5),
+                        n("a", Timer, 3.0).rate(0.5),
+                    ],
+                ),
+                (b"a:x:y|s", vec![s("a", b"x"), s("a", b"y")]),
+                (
+                    b"a:+1:2|g",
+                    vec![m("a", Gauge, V::Delta(1.0)), n("a", Gauge, 2.0)],
+                ),
+                // Both at once.
+                (
+                    b"a:1:2|c:3|ms",
+                    vec![c("a", 1.0), c("a", 2.0), n("a", Timer, 3.0)],
+                ),
+                // A bad value does not affect its neighbours.
+                (b"a:1:x:3|c", vec![c("a", 1.0), bad(BadValue), c("a", 3.0)]),
+                (b"a:1:-2|ms", vec![n("a", Timer, 1.0), bad(NegativeTimer)]),
+                (b"a:1|x:2|c", vec![bad(UnknownType), c("a", 2.0)]),
+                (b"a:1|c:2", vec![c("a", 1.0), bad(MissingType)]),
+                (b"a:1|c:", vec![c("a", 1.0), bad(MissingType)]),
+                (b"a::1|c", vec![bad(BadValue), c("a", 1.0)]),
+                (b"a:1|c|@0:2|c", vec![bad(BadSampleRate), c("a", 2.0)]),
+                (b"a:1|c|zz:2|c", vec![bad(BadField), c("a", 2.0)]),
+            ],
+        );
+    }
+
+    #[test]
+    fn dogstatsd_fields() {
+        check(
+            ParseOptions::default(),
+            &[
+                (b"a:1|c|#env:prod", vec![c("a;env=prod", 1.0)]),
+                (
+                    b"a:1|c|#host:x,env:prod,role",
+                    vec![c("a;env=prod;host=x;role", 1.0)],
+                ),
+                (
+                    b"a:1|c|@0.5|#env:prod",
+                    vec![c("a;env=prod", 1.0).rate(0.5)],
+                ),
+                (
+                    b"a:1|c|#env:prod|@0.5",
+                    vec![c("a;env=prod", 1.0).rate(0.5)],
+                ),
+                (b"a:1|c|T1700000000", vec![c("a", 1.0).ts(1_700_000_000)]),
+                (
+                    b"a:1|ms|#t:1|T5|@0.5|c:abc:def",
+                    vec![n("a;t=1", Timer, 1.0).rate(0.5).ts(5)],
+                ),
+                (b"a:1|c|c:0123456789abcdef|#t:1", vec![c("a;t=1", 1.0)]),
+                (b"a:1|c|#", vec![c("a", 1.0)]),
+                (b"a:1|c|#,,", vec![c("a", 1.0)]),
+                // The first rate wins, as in the reference.
+                (b"a:1|c|@0.5|@0.25", vec![c("a", 1.0).rate(0.5)]),
+                (b"a:1|c|#t|@0.5|@0.25", vec![c("a;t", 1.0).rate(0.5)]),
+                // Tags of any segment belong to the whole line.
+                (
+                    b"a:1|c:2|ms|#t:1",
+                    vec![c("a;t=1", 1.0), n("a;t=1", Timer, 2.0)],
+                ),
+                (b"a:1|c|#t:1:2|ms|#u", vec![bad(BadField)]),
+                (b"a:1|c|#k:v:3|ms", vec![bad(BadField)]),
+                (b"a:1|c|#b:2:3|ms|#a:1", vec![bad(BadField)]),
+                (
+                    b"a:1|c|#b:2|T1:3|ms|#a:1",
+                    vec![c("a;a=1;b=2", 1.0).ts(1), n("a;a=1;b=2", Timer, 3.0)],
+                ),
+                // Graphite tags in the name, with and without DogStatsD tags.
+                (b"a;k=v;l=w:1|c", vec![c("a;k=v;l=w", 1.0)]),
+                // Bytewise on the whole tag: `2` sorts before `=`.
+                (b"a;k=v;k2=v2:1|c", vec![c("a;k2=v2;k=v", 1.0)]),
+                (b"a;z=1;b=2:1|c", vec![c("a;b=2;z=1", 1.0)]),
+                (b"name;a=1:1|c|#b:2", vec![c("name;a=1;b=2", 1.0)]),
+                (b"name;c=1:1|c|#b:2,a", vec![c("name;a;b=2;c=1", 1.0)]),
+                (b"a;;x=1;:1|c", vec![c("a;x=1", 1.0)]),
+            ],
+        );
+    }
+
+    #[test]
+    fn errors() {
+        check(
+            ParseOptions::default(),
+            &[
+                (b"a", vec![bad(MissingValue)]),
+                (b"a|c", vec![bad(MissingValue)]),
+                (b"a:1", vec![bad(MissingType)]),
+                (b"a:", vec![bad(MissingType)]),
+                (b"a:1:2", vec![bad(MissingType)]),
+                (b"a:1|", vec![bad(UnknownType)]),
+                (b"a:1|x", vec![bad(UnknownType)]),
+                (b"a:1|C", vec![bad(UnknownType)]),
+                (b"a:1|msx", vec![bad(UnknownType)]),
+                (b"a:|c", vec![bad(BadValue)]),
+                (b"a: |c", vec![bad(BadValue)]),
+                (b"a:|g", vec![bad(BadValue)]),
+                (b"a:|ms", vec![bad(BadValue)]),
+                (b"a:abc|c", vec![bad(BadValue)]),
+                (b"a:0x10|c", vec![bad(BadValue)]),
+                (b"a:Infinity|g", vec![bad(BadValue)]),
+                (b"a:NaN|g", vec![bad(BadValue)]),
+                (b"a:inf|ms", vec![bad(BadValue)]),
+                (b"a:1e400|c", vec![bad(BadValue)]),
+                (b"a:1,5|c", vec![bad(BadValue)]),
+                (b"a:-1|ms", vec![bad(NegativeTimer)]),
+                (b"a:-0.001|ms", vec![bad(NegativeTimer)]),
+                (b"a:1|c|@0", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@0.0", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@-0.5", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@x", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@1e400", vec![bad(BadSampleRate)]),
+                (b"a:1|c|@Infinity", vec![bad(BadSampleRate)]),
+                (b"a:1|c|0.5", vec![bad(BadField)]),
+                (b"a:1|c|", vec![bad(BadField)]),
+                (b"a:1|c||@0.5", vec![bad(BadField)]),
+                (b"a:1|c|x", vec![bad(BadField)]),
+                (b"a:1|c|T", vec![bad(BadTimestamp)]),
+                (b"a:1|c|T-1", vec![bad(BadTimestamp)]),
+                (b"a:1|c|T1.5", vec![bad(BadTimestamp)]),
+                (b"a:1|c|T99999999999999999999", vec![bad(BadTimestamp)]),
+                (b":1|c", vec![bad(EmptyName)]),
+                (b"!!!:1|c", vec![bad(EmptyName)]),
+                (b";a=1:1|c", vec![bad(EmptyName)]),
+                (b":1|c|#a:1", vec![bad(EmptyName)]),
+                // A line-level error counts once, however many values.
+                (b":1|c:2|c:3:4|c", vec![bad(EmptyName)]),
+                (b"_e{5,4}:title|text", vec![bad(NotAMetric)]),
+                (b"_e{5,9}:title|text:more|#t", vec![bad(NotAMetric)]),
+                (b"_sc|my.check|0|#env:prod", vec![bad(NotAMetric)]),
+                (b"_sc|x:1|c", vec![bad(NotAMetric)]),
+                // A segment-level error counts once for all its values.
+                (b"a:1:2:3|x", vec![bad(UnknownType)]),
+                (b"a:1:2|c|@0", vec![bad(BadSampleRate)]),
+            ],
+        );
+    }
+
+    #[test]
+    fn sanitising() {
+        check(
+            ParseOptions::default(),
+            &[
+                (b"my key:1|c", vec![c("my_key", 1.0)]),
+                (b"a  \t b:1|c", vec![c("a_b", 1.0)]),
+                (b"a/b/c:1|c", vec![c("a-b-c", 1.0)]),
+                (b"a!@$%^&*()b:1|c", vec![c("ab", 1.0)]),
+                ("caf\u{e9}.x:1|c".as_bytes(), vec![c("caf.x", 1.0)]),
+                ("a\u{A0}b:1|c".as_bytes(), vec![c("a_b", 1.0)]),
+                (
+                    "a\u{2028}b\u{3000}c\u{FEFF}d:1|c".as_bytes(),
+                    vec![c("a_b_c_d", 1.0)],
+                ),
+                ("a\u{85}\u{200B}b:1|c".as_bytes(), vec![c("ab", 1.0)]),
+                (b"a\xff\xfeb:1|c", vec![c("ab", 1.0)]),
+                (b"a \xff b:1|c", vec![c("a__b", 1.0)]),
+                // Tags are appended before sanitising, then the whole key is sanitised.
+                (b"a:1|c|#host:web 1", vec![c("a;host=web_1", 1.0)]),
+                (b"a:1|c|#url:/x/y", vec![c("a;url=-x-y", 1.0)]),
+                (b"a:1|c|#k:v:w", vec![c("a;k=vw", 1.0)]),
+                (b"a:1|c|#k;x:v", vec![c("a;k_x=v", 1.0)]),
+                (b"a:1|c|#!!!,b", vec![c("a;b", 1.0)]),
+                (b"a:1|c|#b,a b", vec![c("a;a_b;b", 1.0)]),
+            ],
+        );
+    }
+
+    #[test]
+    fn no_sanitising() {
+        let opts = ParseOptions { sanitize: false };
+        check(
+            opts,
+            &[
+                (b"my key/x:1|c", vec![c("my key/x", 1.0)]),
+                (b"a!:1|c|#k:v:w,b", vec![c("a!;b;k=v:w", 1.0)]),
+                (b"a;z;y:1|c", vec![c("a;y;z", 1.0)]),
+                (b" :1|c", vec![c(" ", 1.0)]),
+                (b":1|c", vec![bad(EmptyName)]),
+            ],
+        );
+        // As in the reference, which decodes the packet first, every invalid
+        // UTF-8 sequence in a key is U+FFFD.
+        let (got, _, _) = run(ParseOptions { sanitize: false }, b"a\xff:1|c\na\xfe:1|c");
+        assert_eq!(got, vec![c("a\u{FFFD}", 1.0), c("a\u{FFFD}", 1.0)]);
+    }
+
+    #[test]
+    fn packets() {
+        // (packet, lines, metrics, bad)
+        let cases: &[(&[u8], u64, u64, u64)] = &[
+            (b"", 0, 0, 0),
+            (b"\n\n", 0, 0, 0),
+            (b"\r\n", 0, 0, 0),
+            (b"a:1|c", 1, 1, 0),
+            (b"a:1|c\n", 1, 1, 0),
+            (b"a:1|c\r\n", 1, 1, 0),
+            (b"a:1|c\nb:2|g\n\nc:3|ms", 3, 3, 0),
+            (b"a:1|c\r\nb:2|g\r\n", 2, 2, 0),
+            (b"a:1|c\nbroken\nb:2|g", 3, 2, 1),
+            (b"a:1|c\nb:x|c\nc:1|c:2|zz\nd:5|s", 4, 3, 2),
+            (b"a:1|c|#t:1\r\nb:1|c", 2, 2, 0),
+            // Only one `\r` is a line ending.
+            (b"a:1|c\r\r\n", 1, 1, 0),
+        ];
+        for (packet, lines, metrics, bad) in cases {
+            let (_, counts, _) = run(ParseOptions::default(), packet);
+            let want = PacketCounts {
+                lines: *lines,
+                metrics: *metrics,
+                bad: *bad,
+            };
+            assert_eq!(counts, want, "{:?}", String::from_utf8_lossy(packet));
+        }
+    }
+
+    #[test]
+    fn neighbours_unaffected() {
+        let (got, _, bad_lines) = run(
+            ParseOptions::default(),
+            b"a:1|c|#t:1\r\nnope\r\nb:2|ms:x|ms\nc:1|c|@0.5\r\n",
+        );
+        assert_eq!(
+            got,
+            vec![
+                c("a;t=1", 1.0),
+                bad(MissingValue),
+                n("b", Timer, 2.0),
+                bad(BadValue),
+                c("c", 1.0).rate(0.5),
+            ]
+        );
+        // bad_line gets the whole line, without its line ending.
+        assert_eq!(bad_lines, vec![b"nope".to_vec(), b"b:2|ms:x|ms".to_vec()]);
+    }
+
+    #[test]
+    fn trailing_cr_only_once() {
+        // A second `\r` is part of the line: whitespace in the type, trimmed.
+        let (got, _, _) = run(ParseOptions::default(), b"a:1|c\r\r\n");
+        assert_eq!(got, vec![c("a", 1.0)]);
+        let (got, _, _) = run(ParseOptions::default(), b"a:1|c|#t:1\r\r\n");
+        assert_eq!(got, vec![c("a;t=1_", 1.0)]);
+    }
+
+    /// A handler that checks where each key lives.
+    struct Where<'p> {
+        packet: &'p [u8],
+        borrowed: usize,
+        copied: usize,
+    }
+
+    impl Handler for Where<'_> {
+        fn metric(&mut self, m: MetricRef<'_>) {
+            if self.packet.as_ptr_range().contains(&m.key.as_ptr()) {
+                self.borrowed += 1;
+            } else {
+                self.copied += 1;
+            }
+        }
+        fn bad_line(&mut self, _: &[u8], _: ParseError) {}
+    }
+
+    #[test]
+    fn no_key_allocation_when_warm() {
+        let packet: &[u8] = b"plain.key:1|c\n\
+            a;k=v;z=1:2|ms\n\
+            zig zag/x:3|g\n\
+            tagged:4|c|#z:1,a:2,m\n\
+            c;z=1;a=2:5|c:6|s\n\
+            longer.name.with.some.depth;b=2:7|h|#a:1,c:3,env:production,host:web-01\n";
+        let mut p = StatsdParser::new(ParseOptions::default());
+        let mut h = Where {
+            packet,
+            borrowed: 0,
+            copied: 0,
+        };
+        p.parse_packet(packet, &mut h);
+        let cap = p.keys.capacity();
+        for _ in 0..3 {
+            h.borrowed = 0;
+            h.copied = 0;
+            let counts = p.parse_packet(packet, &mut h);
+            assert_eq!(counts.metrics, 7);
+            assert_eq!(p.keys.capacity(), cap, "key buffers grew");
+        }
+        // The first two lines are already canonical: their keys borrow the packet.
+        assert_eq!((h.borrowed, h.copied), (2, 5));
+    }
+
+    #[test]
+    fn segment_lexing() {
+        let seg =
+            |values: &'static [u8], kind: Option<&'static [u8]>, fields: &'static [u8]| Segment {
+                values,
+                kind,
+                fields,
+            };
+        let cases: &[(&[u8], Vec<Segment<'static>>)] = &[
+            (b"", vec![seg(b"", None, b"")]),
+            (b"1:2", vec![seg(b"1:2", None, b"")]),
+            (b"1|c", vec![seg(b"1", Some(b"c"), b"")]),
+            (
+                b"1|c:2|ms",
+                vec![seg(b"1", Some(b"c"), b""), seg(b"2", Some(b"ms"), b"")],
+            ),
+            (b"1:2|ms|@0.5", vec![seg(b"1:2", Some(b"ms"), b"|@0.5")]),
+            (
+                b"1|c|#a:b|c:x:y|T1:2|g",
+                vec![
+                    seg(b"1", Some(b"c"), b"|#a:b|c:x:y|T1"),
+                    seg(b"2", Some(b"g"), b""),
+                ],
+            ),
+            (
+                b"1|c:",
+                vec![seg(b"1", Some(b"c"), b""), seg(b"", None, b"")],
+            ),
+        ];
+        for (rest, want) in cases {
+            let got: Vec<_> = segments(rest).collect();
+            assert_eq!(&got, want, "{:?}", String::from_utf8_lossy(rest));
+        }
+        let got: Vec<_> = fields(b"|@0.5|#a:b,c|c:x:y|T12|zz|").collect();
+        assert_eq!(
+            got,
+            vec![
+                Field::SampleRate(b"0.5"),
+                Field::Tags(b"a:b,c"),
+                Field::Container,
+                Field::Timestamp(b"12"),
+                Field::Unknown,
+                Field::Unknown,
+            ]
+        );
     }
 }

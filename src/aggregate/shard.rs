@@ -1,0 +1,134 @@
+//! One receive thread's aggregates for the current interval.
+
+use rustc_hash::FxHashMap;
+
+use super::counter;
+use super::gauge::GaugeUpdate;
+use super::set::Members;
+use super::timer::Timer;
+use super::AggregateOptions;
+use crate::metric::{MetricKey, MetricRef, MetricType, Value};
+
+/// The per-type maps of one interval. Keys are allocated once per series and
+/// interval; an existing series is found by the borrowed key bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Maps {
+    pub(crate) counters: FxHashMap<MetricKey, f64>,
+    pub(crate) gauges: FxHashMap<MetricKey, GaugeUpdate>,
+    pub(crate) timers: FxHashMap<MetricKey, Timer>,
+    pub(crate) sets: FxHashMap<MetricKey, Members>,
+}
+
+/// One receive thread's aggregates for the current interval.
+///
+/// Only its own thread inserts; the flusher [`take`](Shard::take)s the maps
+/// out at the end of the interval, which is O(1), so a lock around a shard is
+/// held only for an instant.
+#[derive(Debug)]
+pub struct Shard {
+    timer_exact_samples: usize,
+    maps: Maps,
+}
+
+/// What a shard held at the end of an interval, ready to be merged into the
+/// [`Registry`](super::Registry).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub(crate) maps: Maps,
+}
+
+impl Snapshot {
+    /// The number of series in the snapshot (of every type).
+    pub fn len(&self) -> usize {
+        let m = &self.maps;
+        m.counters.len() + m.gauges.len() + m.timers.len() + m.sets.len()
+    }
+
+    /// No series at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard::new(&AggregateOptions::default())
+    }
+}
+
+impl Shard {
+    /// An empty shard.
+    pub fn new(opts: &AggregateOptions) -> Shard {
+        Shard {
+            timer_exact_samples: opts.timer_exact_samples,
+            maps: Maps::default(),
+        }
+    }
+
+    /// Add one value, with the reference's semantics for its type. Allocates
+    /// only for a series (or set member) not yet seen this interval, and for
+    /// a timer's sample vector as it grows up to its bound.
+    ///
+    /// A value whose variant does not fit the type (a set member for a
+    /// counter, ...) is ignored; the parser never produces one.
+    pub fn insert(&mut self, m: &MetricRef<'_>) {
+        let key = m.key;
+        match (m.kind, m.value) {
+            (MetricType::Counter, Value::Number(v) | Value::GaugeDelta(v)) => {
+                let v = counter::scaled(v, m.sample_rate);
+                match self.maps.counters.get_mut(key) {
+                    Some(total) => counter::accumulate(total, v),
+                    None => {
+                        let mut total = 0.0;
+                        counter::accumulate(&mut total, v);
+                        self.maps.counters.insert(MetricKey::new(key), total);
+                    }
+                }
+            }
+            (MetricType::Gauge, Value::Number(v)) => match self.maps.gauges.get_mut(key) {
+                Some(g) => g.set(v),
+                None => {
+                    self.maps
+                        .gauges
+                        .insert(MetricKey::new(key), GaugeUpdate::new(v, false));
+                }
+            },
+            (MetricType::Gauge, Value::GaugeDelta(d)) => match self.maps.gauges.get_mut(key) {
+                Some(g) => g.delta(d),
+                None => {
+                    self.maps
+                        .gauges
+                        .insert(MetricKey::new(key), GaugeUpdate::new(d, true));
+                }
+            },
+            (kind, Value::Number(v) | Value::GaugeDelta(v)) if kind.is_timer_like() => {
+                let limit = self.timer_exact_samples;
+                match self.maps.timers.get_mut(key) {
+                    Some(t) => t.push(v, m.sample_rate, limit),
+                    None => {
+                        let mut t = Timer::new(kind);
+                        t.push(v, m.sample_rate, limit);
+                        self.maps.timers.insert(MetricKey::new(key), t);
+                    }
+                }
+            }
+            (MetricType::Set, Value::SetMember(member)) => match self.maps.sets.get_mut(key) {
+                Some(s) => s.insert(member),
+                None => {
+                    let mut s = Members::default();
+                    s.insert(member);
+                    self.maps.sets.insert(MetricKey::new(key), s);
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Take the interval's aggregates, leaving the shard empty. O(1): the
+    /// maps are swapped out, not copied.
+    pub fn take(&mut self) -> Snapshot {
+        Snapshot {
+            maps: std::mem::take(&mut self.maps),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Aggregation math: shards, merging, and the reference's end-of-interval rules.
+
+use super::*;
+use crate::metric::{MetricRef, MetricType, Value};
+
+fn m(key: &str, kind: MetricType, value: Value<'static>, rate: f64) -> MetricRef<'static> {
+    // Leaked: test keys live for the whole test run, which is what MetricRef wants here.
+    let key: &'static str = Box::leak(key.to_owned().into_boxed_str());
+    MetricRef {
+        key: key.as_bytes(),
+        kind,
+        value,
+        sample_rate: rate,
+        timestamp: None,
+    }
+}
+
+fn c(key: &str, v: f64, rate: f64) -> MetricRef<'static> {
+    m(key, MetricType::Counter, Value::Number(v), rate)
+}
+fn g(key: &str, v: f64) -> MetricRef<'static> {
+    m(key, MetricType::Gauge, Value::Number(v), 1.0)
+}
+fn gd(key: &str, v: f64) -> MetricRef<'static> {
+    m(key, MetricType::Gauge, Value::GaugeDelta(v), 1.0)
+}
+fn t(key: &str, kind: MetricType, v: f64, rate: f64) -> MetricRef<'static> {
+    m(key, kind, Value::Number(v), rate)
+}
+fn s(key: &str, member: &'static str) -> MetricRef<'static> {
+    m(
+        key,
+        MetricType::Set,
+        Value::SetMember(member.as_bytes()),
+        1.0,
+    )
+}
+
+/// One shard, all values, merged into a fresh registry.
+fn registry(opts: &AggregateOptions, values: &[MetricRef<'_>]) -> Registry {
+    let mut shard = Shard::new(opts);
+    values.iter().for_each(|v| shard.insert(v));
+    let mut reg = Registry::new(opts);
+    reg.merge(shard.take());
+    reg
+}
+
+#[test]
+fn counters_sum_like_the_reference() {
+    // Expected values from node: c = 0; c += v * (1 / rate) for each, in order.
+    let cases: &[(&[(f64, f64)], f64)] = &[
+        (&[(1.0, 1.0)], 1.0),
+        (&[(1.0, 0.1), (1.0, 0.1)], 20.0),
+        (&[(0.1, 1.0), (0.2, 1.0), (0.3, 1.0)], 0.6000000000000001),
+        (&[(5.0, 0.3), (-2.0, 1.0)], 14.666666666666668),
+        (&[(1.5, 0.5), (2.25, 0.25)], 12.0),
+    ];
+    let opts = AggregateOptions::default();
+    for (values, want) in cases {
+        let ms: Vec<_> = values.iter().map(|&(v, r)| c("a", v, r)).collect();
+        let reg = registry(&opts, &ms);
+        assert_eq!(reg.counter(b"a"), Some(*want), "{values:?}");
+    }
+}
+
+#[test]
+fn gauges_absolute_and_deltas() {
+    let opts = AggregateOptions::default();
+    let mut shard = Shard::new(&opts);
+    let mut reg = Registry::new(&opts);
+    // Interval 1: absolute then deltas, applied in order inside the shard.
+    for v in [g("g", 0.1), gd("g", 0.2), gd("g", 0.3)] {
+        shard.insert(&v);
+    }
+    reg.merge(shard.take());
+    assert_eq!(reg.gauge(b"g"), Some(0.6000000000000001));
+    reg.end_interval();
+    assert_eq!(reg.gauge(b"g"), Some(0.6000000000000001), "gauges persist");
+    // Interval 2: only deltas; the registry applies them one by one onto the
+    // persistent value, as the reference would (node: 0.6000000000000001 + 0.1 - 0.7).
+    for v in [gd("g", 0.1), gd("g", -0.7)] {
+        shard.insert(&v);
+    }
+    reg.merge(shard.take());
+    assert_eq!(reg.gauge(b"g"), Some(0.6000000000000001 + 0.1 - 0.7));
+    // A delta onto 0 (falsy in JavaScript) replaces it; a new gauge starts at the delta.
+    for v in [g("z", 0.0), gd("z", -3.0), gd("new", 4.0)] {
+        shard.insert(&v);
+    }
+    reg.merge(shard.take());
+    assert_eq!(reg.gauge(b"z"), Some(-3.0));
+    assert_eq!(reg.gauge(b"new"), Some(4.0));
+}
+
+#[test]
+fn timers_share_one_series_and_count_rates() {
+    let opts = AggregateOptions::default();
+    let reg = registry(
+        &opts,
+        &[
+            t("t", MetricType::Histogram, 3.0, 1.0),
+            t("t", MetricType::Timer, 1.0, 0.1),
+            t("t", MetricType::Distribution, 2.0, 0.5),
+        ],
+    );
+    let timer = reg.timer(b"t").expect("timer exists");
+    assert_eq!(timer.kind(), MetricType::Histogram, "first type seen wins");
+    // node: 0 + 1/1 + 1/0.1 + 1/0.5
+    assert_eq!(timer.count(), 13.0);
+    match timer.samples() {
+        TimerSamples::Exact(v) => assert_eq!(v, &[3.0, 1.0, 2.0]),
+        TimerSamples::Hist(_) => panic!("3 samples are exact"),
+    }
+}
+
+#[test]
+fn timers_switch_to_a_histogram_past_the_bound() {
+    let opts = AggregateOptions {
+        timer_exact_samples: 3,
+        ..AggregateOptions::default()
+    };
+    // (samples in shard A, samples in shard B, exact after merge?)
+    let cases: &[(usize, usize, bool)] = &[
+        (3, 0, true),
+        (4, 0, false),
+        (2, 1, true),
+        (2, 2, false),
+        (0, 3, true),
+        (4, 4, false),
+        (1, 4, false),
+    ];
+    for &(a, b, exact) in cases {
+        let mut reg = Registry::new(&opts);
+        for n in [a, b] {
+            let mut shard = Shard::new(&opts);
+            for i in 0..n {
+                shard.insert(&t("t", MetricType::Timer, i as f64 + 1.0, 1.0));
+            }
+            reg.merge(shard.take());
+        }
+        let timer = reg.timer(b"t");
+        if a + b == 0 {
+            assert!(timer.is_none());
+            continue;
+        }
+        let timer = timer.expect("timer exists");
+        assert_eq!(timer.len(), (a + b) as u64, "{a}+{b}");
+        assert_eq!(timer.count(), (a + b) as f64, "{a}+{b}");
+        assert_eq!(
+            matches!(timer.samples(), TimerSamples::Exact(_)),
+            exact,
+            "{a}+{b}"
+        );
+        if let TimerSamples::Hist(h) = timer.samples() {
+            let want: f64 = (1..=a).chain(1..=b).map(|i| i as f64).sum();
+            assert_eq!(h.sum(), want);
+            assert_eq!(h.min(), 1.0);
+            assert_eq!(h.max(), a.max(b) as f64);
+        }
+    }
+}
+
+#[test]
+fn sets_count_distinct_members() {
+    let opts = AggregateOptions::default();
+    let mut reg = Registry::new(&opts);
+    for members in [&["a", "b", "a"][..], &["b", "c"][..]] {
+        let mut shard = Shard::new(&opts);
+        members.iter().for_each(|mb| shard.insert(&s("s", mb)));
+        reg.merge(shard.take());
+    }
+    assert_eq!(reg.set_len(b"s"), Some(3));
+}
+
+#[test]
+fn take_leaves_the_shard_empty() {
+    let opts = AggregateOptions::default();
+    let mut shard = Shard::new(&opts);
+    shard.insert(&c("a", 1.0, 1.0));
+    shard.insert(&s("s", "x"));
+    let snap = shard.take();
+    assert_eq!(snap.len(), 2);
+    assert!(shard.take().is_empty());
+}
+
+#[test]
+fn direct_counters_and_gauges() {
+    let opts = AggregateOptions {
+        delete_gauges: true,
+        ..AggregateOptions::default()
+    };
+    let mut reg = Registry::new(&opts);
+    reg.add_counter(b"statsd.packets_received", 0.0);
+    reg.add_counter(b"statsd.packets_received", 2.0);
+    reg.add_counter(b"statsd.packets_received", 3.0);
+    assert_eq!(reg.counter(b"statsd.packets_received"), Some(5.0));
+    reg.set_gauge(b"statsd.timestamp_lag", -1.0);
+    for _ in 0..5 {
+        reg.end_interval();
+    }
+    assert_eq!(
+        reg.gauge(b"statsd.timestamp_lag"),
+        Some(-1.0),
+        "never expires"
+    );
+}
+
+/// Which series survive `end_interval`, and with what value, per option.
+#[test]
+fn end_interval_per_option() {
+    struct Case {
+        opts: AggregateOptions,
+        /// Counters left (key, value) after one end_interval, sorted.
+        counters: &'static [(&'static str, f64)],
+        timer_kept: bool,
+        set_kept: bool,
+        /// Flushes the gauge is still there after: `None` = forever.
+        gauge_flushes: Option<u32>,
+    }
+    let base = AggregateOptions::default();
+    let all_counters: &[(&str, f64)] = &[
+        ("a", 0.0),
+        ("my.bad_lines_seen.x", 0.0),
+        ("statsd.metrics_received", 0.0),
+        ("statsd.packets_received", 0.0),
+    ];
+    let cases = [
+        Case {
+            opts: base.clone(),
+            counters: all_counters,
+            timer_kept: true,
+            set_kept: true,
+            gauge_flushes: None,
+        },
+        Case {
+            opts: AggregateOptions {
+                delete_counters: true,
+                ..base.clone()
+            },
+            // Substring match, as the reference: any key containing the names stays.
+            counters: &all_counters[1..],
+            timer_kept: true,
+            set_kept: true,
+            gauge_flushes: None,
+        },
+        Case {
+            opts: AggregateOptions {
+                delete_timers: true,
+                ..base.clone()
+            },
+            counters: all_counters,
+            timer_kept: false,
+            set_kept: true,
+            gauge_flushes: None,
+        },
+        Case {
+            opts: AggregateOptions {
+                delete_sets: true,
+                ..base.clone()
+            },
+            counters: all_counters,
+            timer_kept: true,
+            set_kept: false,
+            gauge_flushes: None,
+        },
+        Case {
+            opts: AggregateOptions {
+                delete_gauges: true,
+                ..base.clone()
+            },
+            counters: all_counters,
+            timer_kept: true,
+            set_kept: true,
+            gauge_flushes: Some(1),
+        },
+        Case {
+            opts: AggregateOptions {
+                delete_gauges: true,
+                gauges_max_ttl: 3,
+                ..base.clone()
+            },
+            counters: all_counters,
+            timer_kept: true,
+            set_kept: true,
+            gauge_flushes: Some(3),
+        },
+    ];
+    for case in cases {
+        let opts = &case.opts;
+        let mut reg = registry(
+            opts,
+            &[
+                c("a", 2.0, 1.0),
+                c("my.bad_lines_seen.x", 1.0, 1.0),
+                c("statsd.metrics_received", 1.0, 1.0),
+                g("g", 7.0),
+                t("t", MetricType::Timer, 5.0, 0.5),
+                s("s", "m"),
+            ],
+        );
+        reg.add_counter(b"statsd.packets_received", 4.0);
+        reg.end_interval();
+
+        let mut counters: Vec<_> = reg.counters().map(|(k, v)| (k.to_string(), v)).collect();
+        counters.sort_by(|a, b| a.0.cmp(&b.0));
+        let want: Vec<_> = case
+            .counters
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v))
+            .collect();
+        assert_eq!(counters, want, "{opts:?}");
+
+        match reg.timer(b"t") {
+            Some(timer) => {
+                assert!(case.timer_kept, "{opts:?}");
+                assert_eq!((timer.count(), timer.len()), (0.0, 0), "{opts:?}");
+            }
+            None => assert!(!case.timer_kept, "{opts:?}"),
+        }
+        assert_eq!(reg.set_len(b"s"), case.set_kept.then_some(0), "{opts:?}");
+
+        // The gauge was seen in one flush already; count the further ones.
+        let mut flushes = 1;
+        while reg.gauge(b"g").is_some() && flushes < 10 {
+            assert_eq!(reg.gauge(b"g"), Some(7.0));
+            reg.end_interval();
+            flushes += 1;
+        }
+        let flushes = (flushes < 10).then_some(flushes);
+        assert_eq!(flushes, case.gauge_flushes, "{opts:?}");
+    }
+}
+
+#[test]
+fn a_gauge_update_renews_its_ttl() {
+    let opts = AggregateOptions {
+        delete_gauges: true,
+        gauges_max_ttl: 2,
+        ..AggregateOptions::default()
+    };
+    let mut reg = registry(&opts, &[g("g", 1.0)]);
+    reg.end_interval(); // ttl 1
+    let mut shard = Shard::new(&opts);
+    shard.insert(&gd("g", 1.0));
+    reg.merge(shard.take()); // ttl 2 again
+    reg.end_interval(); // 1
+    assert_eq!(reg.gauge(b"g"), Some(2.0));
+    reg.end_interval(); // 0: gone
+    assert_eq!(reg.gauge(b"g"), None);
+}

@@ -1,0 +1,247 @@
+//! Building the canonical key (see [`crate::metric`]) of a statsd line.
+//!
+//! The reference appends DogStatsD tags to the name (`name;k=v;k2`) and then
+//! sanitises the whole key. statsyard does the same and then canonicalises:
+//! tags sorted bytewise, empty tags dropped, so that the same series always
+//! has the same key whatever order the client sent its tags in.
+//!
+//! Every buffer is owned by a [`KeyBuilder`] and reused from line to line, so
+//! once they have grown no key costs an allocation; a key that is already
+//! canonical is not copied at all.
+
+use super::sanitize::{needs_sanitize, sanitize_into};
+
+/// Reusable buffers that turn a name and its DogStatsD tags into a canonical key.
+#[derive(Debug, Default)]
+pub struct KeyBuilder {
+    /// The name with DogStatsD tags appended, when there are any.
+    joined: Vec<u8>,
+    /// Whether `joined` holds the current line's key.
+    has_tags: bool,
+    /// The sanitised key, when sanitising changed it (or, with sanitising
+    /// off, the key with invalid UTF-8 replaced).
+    clean: Vec<u8>,
+    /// The canonical key, when the sanitised key was not canonical yet.
+    sorted: Vec<u8>,
+    /// Byte ranges of the tags while they are sorted.
+    ranges: Vec<(usize, usize)>,
+}
+
+impl KeyBuilder {
+    /// Buffers that will hold keys of about `capacity` bytes without growing.
+    pub fn with_capacity(capacity: usize) -> Self {
+        KeyBuilder {
+            joined: Vec::with_capacity(capacity),
+            has_tags: false,
+            clean: Vec::with_capacity(capacity),
+            sorted: Vec::with_capacity(capacity),
+            ranges: Vec::with_capacity(16),
+        }
+    }
+
+    /// Start the key of a new line.
+    pub fn reset(&mut self) {
+        self.has_tags = false;
+    }
+
+    /// Append the tags of one DogStatsD `|#` field (without the `#`) to the
+    /// key whose name is `name`. As in the reference, each comma-separated
+    /// tag has its first `;` replaced by `_` and its first `:` by `=`, and an
+    /// empty field adds nothing.
+    pub fn push_tag_field(&mut self, name: &[u8], field: &[u8]) {
+        if field.is_empty() {
+            return;
+        }
+        if !self.has_tags {
+            self.joined.clear();
+            self.joined.extend_from_slice(name);
+            self.has_tags = true;
+        }
+        for tag in field.split(|&b| b == b',') {
+            self.joined.push(b';');
+            let semi = tag.iter().position(|&b| b == b';');
+            let colon = tag.iter().position(|&b| b == b':');
+            for (i, &b) in tag.iter().enumerate() {
+                let b = if Some(i) == semi {
+                    b'_'
+                } else if Some(i) == colon {
+                    b'='
+                } else {
+                    b
+                };
+                self.joined.push(b);
+            }
+        }
+    }
+
+    /// The canonical key of `name` plus the tags pushed since [`reset`](Self::reset),
+    /// sanitised when `sanitize` is set. Borrows `name` itself when that is
+    /// already the canonical key.
+    pub fn build<'k>(&'k mut self, name: &'k [u8], sanitize: bool) -> &'k [u8] {
+        let joined: &[u8] = if self.has_tags { &self.joined } else { name };
+        let clean: &[u8] = if sanitize && needs_sanitize(joined) {
+            self.clean.clear();
+            sanitize_into(joined, &mut self.clean);
+            &self.clean
+        } else if !sanitize && std::str::from_utf8(joined).is_err() {
+            // The reference decodes packets as UTF-8, so every invalid
+            // sequence is U+FFFD in its keys: `a\xff` and `a\xfe` are one series.
+            self.clean.clear();
+            for chunk in joined.utf8_chunks() {
+                self.clean.extend_from_slice(chunk.valid().as_bytes());
+                if !chunk.invalid().is_empty() {
+                    self.clean.extend_from_slice("\u{FFFD}".as_bytes());
+                }
+            }
+            &self.clean
+        } else {
+            joined
+        };
+        if is_canonical(clean) {
+            clean
+        } else {
+            canonicalize_into(clean, &mut self.ranges, &mut self.sorted);
+            &self.sorted
+        }
+    }
+
+    /// Total capacity of the buffers, to check that warm parsing does not grow them.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.joined.capacity()
+            + self.clean.capacity()
+            + self.sorted.capacity()
+            + self.ranges.capacity()
+    }
+}
+
+/// The name of a key: everything before the first `;`.
+pub fn key_name(key: &[u8]) -> &[u8] {
+    key.split(|&b| b == b';').next().unwrap_or(key)
+}
+
+/// Whether `key` has no empty tags and its tags are in bytewise order.
+fn is_canonical(key: &[u8]) -> bool {
+    let mut tags = key.split(|&b| b == b';').skip(1);
+    let Some(mut prev) = tags.next() else {
+        return true;
+    };
+    if prev.is_empty() {
+        return false;
+    }
+    for tag in tags {
+        if tag.is_empty() || tag < prev {
+            return false;
+        }
+        prev = tag;
+    }
+    true
+}
+
+/// Write the canonical form of `key` to `out`: its name, then its non-empty
+/// tags in bytewise order, each after a `;`.
+fn canonicalize_into(key: &[u8], ranges: &mut Vec<(usize, usize)>, out: &mut Vec<u8>) {
+    let name = key_name(key);
+    ranges.clear();
+    let mut start = name.len() + 1;
+    while start <= key.len() {
+        let end = key[start..]
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(key.len(), |i| start + i);
+        if end > start {
+            ranges.push((start, end));
+        }
+        start = end + 1;
+    }
+    // Equal tags are equal bytes, so an unstable sort gives the same result
+    // as a stable one, and it sorts in place without allocating.
+    ranges.sort_unstable_by(|a, b| key[a.0..a.1].cmp(&key[b.0..b.1]));
+    out.clear();
+    out.extend_from_slice(name);
+    for &(s, e) in ranges.iter() {
+        out.push(b';');
+        out.extend_from_slice(&key[s..e]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (name, DogStatsD tag fields, sanitize, key)
+    type Case = (&'static [u8], &'static [&'static [u8]], bool, &'static [u8]);
+
+    #[test]
+    fn canonical_keys() {
+        let cases: &[Case] = &[
+            (b"foo", &[], true, b"foo"),
+            (b"foo;a=1;b=2", &[], true, b"foo;a=1;b=2"),
+            (b"foo;b=2;a=1", &[], true, b"foo;a=1;b=2"),
+            (b"foo;b;a;b", &[], true, b"foo;a;b;b"),
+            (b"foo;;a;", &[], true, b"foo;a"),
+            (b"foo;", &[], true, b"foo"),
+            (b"foo", &[b"b:2,a:1"], true, b"foo;a=1;b=2"),
+            (b"foo", &[b"a"], true, b"foo;a"),
+            (b"foo", &[b""], true, b"foo"),
+            (b"foo", &[b",,x,"], true, b"foo;x"),
+            (b"foo;z=1", &[b"a:1"], true, b"foo;a=1;z=1"),
+            (b"foo", &[b"b:1", b"a:2"], true, b"foo;a=2;b=1"),
+            // First `:` to `=`, first `;` to `_`, then sanitising drops the rest.
+            (b"foo", &[b"k:v:w"], true, b"foo;k=vw"),
+            (b"foo", &[b"k:v:w"], false, b"foo;k=v:w"),
+            (b"foo", &[b"a;b;c:d"], true, b"foo;a_b;c=d"),
+            (b"foo", &[b"host:web 1"], true, b"foo;host=web_1"),
+            (b"foo", &[b"!!!"], true, b"foo"),
+            (b"my key/x", &[b"b:1"], true, b"my_key-x;b=1"),
+            (b"my key", &[], false, b"my key"),
+            (b"my key;b;a", &[], false, b"my key;a;b"),
+            (b"a\xff\xfe", &[], false, "a\u{FFFD}\u{FFFD}".as_bytes()),
+            (
+                b"a\xe3\x80b",
+                &[b"\xf0:\x80"],
+                false,
+                "a\u{FFFD}b;\u{FFFD}=\u{FFFD}".as_bytes(),
+            ),
+            // Sorting is bytewise on the final bytes.
+            (b"foo", &[b"b,B,a,_,1"], true, b"foo;1;B;_;a;b"),
+            (b"foo", &[b"a=2,a=10"], true, b"foo;a=10;a=2"),
+        ];
+        let mut kb = KeyBuilder::with_capacity(8);
+        for (name, fields, sanitize, want) in cases {
+            kb.reset();
+            for f in *fields {
+                kb.push_tag_field(name, f);
+            }
+            let got = kb.build(name, *sanitize);
+            assert_eq!(
+                String::from_utf8_lossy(got),
+                String::from_utf8_lossy(want),
+                "{:?} {:?}",
+                String::from_utf8_lossy(name),
+                fields
+            );
+        }
+    }
+
+    #[test]
+    fn canonical_name_is_borrowed() {
+        let mut kb = KeyBuilder::with_capacity(8);
+        for name in [&b"foo.bar"[..], b"foo;a=1;b=2", b"x y"] {
+            kb.reset();
+            let got = kb.build(name, false);
+            assert_eq!(got.as_ptr(), name.as_ptr());
+        }
+        kb.reset();
+        let name = b"foo.bar;a";
+        assert_eq!(kb.build(name, true).as_ptr(), name.as_ptr());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(key_name(b"foo;a"), b"foo");
+        assert_eq!(key_name(b"foo"), b"foo");
+        assert_eq!(key_name(b";a"), b"");
+        assert_eq!(key_name(b""), b"");
+    }
+}
