@@ -1,1 +1,357 @@
 //! The serde shape of statsyard.toml; every field's `///` doc is its user doc.
+//!
+//! These structs only describe the file: every field has its default here (the
+//! `Default` impls), and [`super::toml`] validates them into a
+//! [`Config`](super::Config). The `config.js` import ([`super::etsy`]) fills the
+//! same structs, so both formats share one validation.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole statsyard.toml.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// The statsd listeners and how received lines are read.
+    pub statsd: RawStatsd,
+    /// The flush: interval, timer statistics, what is kept between flushes.
+    pub flush: RawFlush,
+    /// Graphite names, as the reference statsd builds them.
+    pub naming: RawNaming,
+    /// statsyard's own logging.
+    pub log: RawLog,
+    /// Where flushes go; zero or more `[[sink]]` tables.
+    pub sink: Vec<RawSink>,
+}
+
+/// `[statsd]`: listeners and ingest.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStatsd {
+    /// UDP listen addresses (`IP:port`, IPv6 as `[::]:8125`); `[]` disables UDP.
+    pub udp: Vec<String>,
+    /// TCP listen addresses (`IP:port`); `[]` disables TCP. Lines end with `\n`.
+    pub tcp: Vec<String>,
+    /// Unix stream socket listeners.
+    pub unix: Vec<RawUnix>,
+    /// Longest accepted TCP/unix line, in bytes; longer lines are dropped and counted.
+    pub max_line_length: usize,
+    /// SO_RCVBUF for UDP sockets, in bytes; 0 keeps the kernel default.
+    pub udp_recv_buffer: usize,
+    /// Most open TCP/unix connections; further ones are refused and counted.
+    pub max_connections: usize,
+    /// Close a TCP/unix connection idle this long; `"0s"` never does.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Rewrite metric names on ingress like the reference's `keyNameSanitize`.
+    pub key_name_sanitize: bool,
+    /// Samples kept exactly per timer series per interval before switching to a histogram.
+    pub timer_exact_samples: usize,
+    /// Log every received line (the reference's `dumpMessages`).
+    pub dump_messages: bool,
+}
+
+impl Default for RawStatsd {
+    fn default() -> Self {
+        RawStatsd {
+            udp: vec!["0.0.0.0:8125".into()],
+            tcp: vec!["0.0.0.0:8125".into()],
+            unix: Vec::new(),
+            max_line_length: 65_536,
+            udp_recv_buffer: 8 * 1024 * 1024,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+            key_name_sanitize: true,
+            timer_exact_samples: 10_000,
+            dump_messages: false,
+        }
+    }
+}
+
+/// A `[[statsd.unix]]` listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnix {
+    /// Socket path.
+    pub path: String,
+    /// File mode applied after binding, as an octal string (`"0660"`); unset keeps the umask's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// `[flush]`: the interval and what each flush computes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawFlush {
+    /// Flush interval (the reference's `flushInterval`).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Timer percentiles (`percentThreshold`); negative values are top-N%.
+    pub percentiles: Vec<f64>,
+    /// Timer histograms (`histogram`); the first rule whose `metric` is in the key wins.
+    pub histogram: Vec<RawHistogram>,
+    /// Timer statistics to emit (`calculatedTimerMetrics`); empty emits all.
+    pub calculated_timer_metrics: Vec<String>,
+    /// Default for the four `delete_*` keys (`deleteIdleStats`).
+    pub delete_idle_stats: bool,
+    /// Drop idle counters instead of sending 0 (`deleteCounters`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_counters: Option<bool>,
+    /// Drop idle timers instead of sending 0 (`deleteTimers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_timers: Option<bool>,
+    /// Drop idle sets instead of sending 0 (`deleteSets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_sets: Option<bool>,
+    /// Drop idle gauges instead of repeating them (`deleteGauges`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_gauges: Option<bool>,
+    /// Flushes a gauge may stay idle before `delete_gauges` drops it (`gaugesMaxTTL`); < 1 is 1.
+    pub gauges_max_ttl: i64,
+    /// Time allowed at shutdown to deliver the final flush.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RawFlush {
+    fn default() -> Self {
+        RawFlush {
+            interval: Duration::from_secs(10),
+            percentiles: vec![90.0],
+            histogram: Vec::new(),
+            calculated_timer_metrics: Vec::new(),
+            delete_idle_stats: false,
+            delete_counters: None,
+            delete_timers: None,
+            delete_sets: None,
+            delete_gauges: None,
+            gauges_max_ttl: 1,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A `[[flush.histogram]]` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistogram {
+    /// Timers whose name contains this string use this rule (`""` matches all).
+    pub metric: String,
+    /// Ascending non-inclusive upper bin limits; `"inf"` last catches the rest. `[]` = no histogram.
+    pub bins: Vec<RawBin>,
+}
+
+/// A histogram bin limit: a number or `"inf"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawBin {
+    /// A finite upper limit.
+    Limit(f64),
+    /// `"inf"`: everything left.
+    Inf,
+}
+
+impl<'de> Deserialize<'de> for RawBin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A hand-written visitor rather than `#[serde(untagged)]`: it accepts
+        // integers and floats alike and says what it expected.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawBin;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or \"inf\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawBin, E> {
+                Ok(RawBin::Limit(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawBin, E> {
+                Ok(RawBin::Limit(v as f64))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawBin, E> {
+                Ok(RawBin::Limit(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawBin, E> {
+                if v == "inf" {
+                    Ok(RawBin::Inf)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for RawBin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RawBin::Limit(v) => s.serialize_f64(*v),
+            RawBin::Inf => s.serialize_str("inf"),
+        }
+    }
+}
+
+/// `[naming]`: the reference's `graphite.*` options plus `prefixStats` and `flush_counts`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNaming {
+    /// The reference's `graphite.legacyNamespace`.
+    pub legacy_namespace: bool,
+    /// `graphite.globalPrefix` (used when `legacy_namespace = false`).
+    pub global_prefix: String,
+    /// `graphite.prefixCounter` (used when `legacy_namespace = false`).
+    pub prefix_counter: String,
+    /// `graphite.prefixTimer` (used when `legacy_namespace = false`).
+    pub prefix_timer: String,
+    /// `graphite.prefixGauge` (used when `legacy_namespace = false`).
+    pub prefix_gauge: String,
+    /// `graphite.prefixSet` (used when `legacy_namespace = false`).
+    pub prefix_set: String,
+    /// `graphite.globalSuffix`: when set (even to `""`) every name gets `.<suffix>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global_suffix: Option<String>,
+    /// `prefixStats`: the namespace of statsyard's own statsd metrics.
+    pub prefix_stats: String,
+    /// `flush_counts`: also send raw counter counts (`stats_counts.*` or `.count`).
+    pub flush_counts: bool,
+}
+
+impl Default for RawNaming {
+    fn default() -> Self {
+        RawNaming {
+            legacy_namespace: true,
+            global_prefix: "stats".into(),
+            prefix_counter: "counters".into(),
+            prefix_timer: "timers".into(),
+            prefix_gauge: "gauges".into(),
+            prefix_set: "sets".into(),
+            global_suffix: None,
+            prefix_stats: "statsd".into(),
+            flush_counts: true,
+        }
+    }
+}
+
+/// `[log]`: statsyard's own logs (on stderr).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// A `tracing` filter directive (`info`, `debug`, `statsyard=debug,warn`); `RUST_LOG` overrides.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: RawLogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".into(),
+            format: RawLogFormat::Text,
+        }
+    }
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A `[[sink]]`. One flat table for every type so that a key of another type
+/// is reported as such (with its `sink[N].key` path) rather than as unknown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSink {
+    /// `console`, `graphite` or `repeater`.
+    #[serde(rename = "type")]
+    pub kind: RawSinkType,
+    /// Unique name for logs and self-metrics; defaults to the type, then `type-2`, `type-3`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Queue capacity in messages: flushes (64), or packets for the repeater (65536).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
+    /// console: `text` (Graphite lines) or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// graphite: the carbon receiver, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// graphite: `text` or `pickle`; repeater: `udp` or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// graphite: bytes of flushes held while the destination is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<usize>,
+    /// graphite: how long a connection attempt may take.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub connect_timeout: Option<Duration>,
+    /// graphite: the first reconnect delay.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backoff_min: Option<Duration>,
+    /// graphite, repeater: the longest reconnect delay.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub backoff_max: Option<Duration>,
+    /// repeater: `host:port` of each statsd server that gets a copy of every packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<Vec<String>>,
+}
+
+impl RawSink {
+    /// A sink of this type with every other key unset.
+    pub fn new(kind: RawSinkType) -> RawSink {
+        RawSink {
+            kind,
+            name: None,
+            queue: None,
+            format: None,
+            address: None,
+            protocol: None,
+            buffer_bytes: None,
+            connect_timeout: None,
+            backoff_min: None,
+            backoff_max: None,
+            destinations: None,
+        }
+    }
+}
+
+/// What a `[[sink]]` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSinkType {
+    /// Prints every flush on stdout.
+    Console,
+    /// Sends every flush to carbon (text or pickle protocol).
+    Graphite,
+    /// Copies every received packet to other statsd servers.
+    Repeater,
+}
+
+impl RawSinkType {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RawSinkType::Console => "console",
+            RawSinkType::Graphite => "graphite",
+            RawSinkType::Repeater => "repeater",
+        }
+    }
+}

@@ -1,9 +1,1196 @@
-//! statsyard.toml → [`Config`](super::Config).
+//! statsyard.toml → [`Config`]: parse into [`RawConfig`], then
+//! validate. [`validate`] is shared with the `config.js` import, which fills a
+//! `RawConfig` too.
 
-use super::{Config, ConfigError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawBin, RawConfig, RawLogFormat, RawSink, RawSinkType};
+use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
+use crate::aggregate::AggregateOptions;
+use crate::flush::compute::{Bin, ComputeOptions, HistogramRule, Percentile};
+use crate::flush::naming::Naming;
+use crate::parse::ParseOptions;
+use crate::sink::console::{ConsoleConfig, ConsoleFormat};
+use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
+use crate::sink::repeater::{RepeaterConfig, RepeaterProtocol};
+use crate::sink::{SinkKind, SinkSpec};
+
+/// Default queue of a flush-fed sink, in flushes.
+const DEFAULT_QUEUE: usize = 64;
+/// Default queue of the repeater, in packets: it sees every packet, not one message per flush.
+const DEFAULT_REPEATER_QUEUE: usize = 65_536;
+const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The timer statistics `calculated_timer_metrics` may name: the reference's
+/// timer_data keys, with `_percent` standing for every percentile's variant.
+pub const TIMER_METRICS: &[&str] = &[
+    "count",
+    "count_ps",
+    "lower",
+    "upper",
+    "mean",
+    "median",
+    "std",
+    "sum",
+    "sum_squares",
+    "histogram",
+    "count_percent",
+    "mean_percent",
+    "upper_percent",
+    "lower_percent",
+    "sum_percent",
+    "sum_squares_percent",
+];
+
+/// The keys each sink type accepts, for the "not a <type> sink key" error.
+const CONSOLE_KEYS: &[&str] = &["type", "name", "queue", "format"];
+const GRAPHITE_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "queue",
+    "address",
+    "protocol",
+    "buffer_bytes",
+    "connect_timeout",
+    "backoff_min",
+    "backoff_max",
+];
+const REPEATER_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "queue",
+    "destinations",
+    "protocol",
+    "backoff_max",
+];
 
 /// Parse and validate TOML text; `file` names it in errors.
 pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let _ = (text, file);
-    todo!("toml config")
+    let raw: RawConfig = ::toml::from_str(text).map_err(|e| {
+        // The toml crate's message names the line and column and quotes the
+        // line; the key path is added because that line alone does not say
+        // which key it is in a multi-line array or under a `[table]` header.
+        let path = e
+            .span()
+            .and_then(|span| key_path(text, span.start))
+            .map(|p| format!("key `{p}`: "))
+            .unwrap_or_default();
+        ConfigError::Syntax {
+            file: file.to_string(),
+            message: format!("{path}{}", e.to_string().trim_end()),
+        }
+    })?;
+    validate(raw, file, Vec::new())
+}
+
+/// The dotted path (`flush.histogram[0].bins[1]`) of the key or array element
+/// with the smallest span of source text that contains byte `pos`, if the
+/// text parses. The whole tree is searched: a `[table]`'s span covers only its
+/// header, not the keys under it.
+fn key_path(text: &str, pos: usize) -> Option<String> {
+    use ::toml::de::{DeTable, DeValue};
+    use ::toml::Spanned;
+    use std::ops::Range;
+
+    struct Search {
+        pos: usize,
+        path: Vec<String>,
+        best: Option<(usize, String)>,
+    }
+    impl Search {
+        fn consider(&mut self, span: Range<usize>) {
+            if span.contains(&self.pos)
+                && self.best.as_ref().is_none_or(|(len, _)| span.len() <= *len)
+            {
+                let mut p = String::new();
+                for seg in &self.path {
+                    if !p.is_empty() && !seg.starts_with('[') {
+                        p.push('.');
+                    }
+                    p.push_str(seg);
+                }
+                self.best = Some((span.len(), p));
+            }
+        }
+        fn table(&mut self, t: &DeTable<'_>) {
+            for (k, v) in t.iter() {
+                self.path.push(k.get_ref().to_string());
+                self.consider(k.span());
+                self.value(v);
+                self.path.pop();
+            }
+        }
+        fn value(&mut self, v: &Spanned<DeValue<'_>>) {
+            self.consider(v.span());
+            match v.get_ref() {
+                DeValue::Table(t) => self.table(t),
+                DeValue::Array(a) => {
+                    for (i, e) in a.iter().enumerate() {
+                        self.path.push(format!("[{i}]"));
+                        self.value(e);
+                        self.path.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let doc = DeTable::parse(text).ok()?;
+    let mut search = Search {
+        pos,
+        path: Vec::new(),
+        best: None,
+    };
+    search.table(doc.get_ref());
+    search.best.map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+/// A validation failure before it is given the file name.
+struct Bad {
+    key: String,
+    reason: String,
+}
+
+fn bad(key: impl Into<String>, reason: impl Into<String>) -> Bad {
+    Bad {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Validate a raw config into a [`Config`]. Errors name `file` and the TOML
+/// key path (`flush.interval`, `sink[1].address`; list indexes count from 0).
+pub fn validate(raw: RawConfig, file: &str, warnings: Vec<String>) -> Result<Config, ConfigError> {
+    validate_inner(raw, file, warnings).map_err(|b| ConfigError::Invalid {
+        file: file.to_string(),
+        key: b.key,
+        reason: b.reason,
+    })
+}
+
+fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Result<Config, Bad> {
+    let s = raw.statsd;
+    let udp = listen_addrs(&s.udp, "statsd.udp")?;
+    let tcp = listen_addrs(&s.tcp, "statsd.tcp")?;
+    let mut unix = Vec::with_capacity(s.unix.len());
+    for (i, u) in s.unix.iter().enumerate() {
+        if u.path.is_empty() {
+            return Err(bad(format!("statsd.unix[{i}].path"), "must not be empty"));
+        }
+        if unix
+            .iter()
+            .any(|x: &UnixListen| x.path.as_os_str() == u.path.as_str())
+        {
+            return Err(bad(
+                format!("statsd.unix[{i}].path"),
+                format!("{:?} is listed twice", u.path),
+            ));
+        }
+        let mode = match &u.mode {
+            None => None,
+            Some(m) => Some(parse_mode(m).map_err(|r| bad(format!("statsd.unix[{i}].mode"), r))?),
+        };
+        unix.push(UnixListen {
+            path: PathBuf::from(&u.path),
+            mode,
+        });
+    }
+    if s.max_line_length == 0 {
+        return Err(bad("statsd.max_line_length", "must be at least 1"));
+    }
+    if s.max_connections == 0 {
+        return Err(bad("statsd.max_connections", "must be at least 1"));
+    }
+    let listen = ListenConfig {
+        udp,
+        tcp,
+        unix,
+        max_line_length: s.max_line_length,
+        udp_recv_buffer: (s.udp_recv_buffer > 0).then_some(s.udp_recv_buffer),
+        max_connections: s.max_connections,
+        idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
+    };
+
+    let f = raw.flush;
+    check_interval(f.interval).map_err(|r| bad("flush.interval", r))?;
+    let mut percentiles = Vec::with_capacity(f.percentiles.len());
+    for (i, &p) in f.percentiles.iter().enumerate() {
+        check_percentile(p).map_err(|r| bad(format!("flush.percentiles[{i}]"), r))?;
+        percentiles.push(Percentile { value: p });
+    }
+    let mut histograms = Vec::with_capacity(f.histogram.len());
+    for (i, h) in f.histogram.iter().enumerate() {
+        let bins = check_bins(&h.bins).map_err(|r| bad(format!("flush.histogram[{i}].bins"), r))?;
+        histograms.push(HistogramRule {
+            metric: h.metric.clone(),
+            bins,
+        });
+    }
+    for (i, m) in f.calculated_timer_metrics.iter().enumerate() {
+        if !TIMER_METRICS.contains(&m.as_str()) {
+            return Err(bad(
+                format!("flush.calculated_timer_metrics[{i}]"),
+                format!(
+                    "unknown timer metric {m:?} (known: {})",
+                    TIMER_METRICS.join(", ")
+                ),
+            ));
+        }
+    }
+    check_nonzero(f.shutdown_timeout).map_err(|r| bad("flush.shutdown_timeout", r))?;
+    let compute = ComputeOptions {
+        interval: f.interval,
+        percentiles,
+        histograms,
+        calculated_timer_metrics: (!f.calculated_timer_metrics.is_empty())
+            .then_some(f.calculated_timer_metrics),
+    };
+    let aggregate = AggregateOptions {
+        timer_exact_samples: s.timer_exact_samples,
+        delete_counters: f.delete_counters.unwrap_or(f.delete_idle_stats),
+        delete_timers: f.delete_timers.unwrap_or(f.delete_idle_stats),
+        delete_sets: f.delete_sets.unwrap_or(f.delete_idle_stats),
+        delete_gauges: f.delete_gauges.unwrap_or(f.delete_idle_stats),
+        // The reference forces anything below 1 to 1; above u32 is "forever" anyway.
+        gauges_max_ttl: f.gauges_max_ttl.clamp(1, i64::from(u32::MAX)) as u32,
+    };
+
+    let n = raw.naming;
+    let naming = Naming {
+        legacy_namespace: n.legacy_namespace,
+        global_prefix: n.global_prefix,
+        prefix_counter: n.prefix_counter,
+        prefix_timer: n.prefix_timer,
+        prefix_gauge: n.prefix_gauge,
+        prefix_set: n.prefix_set,
+        global_suffix: n.global_suffix,
+        prefix_stats: n.prefix_stats,
+        flush_counts: n.flush_counts,
+        // The reference's graphite backend sanitises names itself exactly when
+        // ingress sanitising is off.
+        sanitize_names: !s.key_name_sanitize,
+    };
+
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&raw.log.level) {
+        return Err(bad(
+            "log.level",
+            format!("not a tracing filter directive: {e}"),
+        ));
+    }
+    let log = LogConfig {
+        level: raw.log.level,
+        json: raw.log.format == RawLogFormat::Json,
+        dump_messages: s.dump_messages,
+    };
+
+    let sinks = sinks(&raw.sink)?;
+    if sinks.is_empty() {
+        warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
+    }
+
+    Ok(Config {
+        source: file.to_string(),
+        listen,
+        parse: ParseOptions {
+            sanitize: s.key_name_sanitize,
+        },
+        aggregate,
+        compute,
+        naming,
+        sinks,
+        shutdown_timeout: f.shutdown_timeout,
+        log,
+        warnings,
+    })
+}
+
+fn listen_addrs(list: &[String], key: &str) -> Result<Vec<SocketAddr>, Bad> {
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(list.len());
+    for (i, a) in list.iter().enumerate() {
+        let addr = parse_listen_addr(a).map_err(|r| bad(format!("{key}[{i}]"), r))?;
+        if out.contains(&addr) {
+            return Err(bad(format!("{key}[{i}]"), format!("{a:?} is listed twice")));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+/// A listener address: an IP literal and a port (`0.0.0.0:8125`, `[::]:8125`).
+pub(super) fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("{s:?} is not an IP:port address (e.g. \"0.0.0.0:8125\" or \"[::]:8125\")")
+    })
+}
+
+/// A destination address: `host:port`, an IPv6 host in brackets, port 1-65535.
+/// Host names are resolved by the sink when it connects.
+pub(super) fn check_host_port(s: &str) -> Result<(), String> {
+    let usage = "(expected host:port, e.g. \"graphite.example.com:2003\" or \"[::1]:2003\")";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} has no port {usage}"));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => {
+            return Err(format!(
+                "{s:?}: {port:?} is not a port number 1-65535 {usage}"
+            ))
+        }
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        match inner.strip_suffix(']') {
+            Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => Ok(()),
+            _ => Err(format!("{s:?}: bad IPv6 address in brackets {usage}")),
+        }
+    } else if host.is_empty() {
+        Err(format!("{s:?} has no host {usage}"))
+    } else if host.contains(':') {
+        Err(format!("{s:?}: write an IPv6 address in brackets {usage}"))
+    } else if host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host) {
+        Ok(())
+    } else {
+        Err(format!("{s:?}: {host:?} is not a host name {usage}"))
+    }
+}
+
+/// Letters, digits, '-' and '_' in non-empty dot-separated labels of at most
+/// 63 bytes, 253 in all; one trailing dot allowed.
+fn is_dns_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    host.len() <= 253 && name.split('.').all(label_ok)
+}
+
+/// A unix socket mode written in octal (`"0660"`, `"660"`).
+pub(super) fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(m) if m <= 0o7777 && !s.is_empty() => Ok(m),
+        _ => Err(format!(
+            "{s:?} is not an octal file mode between \"0\" and \"7777\" (e.g. \"0660\")"
+        )),
+    }
+}
+
+/// A flush interval: at least 1ms (the reference's timer cannot do less).
+pub(super) fn check_interval(d: Duration) -> Result<(), String> {
+    if d < Duration::from_millis(1) {
+        Err(format!(
+            "{} is too short: the flush interval must be at least 1ms",
+            humantime_serde::re::humantime::format_duration(d)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_nonzero(d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        Err("must be longer than 0s".to_string())
+    } else {
+        Ok(())
+    }
+}
+
+/// A percentile: finite, non-zero, in (-100, 100]. Outside this the reference
+/// reads past its sorted samples or skips the value.
+pub(super) fn check_percentile(p: f64) -> Result<(), String> {
+    if !p.is_finite() || p == 0.0 || p <= -100.0 || p > 100.0 {
+        Err(format!(
+            "{p} is not a percentile: must be in (0, 100], or in (-100, 0) for the top N%"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Histogram bins: finite and strictly ascending, `inf` only last.
+pub(super) fn check_bins(bins: &[RawBin]) -> Result<Vec<Bin>, String> {
+    let mut out = Vec::with_capacity(bins.len());
+    let mut prev: Option<f64> = None;
+    for (i, b) in bins.iter().enumerate() {
+        match *b {
+            RawBin::Inf if i + 1 == bins.len() => out.push(Bin::Inf),
+            RawBin::Inf => return Err("\"inf\" may only be the last bin".to_string()),
+            RawBin::Limit(v) if !v.is_finite() => {
+                return Err(format!("bin {v} is not finite (use \"inf\" last)"))
+            }
+            RawBin::Limit(v) => {
+                if let Some(p) = prev.filter(|&p| v <= p) {
+                    return Err(format!("bins must be ascending, but {v} follows {p}"));
+                }
+                prev = Some(v);
+                out.push(Bin::Limit(v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
+    let mut out: Vec<SinkSpec> = Vec::with_capacity(raw.len());
+    // How many sinks of each type came so far: the default name's number.
+    let mut seen: HashMap<RawSinkType, usize> = HashMap::new();
+    for (i, s) in raw.iter().enumerate() {
+        let key = |k: &str| format!("sink[{i}].{k}");
+        let ordinal = {
+            let n = seen.entry(s.kind).or_insert(0);
+            *n += 1;
+            *n
+        };
+        check_keys(s, i)?;
+        let name = match &s.name {
+            Some(n) => {
+                if n.is_empty()
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(bad(
+                        key("name"),
+                        format!("{n:?}: use letters, digits, '_' and '-'"),
+                    ));
+                }
+                n.clone()
+            }
+            None if ordinal == 1 => s.kind.as_str().to_string(),
+            None => format!("{}-{ordinal}", s.kind.as_str()),
+        };
+        if let Some(j) = out.iter().position(|o| o.name == name) {
+            return Err(bad(
+                key("name"),
+                format!("sink name {name:?} is already used by sink[{j}]; give each sink a unique `name`"),
+            ));
+        }
+        let default_queue = match s.kind {
+            RawSinkType::Repeater => DEFAULT_REPEATER_QUEUE,
+            _ => DEFAULT_QUEUE,
+        };
+        let queue = s.queue.unwrap_or(default_queue);
+        if queue == 0 {
+            return Err(bad(key("queue"), "must be at least 1"));
+        }
+        let kind = match s.kind {
+            RawSinkType::Console => {
+                let format = match s.format.as_deref() {
+                    None | Some("text") => ConsoleFormat::Text,
+                    Some("json") => ConsoleFormat::Json,
+                    Some(other) => {
+                        return Err(bad(
+                            key("format"),
+                            format!("{other:?}: expected \"text\" or \"json\""),
+                        ))
+                    }
+                };
+                SinkKind::Console(ConsoleConfig { format })
+            }
+            RawSinkType::Graphite => {
+                let Some(address) = &s.address else {
+                    return Err(bad(
+                        key("address"),
+                        "a graphite sink needs `address = \"host:port\"`",
+                    ));
+                };
+                check_host_port(address).map_err(|r| bad(key("address"), r))?;
+                let protocol = match s.protocol.as_deref() {
+                    None | Some("text") => GraphiteProtocol::Text,
+                    Some("pickle") => GraphiteProtocol::Pickle,
+                    Some(other) => {
+                        return Err(bad(
+                            key("protocol"),
+                            format!("{other:?}: a graphite sink speaks \"text\" or \"pickle\""),
+                        ))
+                    }
+                };
+                let connect_timeout = s.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+                check_nonzero(connect_timeout).map_err(|r| bad(key("connect_timeout"), r))?;
+                let backoff_min = s.backoff_min.unwrap_or(DEFAULT_BACKOFF_MIN);
+                check_nonzero(backoff_min).map_err(|r| bad(key("backoff_min"), r))?;
+                let backoff_max = s.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
+                if backoff_max < backoff_min {
+                    return Err(bad(
+                        key("backoff_max"),
+                        format!(
+                            "{} is shorter than backoff_min ({})",
+                            humantime_serde::re::humantime::format_duration(backoff_max),
+                            humantime_serde::re::humantime::format_duration(backoff_min)
+                        ),
+                    ));
+                }
+                SinkKind::Graphite(GraphiteConfig {
+                    address: address.clone(),
+                    protocol,
+                    buffer_bytes: s.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+                    connect_timeout,
+                    backoff_min,
+                    backoff_max,
+                })
+            }
+            RawSinkType::Repeater => {
+                let destinations = s.destinations.clone().unwrap_or_default();
+                if destinations.is_empty() {
+                    return Err(bad(
+                        key("destinations"),
+                        "a repeater sink needs at least one `host:port` destination",
+                    ));
+                }
+                for (j, d) in destinations.iter().enumerate() {
+                    check_host_port(d)
+                        .map_err(|r| bad(format!("sink[{i}].destinations[{j}]"), r))?;
+                }
+                let protocol = match s.protocol.as_deref() {
+                    None | Some("udp") => RepeaterProtocol::Udp,
+                    Some("tcp") => RepeaterProtocol::Tcp,
+                    Some(other) => {
+                        return Err(bad(
+                            key("protocol"),
+                            format!("{other:?}: a repeater sink speaks \"udp\" or \"tcp\""),
+                        ))
+                    }
+                };
+                let backoff_max = s.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
+                check_nonzero(backoff_max).map_err(|r| bad(key("backoff_max"), r))?;
+                SinkKind::Repeater(RepeaterConfig {
+                    destinations,
+                    protocol,
+                    backoff_max,
+                })
+            }
+        };
+        out.push(SinkSpec { name, queue, kind });
+    }
+    Ok(out)
+}
+
+/// Refuse keys that belong to another sink type.
+fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
+    let allowed = match s.kind {
+        RawSinkType::Console => CONSOLE_KEYS,
+        RawSinkType::Graphite => GRAPHITE_KEYS,
+        RawSinkType::Repeater => REPEATER_KEYS,
+    };
+    let set: [(&str, bool); 8] = [
+        ("format", s.format.is_some()),
+        ("address", s.address.is_some()),
+        ("protocol", s.protocol.is_some()),
+        ("buffer_bytes", s.buffer_bytes.is_some()),
+        ("connect_timeout", s.connect_timeout.is_some()),
+        ("backoff_min", s.backoff_min.is_some()),
+        ("backoff_max", s.backoff_max.is_some()),
+        ("destinations", s.destinations.is_some()),
+    ];
+    match set
+        .iter()
+        .find(|(k, present)| *present && !allowed.contains(k))
+    {
+        None => Ok(()),
+        Some((k, _)) => Err(bad(
+            format!("sink[{i}].{k}"),
+            format!(
+                "not a key of a {} sink (its keys: {})",
+                s.kind.as_str(),
+                allowed.join(", ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::{RawFlush, RawHistogram, RawLog, RawNaming, RawStatsd, RawUnix};
+
+    fn ok(text: &str) -> Config {
+        match from_str(text, "test.toml") {
+            Ok(c) => c,
+            Err(e) => panic!("{text:?} failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn embedded_default() {
+        let c = Config::embedded();
+        assert_eq!(c.source, "<embedded default>");
+        let any: SocketAddr = "0.0.0.0:8125".parse().unwrap();
+        assert_eq!(c.listen.udp, vec![any]);
+        assert_eq!(c.listen.tcp, vec![any]);
+        assert_eq!(c.flush_interval(), Duration::from_secs(10));
+        assert_eq!(
+            c.sinks,
+            vec![SinkSpec {
+                name: "console".into(),
+                queue: 64,
+                kind: SinkKind::Console(ConsoleConfig {
+                    format: ConsoleFormat::Text
+                }),
+            }]
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn empty_file_takes_every_default() {
+        let c = ok("");
+        let any: SocketAddr = "0.0.0.0:8125".parse().unwrap();
+        assert_eq!(
+            c.listen,
+            ListenConfig {
+                udp: vec![any],
+                tcp: vec![any],
+                unix: vec![],
+                max_line_length: 65_536,
+                udp_recv_buffer: Some(8 * 1024 * 1024),
+                max_connections: 10_000,
+                idle_timeout: Some(Duration::from_secs(300)),
+            }
+        );
+        assert_eq!(c.parse, ParseOptions { sanitize: true });
+        assert_eq!(c.aggregate, AggregateOptions::default());
+        assert_eq!(c.compute, ComputeOptions::default());
+        // The naming defaults are the reference's; ingress sanitising is on,
+        // so the graphite side does not sanitise again.
+        assert_eq!(c.naming, Naming::default());
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.log,
+            LogConfig {
+                level: "info".into(),
+                json: false,
+                dump_messages: false
+            }
+        );
+        assert!(c.sinks.is_empty());
+        assert_eq!(
+            c.warnings,
+            vec!["no sink is configured: flushes are computed and then discarded"]
+        );
+    }
+
+    #[test]
+    fn the_raw_defaults_match_the_option_defaults() {
+        // The option structs' own defaults and the file's defaults must agree,
+        // or `Config::default`-style code elsewhere would disagree with the docs.
+        let c = ok("");
+        assert_eq!(c.compute, ComputeOptions::default());
+        assert_eq!(c.aggregate, AggregateOptions::default());
+        assert_eq!(c.parse, ParseOptions::default());
+    }
+
+    #[test]
+    fn example_files_parse() {
+        let full = ok(include_str!("../../deploy/examples/statsyard.toml"));
+        assert_eq!(full.sinks.len(), 4, "{:?}", full.sinks);
+        assert!(full.warnings.is_empty(), "{:?}", full.warnings);
+        let graphite = ok(include_str!("../../deploy/examples/graphite.toml"));
+        assert!(matches!(graphite.sinks[0].kind, SinkKind::Graphite(_)));
+        assert!(graphite.warnings.is_empty(), "{:?}", graphite.warnings);
+    }
+
+    #[test]
+    fn full_example_sets_every_value() {
+        let c = ok(include_str!("../../deploy/examples/statsyard.toml"));
+        assert_eq!(c.listen.unix[0].mode, Some(0o660));
+        assert_eq!(c.listen.udp.len(), 2);
+        assert_eq!(
+            c.compute.percentiles,
+            vec![
+                Percentile { value: 90.0 },
+                Percentile { value: 99.9 },
+                Percentile { value: -10.0 }
+            ]
+        );
+        assert_eq!(
+            c.compute.histograms[0].bins.last(),
+            Some(&Bin::Inf),
+            "{:?}",
+            c.compute.histograms
+        );
+        let names: Vec<&str> = c.sinks.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["console", "carbon", "carbon-pickle", "repeater"]);
+    }
+
+    #[test]
+    fn values_are_mapped() {
+        let c = ok(r#"
+            [statsd]
+            udp = ["127.0.0.1:9125", "[::1]:9125"]
+            tcp = []
+            unix = [{ path = "/run/s.sock", mode = "0660" }, { path = "rel.sock" }]
+            udp_recv_buffer = 0
+            idle_timeout = "0s"
+            key_name_sanitize = false
+            timer_exact_samples = 5
+            dump_messages = true
+            [flush]
+            interval = "250ms"
+            percentiles = [95, 99.5, -10]
+            histogram = [{ metric = "render", bins = [0.01, 1, "inf"] }, { metric = "", bins = [] }]
+            calculated_timer_metrics = ["count", "upper_percent"]
+            delete_idle_stats = true
+            delete_gauges = false
+            gauges_max_ttl = -3
+            shutdown_timeout = "2s"
+            [naming]
+            global_suffix = ""
+            [log]
+            level = "statsyard=debug,warn"
+            format = "json"
+        "#);
+        assert_eq!(
+            c.listen.udp,
+            vec![
+                "127.0.0.1:9125".parse::<SocketAddr>().unwrap(),
+                "[::1]:9125".parse().unwrap()
+            ]
+        );
+        assert!(c.listen.tcp.is_empty());
+        assert_eq!(
+            c.listen.unix,
+            vec![
+                UnixListen {
+                    path: "/run/s.sock".into(),
+                    mode: Some(0o660)
+                },
+                UnixListen {
+                    path: "rel.sock".into(),
+                    mode: None
+                },
+            ]
+        );
+        assert_eq!(c.listen.udp_recv_buffer, None);
+        assert_eq!(c.listen.idle_timeout, None);
+        assert_eq!(c.parse, ParseOptions { sanitize: false });
+        assert!(c.naming.sanitize_names);
+        assert_eq!(c.naming.global_suffix.as_deref(), Some(""));
+        assert_eq!(c.compute.interval, Duration::from_millis(250));
+        assert_eq!(
+            c.compute.percentiles,
+            vec![
+                Percentile { value: 95.0 },
+                Percentile { value: 99.5 },
+                Percentile { value: -10.0 }
+            ]
+        );
+        assert_eq!(
+            c.compute.histograms,
+            vec![
+                HistogramRule {
+                    metric: "render".into(),
+                    bins: vec![Bin::Limit(0.01), Bin::Limit(1.0), Bin::Inf]
+                },
+                HistogramRule {
+                    metric: String::new(),
+                    bins: vec![]
+                },
+            ]
+        );
+        assert_eq!(
+            c.compute.calculated_timer_metrics,
+            Some(vec!["count".to_string(), "upper_percent".to_string()])
+        );
+        assert_eq!(
+            c.aggregate,
+            AggregateOptions {
+                timer_exact_samples: 5,
+                delete_counters: true,
+                delete_timers: true,
+                delete_sets: true,
+                delete_gauges: false,
+                gauges_max_ttl: 1,
+            }
+        );
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.log,
+            LogConfig {
+                level: "statsyard=debug,warn".into(),
+                json: true,
+                dump_messages: true
+            }
+        );
+    }
+
+    #[test]
+    fn delete_flags_default_to_delete_idle_stats() {
+        let cases: &[(&str, [bool; 4])] = &[
+            ("", [false; 4]),
+            ("delete_idle_stats = true", [true; 4]),
+            ("delete_timers = true", [false, true, false, false]),
+            (
+                "delete_idle_stats = true\ndelete_sets = false",
+                [true, true, false, true],
+            ),
+        ];
+        for (body, want) in cases {
+            let a = ok(&format!("[flush]\n{body}\n")).aggregate;
+            assert_eq!(
+                [
+                    a.delete_counters,
+                    a.delete_timers,
+                    a.delete_sets,
+                    a.delete_gauges
+                ],
+                *want,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn gauges_max_ttl_below_one_is_one() {
+        for (v, want) in [(-5i64, 1u32), (0, 1), (1, 1), (7, 7), (1 << 40, u32::MAX)] {
+            let c = ok(&format!("[flush]\ngauges_max_ttl = {v}\n"));
+            assert_eq!(c.aggregate.gauges_max_ttl, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn sinks_and_their_defaults() {
+        let c = ok(r#"
+            [[sink]]
+            type = "graphite"
+            address = "carbon:2003"
+            [[sink]]
+            type = "graphite"
+            address = "[::1]:2004"
+            protocol = "pickle"
+            [[sink]]
+            type = "repeater"
+            destinations = ["10.0.0.1:8125", "statsd.example.com:8125"]
+            protocol = "tcp"
+            [[sink]]
+            type = "console"
+            name = "debug_out"
+            queue = 3
+            format = "json"
+        "#);
+        let graphite = |address: &str, protocol| GraphiteConfig {
+            address: address.into(),
+            protocol,
+            buffer_bytes: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        };
+        assert_eq!(
+            c.sinks,
+            vec![
+                SinkSpec {
+                    name: "graphite".into(),
+                    queue: 64,
+                    kind: SinkKind::Graphite(graphite("carbon:2003", GraphiteProtocol::Text)),
+                },
+                SinkSpec {
+                    name: "graphite-2".into(),
+                    queue: 64,
+                    kind: SinkKind::Graphite(graphite("[::1]:2004", GraphiteProtocol::Pickle)),
+                },
+                SinkSpec {
+                    name: "repeater".into(),
+                    queue: 65_536,
+                    kind: SinkKind::Repeater(RepeaterConfig {
+                        destinations: vec![
+                            "10.0.0.1:8125".into(),
+                            "statsd.example.com:8125".into()
+                        ],
+                        protocol: RepeaterProtocol::Tcp,
+                        backoff_max: Duration::from_secs(30),
+                    }),
+                },
+                SinkSpec {
+                    name: "debug_out".into(),
+                    queue: 3,
+                    kind: SinkKind::Console(ConsoleConfig {
+                        format: ConsoleFormat::Json
+                    }),
+                },
+            ]
+        );
+    }
+
+    /// (file text, key the error names, part of the reason)
+    const INVALID: &[(&str, &str, &str)] = &[
+        ("[statsd]\nudp = [\"localhost:8125\"]", "statsd.udp[0]", "not an IP:port"),
+        ("[statsd]\nudp = [\"0.0.0.0\"]", "statsd.udp[0]", "not an IP:port"),
+        ("[statsd]\ntcp = [\"0.0.0.0:1\", \"0.0.0.0:1\"]", "statsd.tcp[1]", "listed twice"),
+        ("[statsd]\nunix = [{ path = \"\" }]", "statsd.unix[0].path", "empty"),
+        ("[statsd]\nunix = [{ path = \"a\" }, { path = \"a\" }]", "statsd.unix[1].path", "twice"),
+        ("[statsd]\nunix = [{ path = \"a\", mode = \"0890\" }]", "statsd.unix[0].mode", "octal"),
+        ("[statsd]\nunix = [{ path = \"a\", mode = \"17777\" }]", "statsd.unix[0].mode", "octal"),
+        ("[statsd]\nunix = [{ path = \"a\", mode = \"\" }]", "statsd.unix[0].mode", "octal"),
+        ("[statsd]\nmax_line_length = 0", "statsd.max_line_length", "at least 1"),
+        ("[statsd]\nmax_connections = 0", "statsd.max_connections", "at least 1"),
+        ("[flush]\ninterval = \"0s\"", "flush.interval", "at least 1ms"),
+        ("[flush]\ninterval = \"500us\"", "flush.interval", "at least 1ms"),
+        ("[flush]\npercentiles = [0]", "flush.percentiles[0]", "not a percentile"),
+        ("[flush]\npercentiles = [90, 100.5]", "flush.percentiles[1]", "not a percentile"),
+        ("[flush]\npercentiles = [-100]", "flush.percentiles[0]", "not a percentile"),
+        ("[flush]\npercentiles = [nan]", "flush.percentiles[0]", "not a percentile"),
+        ("[flush]\npercentiles = [inf]", "flush.percentiles[0]", "not a percentile"),
+        ("[flush]\nhistogram = [{ metric = \"a\", bins = [1, 1] }]", "flush.histogram[0].bins", "ascending"),
+        ("[flush]\nhistogram = [{ metric = \"a\", bins = [2, 1] }]", "flush.histogram[0].bins", "ascending"),
+        ("[flush]\nhistogram = [{ metric = \"a\", bins = [\"inf\", 1] }]", "flush.histogram[0].bins", "last"),
+        ("[flush]\nhistogram = [{ metric = \"a\", bins = [1, inf] }]", "flush.histogram[0].bins", "not finite"),
+        ("[flush]\ncalculated_timer_metrics = [\"count\", \"p99\"]", "flush.calculated_timer_metrics[1]", "unknown timer metric"),
+        ("[flush]\nshutdown_timeout = \"0s\"", "flush.shutdown_timeout", "longer than 0s"),
+        ("[log]\nlevel = \"statsyard=loud\"", "log.level", "filter directive"),
+        ("[[sink]]\ntype = \"graphite\"", "sink[0].address", "needs `address"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon\"", "sink[0].address", "no port"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon:0\"", "sink[0].address", "not a port"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon:x\"", "sink[0].address", "not a port"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \":2003\"", "sink[0].address", "no host"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"::1:2003\"", "sink[0].address", "brackets"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"[zz]:2003\"", "sink[0].address", "IPv6"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a b:2003\"", "sink[0].address", "not a host name"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nprotocol = \"udp\"", "sink[0].protocol", "\"text\" or \"pickle\""),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nconnect_timeout = \"0s\"", "sink[0].connect_timeout", "longer than 0s"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbackoff_min = \"0s\"", "sink[0].backoff_min", "longer than 0s"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbackoff_min = \"2s\"\nbackoff_max = \"1s\"", "sink[0].backoff_max", "shorter than backoff_min"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nformat = \"json\"", "sink[0].format", "not a key of a graphite sink"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\ndestinations = []", "sink[0].destinations", "not a key of a graphite sink"),
+        ("[[sink]]\ntype = \"console\"\naddress = \"a:1\"", "sink[0].address", "not a key of a console sink"),
+        ("[[sink]]\ntype = \"console\"\nformat = \"xml\"", "sink[0].format", "\"text\" or \"json\""),
+        ("[[sink]]\ntype = \"console\"\nqueue = 0", "sink[0].queue", "at least 1"),
+        ("[[sink]]\ntype = \"console\"\nname = \"a.b\"", "sink[0].name", "letters, digits"),
+        ("[[sink]]\ntype = \"console\"\nname = \"\"", "sink[0].name", "letters, digits"),
+        ("[[sink]]\ntype = \"console\"\n[[sink]]\ntype = \"console\"\nname = \"console\"", "sink[1].name", "already used by sink[0]"),
+        ("[[sink]]\ntype = \"repeater\"", "sink[0].destinations", "at least one"),
+        ("[[sink]]\ntype = \"repeater\"\ndestinations = []", "sink[0].destinations", "at least one"),
+        ("[[sink]]\ntype = \"repeater\"\ndestinations = [\"a:1\", \"b\"]", "sink[0].destinations[1]", "no port"),
+        ("[[sink]]\ntype = \"repeater\"\ndestinations = [\"a:1\"]\nprotocol = \"udp4\"", "sink[0].protocol", "\"udp\" or \"tcp\""),
+        ("[[sink]]\ntype = \"repeater\"\ndestinations = [\"a:1\"]\nbackoff_min = \"1s\"", "sink[0].backoff_min", "not a key of a repeater sink"),
+        ("[[sink]]\ntype = \"repeater\"\ndestinations = [\"a:1\"]\nbackoff_max = \"0s\"", "sink[0].backoff_max", "longer than 0s"),
+    ];
+
+    #[test]
+    fn invalid_values_name_file_and_key() {
+        for (text, key, reason) in INVALID {
+            let e = from_str(text, "test.toml").expect_err(text);
+            match &e {
+                ConfigError::Invalid {
+                    file,
+                    key: k,
+                    reason: r,
+                } => {
+                    assert_eq!(file, "test.toml");
+                    assert_eq!(k, key, "{text}: {e}");
+                    assert!(r.contains(reason), "{text}: {e}");
+                }
+                other => panic!("{text}: not Invalid: {other}"),
+            }
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("test.toml: key `{key}`: ")),
+                "{e}"
+            );
+        }
+    }
+
+    /// (file text, what the message must contain)
+    const SYNTAX: &[(&str, &[&str])] = &[
+        (
+            "[flush]\ninterval = 5",
+            &["key `flush.interval`", "line 2", "expected a duration"],
+        ),
+        (
+            "[flush]\ninterval = \"10 parsecs\"",
+            &["key `flush.interval`", "line 2"],
+        ),
+        (
+            "[statsd]\nudpp = []",
+            &["key `statsd.udpp`", "unknown field `udpp`"],
+        ),
+        (
+            "[stats]\nudp = []",
+            &["key `stats`", "unknown field `stats`"],
+        ),
+        (
+            "[[sink]]\ntype = \"x\"",
+            &["key `sink[0].type`", "unknown variant `x`"],
+        ),
+        (
+            "[[sink]]\ntype = \"console\"\n[[sink]]\nname = \"a\"",
+            &["key `sink[1]`", "line 3", "missing field `type`"],
+        ),
+        (
+            "[[sink]]\ntype = \"console\"\nport = 1",
+            &["key `sink[0].port`", "unknown field `port`"],
+        ),
+        (
+            "[flush]\nhistogram = [\n  { metric = \"a\", bins = [1, \"x\"] },\n]",
+            &[
+                "key `flush.histogram[0].bins[1]`",
+                "line 3",
+                "a number or \"inf\"",
+            ],
+        ),
+        (
+            "[flush]\nhistogram = [{ metric = \"a\" }]",
+            &["key `flush.histogram[0]`", "missing field `bins`"],
+        ),
+        (
+            "[statsd]\nunix = [{ path = \"a\", mode = 0o660 }]",
+            &["key `statsd.unix[0].mode`", "expected a string"],
+        ),
+        (
+            "[statsd]\nmax_connections = -1",
+            &["key `statsd.max_connections`"],
+        ),
+        (
+            "[log]\nformat = \"xml\"",
+            &["key `log.format`", "unknown variant `xml`"],
+        ),
+        (
+            "[naming]\nglobal_suffix = 1",
+            &["key `naming.global_suffix`", "expected a string"],
+        ),
+        ("a = = 1", &["line 1"]),
+    ];
+
+    #[test]
+    fn syntax_errors_name_file_key_and_line() {
+        for (text, parts) in SYNTAX {
+            let e = from_str(text, "test.toml").expect_err(text);
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{text}: {e}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("test.toml: "), "{msg}");
+            for p in *parts {
+                assert!(msg.contains(p), "{text}: {p:?} not in {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn host_port_check() {
+        for good in [
+            "a:1",
+            "carbon.example.com:2003",
+            "10.0.0.1:2003",
+            "[::1]:2003",
+            "host_1.:65535",
+        ] {
+            assert_eq!(check_host_port(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "a",
+            "a:",
+            "a:65536",
+            ":1",
+            "[::1:1",
+            "a..b:1",
+            "a/b:1",
+            "[1.2.3.4]:1",
+        ] {
+            assert!(check_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Every key of every raw struct, as `table` → keys (`unix[].path` for
+    /// keys inside an array of tables), from a config with every field set.
+    fn all_keys() -> Vec<(String, String)> {
+        let full = RawConfig {
+            statsd: RawStatsd {
+                unix: vec![RawUnix {
+                    path: "p".into(),
+                    mode: Some("0660".into()),
+                }],
+                ..RawStatsd::default()
+            },
+            flush: RawFlush {
+                histogram: vec![RawHistogram {
+                    metric: "m".into(),
+                    bins: vec![RawBin::Inf],
+                }],
+                calculated_timer_metrics: vec!["count".into()],
+                delete_counters: Some(true),
+                delete_timers: Some(true),
+                delete_sets: Some(true),
+                delete_gauges: Some(true),
+                ..RawFlush::default()
+            },
+            naming: RawNaming {
+                global_suffix: Some("s".into()),
+                ..RawNaming::default()
+            },
+            log: RawLog::default(),
+            sink: vec![RawSink {
+                kind: RawSinkType::Graphite,
+                name: Some("n".into()),
+                queue: Some(1),
+                format: Some("text".into()),
+                address: Some("a:1".into()),
+                protocol: Some("text".into()),
+                buffer_bytes: Some(1),
+                connect_timeout: Some(Duration::from_secs(1)),
+                backoff_min: Some(Duration::from_secs(1)),
+                backoff_max: Some(Duration::from_secs(1)),
+                destinations: Some(vec!["a:1".into()]),
+            }],
+        };
+        fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                let key = format!("{prefix}{k}");
+                out.push(key.clone());
+                if let Some(inner) = v
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(|e| e.as_table())
+                {
+                    walk(&format!("{key}[]."), inner, out);
+                }
+            }
+        }
+        let value = ::toml::Table::try_from(&full).expect("serialisable");
+        let mut out = Vec::new();
+        for (table, v) in &value {
+            let (section, inner) = match v {
+                ::toml::Value::Table(t) => (format!("[{table}]"), t),
+                ::toml::Value::Array(a) => (
+                    format!("[[{table}]]"),
+                    a[0].as_table().expect("sink is an array of tables"),
+                ),
+                other => panic!("top-level {table} is {other:?}"),
+            };
+            let mut keys = Vec::new();
+            walk("", inner, &mut keys);
+            out.extend(keys.into_iter().map(|k| (section.clone(), k)));
+        }
+        out
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let docs = include_str!("../../docs/configuration.md");
+        let keys = all_keys();
+        assert!(keys.len() > 40, "{keys:?}");
+        for (section, key) in keys {
+            // The section starts at a heading naming `[table]` and runs to the next heading.
+            let heading = docs
+                .lines()
+                .position(|l| l.starts_with('#') && l.contains(&format!("`{section}`")))
+                .unwrap_or_else(|| panic!("no heading for {section} in docs/configuration.md"));
+            let body: Vec<&str> = docs
+                .lines()
+                .skip(heading + 1)
+                .take_while(|l| !l.starts_with("## "))
+                .collect();
+            let row = format!("| `{key}` |");
+            assert!(
+                body.iter().any(|l| l.starts_with(&row)),
+                "{section} {key}: no row starting {row:?} in docs/configuration.md"
+            );
+        }
+    }
 }
