@@ -1,4 +1,22 @@
-//! console sink
+//! console sink: every flush printed to stdout, as Graphite plaintext lines
+//! (the names Graphite would get) or as one JSON object per series.
+//!
+//! Each flush is rendered into one buffer and written with one locked write
+//! on a blocking thread, so a slow terminal or a full pipe stalls only this
+//! sink (whose queue then drops and counts), never the runtime.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::graphite::encode_text;
+use super::{BoxFuture, Sink, SinkMsg};
+use crate::flush::naming::{graphite_lines, Naming};
+use crate::flush::number::push_js_number;
+use crate::flush::FlushBatch;
+use crate::metric::{MetricKey, MetricType};
+use crate::stats::{incr, SinkStats};
 
 /// Console sink settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,4 +31,236 @@ pub enum ConsoleFormat {
     Text,
     /// One JSON object per series.
     Json,
+}
+
+/// The console sink. Built by [`super::build`].
+pub struct ConsoleSink {
+    name: String,
+    config: ConsoleConfig,
+    naming: Naming,
+    stats: Arc<SinkStats>,
+}
+
+impl ConsoleSink {
+    /// A sink printing in `config.format`, with the graphite sink's names.
+    pub fn new(name: String, config: ConsoleConfig, naming: Naming, stats: Arc<SinkStats>) -> Self {
+        ConsoleSink {
+            name,
+            config,
+            naming,
+            stats,
+        }
+    }
+}
+
+impl Sink for ConsoleSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(self: Box<Self>, mut rx: mpsc::Receiver<SinkMsg>) -> BoxFuture {
+        Box::pin(async move {
+            let s = *self;
+            let mut scratch = Vec::new();
+            while let Some(msg) = rx.recv().await {
+                let SinkMsg::Flush(batch) = msg else {
+                    continue;
+                };
+                let mut out = Vec::new();
+                let lines = match s.config.format {
+                    ConsoleFormat::Text => {
+                        scratch.clear();
+                        graphite_lines(&batch, &s.naming, &mut scratch);
+                        encode_text(&scratch, batch.timestamp, &mut out);
+                        scratch.len()
+                    }
+                    ConsoleFormat::Json => render_json(&batch, &mut out),
+                };
+                let len = out.len();
+                let written = tokio::task::spawn_blocking(move || {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&out).and_then(|()| stdout.flush())
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {
+                        incr(&s.stats.flushes_sent, 1);
+                        incr(&s.stats.lines_sent, lines as u64);
+                        incr(&s.stats.bytes_sent, len as u64);
+                    }
+                    Ok(Err(e)) => {
+                        incr(&s.stats.errors, 1);
+                        incr(&s.stats.dropped, 1);
+                        tracing::warn!(sink = %s.name, error = %e, "cannot write to stdout");
+                    }
+                    Err(e) => {
+                        incr(&s.stats.errors, 1);
+                        incr(&s.stats.dropped, 1);
+                        tracing::error!(sink = %s.name, error = %e, "stdout writer failed");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Append one JSON object per series of `batch`, one per line; returns how
+/// many. Numbers are printed as the reference prints them; non-finite ones
+/// become `null`, as `JSON.stringify` makes them.
+pub fn render_json(batch: &FlushBatch, out: &mut Vec<u8>) -> usize {
+    let mut j = Json {
+        out,
+        num: String::new(),
+    };
+    for c in &batch.counters {
+        j.head(batch.timestamp, "counter", &c.key);
+        j.field("value", c.value);
+        j.field("rate", c.rate);
+        j.end();
+    }
+    for t in &batch.timers {
+        let kind = match t.kind {
+            MetricType::Histogram => "histogram",
+            MetricType::Distribution => "distribution",
+            _ => "timer",
+        };
+        j.head(batch.timestamp, kind, &t.key);
+        for (field, values) in [("stats", &t.stats), ("histogram", &t.histogram)] {
+            j.out.extend_from_slice(b",\"");
+            j.out.extend_from_slice(field.as_bytes());
+            j.out.extend_from_slice(b"\":{");
+            for (i, (k, v)) in values.iter().enumerate() {
+                if i > 0 {
+                    j.out.push(b',');
+                }
+                j.string(k);
+                j.out.push(b':');
+                j.number(*v);
+            }
+            j.out.push(b'}');
+        }
+        j.end();
+    }
+    for g in &batch.gauges {
+        j.head(batch.timestamp, "gauge", &g.key);
+        j.field("value", g.value);
+        j.end();
+    }
+    for s in &batch.sets {
+        j.head(batch.timestamp, "set", &s.key);
+        j.field("count", s.count as f64);
+        j.end();
+    }
+    batch.num_stats()
+}
+
+/// A tiny JSON line writer: the objects have a fixed shape, and numbers must
+/// be formatted like the reference's, which serde_json's `Value` cannot do.
+struct Json<'a> {
+    out: &'a mut Vec<u8>,
+    num: String,
+}
+
+impl Json<'_> {
+    fn head(&mut self, ts: u64, kind: &str, key: &MetricKey) {
+        self.out.extend_from_slice(b"{\"timestamp\":");
+        self.out.extend_from_slice(ts.to_string().as_bytes());
+        self.out.extend_from_slice(b",\"type\":");
+        self.string(kind);
+        self.out.extend_from_slice(b",\"key\":");
+        self.string(&key.to_string_lossy());
+        self.out.extend_from_slice(b",\"name\":");
+        self.string(&String::from_utf8_lossy(key.name()));
+        self.out.extend_from_slice(b",\"tags\":[");
+        for (i, tag) in key.tags().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.string(&String::from_utf8_lossy(tag));
+        }
+        self.out.push(b']');
+    }
+
+    fn field(&mut self, name: &str, v: f64) {
+        self.out.push(b',');
+        self.string(name);
+        self.out.push(b':');
+        self.number(v);
+    }
+
+    fn string(&mut self, s: &str) {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.out, s);
+    }
+
+    fn number(&mut self, v: f64) {
+        if v.is_finite() {
+            self.num.clear();
+            push_js_number(&mut self.num, v);
+            self.out.extend_from_slice(self.num.as_bytes());
+        } else {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    fn end(&mut self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flush::{CounterOut, GaugeOut, SetOut, TimerOut};
+
+    #[test]
+    fn json_lines() {
+        let key = |s: &str| MetricKey::new(s.as_bytes());
+        let batch = FlushBatch {
+            timestamp: 1_700_000_000,
+            interval_ms: 10_000,
+            counters: vec![CounterOut {
+                key: key("foo;a=b"),
+                value: 1.0,
+                rate: 0.1,
+            }],
+            timers: vec![TimerOut {
+                key: key("t"),
+                kind: MetricType::Timer,
+                stats: vec![("count".into(), 2.0), ("mean".into(), 1.5)],
+                histogram: vec![("bin_inf".into(), 2.0)],
+            }],
+            gauges: vec![
+                GaugeOut {
+                    key: key("g\"q;x;y=1"),
+                    value: -2.5,
+                },
+                GaugeOut {
+                    key: key("nan"),
+                    value: f64::NAN,
+                },
+            ],
+            sets: vec![SetOut {
+                key: key("s"),
+                count: 3,
+            }],
+            processing_time_ms: 0.0,
+        };
+        let mut out = Vec::new();
+        assert_eq!(render_json(&batch, &mut out), 5);
+        let text = String::from_utf8(out).unwrap();
+        let want = [
+            r#"{"timestamp":1700000000,"type":"counter","key":"foo;a=b","name":"foo","tags":["a=b"],"value":1,"rate":0.1}"#,
+            r#"{"timestamp":1700000000,"type":"timer","key":"t","name":"t","tags":[],"stats":{"count":2,"mean":1.5},"histogram":{"bin_inf":2}}"#,
+            r#"{"timestamp":1700000000,"type":"gauge","key":"g\"q;x;y=1","name":"g\"q","tags":["x","y=1"],"value":-2.5}"#,
+            r#"{"timestamp":1700000000,"type":"gauge","key":"nan","name":"nan","tags":[],"value":null}"#,
+            r#"{"timestamp":1700000000,"type":"set","key":"s","name":"s","tags":[],"count":3}"#,
+        ];
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got, want);
+        // Every line is valid JSON.
+        for l in got {
+            serde_json::from_str::<serde_json::Value>(l).unwrap();
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod console;
 pub mod graphite;
+mod outlet;
 pub mod pickle;
 pub mod repeater;
 
@@ -91,6 +92,109 @@ pub fn build(
     stats: Arc<SinkStats>,
     shutdown_timeout: Duration,
 ) -> Result<Box<dyn Sink>, SinkError> {
-    let _ = (spec, naming, stats, shutdown_timeout);
-    todo!("sink::build")
+    let bad = |addr: &str, reason: String| SinkError::BadAddress {
+        sink: spec.name.clone(),
+        addr: addr.to_string(),
+        reason,
+    };
+    let sink: Box<dyn Sink> = match &spec.kind {
+        SinkKind::Console(c) => Box::new(console::ConsoleSink::new(
+            spec.name.clone(),
+            c.clone(),
+            naming.clone(),
+            stats,
+        )),
+        SinkKind::Graphite(g) => {
+            outlet::validate_address(&g.address).map_err(|r| bad(&g.address, r))?;
+            Box::new(graphite::GraphiteSink::new(
+                spec.name.clone(),
+                g.clone(),
+                naming.clone(),
+                stats,
+                shutdown_timeout,
+            ))
+        }
+        SinkKind::Repeater(r) => {
+            for d in &r.destinations {
+                outlet::validate_address(d).map_err(|why| bad(d, why))?;
+            }
+            Box::new(repeater::RepeaterSink::new(
+                spec.name.clone(),
+                r.clone(),
+                stats,
+                shutdown_timeout,
+            ))
+        }
+    };
+    Ok(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: SinkKind) -> SinkSpec {
+        SinkSpec {
+            name: "s".into(),
+            queue: 16,
+            kind,
+        }
+    }
+
+    fn graphite(addr: &str) -> SinkKind {
+        SinkKind::Graphite(graphite::GraphiteConfig {
+            address: addr.into(),
+            protocol: graphite::GraphiteProtocol::Text,
+            buffer_bytes: 1 << 20,
+            connect_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        })
+    }
+
+    fn repeater(dests: &[&str]) -> SinkKind {
+        SinkKind::Repeater(repeater::RepeaterConfig {
+            destinations: dests.iter().map(|d| d.to_string()).collect(),
+            protocol: repeater::RepeaterProtocol::Udp,
+            backoff_max: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn builds_each_kind_and_checks_addresses() {
+        let console = SinkKind::Console(console::ConsoleConfig {
+            format: console::ConsoleFormat::Text,
+        });
+        // (kind, Ok(wants_raw) or Err(bad address))
+        let cases: Vec<(SinkKind, Result<bool, &str>)> = vec![
+            (console, Ok(false)),
+            (graphite("localhost:2003"), Ok(false)),
+            (graphite("[::1]:2004"), Ok(false)),
+            (graphite("localhost"), Err("localhost")),
+            (repeater(&["127.0.0.1:8125", "statsd-2:8125"]), Ok(true)),
+            (
+                repeater(&["127.0.0.1:8125", "statsd 2:8125"]),
+                Err("statsd 2:8125"),
+            ),
+        ];
+        for (kind, want) in cases {
+            let got = build(
+                &spec(kind.clone()),
+                &Naming::default(),
+                Arc::new(SinkStats::default()),
+                Duration::from_secs(1),
+            );
+            match (got, want) {
+                (Ok(s), Ok(raw)) => {
+                    assert_eq!(s.name(), "s");
+                    assert_eq!(s.wants_raw(), raw, "{kind:?}");
+                }
+                (Err(SinkError::BadAddress { sink, addr, .. }), Err(bad)) => {
+                    assert_eq!(sink, "s");
+                    assert_eq!(addr, bad);
+                }
+                (got, want) => panic!("{kind:?}: got {:?}, want {want:?}", got.err()),
+            }
+        }
+    }
 }
