@@ -16,7 +16,12 @@ use statsyard::server;
 #[command(name = "statsyard", version, about, long_about)]
 struct Cli {
     /// A statsyard TOML config file.
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "statsd_config")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "statsd_config"
+    )]
     config: Option<PathBuf>,
 
     /// A config.js of the reference statsd, loaded as it is.

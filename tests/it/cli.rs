@@ -51,7 +51,10 @@ fn bad_config_names_file_and_key_and_exits_nonzero() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.js") && err.contains("flushInterval"), "{err}");
+    assert!(
+        err.contains("bad.js") && err.contains("flushInterval"),
+        "{err}"
+    );
 }
 
 /// Runs the binary with a 500 ms console flush, sends a counter, and then

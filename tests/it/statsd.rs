@@ -12,10 +12,14 @@ use crate::support::{config, graphite_config, secs, send_udp, Graphite, Server};
 fn udp_counter_reaches_graphite_with_reference_names() {
     let mut g = Graphite::start();
     let server = Server::start(graphite_config(g.addr, 200, ""));
-    send_udp(server.udp(), &[b"foo:1|c\nfoo:2|c|@0.5", b"bar:3|g\nt:5|ms\nu:a|s"]);
+    send_udp(
+        server.udp(),
+        &[b"foo:1|c\nfoo:2|c|@0.5", b"bar:3|g\nt:5|ms\nu:a|s"],
+    );
     // Counter: 1 + 2/0.5 = 5 over 0.2 s.
     g.until(secs(10), |ls| {
-        ls.iter().any(|l| l.name == "stats_counts.foo" && l.value == "5")
+        ls.iter()
+            .any(|l| l.name == "stats_counts.foo" && l.value == "5")
     });
     let rate = g
         .seen
@@ -26,7 +30,13 @@ fn udp_counter_reaches_graphite_with_reference_names() {
     assert_eq!(g.value_of("stats.gauges.bar", secs(5)), "3");
     assert_eq!(g.value_of("stats.timers.t.upper_90", secs(5)), "5");
     assert_eq!(g.value_of("stats.sets.u.count", secs(5)), "1");
-    assert_eq!(g.value_of("statsd.numStats", secs(5)).parse::<u32>().unwrap() >= 7, true);
+    assert_eq!(
+        g.value_of("statsd.numStats", secs(5))
+            .parse::<u32>()
+            .unwrap()
+            >= 7,
+        true
+    );
     let stats = &server.running().stats;
     assert_eq!(stats.packets_received.load(Ordering::Relaxed), 2);
     assert_eq!(stats.metrics_received.load(Ordering::Relaxed), 5);
@@ -39,9 +49,13 @@ fn bad_lines_are_counted_and_do_not_hurt_neighbours() {
     let server = Server::start(graphite_config(g.addr, 200, ""));
     send_udp(server.udp(), &[b"ok1:1|c\nnot a metric\nbad:x|c\nok2:2|c"]);
     g.until(secs(10), |ls| {
-        ls.iter().any(|l| l.name == "stats_counts.ok2" && l.value == "2")
+        ls.iter()
+            .any(|l| l.name == "stats_counts.ok2" && l.value == "2")
     });
-    assert!(g.seen.iter().any(|l| l.name == "stats_counts.ok1" && l.value == "1"));
+    g.until(secs(5), |ls| {
+        ls.iter()
+            .any(|l| l.name == "stats_counts.ok1" && l.value == "1")
+    });
     g.until(secs(5), |ls| {
         ls.iter()
             .any(|l| l.name == "stats_counts.statsd.bad_lines_seen" && l.value == "2")
@@ -84,11 +98,20 @@ address = "{}"
     c.flush().unwrap();
     for (name, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")] {
         let name = format!("stats_counts.{name}");
-        g.until(secs(10), |ls| ls.iter().any(|l| l.name == name && l.value == v));
+        g.until(secs(10), |ls| {
+            ls.iter().any(|l| l.name == name && l.value == v)
+        });
     }
-    assert!(!g.seen.iter().any(|l| l.name.contains("xxxx") || l.name.contains("yyyy")));
+    assert!(!g
+        .seen
+        .iter()
+        .any(|l| l.name.contains("xxxx") || l.name.contains("yyyy")));
     assert_eq!(
-        server.running().stats.lines_too_long.load(Ordering::Relaxed),
+        server
+            .running()
+            .stats
+            .lines_too_long
+            .load(Ordering::Relaxed),
         2
     );
     server.stop();
@@ -131,7 +154,9 @@ address = "{}"
         .unwrap();
     for name in ["v4", "v6", "t4", "t6"] {
         let name = format!("stats_counts.{name}");
-        g.until(secs(10), |ls| ls.iter().any(|l| l.name == name && l.value == "1"));
+        g.until(secs(10), |ls| {
+            ls.iter().any(|l| l.name == name && l.value == "1")
+        });
     }
     server.stop();
 }
@@ -183,7 +208,9 @@ fn shutdown_flushes_everything_accepted() {
     g.drain_for(Duration::from_millis(200));
     assert_eq!(g.sum("stats_counts.sd.udp"), sent as f64);
     assert_eq!(g.sum("stats_counts.sd.tcp"), 1000.0);
-    let keys: f64 = (0..10).map(|i| g.sum(&format!("stats_counts.sd.k{i}"))).sum();
+    let keys: f64 = (0..10)
+        .map(|i| g.sum(&format!("stats_counts.sd.k{i}")))
+        .sum();
     assert_eq!(keys, sent as f64);
 }
 
@@ -200,8 +227,12 @@ fn graphite_down_then_up_gets_every_flush() {
     }
     let mut g = Graphite::on(TcpListener::bind(addr).expect("rebind the graphite port"));
     g.until(secs(15), |ls| {
-        ls.iter().filter(|l| l.name == "stats_counts.outage").count() >= 5
-            && (ls.iter()
+        ls.iter()
+            .filter(|l| l.name == "stats_counts.outage")
+            .count()
+            >= 5
+            && (ls
+                .iter()
                 .filter(|l| l.name == "stats_counts.outage")
                 .map(|l| l.value.parse::<f64>().unwrap())
                 .sum::<f64>()
@@ -310,7 +341,8 @@ address = "{}"
     // The held ones still work.
     (&held[0]).write_all(b"held:1|c\n").unwrap();
     g.until(secs(10), |ls| {
-        ls.iter().any(|l| l.name == "stats_counts.held" && l.value == "1")
+        ls.iter()
+            .any(|l| l.name == "stats_counts.held" && l.value == "1")
     });
     server.stop();
 }

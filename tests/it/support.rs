@@ -202,7 +202,11 @@ impl Drop for Server {
 
 /// Send each packet as one datagram.
 pub fn send_udp(to: SocketAddr, packets: &[&[u8]]) {
-    let bind = if to.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let bind = if to.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
     let s = UdpSocket::bind(bind).unwrap();
     for p in packets {
         s.send_to(p, to).unwrap();
