@@ -15,7 +15,7 @@
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
 //! - [`server`]: wires it all together and owns the ordered shutdown.
-//! - [`stats`]: self-metrics.
+//! - [`stats`]: self-metrics (atomics, no globals).
 
 pub mod aggregate;
 pub mod config;
