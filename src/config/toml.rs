@@ -333,45 +333,7 @@ pub(super) fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
 /// A destination address: `host:port`, an IPv6 host in brackets, port 1-65535.
 /// Host names are resolved by the sink when it connects.
 pub(super) fn check_host_port(s: &str) -> Result<(), String> {
-    let usage = "(expected host:port, e.g. \"graphite.example.com:2003\" or \"[::1]:2003\")";
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s:?} has no port {usage}"));
-    };
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => {}
-        _ => {
-            return Err(format!(
-                "{s:?}: {port:?} is not a port number 1-65535 {usage}"
-            ))
-        }
-    }
-    if let Some(inner) = host.strip_prefix('[') {
-        match inner.strip_suffix(']') {
-            Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => Ok(()),
-            _ => Err(format!("{s:?}: bad IPv6 address in brackets {usage}")),
-        }
-    } else if host.is_empty() {
-        Err(format!("{s:?} has no host {usage}"))
-    } else if host.contains(':') {
-        Err(format!("{s:?}: write an IPv6 address in brackets {usage}"))
-    } else if host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host) {
-        Ok(())
-    } else {
-        Err(format!("{s:?}: {host:?} is not a host name {usage}"))
-    }
-}
-
-/// Letters, digits, '-' and '_' in non-empty dot-separated labels of at most
-/// 63 bytes, 253 in all; one trailing dot allowed.
-fn is_dns_name(host: &str) -> bool {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    host.len() <= 253 && name.split('.').all(label_ok)
+    crate::sink::check_address(s)
 }
 
 /// A unix socket mode written in octal (`"0660"`, `"660"`).

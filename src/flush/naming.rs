@@ -163,40 +163,12 @@ impl<'k> KeyParts<'k> {
 /// outside `[A-Za-z0-9_.;=-]` is dropped (in that order, as its three
 /// `replace` calls do).
 pub fn sanitize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut in_space = false;
-    for c in name.chars() {
-        if is_js_space(c) {
-            if !in_space {
-                out.push('_');
-            }
-            in_space = true;
-            continue;
-        }
-        in_space = false;
-        match c {
-            '/' => out.push('-'),
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' | '.' | ';' | '=' => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// JavaScript's `\s`: WhiteSpace and LineTerminator. Differs from
-/// `char::is_whitespace` in U+FEFF (in) and U+0085 (out).
-fn is_js_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200a}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202f}'
-                | '\u{205f}'
-                | '\u{3000}'
-                | '\u{feff}'
-    )
+    // The same three replacements the parser applies on ingress; one
+    // implementation, so the two can never disagree.
+    let mut out = Vec::with_capacity(name.len());
+    crate::parse::sanitize::sanitize_into(name.as_bytes(), &mut out);
+    // Only ASCII `[A-Za-z0-9_.;=-]` survives sanitising.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Append the batch's Graphite lines, named as the reference's graphite

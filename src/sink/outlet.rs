@@ -19,7 +19,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -498,50 +497,6 @@ async fn watch_close(stream: &TcpStream) -> Option<io::Error> {
     }
 }
 
-/// Check that `addr` is `host:port` (`[v6]:port` for IPv6 literals), without
-/// resolving it: names are resolved at every connect, so DNS changes apply.
-pub(crate) fn validate_address(addr: &str) -> Result<(), String> {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err("expected host:port".into());
-    };
-    match port.parse::<u16>() {
-        Ok(0) => return Err("port 0 is not a destination".into()),
-        Ok(_) => {}
-        Err(_) => return Err(format!("bad port {port:?}")),
-    }
-    if let Some(inner) = host.strip_prefix('[') {
-        let Some(v6) = inner.strip_suffix(']') else {
-            return Err("unclosed '[' in host".into());
-        };
-        return v6
-            .parse::<Ipv6Addr>()
-            .map(|_| ())
-            .map_err(|_| format!("bad IPv6 address {v6:?}"));
-    }
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    if host.contains(':') {
-        return Err("an IPv6 address must be written in brackets: [addr]:port".into());
-    }
-    if host.parse::<Ipv4Addr>().is_ok() {
-        return Ok(());
-    }
-    // A DNS name: letters, digits, '-', '_' and dots between non-empty labels.
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    let name = host.strip_suffix('.').unwrap_or(host);
-    if host.len() <= 253 && name.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(format!("bad host name {host:?}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,7 +617,7 @@ mod tests {
             ("bad host:2003", false),
             ("http://x:2003", false),
         ] {
-            assert_eq!(validate_address(addr).is_ok(), ok, "{addr}");
+            assert_eq!(crate::sink::check_address(addr).is_ok(), ok, "{addr}");
         }
     }
 
