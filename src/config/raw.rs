@@ -42,7 +42,8 @@ pub struct RawStatsd {
     pub udp_recv_buffer: usize,
     /// Most open TCP/unix connections; further ones are refused and counted.
     pub max_connections: usize,
-    /// Close a TCP/unix connection idle this long; `"0s"` never does.
+    /// Close a TCP/unix connection idle this long; `"0s"` (the default) never
+    /// does, because common statsd TCP clients do not reconnect when closed.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Rewrite metric names on ingress like the reference's `keyNameSanitize`.
@@ -62,7 +63,7 @@ impl Default for RawStatsd {
             max_line_length: 65_536,
             udp_recv_buffer: 8 * 1024 * 1024,
             max_connections: 10_000,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::ZERO,
             key_name_sanitize: true,
             timer_exact_samples: 10_000,
             dump_messages: false,

@@ -615,7 +615,7 @@ mod tests {
                 max_line_length: 65_536,
                 udp_recv_buffer: Some(8 * 1024 * 1024),
                 max_connections: 10_000,
-                idle_timeout: Some(Duration::from_secs(300)),
+                idle_timeout: None,
             }
         );
         assert_eq!(c.parse, ParseOptions { sanitize: true });
