@@ -39,6 +39,8 @@ struct Seen {
     bad_lines_seen: u64,
     packets_received: u64,
     metrics_received: u64,
+    /// Sum of every drop counter at the previous flush, for [`Flusher::report_drops`].
+    drops: u64,
 }
 
 pub struct Flusher {
@@ -107,11 +109,9 @@ impl Flusher {
             self.names.metrics_received.as_bytes(),
             (metrics - self.seen.metrics_received) as f64,
         );
-        self.seen = Seen {
-            bad_lines_seen: bad,
-            packets_received: packets,
-            metrics_received: metrics,
-        };
+        self.seen.bad_lines_seen = bad;
+        self.seen.packets_received = packets;
+        self.seen.metrics_received = metrics;
 
         let timestamp = unix_seconds_rounded();
         if self.old_timestamp > 0 {
@@ -140,6 +140,7 @@ impl Flusher {
                 }
             }
         }
+        self.report_drops();
         incr(&self.stats.flushes, 1);
         self.stats.last_flush_micros.store(
             started.elapsed().as_micros() as u64,
@@ -151,6 +152,35 @@ impl Flusher {
             "flushed"
         );
         batch
+    }
+
+    /// Say, once per interval at most, that something was dropped: counted drops
+    /// must be visible even where no self-metrics endpoint is scraped.
+    fn report_drops(&mut self) {
+        let s = &self.stats;
+        let sinks = s.sinks();
+        let sink_drops: u64 = sinks
+            .iter()
+            .map(|k| get(&k.queue_dropped) + get(&k.dropped))
+            .sum();
+        let total = get(&s.lines_too_long)
+            + get(&s.connections_rejected)
+            + get(&s.raw_dropped)
+            + sink_drops;
+        if total > self.seen.drops {
+            let per_sink: Vec<String> = sinks
+                .iter()
+                .map(|k| format!("{}={}+{}", k.name, get(&k.queue_dropped), get(&k.dropped)))
+                .collect();
+            tracing::warn!(
+                lines_too_long = get(&s.lines_too_long),
+                connections_rejected = get(&s.connections_rejected),
+                raw_dropped = get(&s.raw_dropped),
+                sink_queue_plus_buffer_drops = %per_sink.join(","),
+                "data was dropped since start (totals)"
+            );
+        }
+        self.seen.drops = total;
     }
 
     /// Flush every interval on a dedicated thread until `stop` receives (or its
