@@ -81,6 +81,13 @@ pub struct MetricRef<'a> {
 }
 
 /// An owned canonical key, allocated once per series.
+///
+/// ```
+/// use statsyard::metric::MetricKey;
+/// let k = MetricKey::new(b"api.latency;env=prod;host=a");
+/// assert_eq!(k.name(), b"api.latency");
+/// assert_eq!(k.tags().collect::<Vec<_>>(), [&b"env=prod"[..], &b"host=a"[..]]);
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MetricKey(Box<[u8]>);
 

@@ -9,6 +9,13 @@ pub fn push_js_number(out: &mut String, v: f64) {
 }
 
 /// `v` as JavaScript would print it.
+///
+/// ```
+/// use statsyard::flush::number::js_number;
+/// assert_eq!(js_number(2.0), "2");
+/// assert_eq!(js_number(0.1 + 0.2), "0.30000000000000004");
+/// assert_eq!(js_number(1e21), "1e+21");
+/// ```
 pub fn js_number(v: f64) -> String {
     let mut s = String::new();
     push_js_number(&mut s, v);
