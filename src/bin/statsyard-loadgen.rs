@@ -1,0 +1,2 @@
+//! The statsd load generator.
+fn main() {}
