@@ -94,12 +94,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let listen = &config.listen;
     let mut udp_sockets = Vec::new();
     for addr in &listen.udp {
-        let s = udp::bind(*addr, listen.udp_recv_buffer).map_err(|source| ServerError::Bind {
-            proto: "udp",
-            addr: addr.to_string(),
-            source,
-        })?;
-        udp_sockets.push(s);
+        let group = udp::bind_group(*addr, listen.udp_threads, listen.udp_recv_buffer).map_err(
+            |source| ServerError::Bind {
+                proto: "udp",
+                addr: addr.to_string(),
+                source,
+            },
+        )?;
+        udp_sockets.extend(group);
     }
     let mut tcp_listeners = Vec::new();
     for addr in &listen.tcp {
@@ -164,9 +166,16 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             raw.clone(),
             config.log.dump_messages,
         );
-        udp_threads.push(udp::spawn(socket, ingest, token.clone()).map_err(ServerError::Thread)?);
-        tracing::info!(proto = "udp", %addr, "listening");
-        udp_addrs.push(addr);
+        stats.udp_socket(addr, udp::inode(&socket));
+        udp_threads.push(
+            udp::spawn(socket, ingest, token.clone(), listen.udp_batch)
+                .map_err(ServerError::Thread)?,
+        );
+        // One line per address, not per SO_REUSEPORT socket.
+        if udp_addrs.last() != Some(&addr) {
+            tracing::info!(proto = "udp", %addr, threads = listen.udp_threads, "listening");
+            udp_addrs.push(addr);
+        }
     }
 
     // Stream connections share one shard: they are many and mostly quiet.

@@ -2,6 +2,7 @@
 //! No globals. Totals only ever grow; the flusher turns them into per-interval
 //! deltas for the reference's `statsd.*` counters.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,7 @@ pub struct Stats {
     /// Duration of the last flush compute, in microseconds.
     pub last_flush_micros: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
+    udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
 }
 
 impl Stats {
@@ -51,10 +53,86 @@ impl Stats {
         s
     }
 
+    /// Register a UDP socket, so its kernel drop counter can be read.
+    pub fn udp_socket(&self, addr: SocketAddr, inode: Option<u64>) -> Arc<UdpSocketStats> {
+        let s = Arc::new(UdpSocketStats {
+            addr,
+            inode,
+            kernel_drops: AtomicU64::new(0),
+        });
+        self.udp_sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.clone());
+        s
+    }
+
+    /// Every registered UDP socket.
+    pub fn udp_sockets(&self) -> Vec<Arc<UdpSocketStats>> {
+        self.udp_sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-read the kernel's receive-drop counter of every registered UDP
+    /// socket from /proc/net/udp and /proc/net/udp6: datagrams the kernel
+    /// threw away because the socket buffer was full, before statsyard could
+    /// read them. Returns the sockets whose counter grew, with the growth.
+    pub fn refresh_kernel_drops(&self) -> Vec<(Arc<UdpSocketStats>, u64)> {
+        let sockets = self.udp_sockets();
+        if sockets.iter().all(|s| s.inode.is_none()) {
+            return Vec::new();
+        }
+        let mut table = String::new();
+        for f in ["/proc/net/udp", "/proc/net/udp6"] {
+            if let Ok(t) = std::fs::read_to_string(f) {
+                table.push_str(&t);
+            }
+        }
+        let drops = proc_net_udp_drops(&table);
+        let mut grew = Vec::new();
+        for s in sockets {
+            let Some(now) = s.inode.and_then(|i| drops.get(&i).copied()) else {
+                continue;
+            };
+            let before = s.kernel_drops.swap(now, Ordering::Relaxed);
+            if now > before {
+                grew.push((s, now - before));
+            }
+        }
+        grew
+    }
+
     /// Every registered sink's counters.
     pub fn sinks(&self) -> Vec<Arc<SinkStats>> {
         self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
+
+/// One UDP socket's kernel-side counters.
+#[derive(Debug)]
+pub struct UdpSocketStats {
+    pub addr: SocketAddr,
+    /// Names the socket in /proc/net/udp; `None` where it cannot be read.
+    pub inode: Option<u64>,
+    /// Datagrams the kernel dropped on this socket (its receive buffer was
+    /// full), as of the last [`Stats::refresh_kernel_drops`].
+    pub kernel_drops: AtomicU64,
+}
+
+/// inode → drops, from the text of /proc/net/udp(6): the inode is the 10th
+/// whitespace-separated field and the drop counter the 13th.
+fn proc_net_udp_drops(table: &str) -> std::collections::HashMap<u64, u64> {
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f.get(9)?.parse().ok()?;
+            let drops = f.get(12)?.parse().ok()?;
+            Some((inode, drops))
+        })
+        .collect()
 }
 
 /// Per-sink counters.
@@ -86,4 +164,34 @@ pub fn incr(c: &AtomicU64, n: u64) {
 #[inline]
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_drops_by_inode() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  1: 0100007F:1FBD 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+ 2: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 0\n";
+        let d = proc_net_udp_drops(t);
+        assert_eq!(d.get(&4242), Some(&17));
+        assert_eq!(d.get(&99), Some(&0));
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn kernel_drops_of_a_real_socket_are_found() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stats = Stats::new();
+        let inode = crate::listener::udp::inode(&sock);
+        stats.udp_socket(sock.local_addr().unwrap(), inode);
+        // A fresh socket has dropped nothing, and is found in the table.
+        assert!(stats.refresh_kernel_drops().is_empty());
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        if !table.is_empty() {
+            assert!(proc_net_udp_drops(&table).contains_key(&inode.unwrap()));
+        }
+    }
 }

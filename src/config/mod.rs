@@ -51,6 +51,10 @@ pub struct ListenConfig {
     pub max_line_length: usize,
     /// SO_RCVBUF for UDP sockets; `None` keeps the kernel default.
     pub udp_recv_buffer: Option<usize>,
+    /// Receive threads per UDP address, each on its own SO_REUSEPORT socket.
+    pub udp_threads: usize,
+    /// Datagrams read per `recvmmsg` call.
+    pub udp_batch: usize,
     /// Open stream connections at most; more are refused and counted.
     pub max_connections: usize,
     /// Close a stream connection idle this long; `None` never does.

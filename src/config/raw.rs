@@ -40,6 +40,10 @@ pub struct RawStatsd {
     pub max_line_length: usize,
     /// SO_RCVBUF for UDP sockets, in bytes; 0 keeps the kernel default.
     pub udp_recv_buffer: usize,
+    /// Receive threads (each with its own SO_REUSEPORT socket) per UDP address.
+    pub udp_threads: usize,
+    /// Datagrams read per `recvmmsg` call on each receive thread.
+    pub udp_batch: usize,
     /// Most open TCP/unix connections; further ones are refused and counted.
     pub max_connections: usize,
     /// Close a TCP/unix connection idle this long; `"0s"` (the default) never
@@ -62,6 +66,8 @@ impl Default for RawStatsd {
             unix: Vec::new(),
             max_line_length: 65_536,
             udp_recv_buffer: 8 * 1024 * 1024,
+            udp_threads: 1,
+            udp_batch: 32,
             max_connections: 10_000,
             idle_timeout: Duration::ZERO,
             key_name_sanitize: true,

@@ -208,12 +208,20 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
     if s.max_connections == 0 {
         return Err(bad("statsd.max_connections", "must be at least 1"));
     }
+    if !(1..=64).contains(&s.udp_threads) {
+        return Err(bad("statsd.udp_threads", "must be from 1 to 64"));
+    }
+    if !(1..=1024).contains(&s.udp_batch) {
+        return Err(bad("statsd.udp_batch", "must be from 1 to 1024"));
+    }
     let listen = ListenConfig {
         udp,
         tcp,
         unix,
         max_line_length: s.max_line_length,
         udp_recv_buffer: (s.udp_recv_buffer > 0).then_some(s.udp_recv_buffer),
+        udp_threads: s.udp_threads,
+        udp_batch: s.udp_batch,
         max_connections: s.max_connections,
         idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
     };
@@ -614,6 +622,8 @@ mod tests {
                 unix: vec![],
                 max_line_length: 65_536,
                 udp_recv_buffer: Some(8 * 1024 * 1024),
+                udp_threads: 1,
+                udp_batch: 32,
                 max_connections: 10_000,
                 idle_timeout: None,
             }

@@ -158,6 +158,15 @@ impl Flusher {
     /// must be visible even where no self-metrics endpoint is scraped.
     fn report_drops(&mut self) {
         let s = &self.stats;
+        for (socket, n) in s.refresh_kernel_drops() {
+            tracing::warn!(
+                addr = %socket.addr,
+                dropped = n,
+                total = get(&socket.kernel_drops),
+                "the kernel dropped datagrams before statsyard read them; raise udp_recv_buffer \
+                 (and net.core.rmem_max) or udp_threads"
+            );
+        }
         let sinks = s.sinks();
         let sink_drops: u64 = sinks
             .iter()

@@ -1,6 +1,9 @@
-//! UDP: one dedicated receive thread per socket, not one tokio wake-up per
-//! datagram. Each thread parses straight out of its receive buffer into its
-//! own shard.
+//! UDP: dedicated receive threads, not one tokio wake-up per datagram.
+//!
+//! Each configured address gets `udp_threads` sockets bound with SO_REUSEPORT
+//! (the kernel spreads senders across them), and each socket one thread that
+//! reads up to `udp_batch` datagrams per `recvmmsg` call and parses them
+//! straight out of its receive slots into its own shard.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -38,6 +41,22 @@ pub fn bind(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<UdpSocke
     Ok(socket.into())
 }
 
+/// Bind `threads` sockets on `addr`. With port 0, the first socket picks the
+/// port and the others join it, so all of them share one address.
+pub fn bind_group(
+    addr: SocketAddr,
+    threads: usize,
+    recv_buffer: Option<usize>,
+) -> io::Result<Vec<UdpSocket>> {
+    let first = bind(addr, recv_buffer)?;
+    let bound = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..threads.max(1) {
+        sockets.push(bind(bound, recv_buffer)?);
+    }
+    Ok(sockets)
+}
+
 fn set_recv_buffer(socket: &Socket, addr: SocketAddr, want: usize) {
     if let Err(e) = socket.set_recv_buffer_size(want) {
         tracing::warn!(%addr, want, error = %e, "cannot set the UDP receive buffer");
@@ -57,21 +76,41 @@ fn set_recv_buffer(socket: &Socket, addr: SocketAddr, want: usize) {
     }
 }
 
+/// The socket's inode, which names it in /proc/net/udp (for its drop counter).
+pub fn inode(socket: &UdpSocket) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        // Duplicate the descriptor into a File only to read its metadata; the
+        // duplicate closes when the File drops, the socket stays open.
+        let fd = socket.as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(fd).metadata().ok()?;
+        use std::os::unix::fs::MetadataExt;
+        Some(meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = socket;
+        None
+    }
+}
+
 /// Start the receive thread for `socket`. It returns once `token` is cancelled
 /// and the datagrams already queued in the kernel have been processed.
 pub fn spawn(
     socket: UdpSocket,
     mut ingest: Ingest,
     token: CancellationToken,
+    batch: usize,
 ) -> io::Result<JoinHandle<()>> {
     let addr = socket.local_addr()?;
     std::thread::Builder::new()
         .name(format!("udp-recv {addr}"))
         .spawn(move || {
-            let mut buf = vec![0u8; MAX_DATAGRAM];
+            let mut rx = Receiver::new(batch);
             while !token.is_cancelled() {
-                match socket.recv_from(&mut buf) {
-                    Ok((n, _)) => ingest.packet(&buf[..n]),
+                match rx.recv(&socket, |d| ingest.packet(d)) {
+                    Ok(_) => {}
                     Err(e) if is_timeout(&e) => {}
                     Err(e) => {
                         // ICMP errors from earlier sends and the like: not fatal.
@@ -79,23 +118,20 @@ pub fn spawn(
                     }
                 }
             }
-            drain(&socket, &mut buf, &mut ingest, addr);
+            drain(&socket, &mut rx, &mut ingest, addr);
         })
 }
 
 /// Everything the kernel accepted before shutdown was "received": process it.
-fn drain(socket: &UdpSocket, buf: &mut [u8], ingest: &mut Ingest, addr: SocketAddr) {
+fn drain(socket: &UdpSocket, rx: &mut Receiver, ingest: &mut Ingest, addr: SocketAddr) {
     if let Err(e) = socket.set_nonblocking(true) {
         tracing::warn!(%addr, error = %e, "cannot drain the UDP socket at shutdown");
         return;
     }
-    let mut drained = 0u64;
+    let mut drained = 0usize;
     loop {
-        match socket.recv_from(buf) {
-            Ok((n, _)) => {
-                ingest.packet(&buf[..n]);
-                drained += 1;
-            }
+        match rx.recv(socket, |d| ingest.packet(d)) {
+            Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => break,
             Err(e) => {
@@ -112,4 +148,158 @@ fn is_timeout(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
     )
+}
+
+/// Receive slots for one thread: `recvmmsg` on Linux, `recv` elsewhere.
+pub struct Receiver {
+    #[cfg(target_os = "linux")]
+    mmsg: linux::Batch,
+    #[cfg(not(target_os = "linux"))]
+    buf: Vec<u8>,
+}
+
+impl Receiver {
+    /// Room for `batch` datagrams of up to [`MAX_DATAGRAM`] bytes each.
+    pub fn new(batch: usize) -> Receiver {
+        #[cfg(target_os = "linux")]
+        {
+            Receiver {
+                mmsg: linux::Batch::new(batch.max(1)),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = batch;
+            Receiver {
+                buf: vec![0; MAX_DATAGRAM],
+            }
+        }
+    }
+
+    /// Wait (up to the socket's read timeout) for at least one datagram, then
+    /// hand each one available, up to the batch size, to `each`. Returns how
+    /// many were read.
+    pub fn recv(&mut self, socket: &UdpSocket, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            self.mmsg.recv(socket, &mut each)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let n = socket.recv(&mut self.buf)?;
+            each(&self.buf[..n]);
+            Ok(1)
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    use super::MAX_DATAGRAM;
+
+    /// One slot per datagram. Slots hold a whole 64 KiB datagram, so nothing
+    /// is ever truncated.
+    const SLOT: usize = MAX_DATAGRAM + 1;
+
+    /// The buffers and headers of one `recvmmsg` call. The headers point into
+    /// `iovecs`, which point into `bufs`; none of the three is ever resized
+    /// after `new`, so the pointers stay valid for the struct's life.
+    pub struct Batch {
+        bufs: Vec<u8>,
+        iovecs: Vec<libc::iovec>,
+        msgs: Vec<libc::mmsghdr>,
+    }
+
+    // The raw pointers only ever point into the struct's own heap buffers.
+    unsafe impl Send for Batch {}
+
+    impl Batch {
+        pub fn new(n: usize) -> Batch {
+            let mut bufs = vec![0u8; n * SLOT];
+            let mut iovecs: Vec<libc::iovec> = (0..n)
+                .map(|i| libc::iovec {
+                    // In bounds: slot i starts at i * SLOT < n * SLOT.
+                    iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
+                    iov_len: SLOT,
+                })
+                .collect();
+            let msgs = (0..n)
+                .map(|i| {
+                    // SAFETY: mmsghdr is a plain C struct; all-zero is a valid
+                    // value (null name and control, no flags).
+                    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    m.msg_hdr.msg_iov = &mut iovecs[i];
+                    m.msg_hdr.msg_iovlen = 1;
+                    m
+                })
+                .collect();
+            Batch { bufs, iovecs, msgs }
+        }
+
+        pub fn recv(
+            &mut self,
+            socket: &UdpSocket,
+            each: &mut dyn FnMut(&[u8]),
+        ) -> io::Result<usize> {
+            // SAFETY: `msgs` holds `len` initialised headers whose iovecs point
+            // at `SLOT`-byte regions of `bufs`, all alive and exclusively
+            // borrowed for the call. MSG_WAITFORONE blocks (up to SO_RCVTIMEO)
+            // for the first datagram only, then takes what is queued.
+            let n = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    self.msgs.as_mut_ptr(),
+                    self.msgs.len() as libc::c_uint,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            for i in 0..n {
+                let len = (self.msgs[i].msg_len as usize).min(SLOT);
+                each(&self.bufs[i * SLOT..i * SLOT + len]);
+            }
+            debug_assert_eq!(self.iovecs.len(), self.msgs.len());
+            Ok(n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_receive_reads_every_datagram_whole() {
+        let sock = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let to = sock.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let big = vec![b'x'; 60_000];
+        let msgs: Vec<Vec<u8>> = vec![b"a:1|c".to_vec(), big.clone(), b"b:2|c".to_vec()];
+        for m in &msgs {
+            tx.send_to(m, to).unwrap();
+        }
+        let mut rx = Receiver::new(2);
+        let mut got = Vec::new();
+        while got.len() < msgs.len() {
+            rx.recv(&sock, |d| got.push(d.to_vec())).unwrap();
+        }
+        assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn reuseport_group_shares_one_port() {
+        let socks = bind_group("127.0.0.1:0".parse().unwrap(), 3, None).unwrap();
+        let port = socks[0].local_addr().unwrap().port();
+        assert!(socks.iter().all(|s| s.local_addr().unwrap().port() == port));
+        assert!(inode(&socks[0]).is_some());
+        assert_ne!(inode(&socks[0]), inode(&socks[1]));
+    }
 }
