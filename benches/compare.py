@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""Run the same UDP workloads against statsyard and the reference statsd, one
+server at a time, and print one table.
+
+Each run starts the server pinned to one CPU (taskset) with a generated config
+(UDP on a free port, Graphite plaintext to the load generator, a 2 s flush,
+warnings only), then runs statsyard-loadgen pinned to another CPU. The load
+generator receives the server's Graphite output and reports the server's own
+count of lines processed (`stats_counts.statsd.metrics_received`), the server's
+CPU time per processed line and its peak RSS.
+
+    cargo build --release --bins
+    benches/compare.py                       # every server, every workload
+    benches/compare.py --servers statsyard --workloads W1,W2 --repeats 3
+
+Workloads (see WORKLOADS below):
+    W1     counters of value 1, 20 lines/packet, 1,000 keys, max rate, 3 s
+    W2     counters of value 1, 60 lines/packet, 100,000 keys, max rate, 3 s
+    MIXED  counters, sampled timers, gauges, sets, histograms; tags on a third
+           of the lines; 2,000,000 lines/s offered for 3 s. A server that dies
+           or reports nothing is run again at --fallback-rate.
+
+Binaries come from $CARGO_TARGET_DIR/release (else target/release); the
+reference from target/reference-statsd/node_modules/statsd/stats.js (run with
+`node`). A missing server is skipped with a note. The whole script stays
+under --budget seconds (default 170): runs that would start later are skipped.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLUSH_MS = 2000
+SEND_SECONDS = 3
+# The most a run waits after sending for the server to report its backlog. A
+# run ends sooner, at the first flush that reports nothing processed; only a
+# backlogged server (the reference, whose flush timer is late while it reads)
+# needs more than the default 2.5 flush intervals.
+SETTLE_SECONDS = 10
+
+# name -> the load generator's arguments for it
+WORKLOADS = {
+    "W1": ["--mix", "c=1", "--lines-per-packet", "20", "--keys", "1000"],
+    "W2": ["--mix", "c=1", "--lines-per-packet", "60", "--keys", "100000"],
+    "MIXED": [
+        "--mix", "c=4,ms=3,g=1,s=1,h=1", "--tags", "0.3333",
+        "--lines-per-packet", "20", "--keys", "10000", "--rate", "2000000",
+    ],
+}
+# Workloads that are run again at a lower rate when the server falls over.
+FALLBACK = {"MIXED"}
+
+
+def free_port(kind):
+    """A port the kernel just gave out and took back: free unless raced."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bin_dir():
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return os.path.join(target, "release")
+
+
+def statsyard_command(path, tmp, udp_port, graphite_port):
+    cfg = os.path.join(tmp, "statsyard.toml")
+    with open(cfg, "w") as f:
+        f.write(
+            f'[statsd]\nudp = ["127.0.0.1:{udp_port}"]\ntcp = []\n'
+            f'[flush]\ninterval = "{FLUSH_MS}ms"\n'
+            f'[log]\nlevel = "warn"\n'
+            f'[[sink]]\ntype = "graphite"\naddress = "127.0.0.1:{graphite_port}"\n'
+        )
+    return [path, "--config", cfg]
+
+
+def reference_command(path, tmp, udp_port, graphite_port):
+    cfg = os.path.join(tmp, "config.js")
+    # mgmt_port: the admin TCP console, on a free port so runs do not collide.
+    with open(cfg, "w") as f:
+        f.write(
+            f"{{ port: {udp_port}, address: '127.0.0.1',"
+            f" mgmt_address: '127.0.0.1', mgmt_port: {free_port(socket.SOCK_STREAM)},"
+            f" graphiteHost: '127.0.0.1', graphitePort: {graphite_port},"
+            f" flushInterval: {FLUSH_MS}, backends: ['./backends/graphite'] }}\n"
+        )
+    return ["node", path, cfg]
+
+
+def servers(args):
+    """name -> (command builder, path), or a note why it is skipped."""
+    found, notes = {}, []
+    wanted = args.servers.split(",")
+    if "statsyard" in wanted:
+        path = args.statsyard or os.path.join(bin_dir(), "statsyard")
+        if os.access(path, os.X_OK):
+            found["statsyard"] = (statsyard_command, path)
+        else:
+            notes.append(f"statsyard skipped: no {path} (cargo build --release --bins)")
+    if "reference" in wanted:
+        path = args.reference or os.path.join(
+            REPO, "target/reference-statsd/node_modules/statsd/stats.js")
+        if not os.path.exists(path):
+            notes.append(f"reference skipped: no {path}")
+        elif not shutil.which("node"):
+            notes.append("reference skipped: no `node` on PATH")
+        else:
+            found["reference"] = (reference_command, path)
+    for name in wanted:
+        if name not in ("statsyard", "reference"):
+            notes.append(f"unknown server {name!r} ignored")
+    return found, notes
+
+
+def pin(cpu):
+    if cpu is None:
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def run_one(args, loadgen, server, build, path, workload, extra):
+    """One server, one workload: returns the loadgen's JSON report plus notes."""
+    tmp = tempfile.mkdtemp(prefix=f"compare-{server}-")
+    udp_port = free_port(socket.SOCK_DGRAM)
+    graphite_port = free_port(socket.SOCK_STREAM)
+    log = open(os.path.join(tmp, "server.log"), "wb")
+    proc = subprocess.Popen(
+        pin(args.server_cpu) + build(path, tmp, udp_port, graphite_port),
+        stdout=log, stderr=subprocess.STDOUT)
+    cmd = pin(args.loadgen_cpu) + [
+        loadgen, "--target", f"127.0.0.1:{udp_port}",
+        "--graphite-listen", f"127.0.0.1:{graphite_port}",
+        "--flush-ms", str(FLUSH_MS), "--wait-flush", "--settle", str(SETTLE_SECONDS),
+        "--server-pid", str(proc.pid), "--duration", str(SEND_SECONDS),
+    ] + WORKLOADS[workload] + extra
+    try:
+        # Waiting for a flush (<= 3 flushes + 2 s), sending, settling: at
+        # most 29 s.
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        out = None
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+    if out is None:
+        return None, f"{server}/{workload}: the load generator timed out (logs in {tmp})"
+    if args.verbose:
+        sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        msg = out.stderr.strip().splitlines()[-1:] or ["?"]
+        return None, f"{server}/{workload}: loadgen failed: {msg[0]} (server log in {tmp})"
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report["server_died"] = not alive
+    shutil.rmtree(tmp, ignore_errors=True)
+    return report, None
+
+
+def fmt_int(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def fmt_rss(kib):
+    return "-" if kib is None else f"{kib / 1024:,.1f} MiB"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--servers", default="statsyard,reference",
+                    help="comma-separated: statsyard, reference")
+    ap.add_argument("--workloads", default="W1,W2,MIXED",
+                    help="comma-separated: " + ", ".join(WORKLOADS))
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each pair")
+    ap.add_argument("--statsyard", help="statsyard binary (default: <target>/release/statsyard)")
+    ap.add_argument("--reference", help="the reference's stats.js")
+    ap.add_argument("--loadgen", help="statsyard-loadgen binary")
+    ap.add_argument("--server-cpu", default="1", help="CPU for the server ('' = no pinning)")
+    ap.add_argument("--loadgen-cpu", default="0", help="CPU for the load generator")
+    ap.add_argument("--fallback-rate", type=int, default=200_000,
+                    help="lines/s for a MIXED rerun when the server falls over")
+    ap.add_argument("--budget", type=float, default=170, help="seconds for the whole script")
+    ap.add_argument("--json", help="also write every report to this file")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show the loadgen's summaries")
+    args = ap.parse_args()
+    args.server_cpu = args.server_cpu or None
+    args.loadgen_cpu = args.loadgen_cpu or None
+
+    notes = []
+    if (args.server_cpu or args.loadgen_cpu) and not shutil.which("taskset"):
+        notes.append("no taskset: nothing pinned")
+        args.server_cpu = args.loadgen_cpu = None
+    elif (os.cpu_count() or 1) < 2:
+        notes.append("one CPU: nothing pinned")
+        args.server_cpu = args.loadgen_cpu = None
+
+    loadgen = args.loadgen or os.path.join(bin_dir(), "statsyard-loadgen")
+    if not os.access(loadgen, os.X_OK):
+        sys.exit(f"compare: no {loadgen}; run `cargo build --release --bins` first")
+    found, skip_notes = servers(args)
+    notes += skip_notes
+    workloads = [w for w in args.workloads.split(",") if w]
+    for w in workloads:
+        if w not in WORKLOADS:
+            sys.exit(f"compare: unknown workload {w!r} (have {', '.join(WORKLOADS)})")
+
+    started = time.monotonic()
+    rows, reports = [], []
+    for workload in workloads:
+        for server, (build, path) in found.items():
+            for rep in range(args.repeats):
+                # A run takes 8-15 s, 30 at worst: do not start one that
+                # could end late.
+                if time.monotonic() - started > args.budget - 30:
+                    notes.append(f"{server}/{workload} #{rep + 1} skipped: time budget")
+                    continue
+                report, note = run_one(args, loadgen, server, build, path, workload, [])
+                label = workload
+                fell_over = report is None or report["server_died"] or report["processed"] is None
+                in_budget = time.monotonic() - started <= args.budget - 30
+                if workload in FALLBACK and fell_over and in_budget:
+                    why = note or ("the server died" if report and report["server_died"]
+                                   else "no processed count")
+                    notes.append(f"{server}/{workload}: {why}; rerun at {args.fallback_rate:,} lines/s")
+                    report, note = run_one(args, loadgen, server, build, path, workload,
+                                           ["--rate", str(args.fallback_rate)])
+                    label = f"{workload}@{args.fallback_rate // 1000}k"
+                if note:
+                    notes.append(note)
+                if report is None:
+                    continue
+                if report["server_died"]:
+                    notes.append(f"{server}/{label}: the server died during the run")
+                report.update(workload=label, server=server, repeat=rep + 1)
+                reports.append(report)
+                rows.append([
+                    label, server, fmt_int(report["offered_rate"]), fmt_int(report["sent"]),
+                    fmt_int(report["processed"]),
+                    "-" if report["loss_pct"] is None else f"{report['loss_pct']:.2f}",
+                    fmt_int(report["cpu_ns_per_line"]), fmt_rss(report["peak_rss_kib"]),
+                ])
+
+    header = ["workload", "server", "offered/s", "sent", "processed", "loss %",
+              "cpu ns/line", "peak RSS"]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+    pinned = (f"server on CPU {args.server_cpu}, loadgen on CPU {args.loadgen_cpu}"
+              if args.server_cpu is not None else "not pinned")
+    print(f"\n{pinned}; flush {FLUSH_MS} ms; {SEND_SECONDS} s of sending per run; "
+          f"{time.monotonic() - started:.0f} s in all")
+    for n in notes:
+        print(f"note: {n}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(reports, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
