@@ -51,3 +51,12 @@ impl Default for AggregateOptions {
 
 #[cfg(test)]
 mod tests;
+
+/// The aggregation maps' hasher: foldhash, seeded per process. Fast on the
+/// short, similar byte keys statsd names are (FxHash let them collide in
+/// hashbrown's control bytes; see docs/benchmarks.md), and random seeds keep
+/// a sender from choosing keys that all collide.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The set counterpart of [`FastMap`].
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

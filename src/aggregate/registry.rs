@@ -1,6 +1,6 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
 
-use rustc_hash::FxHashMap;
+use super::FastMap;
 
 use super::counter;
 use super::gauge::GaugeUpdate;
@@ -33,10 +33,10 @@ struct Gauge {
 #[derive(Debug, Default)]
 pub struct Registry {
     opts: AggregateOptions,
-    counters: FxHashMap<MetricKey, f64>,
-    gauges: FxHashMap<MetricKey, Gauge>,
-    timers: FxHashMap<MetricKey, Timer>,
-    sets: FxHashMap<MetricKey, Members>,
+    counters: FastMap<MetricKey, f64>,
+    gauges: FastMap<MetricKey, Gauge>,
+    timers: FastMap<MetricKey, Timer>,
+    sets: FastMap<MetricKey, Members>,
 }
 
 impl Registry {

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use rustc_hash::FxHashSet;
+use super::FastSet;
 
 /// The distinct members of one set series, owned.
 ///
@@ -11,7 +11,7 @@ use rustc_hash::FxHashSet;
 /// before comparison (two different invalid byte strings of the same shape
 /// are one member, as in the reference).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Members(FxHashSet<Box<[u8]>>);
+pub(crate) struct Members(FastSet<Box<[u8]>>);
 
 impl Members {
     /// Add a member; allocates only when it is new.
@@ -42,7 +42,7 @@ impl Members {
     /// Forget every member (the reference's `new set.Set()`).
     pub(crate) fn clear(&mut self) {
         // Drop the storage too: a burst of members should not pin memory forever.
-        self.0 = FxHashSet::default();
+        self.0 = FastSet::default();
     }
 }
 

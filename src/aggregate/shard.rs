@@ -1,6 +1,6 @@
 //! One receive thread's aggregates for the current interval.
 
-use rustc_hash::FxHashMap;
+use super::FastMap;
 
 use super::counter;
 use super::gauge::GaugeUpdate;
@@ -13,10 +13,10 @@ use crate::metric::{MetricKey, MetricRef, MetricType, Value};
 /// interval; an existing series is found by the borrowed key bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Maps {
-    pub(crate) counters: FxHashMap<MetricKey, f64>,
-    pub(crate) gauges: FxHashMap<MetricKey, GaugeUpdate>,
-    pub(crate) timers: FxHashMap<MetricKey, Timer>,
-    pub(crate) sets: FxHashMap<MetricKey, Members>,
+    pub(crate) counters: FastMap<MetricKey, f64>,
+    pub(crate) gauges: FastMap<MetricKey, GaugeUpdate>,
+    pub(crate) timers: FastMap<MetricKey, Timer>,
+    pub(crate) sets: FastMap<MetricKey, Members>,
 }
 
 /// One receive thread's aggregates for the current interval.

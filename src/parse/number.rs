@@ -101,12 +101,71 @@ pub fn parse_decimal(b: &[u8]) -> Option<f64> {
 /// trimmed; `None` for anything that is not a finite decimal number,
 /// including the empty string.
 pub fn parse_js_number(b: &[u8]) -> Option<f64> {
+    if let Some(v) = small_integer(b) {
+        return Some(v);
+    }
     parse_decimal(js_trim(b))
+}
+
+/// The fast path for what most lines carry: `-?[0-9]{1,15}` and nothing
+/// else. Up to 15 digits the integer is exact in an f64, so this gives the
+/// same value as the full parse without its trimming, validation and
+/// UTF-8 checks.
+#[inline]
+fn small_integer(b: &[u8]) -> Option<f64> {
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    // `as` is exact here: n < 10^15 < 2^53.
+    let v = n as f64;
+    Some(if neg { -v } else { v })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_fast_path_agrees_with_the_full_parse() {
+        for b in [
+            &b"0"[..],
+            b"-0",
+            b"1",
+            b"-1",
+            b"42",
+            b"007",
+            b"999999999999999",
+            b"-999999999999999",
+            b"1234567890123456",
+            b"12a",
+            b"-",
+            b"",
+            b"1.5",
+        ] {
+            let fast = small_integer(b);
+            let full = parse_decimal(b);
+            if let Some(v) = fast {
+                assert_eq!(Some(v.to_bits()), full.map(f64::to_bits), "{b:?}");
+            } else {
+                // Left to the full parse: longer, signed with +, or not an integer.
+                assert!(
+                    b.len() > 15 || !b.iter().all(u8::is_ascii_digit) || b.is_empty(),
+                    "{b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn numbers() {

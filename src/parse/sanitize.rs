@@ -10,9 +10,22 @@
 
 use super::number::is_js_space;
 
-/// Bytes the last step keeps: `[a-zA-Z_\-0-9\.;=]`.
+/// Bytes the last step keeps: `[a-zA-Z_\-0-9\.;=]`, as a table (this runs
+/// over every byte of every key).
+static KEPT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'=');
+        i += 1;
+    }
+    t
+};
+
+#[inline]
 fn is_kept(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'=')
+    KEPT[usize::from(b)]
 }
 
 /// Whether sanitising would change `key`. False for the common case, a key
