@@ -80,7 +80,8 @@ pub struct MetricRef<'a> {
     pub timestamp: Option<u64>,
 }
 
-/// An owned canonical key, allocated once per series.
+/// An owned canonical key, allocated once per series and shared (not
+/// copied) by the registry and every flush batch that names the series.
 ///
 /// ```
 /// use statsyard::metric::MetricKey;
@@ -89,7 +90,7 @@ pub struct MetricRef<'a> {
 /// assert_eq!(k.tags().collect::<Vec<_>>(), [&b"env=prod"[..], &b"host=a"[..]]);
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MetricKey(Box<[u8]>);
+pub struct MetricKey(std::sync::Arc<[u8]>);
 
 impl MetricKey {
     pub fn new(bytes: &[u8]) -> Self {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::graphite::encode_text;
+use super::graphite::push_text_line;
 use super::{BoxFuture, Sink, SinkMsg};
-use crate::flush::naming::{graphite_lines, Naming};
+use crate::flush::naming::{for_each_graphite_line, Naming};
 use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::metric::{MetricKey, MetricType};
@@ -61,7 +61,7 @@ impl Sink for ConsoleSink {
     fn run(self: Box<Self>, mut rx: mpsc::Receiver<SinkMsg>) -> BoxFuture {
         Box::pin(async move {
             let s = *self;
-            let mut scratch = Vec::new();
+            let mut scratch = String::new();
             while let Some(msg) = rx.recv().await {
                 let SinkMsg::Flush(batch) = msg else {
                     continue;
@@ -69,10 +69,13 @@ impl Sink for ConsoleSink {
                 let mut out = Vec::new();
                 let lines = match s.config.format {
                     ConsoleFormat::Text => {
-                        scratch.clear();
-                        graphite_lines(&batch, &s.naming, &mut scratch);
-                        encode_text(&scratch, batch.timestamp, &mut out);
-                        scratch.len()
+                        let ts = batch.timestamp.to_string();
+                        let mut n = 0usize;
+                        for_each_graphite_line(&batch, &s.naming, &mut |name, v| {
+                            push_text_line(&mut out, &mut scratch, name, v, &ts);
+                            n += 1;
+                        });
+                        n
                     }
                     ConsoleFormat::Json => render_json(&batch, &mut out),
                 };

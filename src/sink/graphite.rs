@@ -17,7 +17,9 @@ use tokio::sync::mpsc;
 
 use super::outlet::{self, Entry, Feed, OutletConfig};
 use super::{BoxFuture, Sink, SinkMsg};
-use crate::flush::naming::{graphite_lines, graphite_stats_name, GraphiteLine, Naming};
+use crate::flush::naming::{
+    for_each_graphite_line, graphite_lines, graphite_stats_name, GraphiteLine, Naming,
+};
 use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::stats::{incr, SinkStats};
@@ -152,26 +154,44 @@ impl GraphiteFeed {
         }
     }
 
-    /// The flush's lines plus the `graphiteStats` lines, encoded.
-    fn encode_batch(&mut self, batch: &FlushBatch) -> Result<Vec<u8>, super::pickle::PickleError> {
-        self.lines.clear();
-        graphite_lines(batch, &self.naming, &mut self.lines);
+    /// The flush's lines plus the `graphiteStats` lines, encoded, and how
+    /// many lines that is.
+    fn encode_batch(
+        &mut self,
+        batch: &FlushBatch,
+    ) -> Result<(Vec<u8>, u64), super::pickle::PickleError> {
         let w = self.write;
         let values = [w.last_exception, w.last_flush, w.flush_time, w.flush_length];
-        for (name, value) in self.stat_names.iter().zip(values) {
-            self.lines.push(GraphiteLine {
-                name: name.clone(),
-                value: value as f64,
-            });
-        }
         let mut out = Vec::new();
         match self.protocol {
-            GraphiteProtocol::Text => encode_text(&self.lines, batch.timestamp, &mut out),
+            GraphiteProtocol::Text => {
+                // Straight into the output buffer: no per-line allocation.
+                let ts = batch.timestamp.to_string();
+                let mut value = String::new();
+                let mut n = 0u64;
+                let mut emit = |name: &str, v: f64| {
+                    push_text_line(&mut out, &mut value, name, v, &ts);
+                    n += 1;
+                };
+                for_each_graphite_line(batch, &self.naming, &mut emit);
+                for (name, v) in self.stat_names.iter().zip(values) {
+                    emit(name, v as f64);
+                }
+                Ok((out, n))
+            }
             GraphiteProtocol::Pickle => {
+                self.lines.clear();
+                graphite_lines(batch, &self.naming, &mut self.lines);
+                for (name, value) in self.stat_names.iter().zip(values) {
+                    self.lines.push(GraphiteLine {
+                        name: name.clone(),
+                        value: value as f64,
+                    });
+                }
                 super::pickle::encode(&self.lines, batch.timestamp, &mut out)?;
+                Ok((out, self.lines.len() as u64))
             }
         }
-        Ok(out)
     }
 }
 
@@ -183,9 +203,9 @@ impl Feed for GraphiteFeed {
             return None;
         };
         match self.encode_batch(&batch) {
-            Ok(out) => Some(Entry {
+            Ok((out, lines)) => Some(Entry {
                 data: Bytes::from(out),
-                lines: self.lines.len() as u64,
+                lines,
             }),
             Err(e) => {
                 incr(&self.stats.dropped, 1);
@@ -213,15 +233,20 @@ pub fn encode_text(lines: &[GraphiteLine], timestamp: u64, out: &mut Vec<u8>) {
     let ts = timestamp.to_string();
     let mut value = String::new();
     for l in lines {
-        value.clear();
-        push_js_number(&mut value, l.value);
-        out.extend_from_slice(l.name.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(ts.as_bytes());
-        out.push(b'\n');
+        push_text_line(out, &mut value, &l.name, l.value, &ts);
     }
+}
+
+/// One plaintext line, `name value timestamp\n`; `scratch` formats the value.
+pub fn push_text_line(out: &mut Vec<u8>, scratch: &mut String, name: &str, value: f64, ts: &str) {
+    scratch.clear();
+    push_js_number(scratch, value);
+    out.extend_from_slice(name.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(scratch.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(ts.as_bytes());
+    out.push(b'\n');
 }
 
 /// Unix seconds, rounded to the nearest as the reference's
