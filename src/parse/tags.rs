@@ -59,17 +59,14 @@ impl KeyBuilder {
         }
         for tag in field.split(|&b| b == b',') {
             self.joined.push(b';');
-            let semi = tag.iter().position(|&b| b == b';');
-            let colon = tag.iter().position(|&b| b == b':');
-            for (i, &b) in tag.iter().enumerate() {
-                let b = if Some(i) == semi {
-                    b'_'
-                } else if Some(i) == colon {
-                    b'='
-                } else {
-                    b
-                };
-                self.joined.push(b);
+            let start = self.joined.len();
+            self.joined.extend_from_slice(tag);
+            let pushed = &mut self.joined[start..];
+            if let Some(i) = pushed.iter().position(|&b| b == b';') {
+                pushed[i] = b'_';
+            }
+            if let Some(i) = pushed.iter().position(|&b| b == b':') {
+                pushed[i] = b'=';
             }
         }
     }
