@@ -65,7 +65,7 @@ impl Default for RawStatsd {
             tcp: vec!["0.0.0.0:8125".into()],
             unix: Vec::new(),
             max_line_length: 65_536,
-            udp_recv_buffer: 8 * 1024 * 1024,
+            udp_recv_buffer: 32 * 1024 * 1024,
             udp_threads: 1,
             udp_batch: 32,
             max_connections: 10_000,

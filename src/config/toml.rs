@@ -621,7 +621,7 @@ mod tests {
                 tcp: vec![any],
                 unix: vec![],
                 max_line_length: 65_536,
-                udp_recv_buffer: Some(8 * 1024 * 1024),
+                udp_recv_buffer: Some(32 * 1024 * 1024),
                 udp_threads: 1,
                 udp_batch: 32,
                 max_connections: 10_000,

@@ -58,9 +58,14 @@ pub fn bind_group(
 }
 
 fn set_recv_buffer(socket: &Socket, addr: SocketAddr, want: usize) {
-    if let Err(e) = socket.set_recv_buffer_size(want) {
-        tracing::warn!(%addr, want, error = %e, "cannot set the UDP receive buffer");
-        return;
+    // With CAP_NET_ADMIN, SO_RCVBUFFORCE grants the size even above
+    // net.core.rmem_max; without it, fall back to SO_RCVBUF, which the kernel
+    // caps (and the read-back below reports).
+    if !force_recv_buffer(socket, want) {
+        if let Err(e) = socket.set_recv_buffer_size(want) {
+            tracing::warn!(%addr, want, error = %e, "cannot set the UDP receive buffer");
+            return;
+        }
     }
     // Linux doubles the requested value for its own bookkeeping and caps the
     // request at net.core.rmem_max; reading it back tells which happened.
@@ -74,6 +79,32 @@ fn set_recv_buffer(socket: &Socket, addr: SocketAddr, want: usize) {
         Ok(_) => {}
         Err(e) => tracing::debug!(%addr, error = %e, "cannot read back the UDP receive buffer"),
     }
+}
+
+/// SO_RCVBUFFORCE; false when not permitted or not available.
+#[cfg(target_os = "linux")]
+fn force_recv_buffer(socket: &Socket, want: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(val) = libc::c_int::try_from(want) else {
+        return false;
+    };
+    // SAFETY: a valid socket descriptor, and a pointer to a live c_int with
+    // its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn force_recv_buffer(_: &Socket, _: usize) -> bool {
+    false
 }
 
 /// The socket's inode, which names it in /proc/net/udp (for its drop counter).
