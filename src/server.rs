@@ -218,6 +218,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         flush_queues,
         stats.clone(),
         &config.naming.prefix_stats,
+        config.self_metrics,
     );
     let (stop_flusher, stop_rx) = std::sync::mpsc::channel();
     let flusher = flusher.spawn(stop_rx).map_err(ServerError::Thread)?;

@@ -452,6 +452,9 @@ fn socket_mode(key: &str, v: &Value) -> Result<String, Bad> {
 
 fn flush(obj: &Obj, raw: &mut RawConfig) -> Result<(), Bad> {
     let f = &mut raw.flush;
+    // A reference config gets the reference's output, line for line: no
+    // statsyard-only series.
+    f.self_metrics = false;
     // `Number(config.flushInterval || 10000)`, in milliseconds.
     if let Some(v) = obj.get("flushInterval").filter(|v| !falsy(v)) {
         let ms = number_like("flushInterval", v)?;

@@ -35,6 +35,8 @@ pub struct Config {
     pub sinks: Vec<SinkSpec>,
     /// How long shutdown may take to deliver the final flush.
     pub shutdown_timeout: Duration,
+    /// Add statsyard's own counters to every flush (`flush.self_metrics`).
+    pub self_metrics: bool,
     pub log: LogConfig,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.

@@ -120,6 +120,10 @@ pub struct RawFlush {
     /// Time allowed at shutdown to deliver the final flush.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Add statsyard's own counters (kernel UDP drops per listener, dropped
+    /// lines, refused connections, sink drops) to every flush, under
+    /// `<prefix_stats>.statsyard.`. Off when loading a reference `config.js`.
+    pub self_metrics: bool,
 }
 
 impl Default for RawFlush {
@@ -136,6 +140,7 @@ impl Default for RawFlush {
             delete_gauges: None,
             gauges_max_ttl: 1,
             shutdown_timeout: Duration::from_secs(10),
+            self_metrics: true,
         }
     }
 }

@@ -314,6 +314,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         naming,
         sinks,
         shutdown_timeout: f.shutdown_timeout,
+        self_metrics: f.self_metrics,
         log,
         warnings,
     })

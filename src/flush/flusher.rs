@@ -53,6 +53,11 @@ pub struct Flusher {
     seen: Seen,
     /// The previous flush's timestamp, for `timestamp_lag`; 0 before the first.
     old_timestamp: u64,
+    /// Add statsyard's own drop counters to every flush (`flush.self_metrics`).
+    self_metrics: bool,
+    prefix_stats: String,
+    /// Totals of the self-metric counters at the previous flush, by name.
+    self_seen: std::collections::HashMap<String, u64>,
 }
 
 impl Flusher {
@@ -63,6 +68,7 @@ impl Flusher {
         sinks: Vec<SinkQueue>,
         stats: Arc<Stats>,
         prefix_stats: &str,
+        self_metrics: bool,
     ) -> Flusher {
         let name = |s: &str| format!("{prefix_stats}.{s}");
         Flusher {
@@ -79,6 +85,9 @@ impl Flusher {
             },
             seen: Seen::default(),
             old_timestamp: 0,
+            self_metrics,
+            prefix_stats: prefix_stats.to_string(),
+            self_seen: std::collections::HashMap::new(),
         }
     }
 
@@ -113,6 +122,11 @@ impl Flusher {
         self.seen.packets_received = packets;
         self.seen.metrics_received = metrics;
 
+        let kernel_grew = self.stats.refresh_kernel_drops();
+        if self.self_metrics {
+            self.add_self_metrics();
+        }
+
         let timestamp = unix_seconds_rounded();
         if self.old_timestamp > 0 {
             // As the reference: how late this flush is against the interval, in seconds.
@@ -140,7 +154,7 @@ impl Flusher {
                 }
             }
         }
-        self.report_drops();
+        self.report_drops(&kernel_grew);
         incr(&self.stats.flushes, 1);
         self.stats.last_flush_micros.store(
             started.elapsed().as_micros() as u64,
@@ -154,14 +168,56 @@ impl Flusher {
         batch
     }
 
+    /// statsyard's own counters, as per-interval counts under
+    /// `<prefixStats>.statsyard.`, next to the reference's `metrics_received`:
+    /// datagrams the kernel dropped per UDP listen address (before statsyard
+    /// could read them), overlong stream lines, refused connections, raw
+    /// packets and flushes that sinks dropped.
+    fn add_self_metrics(&mut self) {
+        let s = &self.stats;
+        let mut totals: Vec<(String, u64)> = vec![
+            ("lines_too_long".into(), get(&s.lines_too_long)),
+            ("connections_rejected".into(), get(&s.connections_rejected)),
+            ("raw_dropped".into(), get(&s.raw_dropped)),
+            (
+                "sink_dropped".into(),
+                s.sinks()
+                    .iter()
+                    .map(|k| get(&k.queue_dropped) + get(&k.dropped))
+                    .sum(),
+            ),
+        ];
+        // Several SO_REUSEPORT sockets share an address: one series per address.
+        let mut by_addr: Vec<(String, u64)> = Vec::new();
+        for sock in s.udp_sockets() {
+            let name = format!(
+                "udp.{}_{}.kernel_drops",
+                sock.addr.ip().to_string().replace([':', '.'], "_"),
+                sock.addr.port()
+            );
+            let n = get(&sock.kernel_drops);
+            match by_addr.iter_mut().find(|(a, _)| *a == name) {
+                Some((_, total)) => *total += n,
+                None => by_addr.push((name, n)),
+            }
+        }
+        totals.extend(by_addr);
+        for (name, total) in totals {
+            let before = self.self_seen.insert(name.clone(), total).unwrap_or(0);
+            let key = format!("{}.statsyard.{name}", self.prefix_stats);
+            self.registry
+                .add_counter(key.as_bytes(), total.saturating_sub(before) as f64);
+        }
+    }
+
     /// Say, once per interval at most, that something was dropped: counted drops
     /// must be visible even where no self-metrics endpoint is scraped.
-    fn report_drops(&mut self) {
+    fn report_drops(&mut self, kernel_grew: &[(Arc<crate::stats::UdpSocketStats>, u64)]) {
         let s = &self.stats;
-        for (socket, n) in s.refresh_kernel_drops() {
+        for (socket, n) in kernel_grew {
             tracing::warn!(
                 addr = %socket.addr,
-                dropped = n,
+                dropped = *n,
                 total = get(&socket.kernel_drops),
                 "the kernel dropped datagrams before statsyard read them; raise udp_recv_buffer \
                  (and net.core.rmem_max) or udp_threads"

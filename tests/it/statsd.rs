@@ -342,3 +342,55 @@ address = "{}"
     });
     server.stop();
 }
+
+/// Loss before statsyard reads a datagram is visible: with a tiny receive
+/// buffer and a burst, the kernel drops datagrams, and the per-address
+/// `statsd.statsyard.udp.<addr>.kernel_drops` counter plus the lines
+/// processed account for every datagram sent.
+#[test]
+fn kernel_drops_are_reported_next_to_lines_processed() {
+    let mut g = Graphite::start();
+    let cfg = config(&format!(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+udp_recv_buffer = 2048
+[flush]
+interval = "200ms"
+[[sink]]
+type = "graphite"
+address = "{}"
+"#,
+        g.addr
+    ));
+    let server = Server::start(cfg);
+    let addr = server.udp();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = 20_000u64;
+    for _ in 0..sent {
+        s.send_to(b"burst:1|c", addr).unwrap();
+    }
+    let drops_name = format!(
+        "stats_counts.statsd.statsyard.udp.127_0_0_1_{}.kernel_drops",
+        addr.port()
+    );
+    g.until(secs(15), |ls| {
+        let sum = |n: &str| -> f64 {
+            ls.iter()
+                .filter(|l| l.name == n)
+                .map(|l| l.value.parse::<f64>().unwrap())
+                .sum()
+        };
+        sum("stats_counts.statsd.metrics_received") + sum(&drops_name) == sent as f64
+    });
+    assert!(
+        g.sum(&drops_name) > 0.0,
+        "a 2 KiB buffer must overflow under a 20,000-datagram burst"
+    );
+    assert_eq!(
+        g.sum("stats_counts.burst"),
+        g.sum("stats_counts.statsd.metrics_received")
+    );
+    server.stop();
+}
