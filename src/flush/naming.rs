@@ -332,18 +332,7 @@ mod tests {
         vec![
             NamingCase {
                 name: "legacy_default",
-                naming: Naming {
-                    legacy_namespace: true,
-                    global_prefix: "stats".into(),
-                    prefix_counter: "counters".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
-                    global_suffix: None,
-                    prefix_stats: "statsd".into(),
-                    flush_counts: true,
-                    sanitize_names: false,
-                },
+                naming: Naming::default(),
                 keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
                 lines: &[
                     ("stats.a.b", 0.3),
@@ -368,16 +357,12 @@ mod tests {
             NamingCase {
                 name: "legacy_suffix",
                 naming: Naming {
-                    legacy_namespace: true,
                     global_prefix: "ignored".into(),
                     prefix_counter: "ignored".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
                     global_suffix: Some("sfx".into()),
                     prefix_stats: "mystats".into(),
                     flush_counts: false,
-                    sanitize_names: false,
+                    ..Naming::default()
                 },
                 keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
                 lines: &[
@@ -408,9 +393,7 @@ mod tests {
                     prefix_gauge: "gg".into(),
                     prefix_set: "st".into(),
                     global_suffix: Some("sfx".into()),
-                    prefix_stats: "statsd".into(),
-                    flush_counts: true,
-                    sanitize_names: false,
+                    ..Naming::default()
                 },
                 keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
                 lines: &[
@@ -444,8 +427,7 @@ mod tests {
                     prefix_set: "".into(),
                     global_suffix: Some("".into()),
                     prefix_stats: "".into(),
-                    flush_counts: true,
-                    sanitize_names: false,
+                    ..Naming::default()
                 },
                 keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
                 lines: &[
@@ -472,15 +454,7 @@ mod tests {
                 name: "new_default",
                 naming: Naming {
                     legacy_namespace: false,
-                    global_prefix: "stats".into(),
-                    prefix_counter: "counters".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
-                    global_suffix: None,
-                    prefix_stats: "statsd".into(),
-                    flush_counts: true,
-                    sanitize_names: false,
+                    ..Naming::default()
                 },
                 keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
                 lines: &[
@@ -507,15 +481,9 @@ mod tests {
                 name: "new_sanitize",
                 naming: Naming {
                     legacy_namespace: false,
-                    global_prefix: "stats".into(),
-                    prefix_counter: "counters".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
-                    global_suffix: None,
                     prefix_stats: "my stats;t=1".into(),
-                    flush_counts: true,
                     sanitize_names: true,
+                    ..Naming::default()
                 },
                 keys: [
                     "a b//c\u{e9} \u{a0}x",
@@ -547,16 +515,8 @@ mod tests {
             NamingCase {
                 name: "legacy_sanitize",
                 naming: Naming {
-                    legacy_namespace: true,
-                    global_prefix: "stats".into(),
-                    prefix_counter: "counters".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
-                    global_suffix: None,
-                    prefix_stats: "statsd".into(),
-                    flush_counts: true,
                     sanitize_names: true,
+                    ..Naming::default()
                 },
                 keys: [
                     "a b//c\u{e9} \u{a0}x",
@@ -587,18 +547,7 @@ mod tests {
             },
             NamingCase {
                 name: "legacy_no_sanitize",
-                naming: Naming {
-                    legacy_namespace: true,
-                    global_prefix: "stats".into(),
-                    prefix_counter: "counters".into(),
-                    prefix_timer: "timers".into(),
-                    prefix_gauge: "gauges".into(),
-                    prefix_set: "sets".into(),
-                    global_suffix: None,
-                    prefix_stats: "statsd".into(),
-                    flush_counts: true,
-                    sanitize_names: false,
-                },
+                naming: Naming::default(),
                 keys: [
                     "a b//c\u{e9} \u{a0}x",
                     "c\tz;env=pr od",

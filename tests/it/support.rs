@@ -147,6 +147,21 @@ backoff_max = "200ms"
     ))
 }
 
+/// A config with the given `[statsd]` lines, a 200 ms flush and one graphite sink.
+pub fn statsd_config(statsd: &str, graphite: SocketAddr) -> Config {
+    config(&format!(
+        r#"
+[statsd]
+{statsd}
+[flush]
+interval = "200ms"
+[[sink]]
+type = "graphite"
+address = "{graphite}"
+"#
+    ))
+}
+
 /// Start a server on a fresh runtime held by the returned guard.
 pub struct Server {
     pub rt: tokio::runtime::Runtime,
