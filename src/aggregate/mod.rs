@@ -6,6 +6,13 @@
 //! bit-identical to the reference's. With several shards, values of one
 //! series that arrived on different threads are combined per shard first.
 //!
+//! The registry is owned by the flusher thread alone, so it is a set of plain
+//! hash maps rather than the shared dashmap the architecture suggests for
+//! persistent state: nothing else reads it yet, and a single owner needs no
+//! locking at all. When the HTTP API and the admin console need live views of
+//! it, they should ask the flusher (a channel) or read a published snapshot,
+//! rather than share the maps.
+//!
 //! Knows only `metric`.
 
 mod counter;
