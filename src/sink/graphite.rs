@@ -7,7 +7,7 @@
 //! describe the writes before this one. Unlike the reference, which opens a
 //! connection per flush and loses the flush when that fails, flushes wait in
 //! a bounded buffer while the destination is down and go out in order when
-//! it is back (see [`outlet`](super::outlet)).
+//! it is back (see the private `sink::outlet` module).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

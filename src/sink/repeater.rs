@@ -3,7 +3,7 @@
 //!
 //! UDP sends one datagram per packet per destination. TCP keeps one
 //! connection per destination, each with its own task and bounded buffer
-//! (see [`outlet`](super::outlet)), and sends each packet followed by a
+//! (see the private `sink::outlet` module), and sends each packet followed by a
 //! newline, as the reference does.
 
 use std::io;
