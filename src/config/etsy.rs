@@ -1509,21 +1509,7 @@ Optional Variables:
 
     #[test]
     fn invalid_values_name_the_config_js_key() {
-        for (text, key, reason) in INVALID {
-            let e = from_str(text, "config.js").expect_err(text);
-            match &e {
-                ConfigError::Invalid {
-                    file,
-                    key: k,
-                    reason: r,
-                } => {
-                    assert_eq!(file, "config.js");
-                    assert_eq!(k, key, "{text}: {e}");
-                    assert!(r.contains(reason), "{text}: {e}");
-                }
-                other => panic!("{text}: not Invalid: {other}"),
-            }
-        }
+        crate::config::assert_invalid(from_str, "config.js", INVALID);
     }
 
     /// (config.js text, what the syntax error must contain)

@@ -134,3 +134,33 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         source,
     })
 }
+
+/// Shared by the TOML and config.js tests: `parse(text, file)` must fail with
+/// [`ConfigError::Invalid`] naming `file` and `key`, with `reason` in the
+/// message, and display as `file: key `key`: ...`.
+#[cfg(test)]
+pub(crate) fn assert_invalid(
+    parse: fn(&str, &str) -> Result<Config, ConfigError>,
+    file: &str,
+    cases: &[(&str, &str, &str)],
+) {
+    for (text, key, reason) in cases {
+        let e = parse(text, file).expect_err(text);
+        match &e {
+            ConfigError::Invalid {
+                file: f,
+                key: k,
+                reason: r,
+            } => {
+                assert_eq!(f, file);
+                assert_eq!(k, key, "{text}: {e}");
+                assert!(r.contains(reason), "{text}: {e}");
+            }
+            other => panic!("{text}: not Invalid: {other}"),
+        }
+        assert!(
+            e.to_string().starts_with(&format!("{file}: key `{key}`: ")),
+            "{e}"
+        );
+    }
+}

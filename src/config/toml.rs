@@ -949,26 +949,7 @@ mod tests {
 
     #[test]
     fn invalid_values_name_file_and_key() {
-        for (text, key, reason) in INVALID {
-            let e = from_str(text, "test.toml").expect_err(text);
-            match &e {
-                ConfigError::Invalid {
-                    file,
-                    key: k,
-                    reason: r,
-                } => {
-                    assert_eq!(file, "test.toml");
-                    assert_eq!(k, key, "{text}: {e}");
-                    assert!(r.contains(reason), "{text}: {e}");
-                }
-                other => panic!("{text}: not Invalid: {other}"),
-            }
-            assert!(
-                e.to_string()
-                    .starts_with(&format!("test.toml: key `{key}`: ")),
-                "{e}"
-            );
-        }
+        crate::config::assert_invalid(from_str, "test.toml", INVALID);
     }
 
     /// (file text, what the message must contain)

@@ -591,6 +591,20 @@ mod tests {
         }
     }
 
+    /// Ten unsorted samples at rate 1, shared by the calculatedTimerMetrics cases.
+    const CALC_SAMPLES: &[(f64, f64)] = &[
+        (0.1, 1.0),
+        (0.2, 1.0),
+        (0.3, 1.0),
+        (10.5, 1.0),
+        (7.25, 1.0),
+        (3.3333, 1.0),
+        (100.0, 1.0),
+        (42.0, 1.0),
+        (0.001, 1.0),
+        (9.0, 1.0),
+    ];
+
     /// Expected values are what the reference's own lib/process_metrics.js
     /// returns for the same samples, percentiles, bins and
     /// calculatedTimerMetrics (flushInterval 10000, timer_counters summed as
@@ -868,18 +882,7 @@ mod tests {
         },
         Case {
             key: "calc1",
-            samples: &[
-                (0.1, 1.0),
-                (0.2, 1.0),
-                (0.3, 1.0),
-                (10.5, 1.0),
-                (7.25, 1.0),
-                (3.3333, 1.0),
-                (100.0, 1.0),
-                (42.0, 1.0),
-                (0.001, 1.0),
-                (9.0, 1.0),
-            ],
+            samples: CALC_SAMPLES,
             pct: &[90.0, 99.9, -10.0],
             hist: &[("calc", &[Bin::Limit(1.0), Bin::Inf])],
             calc: &["count", "mean", "upper_percent", "histogram"],
@@ -892,18 +895,7 @@ mod tests {
         },
         Case {
             key: "calc2",
-            samples: &[
-                (0.1, 1.0),
-                (0.2, 1.0),
-                (0.3, 1.0),
-                (10.5, 1.0),
-                (7.25, 1.0),
-                (3.3333, 1.0),
-                (100.0, 1.0),
-                (42.0, 1.0),
-                (0.001, 1.0),
-                (9.0, 1.0),
-            ],
+            samples: CALC_SAMPLES,
             pct: &[90.0, 99.9, -10.0],
             hist: &[("calc", &[Bin::Limit(1.0), Bin::Inf])],
             calc: &[

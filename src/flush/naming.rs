@@ -325,6 +325,17 @@ mod tests {
         }
     }
 
+    /// Keys that need no sanitising: a plain name, tags, a timer, a gauge, a set.
+    const PLAIN_KEYS: [&str; 5] = ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"];
+    /// The same five roles with names that need the graphite backend's `sk()`.
+    const DIRTY_KEYS: [&str; 5] = [
+        "a b//c\u{e9} \u{a0}x",
+        "c\tz;env=pr od",
+        "t\u{2028}\u{feff}\u{85}x;k=v",
+        "g/h",
+        "s*;z",
+    ];
+
     /// The lines the reference's backends/graphite.js sends for the same
     /// metrics and config (its flush_stats, then post_stats with a fake
     /// connection), as (name, value).
@@ -333,7 +344,7 @@ mod tests {
             NamingCase {
                 name: "legacy_default",
                 naming: Naming::default(),
-                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                keys: PLAIN_KEYS,
                 lines: &[
                     ("stats.a.b", 0.3),
                     ("stats_counts.a.b", 3.0),
@@ -364,7 +375,7 @@ mod tests {
                     flush_counts: false,
                     ..Naming::default()
                 },
-                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                keys: PLAIN_KEYS,
                 lines: &[
                     ("stats.a.b.sfx", 0.3),
                     ("stats.c.sfx;env=prod;host=x", 0.15),
@@ -395,7 +406,7 @@ mod tests {
                     global_suffix: Some("sfx".into()),
                     ..Naming::default()
                 },
-                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                keys: PLAIN_KEYS,
                 lines: &[
                     ("gp.cnt.a.b.rate.sfx", 0.3),
                     ("gp.cnt.a.b.count.sfx", 3.0),
@@ -429,7 +440,7 @@ mod tests {
                     prefix_stats: "".into(),
                     ..Naming::default()
                 },
-                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                keys: PLAIN_KEYS,
                 lines: &[
                     ("a.b.rate.", 0.3),
                     ("a.b.count.", 3.0),
@@ -456,7 +467,7 @@ mod tests {
                     legacy_namespace: false,
                     ..Naming::default()
                 },
-                keys: ["a.b", "c;env=prod;host=x", "t;k=v", "g", "s;z"],
+                keys: PLAIN_KEYS,
                 lines: &[
                     ("stats.counters.a.b.rate", 0.3),
                     ("stats.counters.a.b.count", 3.0),
@@ -485,13 +496,7 @@ mod tests {
                     sanitize_names: true,
                     ..Naming::default()
                 },
-                keys: [
-                    "a b//c\u{e9} \u{a0}x",
-                    "c\tz;env=pr od",
-                    "t\u{2028}\u{feff}\u{85}x;k=v",
-                    "g/h",
-                    "s*;z",
-                ],
+                keys: DIRTY_KEYS,
                 lines: &[
                     ("stats.counters.a_b--c_x.rate", 0.3),
                     ("stats.counters.a_b--c_x.count", 3.0),
@@ -518,13 +523,7 @@ mod tests {
                     sanitize_names: true,
                     ..Naming::default()
                 },
-                keys: [
-                    "a b//c\u{e9} \u{a0}x",
-                    "c\tz;env=pr od",
-                    "t\u{2028}\u{feff}\u{85}x;k=v",
-                    "g/h",
-                    "s*;z",
-                ],
+                keys: DIRTY_KEYS,
                 lines: &[
                     ("stats.a_b--c_x", 0.3),
                     ("stats_counts.a_b--c_x", 3.0),
@@ -548,13 +547,7 @@ mod tests {
             NamingCase {
                 name: "legacy_no_sanitize",
                 naming: Naming::default(),
-                keys: [
-                    "a b//c\u{e9} \u{a0}x",
-                    "c\tz;env=pr od",
-                    "t\u{2028}\u{feff}\u{85}x;k=v",
-                    "g/h",
-                    "s*;z",
-                ],
+                keys: DIRTY_KEYS,
                 lines: &[
                     ("stats.a b//c\u{e9} \u{a0}x", 0.3),
                     ("stats_counts.a b//c\u{e9} \u{a0}x", 3.0),
