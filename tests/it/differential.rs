@@ -496,14 +496,30 @@ fn config_js(scenario: &Scenario, udp_port: u16, mgmt_port: u16, graphite_port: 
     )
 }
 
-/// A free loopback port: bound to port 0 and released. Another process could
-/// take it in between; on a test machine that does not happen in practice.
+/// A loopback port for a server that binds its own (the reference statsd
+/// cannot be handed a socket). Ports come from below the kernel's ephemeral
+/// range (32768 and up by default), so no outgoing connection of a parallel
+/// test can take one between this check and the server's bind; a process-wide
+/// counter keeps two differential runs in this process apart.
 fn free_port(udp: bool) -> io::Result<u16> {
-    if udp {
-        Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-    } else {
-        Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..2_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        let free = if udp {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        } else {
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
+        if free {
+            return Ok(port);
+        }
     }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
 }
 
 fn send_packets(port: u16, packets: &[Vec<u8>]) -> io::Result<()> {

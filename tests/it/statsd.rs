@@ -2,7 +2,7 @@
 //! Graphite TCP receiver out.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -200,16 +200,24 @@ fn shutdown_flushes_everything_accepted() {
 
 #[test]
 fn graphite_down_then_up_gets_every_flush() {
-    // Reserve a port, close it: the sink starts against a dead destination.
-    let reserved = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = reserved.local_addr().unwrap();
-    drop(reserved);
+    // Hold the port with a bound socket that is not listening: connections
+    // to it are refused, and no other socket on the machine can take the
+    // port before the destination "comes back" (listen() on the same socket).
+    let reserved =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    reserved
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let addr = reserved.local_addr().unwrap().as_socket().unwrap();
     let server = Server::start(graphite_config(addr, 200, ""));
     for i in 0..5 {
         send_udp(server.udp(), &[format!("outage:{}|c", i + 1).as_bytes()]);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let mut g = Graphite::on(TcpListener::bind(addr).expect("rebind the graphite port"));
+    reserved
+        .listen(128)
+        .expect("listen on the reserved graphite port");
+    let mut g = Graphite::on(reserved.into());
     g.until(secs(15), |ls| {
         ls.iter()
             .filter(|l| l.name == "stats_counts.outage")
