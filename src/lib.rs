@@ -20,6 +20,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod flush;
+pub mod http;
 pub mod listener;
 pub mod metric;
 pub mod parse;

@@ -28,8 +28,36 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     statsd_config: Option<PathBuf>,
 
+    /// Serve HTTP on this address (IP:port), or `off`; overrides `[http] address`.
+    #[arg(long, value_name = "ADDR")]
+    http_address: Option<String>,
+
+    /// Serve the admin console on this address (IP:port), or `off`;
+    /// overrides `[admin] address` and config.js `mgmt_*`.
+    #[arg(long, value_name = "ADDR")]
+    admin_address: Option<String>,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--http-address` / `--admin-address`: `off`, or an IP:port.
+fn override_addr(
+    flag: &str,
+    value: &Option<String>,
+    target: &mut Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    match value.as_deref() {
+        None => {}
+        Some("off") => *target = None,
+        Some(v) => {
+            *target = Some(
+                v.parse()
+                    .with_context(|| format!("{flag} {v:?}: expected IP:port or off"))?,
+            )
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,11 +93,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let config = match (&cli.config, &cli.statsd_config) {
+    let mut config = match (&cli.config, &cli.statsd_config) {
         (Some(path), _) => Config::load_toml(path)?,
         (None, Some(path)) => Config::load_statsd_js(path)?,
         (None, None) => Config::embedded(),
     };
+    override_addr("--http-address", &cli.http_address, &mut config.http)?;
+    override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
     init_logging(&config.log)?;
     tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "starting");
 

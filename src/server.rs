@@ -15,7 +15,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::aggregate::{Registry, Shard};
 use crate::config::Config;
-use crate::flush::flusher::{Flusher, SinkQueue};
+use crate::flush::flusher::{Flusher, FlusherHandle, SinkQueue};
+use crate::http::prometheus::Exporter;
+use crate::http::{Health, Shared};
 use crate::listener::stream::StreamCtx;
 use crate::listener::{tcp, udp, unix, Ingest, RawTap, SharedShard};
 use crate::shutdown::{with_deadline, CancellationToken};
@@ -52,6 +54,12 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     /// Bound unix socket paths.
     pub unix: Vec<PathBuf>,
+    /// The HTTP server's bound address, when it is enabled.
+    pub http: Option<SocketAddr>,
+    /// The admin console's bound address, when it is enabled.
+    pub admin: Option<SocketAddr>,
+    /// The `health` state that the console sets and `/health` reports.
+    pub health: Arc<Health>,
     pub stats: Arc<Stats>,
     token: CancellationToken,
     done: JoinHandle<()>,
@@ -121,6 +129,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         })?;
         unix_listeners.push((l, u.path.clone()));
     }
+    let bind_tcp = |proto: &'static str, addr: SocketAddr| {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| ServerError::Bind {
+                proto,
+                addr: addr.to_string(),
+                source,
+            })
+    };
+    let http_listener = config.http.map(|a| bind_tcp("http", a)).transpose()?;
+    let admin_listener = config.admin.map(|a| bind_tcp("admin", a)).transpose()?;
     let mut sinks = Vec::new();
     for spec in &config.sinks {
         let sink_stats = stats.sink(&spec.name);
@@ -220,8 +240,42 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         &config.naming.prefix_stats,
         config.self_metrics,
     );
-    let (stop_flusher, stop_rx) = std::sync::mpsc::channel();
-    let flusher = flusher.spawn(stop_rx).map_err(ServerError::Thread)?;
+    let exporter = Arc::new(Mutex::new(Exporter::new(config.prometheus.options.clone())));
+    // The exporter keeps per-series state: fed only when `/metrics` is served.
+    let flusher = if config.http.is_some() {
+        flusher.with_exporter(exporter.clone())
+    } else {
+        flusher
+    };
+    let (flusher_handle, flusher_rx) = FlusherHandle::channel();
+    let flusher = flusher.spawn(flusher_rx).map_err(ServerError::Thread)?;
+    let stop_flusher = flusher_handle.clone();
+
+    // HTTP and the admin console read the state through the flusher; they
+    // stop accepting at the first step of the shutdown.
+    let health = Arc::new(Health::new(config.health_up));
+    let shared = Shared {
+        stats: stats.clone(),
+        health: health.clone(),
+        flusher: flusher_handle,
+        exporter,
+        interval: config.compute.interval,
+        config_lines: Arc::new(crate::http::admin::config_lines(&config)),
+    };
+    let mut http_addr = None;
+    if let Some(l) = http_listener {
+        let addr = l.local_addr().map_err(ServerError::Thread)?;
+        tracing::info!(proto = "http", %addr, "listening");
+        http_addr = Some(addr);
+        tokio::spawn(crate::http::server::serve(l, shared.clone(), token.clone()));
+    }
+    let mut admin_addr = None;
+    if let Some(l) = admin_listener {
+        let addr = l.local_addr().map_err(ServerError::Thread)?;
+        tracing::info!(proto = "admin", %addr, "listening");
+        admin_addr = Some(addr);
+        tokio::spawn(crate::http::admin::serve(l, shared.clone(), token.clone()));
+    }
 
     let shutdown_timeout = config.shutdown_timeout;
     let t = token.clone();
@@ -243,8 +297,12 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             tracing::warn!("listeners did not stop in time; flushing what they gave");
         }
         // 3. The final flush.
-        let _ = stop_flusher.send(());
-        let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+        // `stop` waits if the flusher's job queue is full: off the runtime.
+        let _ = tokio::task::spawn_blocking(move || {
+            stop_flusher.stop();
+            flusher.join()
+        })
+        .await;
         // 4. Sinks deliver what they hold, within the deadline.
         let delivered = with_deadline(shutdown_timeout + Duration::from_secs(1), async {
             for t in sink_tasks {
@@ -262,6 +320,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         udp: udp_addrs,
         tcp: tcp_addrs,
         unix: unix_paths,
+        http: http_addr,
+        admin: admin_addr,
+        health,
         stats,
         token,
         done,

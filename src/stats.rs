@@ -29,13 +29,24 @@ pub struct Stats {
     pub flushes: AtomicU64,
     /// Duration of the last flush compute, in microseconds.
     pub last_flush_micros: AtomicU64,
+    /// Unix seconds at start.
+    pub started_unix: AtomicU64,
+    /// Unix seconds when the flusher last saw new lines (at a flush or an
+    /// admin/API request, so to within one interval); the start time before.
+    pub last_msg_seen: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
 }
 
 impl Stats {
+    /// Fresh counters, with the start time set to now.
     pub fn new() -> Arc<Self> {
-        Arc::new(Stats::default())
+        let now = unix_now();
+        Arc::new(Stats {
+            started_unix: AtomicU64::new(now),
+            last_msg_seen: AtomicU64::new(now),
+            ..Stats::default()
+        })
     }
 
     /// Register a sink's counters under its name.
@@ -152,6 +163,14 @@ pub struct SinkStats {
     pub errors: AtomicU64,
     /// Bytes held, waiting for the destination.
     pub buffered_bytes: AtomicU64,
+}
+
+/// Unix time in whole seconds, rounded as the reference rounds it.
+pub fn unix_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64 / 1000.0).round() as u64
 }
 
 /// Shorthand for a relaxed increment.

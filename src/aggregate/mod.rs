@@ -9,9 +9,14 @@
 //! The registry is owned by the flusher thread alone, so it is a set of plain
 //! hash maps rather than the shared dashmap the architecture suggests for
 //! persistent state: nothing else reads it yet, and a single owner needs no
-//! locking at all. When the HTTP API and the admin console need live views of
-//! it, they should ask the flusher (a channel) or read a published snapshot,
-//! rather than share the maps.
+//! locking at all. The HTTP API and the admin console get live views of it by
+//! sending jobs to the flusher (`flush::flusher::FlusherHandle`) rather than
+//! sharing the maps.
+//!
+//! Each series also counts the values it received in the current interval
+//! ([`Registry::hits`]), kept in per-interval storage only (the shard maps and
+//! a map the registry frees at the end of each interval), and the previous
+//! interval's hottest series ([`Registry::top`]).
 //!
 //! Knows only `metric`.
 
@@ -22,7 +27,7 @@ mod set;
 mod shard;
 mod timer;
 
-pub use registry::Registry;
+pub use registry::{Hot, Registry, TOP_KEPT};
 pub use shard::{Shard, Snapshot};
 pub use timer::{HdrSamples, Timer, TimerSamples};
 

@@ -1,5 +1,7 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
 
+use std::collections::hash_map::Entry;
+
 use super::FastMap;
 
 use super::counter;
@@ -8,7 +10,31 @@ use super::set::Members;
 use super::shard::Snapshot;
 use super::timer::Timer;
 use super::AggregateOptions;
-use crate::metric::MetricKey;
+use crate::metric::{MetricKey, MetricType};
+
+/// How many of the previous interval's hottest series [`Registry::top`] keeps.
+pub const TOP_KEPT: usize = 1000;
+
+/// One series and the values it received in an interval (see [`Registry::top`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hot {
+    /// The series' key.
+    pub key: MetricKey,
+    /// Its type (a timer's is the type of its first sample).
+    pub kind: MetricType,
+    /// Values received in the interval.
+    pub hits: u64,
+}
+
+/// The index of a type's hit map: counters, gauges, timer-likes, sets.
+fn class(ty: MetricType) -> usize {
+    match ty {
+        MetricType::Counter => 0,
+        MetricType::Gauge => 1,
+        MetricType::Timer | MetricType::Histogram | MetricType::Distribution => 2,
+        MetricType::Set => 3,
+    }
+}
 
 /// Counters that the reference resets to 0 rather than deleting under
 /// `deleteCounters`: any key *containing* one of these (a substring match, as
@@ -37,6 +63,12 @@ pub struct Registry {
     gauges: FastMap<MetricKey, Gauge>,
     timers: FastMap<MetricKey, Timer>,
     sets: FastMap<MetricKey, Members>,
+    /// Values received per series since the last `end_interval`, by
+    /// [`class`]. Per-interval only: series that were idle cost nothing, and
+    /// the keys are shared (`Arc`) with the maps above.
+    hits: [FastMap<MetricKey, u64>; 4],
+    /// The previous interval's hottest series, hottest first, at most [`TOP_KEPT`].
+    last_top: Vec<Hot>,
 }
 
 impl Registry {
@@ -51,48 +83,122 @@ impl Registry {
     /// Fold a shard's snapshot in.
     pub fn merge(&mut self, snap: Snapshot) {
         let maps = snap.maps;
-        for (key, v) in maps.counters {
-            match self.counters.get_mut(&key) {
-                Some(total) => counter::accumulate(total, v),
-                None => {
-                    self.counters.insert(key, v);
+        // Each hit map shares the registry's own key (an `Arc`), not the
+        // shard's, so that the shard's copy is freed here as before.
+        for (key, (v, hits)) in maps.counters {
+            let entry = self.counters.entry(key);
+            add_hits(&mut self.hits[0], entry.key(), hits.into());
+            match entry {
+                Entry::Occupied(mut o) => counter::accumulate(o.get_mut(), v),
+                Entry::Vacant(e) => {
+                    e.insert(v);
                 }
             }
         }
         let ttl = self.opts.delete_gauges.then_some(self.opts.gauges_max_ttl);
-        for (key, update) in maps.gauges {
-            self.update_gauge(key, &update, ttl);
+        for (key, (update, hits)) in maps.gauges {
+            let key = self.update_gauge(key, &update, ttl);
+            add_hits(&mut self.hits[1], &key, hits.into());
         }
         let limit = self.opts.timer_exact_samples;
         for (key, t) in maps.timers {
-            match self.timers.get_mut(&key) {
-                Some(mine) => mine.merge(t, limit),
-                None => {
-                    self.timers.insert(key, t);
+            let entry = self.timers.entry(key);
+            add_hits(&mut self.hits[2], entry.key(), t.len());
+            match entry {
+                Entry::Occupied(mut o) => o.get_mut().merge(t, limit),
+                Entry::Vacant(e) => {
+                    e.insert(t);
                 }
             }
         }
-        for (key, members) in maps.sets {
-            match self.sets.get_mut(&key) {
-                Some(mine) => mine.extend(members),
-                None => {
-                    self.sets.insert(key, members);
+        for (key, (members, hits)) in maps.sets {
+            let entry = self.sets.entry(key);
+            add_hits(&mut self.hits[3], entry.key(), hits.into());
+            match entry {
+                Entry::Occupied(mut o) => o.get_mut().extend(members),
+                Entry::Vacant(e) => {
+                    e.insert(members);
                 }
             }
         }
     }
 
-    fn update_gauge(&mut self, key: MetricKey, update: &GaugeUpdate, ttl: Option<u32>) {
-        match self.gauges.get_mut(&key) {
-            Some(g) => {
+    /// Values received for one series since the last
+    /// [`end_interval`](Self::end_interval), as of the last merge. `h` and
+    /// `d` share the timer's series.
+    pub fn hits(&self, ty: MetricType, key: &[u8]) -> u64 {
+        self.hits[class(ty)].get(key).copied().unwrap_or(0)
+    }
+
+    /// The previous interval's hottest series, hottest first (ties by key),
+    /// at most [`TOP_KEPT`].
+    pub fn top(&self) -> &[Hot] {
+        &self.last_top
+    }
+
+    /// Keep the interval's [`TOP_KEPT`] hottest series and forget the rest.
+    fn rotate_hits(&mut self) {
+        use std::cmp::Reverse;
+        // A min-heap of the hottest so far (fewest hits, then greatest key,
+        // on top), so that memory is TOP_KEPT entries however many series.
+        let mut heap: std::collections::BinaryHeap<Reverse<(u64, Reverse<MetricKey>, usize)>> =
+            std::collections::BinaryHeap::with_capacity(TOP_KEPT + 1);
+        // Taken, not drained: the maps' memory is freed until the next
+        // interval, so idle time costs nothing and steady memory per series
+        // stays what the persistent maps need.
+        let maps = std::mem::take(&mut self.hits);
+        for (i, map) in maps.into_iter().enumerate() {
+            for (key, hits) in map {
+                if heap.len() == TOP_KEPT {
+                    match heap.peek() {
+                        Some(Reverse((h, Reverse(k), _)))
+                            if (hits, Reverse(&key)) > (*h, Reverse(k)) =>
+                        {
+                            heap.pop();
+                        }
+                        _ => continue,
+                    }
+                }
+                heap.push(Reverse((hits, Reverse(key), i)));
+            }
+        }
+        let mut top: Vec<Hot> = heap
+            .into_iter()
+            .map(|Reverse((hits, Reverse(key), i))| {
+                let kind = match i {
+                    0 => MetricType::Counter,
+                    1 => MetricType::Gauge,
+                    2 => self.timers.get(&key).map_or(MetricType::Timer, Timer::kind),
+                    _ => MetricType::Set,
+                };
+                Hot { key, kind, hits }
+            })
+            .collect();
+        top.sort_unstable_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.key.cmp(&b.key)));
+        self.last_top = top;
+    }
+
+    /// Apply one shard's update; returns the registry's key of the gauge.
+    fn update_gauge(
+        &mut self,
+        key: MetricKey,
+        update: &GaugeUpdate,
+        ttl: Option<u32>,
+    ) -> MetricKey {
+        match self.gauges.entry(key) {
+            Entry::Occupied(mut o) => {
+                let g = o.get_mut();
                 g.value = update.apply(Some(g.value));
                 if ttl.is_some() {
                     g.ttl = ttl;
                 }
+                o.key().clone()
             }
-            None => {
+            Entry::Vacant(e) => {
+                let key = e.key().clone();
                 let value = update.apply(None);
-                self.gauges.insert(key, Gauge { value, ttl });
+                e.insert(Gauge { value, ttl });
+                key
             }
         }
     }
@@ -124,6 +230,7 @@ impl Registry {
     /// After a flush: reset or delete per the reference's rules
     /// (`clear_metrics` in its stats.js).
     pub fn end_interval(&mut self) {
+        self.rotate_hits();
         if self.opts.delete_counters {
             self.counters.retain(|key, v| {
                 let kept = KEPT_COUNTERS
@@ -198,6 +305,23 @@ impl Registry {
         self.sets.get(key).map(|m| m.len() as u64)
     }
 
+    /// One set's members (in no particular order), if the set exists.
+    pub fn set_members(&self, key: &[u8]) -> Option<impl Iterator<Item = &[u8]> + '_> {
+        self.sets.get(key).map(Members::iter)
+    }
+
+    /// Delete one series (the admin console's `delcounters`...); `h` and `d`
+    /// name the timer maps. Returns whether it existed. A deleted series
+    /// comes back, from zero, with its next value.
+    pub fn remove(&mut self, ty: MetricType, key: &[u8]) -> bool {
+        match class(ty) {
+            0 => self.counters.remove(key).is_some(),
+            1 => self.gauges.remove(key).is_some(),
+            2 => self.timers.remove(key).is_some(),
+            _ => self.sets.remove(key).is_some(),
+        }
+    }
+
     /// The number of series of every type (the reference's `numStats`).
     pub fn len(&self) -> usize {
         self.counters.len() + self.gauges.len() + self.timers.len() + self.sets.len()
@@ -206,6 +330,16 @@ impl Registry {
     /// No series at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// `map[key] += n`, sharing the key rather than copying it.
+fn add_hits(map: &mut FastMap<MetricKey, u64>, key: &MetricKey, n: u64) {
+    match map.get_mut(key.as_bytes()) {
+        Some(total) => *total += n,
+        None => {
+            map.insert(key.clone(), n);
+        }
     }
 }
 

@@ -34,6 +34,11 @@ impl Members {
         }
     }
 
+    /// Every member, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.0.iter().map(|m| &m[..])
+    }
+
     /// The number of distinct members.
     pub(crate) fn len(&self) -> usize {
         self.0.len()

@@ -11,12 +11,17 @@ use crate::metric::{MetricKey, MetricRef, MetricType, Value};
 
 /// The per-type maps of one interval. Keys are allocated once per series and
 /// interval; an existing series is found by the borrowed key bytes.
+///
+/// Counters, gauges and sets carry the number of values received this
+/// interval next to their aggregate (for `/api/top`); a timer's sample count
+/// already is that number. The count lives here, in per-interval storage,
+/// rather than in the registry's persistent entries.
 #[derive(Debug, Default)]
 pub(crate) struct Maps {
-    pub(crate) counters: FastMap<MetricKey, f64>,
-    pub(crate) gauges: FastMap<MetricKey, GaugeUpdate>,
+    pub(crate) counters: FastMap<MetricKey, (f64, u32)>,
+    pub(crate) gauges: FastMap<MetricKey, (GaugeUpdate, u32)>,
     pub(crate) timers: FastMap<MetricKey, Timer>,
-    pub(crate) sets: FastMap<MetricKey, Members>,
+    pub(crate) sets: FastMap<MetricKey, (Members, u32)>,
 }
 
 /// One receive thread's aggregates for the current interval.
@@ -77,28 +82,37 @@ impl Shard {
             (MetricType::Counter, Value::Number(v) | Value::GaugeDelta(v)) => {
                 let v = counter::scaled(v, m.sample_rate);
                 match self.maps.counters.get_mut(key) {
-                    Some(total) => counter::accumulate(total, v),
+                    Some((total, hits)) => {
+                        counter::accumulate(total, v);
+                        *hits = hits.saturating_add(1);
+                    }
                     None => {
                         let mut total = 0.0;
                         counter::accumulate(&mut total, v);
-                        self.maps.counters.insert(MetricKey::new(key), total);
+                        self.maps.counters.insert(MetricKey::new(key), (total, 1));
                     }
                 }
             }
             (MetricType::Gauge, Value::Number(v)) => match self.maps.gauges.get_mut(key) {
-                Some(g) => g.set(v),
+                Some((g, hits)) => {
+                    g.set(v);
+                    *hits = hits.saturating_add(1);
+                }
                 None => {
                     self.maps
                         .gauges
-                        .insert(MetricKey::new(key), GaugeUpdate::new(v, false));
+                        .insert(MetricKey::new(key), (GaugeUpdate::new(v, false), 1));
                 }
             },
             (MetricType::Gauge, Value::GaugeDelta(d)) => match self.maps.gauges.get_mut(key) {
-                Some(g) => g.delta(d),
+                Some((g, hits)) => {
+                    g.delta(d);
+                    *hits = hits.saturating_add(1);
+                }
                 None => {
                     self.maps
                         .gauges
-                        .insert(MetricKey::new(key), GaugeUpdate::new(d, true));
+                        .insert(MetricKey::new(key), (GaugeUpdate::new(d, true), 1));
                 }
             },
             (kind, Value::Number(v) | Value::GaugeDelta(v)) if kind.is_timer_like() => {
@@ -113,11 +127,14 @@ impl Shard {
                 }
             }
             (MetricType::Set, Value::SetMember(member)) => match self.maps.sets.get_mut(key) {
-                Some(s) => s.insert(member),
+                Some((s, hits)) => {
+                    s.insert(member);
+                    *hits = hits.saturating_add(1);
+                }
                 None => {
                     let mut s = Members::default();
                     s.insert(member);
-                    self.maps.sets.insert(MetricKey::new(key), s);
+                    self.maps.sets.insert(MetricKey::new(key), (s, 1));
                 }
             },
             _ => {}

@@ -348,3 +348,83 @@ fn a_gauge_update_renews_its_ttl() {
     reg.end_interval(); // 0: gone
     assert_eq!(reg.gauge(b"g"), None);
 }
+
+#[test]
+fn hits_count_values_per_series_and_interval() {
+    let opts = AggregateOptions::default();
+    let mut reg = Registry::new(&opts);
+    let mut a = Shard::new(&opts);
+    let mut b = Shard::new(&opts);
+    for _ in 0..3 {
+        a.insert(&c("hot", 1.0, 0.1));
+    }
+    b.insert(&c("hot", 1.0, 1.0));
+    a.insert(&g("gg", 1.0));
+    a.insert(&gd("gg", 1.0));
+    a.insert(&t("tt", MetricType::Histogram, 1.0, 1.0));
+    b.insert(&t("tt", MetricType::Timer, 2.0, 0.5));
+    a.insert(&s("ss", "x"));
+    a.insert(&s("ss", "x"));
+    reg.merge(a.take());
+    reg.merge(b.take());
+    assert_eq!(reg.hits(MetricType::Counter, b"hot"), 4);
+    assert_eq!(reg.hits(MetricType::Gauge, b"gg"), 2);
+    assert_eq!(reg.hits(MetricType::Timer, b"tt"), 2);
+    assert_eq!(reg.hits(MetricType::Distribution, b"tt"), 2);
+    assert_eq!(reg.hits(MetricType::Set, b"ss"), 2);
+    assert_eq!(reg.hits(MetricType::Gauge, b"hot"), 0);
+    assert!(reg.top().is_empty());
+
+    reg.end_interval();
+    assert_eq!(reg.hits(MetricType::Counter, b"hot"), 0);
+    let top: Vec<(String, MetricType, u64)> = reg
+        .top()
+        .iter()
+        .map(|h| (h.key.to_string(), h.kind, h.hits))
+        .collect();
+    assert_eq!(
+        top,
+        [
+            ("hot".to_string(), MetricType::Counter, 4),
+            ("gg".to_string(), MetricType::Gauge, 2),
+            ("ss".to_string(), MetricType::Set, 2),
+            ("tt".to_string(), MetricType::Histogram, 2),
+        ]
+    );
+    // An idle interval leaves an empty top list.
+    reg.end_interval();
+    assert!(reg.top().is_empty());
+}
+
+#[test]
+fn top_keeps_only_the_hottest() {
+    let opts = AggregateOptions::default();
+    let mut reg = Registry::new(&opts);
+    let mut a = Shard::new(&opts);
+    for i in 0..(TOP_KEPT + 50) {
+        for _ in 0..(i % 7) + 1 {
+            a.insert(&c(&format!("k{i}"), 1.0, 1.0));
+        }
+    }
+    reg.merge(a.take());
+    reg.end_interval();
+    let top = reg.top();
+    assert_eq!(top.len(), TOP_KEPT);
+    assert_eq!(top[0].hits, 7);
+    assert!(top.windows(2).all(|w| w[0].hits >= w[1].hits));
+}
+
+#[test]
+fn remove_and_set_members() {
+    let opts = AggregateOptions::default();
+    let mut reg = registry(&opts, &[c("a", 1.0, 1.0), s("s", "x"), s("s", "y")]);
+    let mut members: Vec<&[u8]> = reg.set_members(b"s").unwrap().collect();
+    members.sort();
+    assert_eq!(members, [&b"x"[..], b"y"]);
+    assert!(reg.set_members(b"a").is_none());
+    assert!(!reg.remove(MetricType::Gauge, b"a"));
+    assert!(reg.remove(MetricType::Counter, b"a"));
+    assert_eq!(reg.counter(b"a"), None);
+    assert!(reg.remove(MetricType::Set, b"s"));
+    assert!(reg.is_empty());
+}

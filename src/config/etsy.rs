@@ -20,6 +20,9 @@ type Obj = Map<String, Value>;
 
 /// Top-level keys this module maps.
 const MAPPED: &[&str] = &[
+    "healthStatus",
+    "mgmt_address",
+    "mgmt_port",
     "address",
     "address_ipv6",
     "backends",
@@ -203,6 +206,8 @@ fn js_key(key: &str, sink_origin: &[&str]) -> String {
         ("flush.histogram", "histogram"),
         ("flush.calculated_timer_metrics", "calculatedTimerMetrics"),
         ("log.level", "debug"),
+        ("admin.address", "mgmt_address"),
+        ("admin.health", "healthStatus"),
     ];
     for (toml, js) in PREFIXES {
         if let Some(rest) = key.strip_prefix(toml) {
@@ -253,6 +258,11 @@ fn translate(obj: &Obj) -> Result<Translated, Bad> {
     flush(obj, &mut raw)?;
     naming(obj, &mut raw, &mut ignored)?;
 
+    admin(obj, &mut raw)?;
+    // The reference reads no tag syntax but DogStatsD's and Graphite's: a
+    // name with `,` `#` or `[` is kept whole, as it would be there.
+    raw.statsd.tag_dialects.clear();
+
     raw.statsd.key_name_sanitize = match obj.get("keyNameSanitize") {
         None => true,
         Some(v) => truthy("keyNameSanitize", v)?,
@@ -278,6 +288,25 @@ fn translate(obj: &Obj) -> Result<Translated, Bad> {
         warnings,
         sink_origin,
     })
+}
+
+/// `mgmt_address` and `mgmt_port` → `[admin] address`. Without
+/// `mgmt_address` the console listens on 127.0.0.1, not on the reference's
+/// 0.0.0.0: it can delete metrics and has no authentication (see
+/// docs/compatibility.md#admin-console-address).
+fn admin(obj: &Obj, raw: &mut RawConfig) -> Result<(), Bad> {
+    let port = opt_port(obj, "mgmt_port")?.unwrap_or(8126);
+    let host = match obj.get("mgmt_address") {
+        Some(v) if !falsy(v) => string("mgmt_address", v)?,
+        _ => "127.0.0.1".to_string(),
+    };
+    let addr = listen_addr("mgmt_address", Some(&host), port, Family::Tcp)?;
+    raw.admin.address = addr.to_string();
+    // The reference: `config.healthStatus || 'up'`.
+    if let Some(v) = obj.get("healthStatus").filter(|v| !falsy(v)) {
+        raw.admin.health = string("healthStatus", v)?;
+    }
+    Ok(())
 }
 
 /// `servers`, or the top-level server keys when it is absent.
@@ -1000,6 +1029,24 @@ Optional Variables:
 "#;
 
     #[test]
+    fn mgmt_keys_set_the_admin_console() {
+        let c = ok("{}");
+        assert_eq!(c.admin, Some("127.0.0.1:8126".parse().unwrap()));
+        assert_eq!(c.http, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(c.parse.tag_dialects, crate::parse::tags::TagDialects::NONE);
+        let c = ok("{ mgmt_address: '0.0.0.0', mgmt_port: 9999 }");
+        assert_eq!(c.admin, Some("0.0.0.0:9999".parse().unwrap()));
+        let c = ok("{ mgmt_address: '::1' }");
+        assert_eq!(c.admin, Some("[::1]:8126".parse().unwrap()));
+        assert!(c.health_up);
+        assert!(!ok("{ healthStatus: 'down' }").health_up);
+        let e = from_str("{ healthStatus: 'sideways' }", "c.js").unwrap_err();
+        assert!(e.to_string().contains("key `healthStatus`"), "{e}");
+        let e = from_str("{ mgmt_port: 70000 }", "c.js").unwrap_err();
+        assert!(e.to_string().contains("mgmt_port"), "{e}");
+    }
+
+    #[test]
     fn reference_example_config() {
         let c = ok(EXAMPLE_CONFIG);
         assert_eq!(c.listen.udp, addrs(&["0.0.0.0:8125"]));
@@ -1033,10 +1080,7 @@ Optional Variables:
             vec![Percentile { value: 90.0 }, Percentile { value: 99.0 }]
         );
         assert_eq!(c.compute.histograms[0].bins.len(), 5);
-        assert_eq!(
-            c.warnings,
-            vec!["config.js settings statsyard does not implement are ignored: mgmt_port"]
-        );
+        assert_eq!(c.warnings, Vec::<String>::new());
     }
 
     #[test]
@@ -1282,9 +1326,8 @@ Optional Variables:
             c.warnings,
             vec![
                 "config.js settings statsyard does not implement are ignored: \
-                 automaticConfigReload, console.prettyprint, healthStatus, influxdb.host, \
-                 keyFlush.interval, keyFlush.percent, log.backend, mgmt_address, mgmt_port, \
-                 title, graphite.someOption, backend \"statsd-influxdb-backend\""
+                 automaticConfigReload, console.prettyprint, influxdb.host, \
+                 keyFlush.interval, keyFlush.percent, log.backend, title, graphite.someOption, backend \"statsd-influxdb-backend\""
             ]
         );
         assert_eq!(graphite(&c).len(), 1);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::aggregate::AggregateOptions;
 use crate::flush::compute::ComputeOptions;
 use crate::flush::naming::Naming;
+use crate::http::prometheus::PromOptions;
 use crate::parse::ParseOptions;
 use crate::sink::SinkSpec;
 
@@ -38,6 +39,14 @@ pub struct Config {
     /// Add statsyard's own counters to every flush (`flush.self_metrics`).
     pub self_metrics: bool,
     pub log: LogConfig,
+    /// The HTTP server's address; `None` when it is disabled.
+    pub http: Option<SocketAddr>,
+    /// The admin console's address; `None` when it is disabled.
+    pub admin: Option<SocketAddr>,
+    /// The `health` state at start (`[admin] health`, config.js `healthStatus`).
+    pub health_up: bool,
+    /// What `/metrics` exports.
+    pub prometheus: PrometheusConfig,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,
@@ -69,6 +78,30 @@ pub struct UnixListen {
     pub path: PathBuf,
     /// File mode applied after binding (the reference's `socket_mod`).
     pub mode: Option<u32>,
+}
+
+/// `[prometheus]`, validated; the mapping file is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusConfig {
+    /// The exporter's options, mapping included.
+    pub options: PromOptions,
+    /// Where the mapping came from, if any.
+    pub mapping_file: Option<PathBuf>,
+}
+
+impl PartialEq for PrometheusConfig {
+    /// A loaded [`Mapping`](crate::http::mapping::Mapping) has no equality
+    /// (it holds compiled regexes); the file it came from stands for it.
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.options, &other.options);
+        a.quantiles == b.quantiles
+            && a.buckets == b.buckets
+            && a.observer == b.observer
+            && a.ttl == b.ttl
+            && a.max_series == b.max_series
+            && a.mapping.is_some() == b.mapping.is_some()
+            && self.mapping_file == other.mapping_file
+    }
 }
 
 /// Logging.

@@ -24,6 +24,110 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Where flushes go; zero or more `[[sink]]` tables.
     pub sink: Vec<RawSink>,
+    /// The HTTP server: `/metrics`, `/health`, `/api/*`.
+    pub http: RawHttp,
+    /// The reference statsd's TCP admin console.
+    pub admin: RawAdmin,
+    /// What `/metrics` exports and how.
+    pub prometheus: RawPrometheus,
+}
+
+/// `[http]`: the HTTP server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// Listen address (`IP:port`).
+    pub address: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            enabled: true,
+            address: "127.0.0.1:9102".into(),
+        }
+    }
+}
+
+/// `[admin]`: the reference statsd's TCP management console.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Serve the console at all.
+    pub enabled: bool,
+    /// Listen address (`IP:port`).
+    pub address: String,
+    /// The `health` state at start: `up` or `down` (`/health` follows it).
+    pub health: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            enabled: true,
+            address: "127.0.0.1:8126".into(),
+            health: "up".into(),
+        }
+    }
+}
+
+/// One summary quantile, as statsd_exporter writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuantile {
+    /// In [0, 1].
+    pub quantile: f64,
+    /// Allowed rank error, in [0, 1].
+    pub error: f64,
+}
+
+/// `[prometheus]`: the `/metrics` exposition.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPrometheus {
+    /// Summary quantiles of timers, histograms and distributions.
+    pub quantiles: Vec<RawQuantile>,
+    /// Histogram bucket upper bounds, in seconds, ascending.
+    pub buckets: Vec<f64>,
+    /// `summary` or `histogram`.
+    pub observer: String,
+    /// Remove a series not updated for this long; `"0s"` never does.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Most series exported; new ones past it are dropped and counted.
+    pub max_series: usize,
+    /// A statsd_exporter mapping file (YAML); empty for none.
+    pub mapping_file: String,
+}
+
+impl Default for RawPrometheus {
+    fn default() -> Self {
+        RawPrometheus {
+            quantiles: vec![
+                RawQuantile {
+                    quantile: 0.5,
+                    error: 0.05,
+                },
+                RawQuantile {
+                    quantile: 0.9,
+                    error: 0.01,
+                },
+                RawQuantile {
+                    quantile: 0.99,
+                    error: 0.001,
+                },
+            ],
+            buckets: vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+            observer: "summary".into(),
+            ttl: Duration::from_secs(600),
+            max_series: 1_000_000,
+            mapping_file: String::new(),
+        }
+    }
 }
 
 /// `[statsd]`: listeners and ingest.
@@ -56,6 +160,10 @@ pub struct RawStatsd {
     pub timer_exact_samples: usize,
     /// Log every received line (the reference's `dumpMessages`).
     pub dump_messages: bool,
+    /// Tag syntaxes read besides DogStatsD `|#k:v` and Graphite `;k=v`:
+    /// any of `influxdb` (`name,k=v`), `librato` (`name#k=v`), `signalfx`
+    /// (`name[k=v]`).
+    pub tag_dialects: Vec<String>,
 }
 
 impl Default for RawStatsd {
@@ -73,6 +181,7 @@ impl Default for RawStatsd {
             key_name_sanitize: true,
             timer_exact_samples: 10_000,
             dump_messages: false,
+            tag_dialects: vec!["influxdb".into(), "librato".into(), "signalfx".into()],
         }
     }
 }

@@ -4,14 +4,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawBin, RawConfig, RawLogFormat, RawSink, RawSinkType};
-use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
+use super::raw::{RawBin, RawConfig, RawLogFormat, RawPrometheus, RawSink, RawSinkType};
+use super::{Config, ConfigError, ListenConfig, LogConfig, PrometheusConfig, UnixListen};
 use crate::aggregate::AggregateOptions;
 use crate::flush::compute::{Bin, ComputeOptions, HistogramRule, Percentile};
 use crate::flush::naming::Naming;
+use crate::http::mapping::Mapping;
+use crate::http::prometheus::{BadObserverType, ObserverType, PromOptions, Quantile};
+use crate::parse::tags::TagDialects;
 use crate::parse::ParseOptions;
 use crate::sink::console::{ConsoleConfig, ConsoleFormat};
 use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
@@ -298,6 +301,46 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         dump_messages: s.dump_messages,
     };
 
+    let mut tag_dialects: Vec<String> = Vec::with_capacity(s.tag_dialects.len());
+    for (i, d) in s.tag_dialects.iter().enumerate() {
+        let key = format!("statsd.tag_dialects[{i}]");
+        if !TAG_DIALECTS.contains(&d.as_str()) {
+            return Err(bad(
+                key,
+                format!(
+                    "unknown tag dialect {d:?} (known: {})",
+                    TAG_DIALECTS.join(", ")
+                ),
+            ));
+        }
+        if tag_dialects.contains(d) {
+            return Err(bad(key, format!("{d:?} is listed twice")));
+        }
+        tag_dialects.push(d.clone());
+    }
+
+    let http = if raw.http.enabled {
+        Some(parse_listen_addr(&raw.http.address).map_err(|r| bad("http.address", r))?)
+    } else {
+        None
+    };
+    let admin = if raw.admin.enabled {
+        Some(parse_listen_addr(&raw.admin.address).map_err(|r| bad("admin.address", r))?)
+    } else {
+        None
+    };
+    let health_up = match raw.admin.health.as_str() {
+        "up" => true,
+        "down" => false,
+        other => {
+            return Err(bad(
+                "admin.health",
+                format!("{other:?} is not \"up\" or \"down\""),
+            ))
+        }
+    };
+    let prometheus = prometheus(&raw.prometheus, file, &mut warnings)?;
+
     let sinks = sinks(&raw.sink)?;
     if sinks.is_empty() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
@@ -308,6 +351,9 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         listen,
         parse: ParseOptions {
             sanitize: s.key_name_sanitize,
+            // Every name was checked above.
+            tag_dialects: TagDialects::from_names(&tag_dialects)
+                .map_err(|e| bad("statsd.tag_dialects", e.to_string()))?,
         },
         aggregate,
         compute,
@@ -316,8 +362,107 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         shutdown_timeout: f.shutdown_timeout,
         self_metrics: f.self_metrics,
         log,
+        http,
+        admin,
+        health_up,
+        prometheus,
         warnings,
     })
+}
+
+/// The tag dialects `[statsd] tag_dialects` accepts.
+const TAG_DIALECTS: [&str; 3] = ["influxdb", "librato", "signalfx"];
+
+/// `[prometheus]` → the exporter's options; loads the mapping file (a
+/// relative path is taken from the config file's directory).
+fn prometheus(
+    p: &RawPrometheus,
+    file: &str,
+    warnings: &mut Vec<String>,
+) -> Result<PrometheusConfig, Bad> {
+    let mut quantiles = Vec::with_capacity(p.quantiles.len());
+    for (i, q) in p.quantiles.iter().enumerate() {
+        if !(0.0..=1.0).contains(&q.quantile) {
+            return Err(bad(
+                format!("prometheus.quantiles[{i}].quantile"),
+                "must be from 0 to 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&q.error) {
+            return Err(bad(
+                format!("prometheus.quantiles[{i}].error"),
+                "must be from 0 to 1",
+            ));
+        }
+        quantiles.push(Quantile {
+            quantile: q.quantile,
+            error: q.error,
+        });
+    }
+    for (i, b) in p.buckets.iter().enumerate() {
+        if !b.is_finite() {
+            return Err(bad(
+                format!("prometheus.buckets[{i}]"),
+                "must be a finite number (+Inf is always added)",
+            ));
+        }
+        if i > 0 && *b <= p.buckets[i - 1] {
+            return Err(bad(
+                format!("prometheus.buckets[{i}]"),
+                "buckets must be in increasing order",
+            ));
+        }
+    }
+    let observer: ObserverType = p
+        .observer
+        .parse()
+        .map_err(|e: BadObserverType| bad("prometheus.observer", e.to_string()))?;
+    if p.max_series == 0 {
+        return Err(bad("prometheus.max_series", "must be at least 1"));
+    }
+    let (mapping, mapping_file) = if p.mapping_file.is_empty() {
+        (None, None)
+    } else {
+        let path = relative_to(file, &p.mapping_file);
+        let (mapping, unsupported) = Mapping::from_file(&path).map_err(|e| {
+            bad(
+                "prometheus.mapping_file",
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        if !unsupported.is_empty() {
+            warnings.push(format!(
+                "mapping file {}: keys statsyard does not support are ignored: {}",
+                path.display(),
+                unsupported.join(", ")
+            ));
+        }
+        (Some(mapping), Some(path))
+    };
+    Ok(PrometheusConfig {
+        options: PromOptions {
+            quantiles,
+            buckets: p.buckets.clone(),
+            observer,
+            ttl: p.ttl,
+            max_series: p.max_series,
+            mapping,
+        },
+        mapping_file,
+    })
+}
+
+/// `path` as written in the config file `file`: relative paths start at the
+/// file's directory (the embedded config has none: the working directory).
+fn relative_to(file: &str, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() {
+        return p;
+    }
+    match Path::new(file).parent() {
+        Some(dir) if !file.starts_with('<') => dir.join(p),
+        _ => p,
+    }
 }
 
 fn listen_addrs(list: &[String], key: &str) -> Result<Vec<SocketAddr>, Bad> {
@@ -581,7 +726,9 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::raw::{RawFlush, RawHistogram, RawLog, RawNaming, RawStatsd, RawUnix};
+    use crate::config::raw::{
+        RawAdmin, RawFlush, RawHistogram, RawHttp, RawLog, RawNaming, RawStatsd, RawUnix,
+    };
 
     fn ok(text: &str) -> Config {
         match from_str(text, "test.toml") {
@@ -629,7 +776,13 @@ mod tests {
                 idle_timeout: None,
             }
         );
-        assert_eq!(c.parse, ParseOptions { sanitize: true });
+        assert_eq!(
+            c.parse,
+            ParseOptions {
+                sanitize: true,
+                tag_dialects: TagDialects::ALL
+            }
+        );
         assert_eq!(c.aggregate, AggregateOptions::default());
         assert_eq!(c.compute, ComputeOptions::default());
         // The naming defaults are the reference's; ingress sanitising is on,
@@ -744,7 +897,13 @@ mod tests {
         );
         assert_eq!(c.listen.udp_recv_buffer, None);
         assert_eq!(c.listen.idle_timeout, None);
-        assert_eq!(c.parse, ParseOptions { sanitize: false });
+        assert_eq!(
+            c.parse,
+            ParseOptions {
+                sanitize: false,
+                tag_dialects: TagDialects::ALL
+            }
+        );
         assert!(c.naming.sanitize_names);
         assert_eq!(c.naming.global_suffix.as_deref(), Some(""));
         assert_eq!(c.compute.interval, Duration::from_millis(250));
@@ -827,6 +986,94 @@ mod tests {
             let c = ok(&format!("[flush]\ngauges_max_ttl = {v}\n"));
             assert_eq!(c.aggregate.gauges_max_ttl, want, "{v}");
         }
+    }
+
+    #[test]
+    fn http_admin_and_prometheus() {
+        let c = ok("");
+        assert!(c.health_up);
+        assert_eq!(c.http, Some("127.0.0.1:9102".parse().unwrap()));
+        assert_eq!(c.admin, Some("127.0.0.1:8126".parse().unwrap()));
+        assert_eq!(c.parse.tag_dialects, TagDialects::ALL);
+        let p = &c.prometheus.options;
+        assert_eq!(p.quantiles, crate::http::prometheus::default_quantiles());
+        assert_eq!(p.buckets, crate::http::prometheus::default_buckets());
+        assert_eq!(p.observer, ObserverType::Summary);
+        assert_eq!(p.ttl, Duration::from_secs(600));
+        assert_eq!(p.max_series, 1_000_000);
+        assert!(p.mapping.is_none() && c.prometheus.mapping_file.is_none());
+
+        let c = ok(r#"
+            [http]
+            enabled = false
+            [admin]
+            address = "[::1]:1234"
+            health = "down"
+            [statsd]
+            tag_dialects = ["signalfx"]
+            [prometheus]
+            quantiles = [{ quantile = 0.75, error = 0.01 }]
+            buckets = [1, 2]
+            observer = "histogram"
+            ttl = "0s"
+            max_series = 5
+        "#);
+        assert_eq!(c.http, None);
+        assert_eq!(c.admin, Some("[::1]:1234".parse().unwrap()));
+        assert!(!c.health_up);
+        assert_eq!(
+            c.parse.tag_dialects,
+            TagDialects {
+                signalfx: true,
+                ..TagDialects::NONE
+            }
+        );
+        let p = &c.prometheus.options;
+        assert_eq!(p.quantiles.len(), 1);
+        assert_eq!(p.buckets, [1.0, 2.0]);
+        assert_eq!(p.observer, ObserverType::Histogram);
+        assert_eq!(p.ttl, Duration::ZERO);
+        assert_eq!(p.max_series, 5);
+
+        crate::config::assert_invalid(
+            from_str,
+            "s.toml",
+            &[
+                ("[http]\naddress = \"nope\"", "http.address", ""),
+                ("[admin]\naddress = \"1.2.3.4\"", "admin.address", ""),
+                ("[admin]\nhealth = \"meh\"", "admin.health", "not"),
+                (
+                    "[statsd]\ntag_dialects = [\"dogstatsd\"]",
+                    "statsd.tag_dialects[0]",
+                    "unknown tag dialect",
+                ),
+                (
+                    "[prometheus]\nquantiles = [{quantile = 2.0, error = 0.1}]",
+                    "prometheus.quantiles[0].quantile",
+                    "from 0 to 1",
+                ),
+                (
+                    "[prometheus]\nbuckets = [2, 1]",
+                    "prometheus.buckets[1]",
+                    "increasing",
+                ),
+                (
+                    "[prometheus]\nobserver = \"gauge\"",
+                    "prometheus.observer",
+                    "unknown observer type",
+                ),
+                (
+                    "[prometheus]\nmax_series = 0",
+                    "prometheus.max_series",
+                    "at least 1",
+                ),
+                (
+                    "[prometheus]\nmapping_file = \"/nonexistent/m.yml\"",
+                    "prometheus.mapping_file",
+                    "cannot read",
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -1092,6 +1339,12 @@ mod tests {
                 backoff_max: Some(Duration::from_secs(1)),
                 destinations: Some(vec!["a:1".into()]),
             }],
+            http: RawHttp::default(),
+            admin: RawAdmin::default(),
+            prometheus: RawPrometheus {
+                mapping_file: "m.yml".into(),
+                ..RawPrometheus::default()
+            },
         };
         fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {

@@ -4,8 +4,13 @@
 //! It runs on its own thread so that computing a large flush never occupies a
 //! tokio worker that TCP connections or sinks need. Shard locks are held only
 //! for the O(1) swap, never for the merge or the compute.
+//!
+//! The registry has one owner, this thread. The admin console and the HTTP
+//! API read (and delete from) it by sending a [`Job`] through a
+//! [`FlusherHandle`]: the flusher merges the shards first, so answers are
+//! live, as the reference's are, and runs the job between flushes.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError as StdTrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,8 +21,73 @@ use tokio::sync::mpsc::Sender;
 use super::compute::{compute, ComputeOptions};
 use super::FlushBatch;
 use crate::aggregate::{Registry, Shard};
+use crate::http::prometheus::Exporter;
 use crate::sink::SinkMsg;
 use crate::stats::{get, incr, SinkStats, Stats};
+
+/// Work run on the flusher thread with the registry, after the shards are merged.
+pub type Job = Box<dyn FnOnce(&mut Registry) + Send>;
+
+/// What the flusher thread receives between ticks.
+pub enum FlusherMsg {
+    /// Do the final flush and return.
+    Stop,
+    /// Merge the shards, then run the job.
+    Run(Job),
+}
+
+/// Jobs waiting for the flusher at most; more are refused ([`FlusherBusy`]).
+pub const JOB_QUEUE: usize = 64;
+
+/// A job could not be run: the flusher's queue is full or it has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlusherBusy {
+    /// [`JOB_QUEUE`] jobs are already waiting.
+    #[error("the flusher is busy; try again")]
+    Full,
+    /// The flusher has stopped (shutdown).
+    #[error("the flusher has stopped")]
+    Stopped,
+}
+
+/// Sends jobs to the flusher thread; cheap to clone.
+#[derive(Clone)]
+pub struct FlusherHandle {
+    tx: SyncSender<FlusherMsg>,
+}
+
+impl FlusherHandle {
+    /// A handle and the receiver [`Flusher::spawn`] takes.
+    pub fn channel() -> (FlusherHandle, Receiver<FlusherMsg>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(JOB_QUEUE);
+        (FlusherHandle { tx }, rx)
+    }
+
+    /// Run `f` on the flusher thread with the live registry and return its
+    /// result. Never blocks the caller's thread: a full queue is an error.
+    pub async fn run<R, F>(&self, f: F) -> Result<R, FlusherBusy>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Registry) -> R + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |reg| {
+            // The asker may have gone (a closed connection): nothing to do.
+            let _ = reply.send(f(reg));
+        });
+        match self.tx.try_send(FlusherMsg::Run(job)) {
+            Ok(()) => {}
+            Err(StdTrySendError::Full(_)) => return Err(FlusherBusy::Full),
+            Err(StdTrySendError::Disconnected(_)) => return Err(FlusherBusy::Stopped),
+        }
+        answer.await.map_err(|_| FlusherBusy::Stopped)
+    }
+
+    /// Ask for the final flush (blocking only if the queue is full).
+    pub fn stop(&self) {
+        let _ = self.tx.send(FlusherMsg::Stop);
+    }
+}
 
 /// One sink's queue, as the flusher sees it.
 pub struct SinkQueue {
@@ -58,6 +128,10 @@ pub struct Flusher {
     prefix_stats: String,
     /// Totals of the self-metric counters at the previous flush, by name.
     self_seen: std::collections::HashMap<String, u64>,
+    /// The Prometheus view, fed every flush; shared with `/metrics`.
+    exporter: Option<Arc<Mutex<Exporter>>>,
+    /// `metrics_received` at the last merge, for `last_msg_seen`.
+    lines_at_merge: u64,
 }
 
 impl Flusher {
@@ -88,17 +162,39 @@ impl Flusher {
             self_metrics,
             prefix_stats: prefix_stats.to_string(),
             self_seen: std::collections::HashMap::new(),
+            exporter: None,
+            lines_at_merge: 0,
+        }
+    }
+
+    /// Feed `exporter` every flush.
+    pub fn with_exporter(mut self, exporter: Arc<Mutex<Exporter>>) -> Flusher {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// Swap every shard's maps out and merge them into the registry, and
+    /// note when new lines were last seen.
+    fn merge_shards(&mut self) {
+        let lines = get(&self.stats.metrics_received);
+        if lines != self.lines_at_merge {
+            self.lines_at_merge = lines;
+            self.stats.last_msg_seen.store(
+                crate::stats::unix_now(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        for shard in &self.shards {
+            // The swap is O(1); the listener waits at most that long.
+            let snap = shard.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.registry.merge(snap);
         }
     }
 
     /// Run one flush now and hand the batch to every sink.
     pub fn flush(&mut self) -> Arc<FlushBatch> {
         let started = Instant::now();
-        for shard in &self.shards {
-            // The swap is O(1); the listener waits at most that long.
-            let snap = shard.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.registry.merge(snap);
-        }
+        self.merge_shards();
 
         let s = &self.stats;
         let (bad, packets, metrics) = (
@@ -139,6 +235,13 @@ impl Flusher {
         self.old_timestamp = timestamp;
 
         let batch = Arc::new(compute(&self.registry, &self.compute, timestamp));
+        if let Some(exporter) = &self.exporter {
+            // Only `/metrics` renders under this lock; receive threads never take it.
+            exporter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .observe(&self.registry, Instant::now());
+        }
         self.registry.end_interval();
 
         for sink in &self.sinks {
@@ -248,10 +351,10 @@ impl Flusher {
         self.seen.drops = total;
     }
 
-    /// Flush every interval on a dedicated thread until `stop` receives (or its
-    /// sender is dropped); then do the final flush and return, which drops the
-    /// sink queues' senders.
-    pub fn spawn(mut self, stop: Receiver<()>) -> std::io::Result<JoinHandle<()>> {
+    /// Flush every interval on a dedicated thread, running jobs in between,
+    /// until [`FlusherMsg::Stop`] arrives (or every sender is dropped); then do
+    /// the final flush and return, which drops the sink queues' senders.
+    pub fn spawn(mut self, rx: Receiver<FlusherMsg>) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
@@ -259,7 +362,11 @@ impl Flusher {
                 let mut next = Instant::now() + interval;
                 loop {
                     let wait = next.saturating_duration_since(Instant::now());
-                    match stop.recv_timeout(wait) {
+                    match rx.recv_timeout(wait) {
+                        Ok(FlusherMsg::Run(job)) => {
+                            self.merge_shards();
+                            job(&mut self.registry);
+                        }
                         Err(RecvTimeoutError::Timeout) => {
                             self.flush();
                             next += interval;
@@ -270,7 +377,7 @@ impl Flusher {
                                 next = now + interval;
                             }
                         }
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                        Ok(FlusherMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                             self.flush();
                             return;
                         }

@@ -18,7 +18,9 @@
 //! ```
 //!
 //! - `name` is everything before the first `:` and may carry Graphite tags
-//!   (`name;k=v`).
+//!   (`name;k=v`) and, per [`ParseOptions::tag_dialects`], InfluxDB
+//!   (`name,k=v`), Librato (`name#k=v`) or SignalFX (`name[k=v]`) tags; see
+//!   [`TagDialects`].
 //! - After a type, `|` starts a field and `:` starts the next segment
 //!   (the reference's `a:1|c:2|ms`). `#` and `c:` fields may contain `:`, so
 //!   they run to the next `|`; the others end at `|` or `:`.
@@ -42,7 +44,7 @@ use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
 use super::number::{js_trim, parse_js_number};
-use super::tags::{key_name, KeyBuilder};
+use super::tags::{key_name, split_dialect, KeyBuilder, TagDialects};
 use crate::metric::{MetricRef, MetricType, Value};
 
 /// Options that change how lines are read.
@@ -51,11 +53,17 @@ pub struct ParseOptions {
     /// The reference's `keyNameSanitize`: rewrite keys as it does
     /// (whitespace runs to `_`, `/` to `-`, drop bytes outside `[A-Za-z0-9_.;=-]`).
     pub sanitize: bool,
+    /// Tags written in the name in the InfluxDB, Librato or SignalFX way
+    /// (`[statsd] tag_dialects`); all by default, none under a config.js.
+    pub tag_dialects: TagDialects,
 }
 
 impl Default for ParseOptions {
     fn default() -> Self {
-        ParseOptions { sanitize: true }
+        ParseOptions {
+            sanitize: true,
+            tag_dialects: TagDialects::ALL,
+        }
     }
 }
 
@@ -172,12 +180,21 @@ impl StatsdParser {
             reject(&mut counts, h, ParseError::MissingValue);
             return counts;
         };
-        let (name, rest) = (&line[..colon], &line[colon + 1..]);
+        let (mut name, rest) = (&line[..colon], &line[colon + 1..]);
 
         // Tags may sit in any segment but belong to the key of every value,
         // so collect them first. Most lines have no `#` at all.
         let sanitize = self.opts.sanitize;
         self.keys.reset();
+        // Tags in the name (InfluxDB, Librato, SignalFX): the key starts as
+        // the name without them, then they are added like DogStatsD tags.
+        if self.opts.tag_dialects.any() {
+            if let Some(split) = split_dialect(name, self.opts.tag_dialects) {
+                self.keys.set_name(split.before, split.after);
+                self.keys.push_tag_field(split.before, split.tags);
+                name = split.before;
+            }
+        }
         if rest.contains(&b'#') {
             for seg in segments(rest) {
                 for field in fields(seg.fields) {
@@ -708,9 +725,12 @@ mod tests {
 
     #[test]
     fn no_sanitising() {
-        let opts = ParseOptions { sanitize: false };
+        let opts = ParseOptions {
+            sanitize: false,
+            ..ParseOptions::default()
+        };
         check(
-            opts,
+            opts.clone(),
             &[
                 (b"my key/x:1|c", vec![c("my key/x", 1.0)]),
                 (b"a!:1|c|#k:v:w,b", vec![c("a!;b;k=v:w", 1.0)]),
@@ -721,8 +741,42 @@ mod tests {
         );
         // As in the reference, which decodes the packet first, every invalid
         // UTF-8 sequence in a key is U+FFFD.
-        let (got, _, _) = run(ParseOptions { sanitize: false }, b"a\xff:1|c\na\xfe:1|c");
+        let (got, _, _) = run(opts, b"a\xff:1|c\na\xfe:1|c");
         assert_eq!(got, vec![c("a\u{FFFD}", 1.0), c("a\u{FFFD}", 1.0)]);
+    }
+
+    /// Every tag dialect gives the DogStatsD line's key.
+    #[test]
+    fn tag_dialects() {
+        let want = || vec![c("api.hits;env=prod;host=a", 1.0)];
+        check(
+            ParseOptions::default(),
+            &[
+                (b"api.hits:1|c|#host:a,env:prod", want()),
+                (b"api.hits;host=a;env=prod:1|c", want()),
+                (b"api.hits,host=a,env=prod:1|c", want()),
+                (b"api.hits#host=a,env=prod:1|c", want()),
+                (b"api.hits[host=a,env=prod]:1|c", want()),
+                (b"api[host=a,env=prod].hits:1|c", want()),
+                (b"api.hits,host=a:1|c|#env:prod", want()),
+                (b"api.hits[env=prod]:1|c|#host:a", want()),
+                // Tags only: no name.
+                (b"[host=a]:1|c", vec![bad(EmptyName)]),
+                (b",host=a:1|c", vec![bad(EmptyName)]),
+            ],
+        );
+        // Off (a config.js import): the reference's names.
+        check(
+            ParseOptions {
+                tag_dialects: TagDialects::NONE,
+                ..ParseOptions::default()
+            },
+            &[
+                (b"api.hits,host=a:1|c", vec![c("api.hitshost=a", 1.0)]),
+                (b"api.hits[host=a]:1|c", vec![c("api.hitshost=a", 1.0)]),
+                (b"api.hits:1|c|#host:a", vec![c("api.hits;host=a", 1.0)]),
+            ],
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ udp = ["127.0.0.1:0"]
 tcp = []
 [flush]
 interval = "500ms"
+[http]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
 [[sink]]
 type = "console"
 "#,

@@ -438,6 +438,8 @@ fn run_server(
         Impl::Statsyard => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_statsyard"));
             c.arg("--statsd-config").arg(&config_path);
+            // Scenarios run in parallel: no fixed HTTP port.
+            c.args(["--http-address", "127.0.0.1:0"]);
             c
         }
     };

@@ -124,7 +124,16 @@ impl Graphite {
 
 /// Parse a TOML config for a test.
 pub fn config(toml: &str) -> Config {
-    statsyard::config::toml::from_str(toml, "test.toml").expect("test config is valid")
+    let mut c = statsyard::config::toml::from_str(toml, "test.toml").expect("test config is valid");
+    // Tests run in parallel: the HTTP server and the admin console listen on
+    // ephemeral ports unless the test chose its own address.
+    let ephemeral: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for (addr, default_port) in [(&mut c.http, 9102), (&mut c.admin, 8126)] {
+        if addr.is_some_and(|a| a.port() == default_port) {
+            *addr = Some(ephemeral);
+        }
+    }
+    c
 }
 
 /// A config with UDP and TCP on 127.0.0.1:0, a short flush, and one graphite sink.

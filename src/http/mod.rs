@@ -1,0 +1,68 @@
+//! The HTTP server (`/metrics`, `/health`, `/api/*`) and the reference's TCP
+//! admin console.
+//!
+//! Both read the live aggregation state through the flusher
+//! ([`FlusherHandle`]): the registry has one owner, the flusher thread, and
+//! requests are jobs it runs between flushes. `/metrics` reads the
+//! [`Exporter`](prometheus::Exporter), which the flusher feeds each flush.
+
+pub mod admin;
+pub mod api;
+pub mod mapping;
+pub mod prometheus;
+pub mod self_metrics;
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::flush::flusher::FlusherHandle;
+use crate::stats::Stats;
+
+/// The admin `health` state, which `/health` follows.
+#[derive(Debug)]
+pub struct Health(AtomicBool);
+
+impl Health {
+    /// Up (`true`) or down.
+    pub fn new(up: bool) -> Health {
+        Health(AtomicBool::new(up))
+    }
+
+    /// Whether the server says it is up.
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Set the state (`health up` / `health down` on the console).
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    /// `"up"` or `"down"`, as the reference prints it.
+    pub fn as_str(&self) -> &'static str {
+        if self.is_up() {
+            "up"
+        } else {
+            "down"
+        }
+    }
+}
+
+/// What the HTTP handlers and the admin console share.
+#[derive(Clone)]
+pub struct Shared {
+    /// Self-metrics.
+    pub stats: Arc<Stats>,
+    /// The `health` state.
+    pub health: Arc<Health>,
+    /// Runs jobs on the flusher thread, with the live registry.
+    pub flusher: FlusherHandle,
+    /// The Prometheus view; locked only to render `/metrics` and by the flusher.
+    pub exporter: Arc<Mutex<prometheus::Exporter>>,
+    /// The flush interval (the window of `/api/top`).
+    pub interval: Duration,
+    /// The admin `config` command's lines (`key: value`, `table > key: value`).
+    pub config_lines: Arc<Vec<String>>,
+}
