@@ -23,6 +23,7 @@ pub mod flush;
 pub mod listener;
 pub mod metric;
 pub mod parse;
+pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
