@@ -17,7 +17,7 @@ use crate::aggregate::{Registry, Shard};
 use crate::config::Config;
 use crate::flush::flusher::{Flusher, SinkQueue};
 use crate::listener::stream::StreamCtx;
-use crate::listener::{tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
 use crate::shutdown::{with_deadline, CancellationToken};
 use crate::sink::{self, SinkError};
 use crate::stats::Stats;
@@ -39,6 +39,9 @@ pub enum ServerError {
     /// A sink could not be built from its config.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The relay's routing table could not be built.
+    #[error(transparent)]
+    Relay(#[from] crate::relay::router::RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -52,6 +55,12 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     /// Bound unix socket paths.
     pub unix: Vec<PathBuf>,
+    /// Bound relay carbon-line TCP addresses, in config order.
+    pub carbon_tcp: Vec<SocketAddr>,
+    /// Bound relay carbon-line UDP addresses.
+    pub carbon_udp: Vec<SocketAddr>,
+    /// Bound relay pickle addresses.
+    pub pickle: Vec<SocketAddr>,
     pub stats: Arc<Stats>,
     token: CancellationToken,
     done: JoinHandle<()>,
@@ -121,15 +130,51 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         })?;
         unix_listeners.push((l, u.path.clone()));
     }
+    let mut relay = None;
+    if let Some(rc) = &config.relay {
+        let router = Arc::new(crate::relay::router::Router::new(rc)?);
+        stats.set_relay(router.stats.clone());
+        let bind_err = |proto: &'static str, addr: &SocketAddr| {
+            let addr = addr.to_string();
+            move |source| ServerError::Bind {
+                proto,
+                addr,
+                source,
+            }
+        };
+        let mut line_tcp = Vec::new();
+        for a in &rc.line_tcp {
+            line_tcp.push(tcp::bind(*a).map_err(bind_err("carbon tcp", a))?);
+        }
+        let mut pickle = Vec::new();
+        for a in &rc.pickle {
+            pickle.push(tcp::bind(*a).map_err(bind_err("pickle tcp", a))?);
+        }
+        let mut line_udp = Vec::new();
+        for a in &rc.line_udp {
+            line_udp.push(carbon::bind_udp(*a).map_err(bind_err("carbon udp", a))?);
+        }
+        relay = Some((router, rc.clone(), line_tcp, pickle, line_udp));
+    }
     let mut sinks = Vec::new();
     for spec in &config.sinks {
         let sink_stats = stats.sink(&spec.name);
-        let s = sink::build(
-            spec,
-            &config.naming,
-            sink_stats.clone(),
-            config.shutdown_timeout,
-        )?;
+        let s: Box<dyn sink::Sink> = match (&spec.kind, &relay) {
+            (sink::SinkKind::Relay, Some((router, ..))) => {
+                Box::new(crate::relay::sink::RelaySink::new(
+                    spec.name.clone(),
+                    router.clone(),
+                    config.naming.clone(),
+                    sink_stats.clone(),
+                ))
+            }
+            _ => sink::build(
+                spec,
+                &config.naming,
+                sink_stats.clone(),
+                config.shutdown_timeout,
+            )?,
+        };
         sinks.push((s, spec.queue.max(1), sink_stats));
     }
 
@@ -207,6 +252,44 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         unix_paths.push(path.clone());
         tracker.spawn(unix::accept_loop(l, path, ctx.clone()));
     }
+    let mut carbon_tcp = Vec::new();
+    let mut carbon_udp = Vec::new();
+    let mut pickle_addrs = Vec::new();
+    let relay_runtime = match relay {
+        None => None,
+        Some((router, rc, line_tcp, pickle, line_udp)) => {
+            let runtime = crate::relay::RelayRuntime::start(router.clone(), &rc);
+            let cctx = Arc::new(carbon::CarbonCtx {
+                router,
+                opts: rc.line,
+                max_frame_bytes: rc.max_frame_bytes,
+                tracker: tracker.clone(),
+                token: token.clone(),
+            });
+            for (listeners, kind, list) in [
+                (line_tcp, carbon::StreamKind::Line, &mut carbon_tcp),
+                (pickle, carbon::StreamKind::Pickle, &mut pickle_addrs),
+            ] {
+                for l in listeners {
+                    let addr = l.local_addr().map_err(ServerError::Thread)?;
+                    let proto = match kind {
+                        carbon::StreamKind::Line => "carbon tcp",
+                        carbon::StreamKind::Pickle => "pickle tcp",
+                    };
+                    tracing::info!(proto, %addr, "relay listening");
+                    list.push(addr);
+                    tracker.spawn(carbon::accept_loop(l, kind, cctx.clone()));
+                }
+            }
+            for u in line_udp {
+                let addr = u.local_addr().map_err(ServerError::Thread)?;
+                tracing::info!(proto = "carbon udp", %addr, "relay listening");
+                carbon_udp.push(addr);
+                tracker.spawn(carbon::udp_loop(u, cctx.clone()));
+            }
+            Some(runtime)
+        }
+    };
     // The accept loops and connections hold the context (and with it the raw
     // queues); ours must go, so the queues close once they are done.
     drop(ctx);
@@ -255,6 +338,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         if delivered.is_none() {
             tracing::error!("sinks did not finish within shutdown_timeout");
         }
+        // 5. The relay delivers what its queues hold, within the deadline.
+        if let Some(r) = relay_runtime {
+            r.shutdown(shutdown_timeout).await;
+        }
         tracing::info!("stopped");
     });
 
@@ -262,6 +349,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         udp: udp_addrs,
         tcp: tcp_addrs,
         unix: unix_paths,
+        carbon_tcp,
+        carbon_udp,
+        pickle: pickle_addrs,
         stats,
         token,
         done,

@@ -6,6 +6,7 @@
 
 pub mod etsy;
 pub mod raw;
+pub mod relay;
 pub mod toml;
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub struct Config {
     /// Add statsyard's own counters to every flush (`flush.self_metrics`).
     pub self_metrics: bool,
     pub log: LogConfig,
+    /// The carbon relay (`[relay]`, or `statsyard relay` flags); `None` runs none.
+    pub relay: Option<relay::RelayConfig>,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,

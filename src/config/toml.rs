@@ -61,6 +61,7 @@ const GRAPHITE_KEYS: &[&str] = &[
     "backoff_min",
     "backoff_max",
 ];
+const RELAY_KEYS: &[&str] = &["type", "name", "queue"];
 const REPEATER_KEYS: &[&str] = &[
     "type",
     "name",
@@ -298,8 +299,23 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         dump_messages: s.dump_messages,
     };
 
+    let relay = match &raw.relay {
+        None => None,
+        Some(r) => Some(
+            super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
+                .map_err(|(key, reason)| bad(key, reason))?,
+        ),
+    };
     let sinks = sinks(&raw.sink)?;
-    if sinks.is_empty() {
+    if relay.is_none() {
+        if let Some(i) = sinks.iter().position(|s| s.kind == SinkKind::Relay) {
+            return Err(bad(
+                format!("sink[{i}].type"),
+                "a relay sink needs a [relay] section to route through",
+            ));
+        }
+    }
+    if sinks.is_empty() && relay.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
     }
 
@@ -316,6 +332,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         shutdown_timeout: f.shutdown_timeout,
         self_metrics: f.self_metrics,
         log,
+        relay,
         warnings,
     })
 }
@@ -539,6 +556,7 @@ fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
                     backoff_max,
                 })
             }
+            RawSinkType::Relay => SinkKind::Relay,
         };
         out.push(SinkSpec { name, queue, kind });
     }
@@ -551,6 +569,7 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
         RawSinkType::Console => CONSOLE_KEYS,
         RawSinkType::Graphite => GRAPHITE_KEYS,
         RawSinkType::Repeater => REPEATER_KEYS,
+        RawSinkType::Relay => RELAY_KEYS,
     };
     let set: [(&str, bool); 8] = [
         ("format", s.format.is_some()),
@@ -581,6 +600,7 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::{RawCluster, RawRelay, RawRule};
     use crate::config::raw::{RawFlush, RawHistogram, RawLog, RawNaming, RawStatsd, RawUnix};
 
     fn ok(text: &str) -> Config {
@@ -1092,6 +1112,24 @@ mod tests {
                 backoff_max: Some(Duration::from_secs(1)),
                 destinations: Some(vec!["a:1".into()]),
             }],
+            relay: Some(RawRelay {
+                cluster: vec![RawCluster {
+                    name: "c".into(),
+                    method: "carbon_ch".into(),
+                    destinations: vec!["a:1".into()],
+                    replication: 1,
+                    diverse_replicas: true,
+                    protocol: "plain".into(),
+                }],
+                rule: vec![RawRule {
+                    pattern: "x".into(),
+                    send_to: Some(vec!["c".into()]),
+                    rewrite: Some("y".into()),
+                    continue_: true,
+                    stop: true,
+                }],
+                ..RawRelay::default()
+            }),
         };
         fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {
