@@ -24,6 +24,7 @@ pub mod http;
 pub mod listener;
 pub mod metric;
 pub mod parse;
+pub mod relay;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

@@ -29,12 +29,12 @@ struct Cli {
     statsd_config: Option<PathBuf>,
 
     /// Serve HTTP on this address (IP:port), or `off`; overrides `[http] address`.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     http_address: Option<String>,
 
     /// Serve the admin console on this address (IP:port), or `off`;
     /// overrides `[admin] address` and config.js `mgmt_*`.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     admin_address: Option<String>,
 
     #[command(subcommand)]
@@ -70,6 +70,46 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Run a carbon relay from flags alone (or test where names would go).
+    ///
+    /// `statsyard relay --listen 127.0.0.1:2003 --pickle-listen 127.0.0.1:2004
+    /// --method carbon_ch --replication 2 HOST:PORT[:INSTANCE]...`
+    ///
+    /// With `--test`, read metric names from stdin, print one line per name
+    /// saying where it would go, and exit. With `--config` and no
+    /// destinations, the file's `[relay]` section is used.
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// Carbon plaintext listen address, TCP and UDP (repeatable; default 0.0.0.0:2003).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<String>,
+    /// Carbon pickle listen address, TCP (repeatable; default 0.0.0.0:2004).
+    #[arg(long, value_name = "ADDR")]
+    pickle_listen: Vec<String>,
+    /// carbon_ch, fnv1a_ch, jump_fnv1a_ch, carbon_c_relay_ch, forward, any_of or failover.
+    #[arg(long, default_value = "carbon_ch")]
+    method: String,
+    /// Destinations each point goes to (hashed methods).
+    #[arg(long, default_value_t = 1)]
+    replication: usize,
+    /// Put replicas on distinct hosts (carbon's DIVERSE_REPLICAS).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    diverse_replicas: bool,
+    /// Protocol to the destinations: plain or pickle.
+    #[arg(long, default_value = "plain")]
+    protocol: String,
+    /// Also run the statsd listeners and sinks of the config (or the embedded default).
+    #[arg(long)]
+    with_statsd: bool,
+    /// Print where each name read from stdin goes, then exit.
+    #[arg(long)]
+    test: bool,
+    /// Destinations, host:port[:instance].
+    #[arg(value_name = "DEST")]
+    destinations: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -93,6 +133,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(Command::Relay(args)) = &cli.command {
+        let mut config = relay_config(&cli, args)?;
+        if args.test {
+            return relay_test(&config);
+        }
+        override_addr("--http-address", &cli.http_address, &mut config.http)?;
+        override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
+        return serve(config);
+    }
+
     let mut config = match (&cli.config, &cli.statsd_config) {
         (Some(path), _) => Config::load_toml(path)?,
         (None, Some(path)) => Config::load_statsd_js(path)?,
@@ -100,6 +150,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     override_addr("--http-address", &cli.http_address, &mut config.http)?;
     override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
+    serve(config)
+}
+
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
     init_logging(&config.log)?;
     tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "starting");
 
@@ -109,6 +163,81 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The config of `statsyard relay`: the file's (or the embedded default),
+/// with the relay from the flags, and without statsd unless `--with-statsd`.
+fn relay_config(cli: &Cli, args: &RelayArgs) -> anyhow::Result<Config> {
+    use statsyard::config::raw::{RawCluster, RawConfig};
+    let (mut raw, source): (RawConfig, String) = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let raw = ::toml::from_str(&text)
+                .with_context(|| format!("{}: invalid TOML", path.display()))?;
+            (raw, path.display().to_string())
+        }
+        None => (
+            ::toml::from_str(statsyard::config::DEFAULT_TOML).context("embedded config")?,
+            "<command line>".to_string(),
+        ),
+    };
+    if !args.destinations.is_empty() {
+        let mut relay = raw.relay.take().unwrap_or_default();
+        relay.cluster = vec![RawCluster {
+            name: "default".into(),
+            method: args.method.clone(),
+            destinations: args.destinations.clone(),
+            replication: args.replication,
+            diverse_replicas: args.diverse_replicas,
+            protocol: args.protocol.clone(),
+        }];
+        relay.rule.clear();
+        raw.relay = Some(relay);
+    } else if raw.relay.is_none() {
+        anyhow::bail!("give destinations (HOST:PORT[:INSTANCE]...) or a --config with [relay]");
+    }
+    if let Some(r) = raw.relay.as_mut() {
+        if !args.listen.is_empty() {
+            r.line_tcp = args.listen.clone();
+            r.line_udp = args.listen.clone();
+        }
+        if !args.pickle_listen.is_empty() {
+            r.pickle = args.pickle_listen.clone();
+        }
+    }
+    if !args.with_statsd {
+        raw.statsd.udp.clear();
+        raw.statsd.tcp.clear();
+        raw.statsd.unix.clear();
+        raw.sink.clear();
+        // The admin console shows statsd aggregates: none without statsd.
+        // HTTP stays on for /health and the relay's self-metrics on /metrics.
+        raw.admin.enabled = false;
+    }
+    Ok(statsyard::config::toml::validate(raw, &source, Vec::new())?)
+}
+
+/// `statsyard relay --test`: one line per name from stdin.
+fn relay_test(config: &Config) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, Write};
+    let rc = config.relay.as_ref().context("no [relay] configured")?;
+    let router = statsyard::relay::router::Router::new(rc)?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().split(b'\n') {
+        let line = line.context("reading stdin")?;
+        // Accept a whole carbon line too: the name is its first field.
+        let Some(name) = line
+            .split(|b| b.is_ascii_whitespace())
+            .find(|f| !f.is_empty())
+        else {
+            continue;
+        };
+        writeln!(out, "{}", router.explain(name))?;
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,7 +19,7 @@ use crate::flush::flusher::{Flusher, FlusherHandle, SinkQueue};
 use crate::http::prometheus::Exporter;
 use crate::http::{Health, Shared};
 use crate::listener::stream::StreamCtx;
-use crate::listener::{tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
 use crate::shutdown::{with_deadline, CancellationToken};
 use crate::sink::{self, SinkError};
 use crate::stats::Stats;
@@ -41,6 +41,9 @@ pub enum ServerError {
     /// A sink could not be built from its config.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The relay's routing table could not be built.
+    #[error(transparent)]
+    Relay(#[from] crate::relay::router::RouterError),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -60,6 +63,12 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     /// The `health` state that the console sets and `/health` reports.
     pub health: Arc<Health>,
+    /// Bound relay carbon-line TCP addresses, in config order.
+    pub carbon_tcp: Vec<SocketAddr>,
+    /// Bound relay carbon-line UDP addresses.
+    pub carbon_udp: Vec<SocketAddr>,
+    /// Bound relay pickle addresses.
+    pub pickle: Vec<SocketAddr>,
     pub stats: Arc<Stats>,
     token: CancellationToken,
     done: JoinHandle<()>,
@@ -141,15 +150,51 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     };
     let http_listener = config.http.map(|a| bind_tcp("http", a)).transpose()?;
     let admin_listener = config.admin.map(|a| bind_tcp("admin", a)).transpose()?;
+    let mut relay = None;
+    if let Some(rc) = &config.relay {
+        let router = Arc::new(crate::relay::router::Router::new(rc)?);
+        stats.set_relay(router.stats.clone());
+        let bind_err = |proto: &'static str, addr: &SocketAddr| {
+            let addr = addr.to_string();
+            move |source| ServerError::Bind {
+                proto,
+                addr,
+                source,
+            }
+        };
+        let mut line_tcp = Vec::new();
+        for a in &rc.line_tcp {
+            line_tcp.push(tcp::bind(*a).map_err(bind_err("carbon tcp", a))?);
+        }
+        let mut pickle = Vec::new();
+        for a in &rc.pickle {
+            pickle.push(tcp::bind(*a).map_err(bind_err("pickle tcp", a))?);
+        }
+        let mut line_udp = Vec::new();
+        for a in &rc.line_udp {
+            line_udp.push(carbon::bind_udp(*a).map_err(bind_err("carbon udp", a))?);
+        }
+        relay = Some((router, rc.clone(), line_tcp, pickle, line_udp));
+    }
     let mut sinks = Vec::new();
     for spec in &config.sinks {
         let sink_stats = stats.sink(&spec.name);
-        let s = sink::build(
-            spec,
-            &config.naming,
-            sink_stats.clone(),
-            config.shutdown_timeout,
-        )?;
+        let s: Box<dyn sink::Sink> = match (&spec.kind, &relay) {
+            (sink::SinkKind::Relay, Some((router, ..))) => {
+                Box::new(crate::relay::sink::RelaySink::new(
+                    spec.name.clone(),
+                    router.clone(),
+                    config.naming.clone(),
+                    sink_stats.clone(),
+                ))
+            }
+            _ => sink::build(
+                spec,
+                &config.naming,
+                sink_stats.clone(),
+                config.shutdown_timeout,
+            )?,
+        };
         sinks.push((s, spec.queue.max(1), sink_stats));
     }
 
@@ -227,6 +272,44 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         unix_paths.push(path.clone());
         tracker.spawn(unix::accept_loop(l, path, ctx.clone()));
     }
+    let mut carbon_tcp = Vec::new();
+    let mut carbon_udp = Vec::new();
+    let mut pickle_addrs = Vec::new();
+    let relay_runtime = match relay {
+        None => None,
+        Some((router, rc, line_tcp, pickle, line_udp)) => {
+            let runtime = crate::relay::RelayRuntime::start(router.clone(), &rc);
+            let cctx = Arc::new(carbon::CarbonCtx {
+                router,
+                opts: rc.line,
+                max_frame_bytes: rc.max_frame_bytes,
+                tracker: tracker.clone(),
+                token: token.clone(),
+            });
+            for (listeners, kind, list) in [
+                (line_tcp, carbon::StreamKind::Line, &mut carbon_tcp),
+                (pickle, carbon::StreamKind::Pickle, &mut pickle_addrs),
+            ] {
+                for l in listeners {
+                    let addr = l.local_addr().map_err(ServerError::Thread)?;
+                    let proto = match kind {
+                        carbon::StreamKind::Line => "carbon tcp",
+                        carbon::StreamKind::Pickle => "pickle tcp",
+                    };
+                    tracing::info!(proto, %addr, "relay listening");
+                    list.push(addr);
+                    tracker.spawn(carbon::accept_loop(l, kind, cctx.clone()));
+                }
+            }
+            for u in line_udp {
+                let addr = u.local_addr().map_err(ServerError::Thread)?;
+                tracing::info!(proto = "carbon udp", %addr, "relay listening");
+                carbon_udp.push(addr);
+                tracker.spawn(carbon::udp_loop(u, cctx.clone()));
+            }
+            Some(runtime)
+        }
+    };
     // The accept loops and connections hold the context (and with it the raw
     // queues); ours must go, so the queues close once they are done.
     drop(ctx);
@@ -313,6 +396,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         if delivered.is_none() {
             tracing::error!("sinks did not finish within shutdown_timeout");
         }
+        // 5. The relay delivers what its queues hold, within the deadline.
+        if let Some(r) = relay_runtime {
+            r.shutdown(shutdown_timeout).await;
+        }
         tracing::info!("stopped");
     });
 
@@ -323,6 +410,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         http: http_addr,
         admin: admin_addr,
         health,
+        carbon_tcp,
+        carbon_udp,
+        pickle: pickle_addrs,
         stats,
         token,
         done,

@@ -36,6 +36,7 @@ pub struct Stats {
     pub last_msg_seen: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
+    relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,
 }
 
 impl Stats {
@@ -113,6 +114,17 @@ impl Stats {
             }
         }
         grew
+    }
+
+    /// Register the relay's counters (at most one relay per process).
+    pub fn set_relay(&self, relay: Arc<crate::relay::stats::RelayStats>) {
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
+    }
+
+    /// The relay's counters, if this process runs a relay. Their names and
+    /// values for export: [`crate::relay::stats::RelayStats::values`].
+    pub fn relay(&self) -> Option<Arc<crate::relay::stats::RelayStats>> {
+        self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every registered sink's counters.

@@ -6,6 +6,7 @@
 
 pub mod etsy;
 pub mod raw;
+pub mod relay;
 pub mod toml;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct Config {
     pub health_up: bool,
     /// What `/metrics` exports.
     pub prometheus: PrometheusConfig,
+    /// The carbon relay (`[relay]`, or `statsyard relay` flags); `None` runs none.
+    pub relay: Option<relay::RelayConfig>,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,

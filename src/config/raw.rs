@@ -30,6 +30,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     /// What `/metrics` exports and how.
     pub prometheus: RawPrometheus,
+    /// The carbon relay; absent means no relay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RawRelay>,
 }
 
 /// `[http]`: the HTTP server.
@@ -388,7 +391,7 @@ pub enum RawLogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
-    /// `console`, `graphite` or `repeater`.
+    /// `console`, `graphite`, `repeater` or `relay`.
     #[serde(rename = "type")]
     pub kind: RawSinkType,
     /// Unique name for logs and self-metrics; defaults to the type, then `type-2`, `type-3`...
@@ -464,6 +467,8 @@ pub enum RawSinkType {
     Graphite,
     /// Copies every received packet to other statsd servers.
     Repeater,
+    /// Routes every flushed line through the `[relay]`'s rules and clusters.
+    Relay,
 }
 
 impl RawSinkType {
@@ -473,6 +478,136 @@ impl RawSinkType {
             RawSinkType::Console => "console",
             RawSinkType::Graphite => "graphite",
             RawSinkType::Repeater => "repeater",
+            RawSinkType::Relay => "relay",
         }
     }
+}
+
+/// `[relay]`: the carbon relay (line and pickle in, clusters out).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelay {
+    /// Carbon plaintext over TCP: listen addresses.
+    pub line_tcp: Vec<String>,
+    /// Carbon plaintext over UDP: listen addresses.
+    pub line_udp: Vec<String>,
+    /// Carbon pickle over TCP: listen addresses.
+    pub pickle: Vec<String>,
+    /// Longest plaintext line in bytes; longer lines are dropped and counted.
+    pub max_line_length: usize,
+    /// Largest pickle frame in bytes; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// Sort the tags of tagged names (`name;k=v`) as carbon does.
+    pub normalize_tags: bool,
+    /// Accept a line without timestamp, stamped with the current time.
+    pub allow_missing_timestamp: bool,
+    /// Pass infinite values on (carbon does); off drops and counts them.
+    pub allow_inf: bool,
+    /// Take timestamp `-1` as "now" (carbon does); off keeps it as sent.
+    pub minus_one_is_now: bool,
+    /// `off` (carbon: any non-whitespace UTF-8 name) or `strict`.
+    pub name_check: String,
+    /// Points each destination queues at most.
+    pub queue: usize,
+    /// Bytes each destination queues at most (names plus 64 per point).
+    pub queue_bytes: usize,
+    /// Points per write (and per pickle frame) at most.
+    pub batch: usize,
+    /// How long a connection attempt may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The first reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    /// The longest reconnect delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Prefix of the relay's own metrics; `{host}` is the short host name.
+    pub stats_prefix: String,
+    /// How often the relay sends its own metrics through itself; `"0s"` never.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// Destination clusters.
+    pub cluster: Vec<RawCluster>,
+    /// Match and rewrite rules, in order.
+    pub rule: Vec<RawRule>,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        RawRelay {
+            line_tcp: vec!["0.0.0.0:2003".into()],
+            line_udp: vec!["0.0.0.0:2003".into()],
+            pickle: vec!["0.0.0.0:2004".into()],
+            max_line_length: 16_384,
+            max_frame_bytes: 1 << 20,
+            normalize_tags: false,
+            allow_missing_timestamp: false,
+            allow_inf: true,
+            minus_one_is_now: true,
+            name_check: "off".into(),
+            queue: 100_000,
+            queue_bytes: 64 << 20,
+            batch: 500,
+            connect_timeout: Duration::from_secs(5),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            stats_prefix: "carbon.relays.{host}".into(),
+            stats_interval: Duration::from_secs(60),
+            cluster: Vec::new(),
+            rule: Vec::new(),
+        }
+    }
+}
+
+/// A `[[relay.cluster]]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Name used by rules.
+    pub name: String,
+    /// `carbon_ch`, `fnv1a_ch`, `jump_fnv1a_ch`, `carbon_c_relay_ch`, `forward`, `any_of` or `failover`.
+    pub method: String,
+    /// `host:port[:instance]` of each destination.
+    pub destinations: Vec<String>,
+    /// Destinations each point goes to (hashed methods).
+    #[serde(default = "one")]
+    pub replication: usize,
+    /// Replicas on distinct hosts (carbon's `DIVERSE_REPLICAS`).
+    #[serde(default = "yes")]
+    pub diverse_replicas: bool,
+    /// `plain` or `pickle`.
+    #[serde(default = "plain")]
+    pub protocol: String,
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn plain() -> String {
+    "plain".into()
+}
+
+/// A `[[relay.rule]]`: a match that sends to clusters, or a rewrite.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Regular expression searched for in the metric name.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Cluster names (or `blackhole`) the matching points go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_to: Option<Vec<String>>,
+    /// Replacement for the matched name (`$1`, `${name}` capture groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<String>,
+    /// Keep evaluating the following rules after this match.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
+    /// Stop here: the following rules are not evaluated (the default for a match).
+    #[serde(default)]
+    pub stop: bool,
 }

@@ -64,6 +64,7 @@ const GRAPHITE_KEYS: &[&str] = &[
     "backoff_min",
     "backoff_max",
 ];
+const RELAY_KEYS: &[&str] = &["type", "name", "queue"];
 const REPEATER_KEYS: &[&str] = &[
     "type",
     "name",
@@ -341,8 +342,23 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
     };
     let prometheus = prometheus(&raw.prometheus, file, &mut warnings)?;
 
+    let relay = match &raw.relay {
+        None => None,
+        Some(r) => Some(
+            super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
+                .map_err(|(key, reason)| bad(key, reason))?,
+        ),
+    };
     let sinks = sinks(&raw.sink)?;
-    if sinks.is_empty() {
+    if relay.is_none() {
+        if let Some(i) = sinks.iter().position(|s| s.kind == SinkKind::Relay) {
+            return Err(bad(
+                format!("sink[{i}].type"),
+                "a relay sink needs a [relay] section to route through",
+            ));
+        }
+    }
+    if sinks.is_empty() && relay.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
     }
 
@@ -366,6 +382,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         admin,
         health_up,
         prometheus,
+        relay,
         warnings,
     })
 }
@@ -684,6 +701,7 @@ fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
                     backoff_max,
                 })
             }
+            RawSinkType::Relay => SinkKind::Relay,
         };
         out.push(SinkSpec { name, queue, kind });
     }
@@ -696,6 +714,7 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
         RawSinkType::Console => CONSOLE_KEYS,
         RawSinkType::Graphite => GRAPHITE_KEYS,
         RawSinkType::Repeater => REPEATER_KEYS,
+        RawSinkType::Relay => RELAY_KEYS,
     };
     let set: [(&str, bool); 8] = [
         ("format", s.format.is_some()),
@@ -729,6 +748,7 @@ mod tests {
     use crate::config::raw::{
         RawAdmin, RawFlush, RawHistogram, RawHttp, RawLog, RawNaming, RawStatsd, RawUnix,
     };
+    use crate::config::raw::{RawCluster, RawRelay, RawRule};
 
     fn ok(text: &str) -> Config {
         match from_str(text, "test.toml") {
@@ -1345,6 +1365,24 @@ mod tests {
                 mapping_file: "m.yml".into(),
                 ..RawPrometheus::default()
             },
+            relay: Some(RawRelay {
+                cluster: vec![RawCluster {
+                    name: "c".into(),
+                    method: "carbon_ch".into(),
+                    destinations: vec!["a:1".into()],
+                    replication: 1,
+                    diverse_replicas: true,
+                    protocol: "plain".into(),
+                }],
+                rule: vec![RawRule {
+                    pattern: "x".into(),
+                    send_to: Some(vec!["c".into()]),
+                    rewrite: Some("y".into()),
+                    continue_: true,
+                    stop: true,
+                }],
+                ..RawRelay::default()
+            }),
         };
         fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {

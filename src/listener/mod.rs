@@ -5,6 +5,7 @@
 //! out of the receive buffer into the listener's own [`Shard`]; the flusher
 //! swaps the shard's maps out at each interval.
 
+pub mod carbon;
 pub mod stream;
 pub mod tcp;
 pub mod udp;

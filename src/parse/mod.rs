@@ -1,6 +1,8 @@
 //! Wire-format parsers. No I/O, no async: bytes in, borrowed values out.
 
+pub mod carbon;
 pub mod number;
+pub mod pickle;
 pub mod sanitize;
 pub mod statsd;
 pub mod tags;

@@ -64,6 +64,9 @@ pub enum SinkKind {
     Console(console::ConsoleConfig),
     Graphite(graphite::GraphiteConfig),
     Repeater(repeater::RepeaterConfig),
+    /// Flushed lines go through the relay's rules and clusters
+    /// ([`crate::relay::sink::RelaySink`], built by the server, which owns the relay).
+    Relay,
 }
 
 /// Errors building a sink.
@@ -76,6 +79,9 @@ pub enum SinkError {
         addr: String,
         reason: String,
     },
+    /// A `relay` sink without a relay to route through.
+    #[error("sink {sink}: a relay sink needs a [relay] section")]
+    NoRelay { sink: String },
     /// An I/O error setting the sink up.
     #[error("sink {sink}: {source}")]
     Io {
@@ -168,6 +174,11 @@ pub fn build(
                 stats,
                 shutdown_timeout,
             ))
+        }
+        SinkKind::Relay => {
+            return Err(SinkError::NoRelay {
+                sink: spec.name.clone(),
+            })
         }
     };
     Ok(sink)

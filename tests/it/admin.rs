@@ -3,13 +3,13 @@
 //! statsd's console (same input, same commands, outputs compared).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http::{admin, http_config};
-use crate::support::{config, secs, send_udp, Server};
+use crate::support::{config, free_tcp_port, secs, send_udp, Server};
 
 /// A console session: several commands on one connection.
 struct Console(TcpStream);
@@ -228,14 +228,6 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn differential_against_the_reference_console() {
     let Some(stats_js) = reference_stats_js() else {
@@ -247,7 +239,7 @@ fn differential_against_the_reference_console() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let mgmt_port = free_port();
+    let mgmt_port = free_tcp_port();
     let cfg = dir.path().join("config.js");
     std::fs::write(
         &cfg,

@@ -44,6 +44,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::support::free_port;
+
 const COMMON: &str = include_str!("../data/differential/common.txt");
 const DIVERGENT: &str = include_str!("../data/differential/divergent.txt");
 
@@ -496,32 +498,6 @@ fn config_js(scenario: &Scenario, udp_port: u16, mgmt_port: u16, graphite_port: 
 ",
         scenario.timers, scenario.config
     )
-}
-
-/// A loopback port for a server that binds its own (the reference statsd
-/// cannot be handed a socket). Ports come from below the kernel's ephemeral
-/// range (32768 and up by default), so no outgoing connection of a parallel
-/// test can take one between this check and the server's bind; a process-wide
-/// counter keeps two differential runs in this process apart.
-fn free_port(udp: bool) -> io::Result<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    for _ in 0..2_000 {
-        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
-        let free = if udp {
-            UdpSocket::bind(("127.0.0.1", port)).is_ok()
-        } else {
-            TcpListener::bind(("127.0.0.1", port)).is_ok()
-        };
-        if free {
-            return Ok(port);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        "no free port below the ephemeral range",
-    ))
 }
 
 fn send_packets(port: u16, packets: &[Vec<u8>]) -> io::Result<()> {

@@ -1,9 +1,12 @@
 //! The one integration test binary: real servers, real sockets, ephemeral ports.
 
 mod admin;
+mod carbon_cache;
 mod cli;
 mod differential;
 mod http;
 mod prometheus;
+mod relay;
+mod relay_oracle;
 mod statsd;
 mod support;

@@ -6,7 +6,7 @@
 //! say so and pass, except under `CI`, where they fail.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use statsyard::http::prometheus::{Exporter, ObserverType, PromOptions};
 use statsyard::metric::MetricRef;
 use statsyard::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 
-use crate::support::{config, send_udp, Server};
+use crate::support::{config, free_tcp_port, send_udp, Server};
 
 /// The peer binary, or `None` (after saying why) when it is missing outside CI.
 fn peer(name: &str) -> Option<PathBuf> {
@@ -250,14 +250,6 @@ fn mapping_file_through_a_real_server() {
     server.stop();
 }
 
-/// A TCP port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
 /// The Prometheus child, killed (by its own pid) when dropped.
 struct Prometheus {
     child: Child,
@@ -277,7 +269,7 @@ impl Prometheus {
             ),
         )
         .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
@@ -245,4 +245,35 @@ pub fn bin() -> std::process::Command {
 /// `secs` as a Duration.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// A loopback port for a server that binds its own (the reference statsd,
+/// carbon-cache or Prometheus cannot be handed a socket). Ports come from below the kernel's ephemeral
+/// range (32768 and up by default), so no outgoing connection of a parallel
+/// test can take one between this check and the server's bind; a process-wide
+/// counter keeps two differential runs in this process apart.
+pub fn free_port(udp: bool) -> io::Result<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    for _ in 0..2_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        let free = if udp {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        } else {
+            TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
+        if free {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no free port below the ephemeral range",
+    ))
+}
+
+/// [`free_port`] for TCP, for tests that cannot go on without one.
+pub fn free_tcp_port() -> u16 {
+    free_port(false).expect("a free TCP port below the ephemeral range")
 }

@@ -1,0 +1,266 @@
+//! The validated `[relay]` section (and the `statsyard relay` flags, which
+//! build the same thing).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::parse::carbon::{CarbonLineOptions, NameCheck};
+use crate::relay::destination::{Protocol, Tuning};
+use crate::relay::hashing::{Destination, Method, Ring};
+
+use super::raw::RawRelay;
+
+/// A validated relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    /// Carbon plaintext over TCP.
+    pub line_tcp: Vec<SocketAddr>,
+    /// Carbon plaintext over UDP.
+    pub line_udp: Vec<SocketAddr>,
+    /// Carbon pickle over TCP.
+    pub pickle: Vec<SocketAddr>,
+    /// Line checks (also applied to pickled points); holds `max_line_length`.
+    pub line: CarbonLineOptions,
+    pub max_frame_bytes: usize,
+    pub normalize_tags: bool,
+    pub tuning: Tuning,
+    /// With `{host}` already replaced.
+    pub stats_prefix: String,
+    /// `None`: the relay does not send its own metrics.
+    pub stats_interval: Option<Duration>,
+    pub clusters: Vec<ClusterConfig>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// A destination cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub method: ClusterMethod,
+    pub destinations: Vec<Destination>,
+    pub replication: usize,
+    pub diverse: bool,
+    pub protocol: Protocol,
+}
+
+/// How a cluster chooses destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMethod {
+    /// Consistent hashing.
+    Hash(Method),
+    /// Every destination gets every point.
+    Forward,
+    /// One destination per name (hash-sticky), another while it is down.
+    AnyOf,
+    /// The first destination that is up, in the order listed.
+    Failover,
+}
+
+impl ClusterMethod {
+    /// From a config name.
+    pub fn parse(s: &str) -> Result<ClusterMethod, String> {
+        Ok(match s {
+            "forward" => ClusterMethod::Forward,
+            "any_of" => ClusterMethod::AnyOf,
+            "failover" => ClusterMethod::Failover,
+            m => ClusterMethod::Hash(m.parse().map_err(|_| {
+                format!(
+                    "unknown method {m:?} (expected carbon_ch, fnv1a_ch, jump_fnv1a_ch, \
+                     carbon_c_relay_ch, forward, any_of or failover)"
+                )
+            })?),
+        })
+    }
+}
+
+/// A rule, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleConfig {
+    /// A regular expression (checked to compile).
+    pub pattern: String,
+    pub action: RuleAction,
+    /// Evaluate the next rules after a match.
+    pub continue_: bool,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleAction {
+    /// Send to these clusters (indices into [`RelayConfig::clusters`]).
+    Send(Vec<usize>),
+    /// Drop, counted as blackholed.
+    Blackhole,
+    /// Replace the name (capture groups allowed), then go on with the next rule.
+    Rewrite(String),
+}
+
+/// A validation failure: the key below `relay.` and the reason.
+pub type Bad = (String, String);
+
+/// Validate `[relay]`. `listen` parses a listen address.
+pub fn validate(
+    r: &RawRelay,
+    listen: impl Fn(&[String], &str) -> Result<Vec<SocketAddr>, Bad>,
+) -> Result<RelayConfig, Bad> {
+    let b = |k: &str, why: String| (format!("relay.{k}"), why);
+    let line_tcp = listen(&r.line_tcp, "relay.line_tcp")?;
+    let line_udp = listen(&r.line_udp, "relay.line_udp")?;
+    let pickle = listen(&r.pickle, "relay.pickle")?;
+    for (k, v) in [
+        ("max_line_length", r.max_line_length),
+        ("max_frame_bytes", r.max_frame_bytes),
+        ("queue", r.queue),
+        ("queue_bytes", r.queue_bytes),
+        ("batch", r.batch),
+    ] {
+        if v == 0 {
+            return Err(b(k, "must be at least 1".into()));
+        }
+    }
+    if r.connect_timeout.is_zero() {
+        return Err(b("connect_timeout", "must be more than 0s".into()));
+    }
+    if r.backoff_min.is_zero() || r.backoff_max < r.backoff_min {
+        return Err(b(
+            "backoff_max",
+            "backoff_min must be more than 0s and backoff_max at least backoff_min".into(),
+        ));
+    }
+    let name_check = match r.name_check.as_str() {
+        "off" => NameCheck::Off,
+        "strict" => NameCheck::Strict,
+        other => {
+            return Err(b(
+                "name_check",
+                format!("{other:?} is not `off` or `strict`"),
+            ))
+        }
+    };
+    let mut clusters: Vec<ClusterConfig> = Vec::new();
+    for (i, c) in r.cluster.iter().enumerate() {
+        let k = |f: &str| format!("cluster[{i}].{f}");
+        if c.name.is_empty() || c.name == "blackhole" {
+            return Err(b(
+                &k("name"),
+                "must be non-empty and not `blackhole`".into(),
+            ));
+        }
+        if clusters.iter().any(|x| x.name == c.name) {
+            return Err(b(&k("name"), format!("{:?} is used twice", c.name)));
+        }
+        let method = ClusterMethod::parse(&c.method).map_err(|e| b(&k("method"), e))?;
+        if c.destinations.is_empty() {
+            return Err(b(
+                &k("destinations"),
+                "needs at least one destination".into(),
+            ));
+        }
+        let mut dests = Vec::new();
+        for (j, d) in c.destinations.iter().enumerate() {
+            dests.push(
+                Destination::parse(d)
+                    .map_err(|e| b(&format!("cluster[{i}].destinations[{j}]"), e.to_string()))?,
+            );
+        }
+        if c.replication == 0 {
+            return Err(b(&k("replication"), "must be at least 1".into()));
+        }
+        if let ClusterMethod::Hash(m) = method {
+            Ring::new(m, &dests, c.replication, c.diverse_replicas)
+                .map_err(|e| b(&k("destinations"), e.to_string()))?;
+        }
+        let protocol = match c.protocol.as_str() {
+            "plain" | "text" | "line" => Protocol::Plain,
+            "pickle" => Protocol::Pickle,
+            p => {
+                return Err(b(
+                    &k("protocol"),
+                    format!("{p:?} is not `plain` or `pickle`"),
+                ))
+            }
+        };
+        clusters.push(ClusterConfig {
+            name: c.name.clone(),
+            method,
+            destinations: dests,
+            replication: c.replication,
+            diverse: c.diverse_replicas,
+            protocol,
+        });
+    }
+    if clusters.is_empty() {
+        return Err(b("cluster", "the relay needs at least one cluster".into()));
+    }
+    let mut rules = Vec::new();
+    for (i, rr) in r.rule.iter().enumerate() {
+        let k = |f: &str| format!("rule[{i}].{f}");
+        regex::bytes::Regex::new(&rr.pattern).map_err(|e| b(&k("match"), e.to_string()))?;
+        if rr.continue_ && rr.stop {
+            return Err(b(
+                &k("stop"),
+                "`continue` and `stop` exclude each other".into(),
+            ));
+        }
+        let action = match (&rr.send_to, &rr.rewrite) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(b(
+                    &k("send_to"),
+                    "a rule has exactly one of `send_to` and `rewrite`".into(),
+                ))
+            }
+            (None, Some(rw)) => RuleAction::Rewrite(rw.clone()),
+            (Some(to), None) => {
+                if to.iter().any(|t| t == "blackhole") {
+                    if to.len() > 1 {
+                        return Err(b(&k("send_to"), "`blackhole` stands alone".into()));
+                    }
+                    RuleAction::Blackhole
+                } else if to.is_empty() {
+                    return Err(b(&k("send_to"), "needs at least one cluster".into()));
+                } else {
+                    let mut idx = Vec::new();
+                    for t in to {
+                        let c = clusters.iter().position(|c| &c.name == t).ok_or_else(|| {
+                            b(&k("send_to"), format!("no cluster is named {t:?}"))
+                        })?;
+                        idx.push(c);
+                    }
+                    RuleAction::Send(idx)
+                }
+            }
+        };
+        rules.push(RuleConfig {
+            pattern: rr.pattern.clone(),
+            action,
+            continue_: rr.continue_,
+        });
+    }
+    Ok(RelayConfig {
+        line_tcp,
+        line_udp,
+        pickle,
+        line: CarbonLineOptions {
+            minus_one_is_now: r.minus_one_is_now,
+            allow_missing_timestamp: r.allow_missing_timestamp,
+            allow_inf: r.allow_inf,
+            max_line_length: r.max_line_length,
+            name_check,
+        },
+        max_frame_bytes: r.max_frame_bytes,
+        normalize_tags: r.normalize_tags,
+        tuning: Tuning {
+            queue: r.queue,
+            queue_bytes: r.queue_bytes,
+            batch: r.batch,
+            connect_timeout: r.connect_timeout,
+            backoff_min: r.backoff_min,
+            backoff_max: r.backoff_max,
+        },
+        stats_prefix: r
+            .stats_prefix
+            .replace("{host}", &crate::relay::stats::short_hostname()),
+        stats_interval: (!r.stats_interval.is_zero()).then_some(r.stats_interval),
+        clusters,
+        rules,
+    })
+}

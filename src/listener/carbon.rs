@@ -1,0 +1,230 @@
+//! Carbon input: the plaintext line protocol over TCP and UDP, and the
+//! pickle protocol over TCP. Bytes in; [`crate::relay::ingest`] checks and
+//! routes them without waiting.
+//!
+//! At shutdown every connection reads what its client already sent (as the
+//! statsd streams do), so nothing accepted by the kernel is lost.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::task::TaskTracker;
+
+use crate::parse::carbon::CarbonLineOptions;
+use crate::parse::pickle::{next_frame, PickleError};
+use crate::relay::ingest::{route_lines, route_pickle};
+use crate::relay::router::Router;
+use crate::relay::stats::DropReason;
+use crate::shutdown::CancellationToken;
+use crate::stats::incr;
+
+/// After shutdown starts, a read waits at most this long for buffered data.
+const DRAIN_READ: Duration = Duration::from_millis(25);
+
+/// What every carbon listener and connection shares.
+pub struct CarbonCtx {
+    /// Where every accepted point goes.
+    pub router: Arc<Router>,
+    /// Line checks, `max_line_length` included (0: no limit).
+    pub opts: CarbonLineOptions,
+    /// Largest pickle frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Tracks connections, so shutdown waits for them to drain.
+    pub tracker: TaskTracker,
+    /// Cancelled when the server shuts down.
+    pub token: CancellationToken,
+}
+
+/// Bind a UDP socket for carbon lines.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+/// Which protocol a TCP listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Carbon plaintext lines.
+    Line,
+    /// Length-prefixed pickle frames.
+    Pickle,
+}
+
+/// Accept until the token is cancelled; each connection on its own task.
+pub async fn accept_loop(listener: TcpListener, kind: StreamKind, ctx: Arc<CarbonCtx>) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            r = listener.accept() => r,
+            _ = ctx.token.cancelled() => {
+                // Connections the kernel already completed may hold data
+                // their clients consider sent: take them before stopping.
+                while let Ok(Ok((stream, _))) =
+                    tokio::time::timeout(DRAIN_READ, listener.accept()).await
+                {
+                    ctx.spawn(stream, kind);
+                }
+                return;
+            }
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                ctx.spawn(stream, kind);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "carbon accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Read more into `buf`: `Ok(0)` at end of stream (or, during shutdown, when
+/// nothing more is already there).
+async fn read_more<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    token: &CancellationToken,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    if !token.is_cancelled() {
+        tokio::select! {
+            biased;
+            r = s.read_buf(buf) => return r,
+            _ = token.cancelled() => {}
+        }
+    }
+    match tokio::time::timeout(DRAIN_READ, s.read_buf(buf)).await {
+        Ok(r) => r,
+        Err(_) => Ok(0),
+    }
+}
+
+impl CarbonCtx {
+    fn spawn(self: &Arc<Self>, stream: TcpStream, kind: StreamKind) {
+        let c = self.clone();
+        incr(&self.router.stats.connections, 1);
+        self.tracker.spawn(async move {
+            let r = match kind {
+                StreamKind::Line => c.serve_lines(stream).await,
+                StreamKind::Pickle => c.serve_pickle(stream).await,
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "carbon connection ended with an error");
+            }
+            incr(&c.router.stats.disconnects, 1);
+        });
+    }
+
+    async fn serve_lines(&self, mut s: TcpStream) -> io::Result<()> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut discarding = false;
+        loop {
+            let n = read_more(&mut s, &mut buf, &self.token).await?;
+            if n == 0 {
+                // A last line without its newline still counts.
+                if !discarding && !buf.is_empty() {
+                    self.lines(&buf);
+                }
+                return Ok(());
+            }
+            if discarding {
+                match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        buf.advance(i + 1);
+                        discarding = false;
+                    }
+                    None => {
+                        buf.clear();
+                        continue;
+                    }
+                }
+            }
+            if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
+                let complete = buf.split_to(last + 1);
+                self.lines(&complete[..last]);
+            }
+            if self.opts.max_line_length != 0 && buf.len() > self.opts.max_line_length {
+                incr(self.router.stats.invalid(DropReason::TooLong), 1);
+                buf.clear();
+                discarding = true;
+            }
+        }
+    }
+
+    fn lines(&self, data: &[u8]) {
+        route_lines(&self.router, data, &self.opts);
+    }
+
+    async fn serve_pickle(&self, mut s: TcpStream) -> io::Result<()> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut points = Vec::new();
+        loop {
+            // Every complete frame in the buffer.
+            loop {
+                match next_frame(&buf, self.max_frame_bytes) {
+                    Ok(Some(frame)) => {
+                        if let Err(e) =
+                            route_pickle(&self.router, frame.payload, &self.opts, &mut points)
+                        {
+                            incr(self.router.stats.invalid(DropReason::BadFrame), 1);
+                            tracing::debug!(error = %e, "bad pickle frame");
+                        }
+                        let n = frame.consumed;
+                        buf.advance(n);
+                    }
+                    Ok(None) => break,
+                    Err(e @ PickleError::FrameTooLarge { .. }) => {
+                        // The stream cannot be resynchronised past a frame we
+                        // will not read: close it, as carbon does.
+                        incr(self.router.stats.invalid(DropReason::BadFrame), 1);
+                        tracing::warn!(error = %e, "closing pickle connection");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        incr(self.router.stats.invalid(DropReason::BadFrame), 1);
+                        tracing::debug!(error = %e, "bad pickle frame");
+                        return Ok(());
+                    }
+                }
+            }
+            if read_more(&mut s, &mut buf, &self.token).await? == 0 {
+                if !buf.is_empty() {
+                    incr(self.router.stats.invalid(DropReason::BadFrame), 1);
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Receive datagrams of carbon lines until the token is cancelled, then
+/// take what the socket already holds.
+pub async fn udp_loop(sock: UdpSocket, ctx: Arc<CarbonCtx>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let r = tokio::select! {
+            biased;
+            r = sock.recv(&mut buf) => r,
+            _ = ctx.token.cancelled() => break,
+        };
+        match r {
+            Ok(n) => ctx.lines(&buf[..n]),
+            Err(e) => tracing::debug!(error = %e, "carbon udp receive failed"),
+        }
+    }
+    while let Ok(n) = sock.try_recv(&mut buf) {
+        ctx.lines(&buf[..n]);
+    }
+}

@@ -1,0 +1,528 @@
+//! One destination: a bounded queue of points and the task that writes them
+//! out over TCP, as carbon plaintext lines or pickle frames (protocol 2).
+//!
+//! The receive path only ever calls [`DestQueue::push`], which never waits: a
+//! full queue drops the newest point and counts it. The writer task connects,
+//! writes batches, and on any failure reconnects with exponential backoff. A
+//! batch that failed to write goes back to the front of the queue, so a reset
+//! connection loses nothing that fits the queue (carbon may then see a few
+//! points twice, which it overwrites with the same value).
+//!
+//! Carbon never writes back on these connections, so a readable socket means
+//! the peer closed it (or reset it): the writer checks that before each batch,
+//! so points are not written into a connection that is already dead.
+//!
+//! While a destination is down, the points in its queue that belong to an
+//! `any_of` or `failover` cluster are handed back to the router (the
+//! `reroute` channel), which sends them to another destination of their
+//! cluster. Points of hashed clusters stay, up to the bound.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Notify};
+
+use super::stats::{DestinationStats, RelayStats};
+use super::Point;
+use crate::shutdown::CancellationToken;
+use crate::stats::incr;
+
+/// Marks a queued point that stays with its destination whatever happens
+/// (hashed and `forward` clusters).
+pub const HELD: u32 = u32::MAX;
+
+/// How points are written to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `path value timestamp\n`.
+    Plain,
+    /// Length-prefixed pickle frames of `[(path, (timestamp, value)), ...]`, protocol 2.
+    Pickle,
+}
+
+/// Connection settings shared by every destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tuning {
+    /// Points a destination's queue holds at most.
+    pub queue: usize,
+    /// Bytes a destination's queue holds at most (names plus overhead).
+    pub queue_bytes: usize,
+    /// Points written per write (and per pickle frame) at most.
+    pub batch: usize,
+    pub connect_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Bytes a queued point is charged against `queue_bytes`: its name plus the
+/// item and queue-slot overhead.
+fn cost(i: &Item) -> usize {
+    i.point.name.len() + 64
+}
+
+/// A destination's points, and what they weigh.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    bytes: usize,
+}
+
+/// A queued point, with the cluster that may move it elsewhere (or [`HELD`]).
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub point: Point,
+    pub cluster: u32,
+}
+
+/// One destination's queue and health, shared by the router and its writer task.
+#[derive(Debug)]
+pub struct DestQueue {
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    queue: Mutex<Queue>,
+    cap: usize,
+    cap_bytes: usize,
+    notify: Notify,
+    /// False from the first failed connect or write until the next connect.
+    up: AtomicBool,
+    pub stats: Arc<DestinationStats>,
+}
+
+impl DestQueue {
+    pub fn new(
+        host: String,
+        port: u16,
+        protocol: Protocol,
+        cap: usize,
+        cap_bytes: usize,
+        stats: Arc<DestinationStats>,
+    ) -> DestQueue {
+        DestQueue {
+            host,
+            port,
+            protocol,
+            queue: Mutex::new(Queue::default()),
+            cap: cap.max(1),
+            cap_bytes: cap_bytes.max(1),
+            notify: Notify::new(),
+            // Optimistic until the first connect fails, so traffic is not
+            // diverted from a destination that has not been tried yet.
+            up: AtomicBool::new(true),
+            stats,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The critical sections only push and pop; a poisoned lock still
+        // holds a whole VecDeque.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the destination is believed reachable.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Mark the destination up or down (the writer task does this; tests too).
+    pub fn mark(&self, up: bool) {
+        self.set_up(up);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.stats.up.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// Queue a point without waiting. `false` (and counted) when the queue is full.
+    pub fn push(&self, item: Item, stats: &RelayStats) -> bool {
+        let mut q = self.lock();
+        if q.items.len() >= self.cap || q.bytes + cost(&item) > self.cap_bytes {
+            drop(q);
+            incr(&self.stats.dropped, 1);
+            incr(&stats.metrics_dropped, 1);
+            return false;
+        }
+        q.bytes += cost(&item);
+        q.items.push_back(item);
+        drop(q);
+        incr(&self.stats.queued, 1);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Points queued now.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn take(&self, n: usize, into: &mut Vec<Item>) {
+        let mut q = self.lock();
+        let k = n.min(q.items.len());
+        let start = into.len();
+        into.extend(q.items.drain(..k));
+        q.bytes -= into[start..].iter().map(cost).sum::<usize>();
+        drop(q);
+        self.stats
+            .queued
+            .fetch_sub(k as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Put a batch that could not be written back at the front, as far as
+    /// the bound allows; the rest is dropped and counted.
+    fn unshift(&self, batch: Vec<Item>, stats: &RelayStats) {
+        let mut q = self.lock();
+        // The oldest points of the batch go back first; whatever no longer
+        // fits the bounds (new points came in meanwhile) is dropped.
+        let mut keep = 0;
+        let mut bytes = 0;
+        for item in &batch {
+            if q.items.len() + keep >= self.cap || q.bytes + bytes + cost(item) > self.cap_bytes {
+                break;
+            }
+            keep += 1;
+            bytes += cost(item);
+        }
+        let lost = batch.len() - keep;
+        for item in batch.into_iter().take(keep).rev() {
+            q.items.push_front(item);
+        }
+        q.bytes += bytes;
+        drop(q);
+        incr(&self.stats.queued, keep as u64);
+        if lost > 0 {
+            incr(&self.stats.dropped, lost as u64);
+            incr(&stats.metrics_dropped, lost as u64);
+        }
+    }
+
+    /// Take every point that may go elsewhere (not [`HELD`]).
+    fn take_movable(&self) -> Vec<Item> {
+        let mut q = self.lock();
+        if q.items.iter().all(|i| i.cluster == HELD) {
+            return Vec::new();
+        }
+        let (held, movable): (VecDeque<Item>, VecDeque<Item>) =
+            q.items.drain(..).partition(|i| i.cluster == HELD);
+        q.bytes = held.iter().map(cost).sum();
+        q.items = held;
+        drop(q);
+        self.stats
+            .queued
+            .fetch_sub(movable.len() as u64, Ordering::Relaxed);
+        movable.into()
+    }
+
+    /// Discard what is left (after the shutdown deadline); returns how many.
+    pub fn discard(&self, stats: &RelayStats) -> u64 {
+        let n = {
+            let mut q = self.lock();
+            let n = q.items.len() as u64;
+            *q = Queue::default();
+            n
+        };
+        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+        incr(&self.stats.dropped, n);
+        incr(&stats.metrics_dropped, n);
+        n
+    }
+}
+
+/// Where a down destination hands back its movable points: `(from, item)`.
+pub type Reroute = mpsc::UnboundedSender<(usize, Item)>;
+
+/// Run one destination's writer until `closing` is cancelled and its queue is
+/// empty. The caller bounds how long that may take.
+pub async fn run(
+    index: usize,
+    dest: Arc<DestQueue>,
+    tuning: Tuning,
+    stats: Arc<RelayStats>,
+    reroute: Reroute,
+    closing: CancellationToken,
+) {
+    let mut backoff = tuning.backoff_min;
+    let mut batch = Vec::with_capacity(tuning.batch);
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if closing.is_cancelled() && dest.is_empty() {
+            return;
+        }
+        let addr = format!("{}:{}", dest.host, dest.port);
+        let conn = tokio::time::timeout(tuning.connect_timeout, TcpStream::connect(&addr)).await;
+        let mut stream = match conn {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                down(index, &dest, &reroute, &addr, &e.to_string());
+                if !pause(&dest, &closing, &mut backoff, &tuning).await {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => {
+                down(index, &dest, &reroute, &addr, "connect timed out");
+                if !pause(&dest, &closing, &mut backoff, &tuning).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::info!(destination = %addr, "relay destination connected");
+        dest.set_up(true);
+        backoff = tuning.backoff_min;
+        match serve(
+            &mut stream,
+            &dest,
+            &tuning,
+            &stats,
+            &closing,
+            &mut batch,
+            &mut buf,
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                if !batch.is_empty() {
+                    dest.unshift(std::mem::take(&mut batch), &stats);
+                }
+                down(index, &dest, &reroute, &addr, &e.to_string());
+                if !pause(&dest, &closing, &mut backoff, &tuning).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Mark the destination down and hand its movable points to the router.
+fn down(index: usize, dest: &DestQueue, reroute: &Reroute, addr: &str, why: &str) {
+    if dest.is_up() {
+        tracing::warn!(destination = %addr, error = %why, "relay destination down");
+    }
+    dest.set_up(false);
+    incr(&dest.stats.errors, 1);
+    for item in dest.take_movable() {
+        incr(&dest.stats.rerouted, 1);
+        // The router outlives every destination task; if it is gone the
+        // process is stopping and the point is lost with it.
+        let _ = reroute.send((index, item));
+    }
+}
+
+/// Sleep the backoff (doubling it); `false` when shutting down and nothing is
+/// left to deliver, or nothing can be delivered.
+async fn pause(
+    dest: &DestQueue,
+    closing: &CancellationToken,
+    backoff: &mut Duration,
+    tuning: &Tuning,
+) -> bool {
+    if closing.is_cancelled() && dest.is_empty() {
+        return false;
+    }
+    // During shutdown keep retrying until the caller's deadline.
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(tuning.backoff_max);
+    true
+}
+
+/// Write batches until shutdown empties the queue (`Ok`) or the connection fails.
+async fn serve(
+    stream: &mut TcpStream,
+    dest: &DestQueue,
+    tuning: &Tuning,
+    stats: &RelayStats,
+    closing: &CancellationToken,
+    batch: &mut Vec<Item>,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut scratch = [0u8; 512];
+    loop {
+        dest.take(tuning.batch, batch);
+        if batch.is_empty() {
+            if closing.is_cancelled() {
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            tokio::select! {
+                _ = dest.notify.notified() => {}
+                _ = closing.cancelled() => {}
+                r = stream.readable() => {
+                    r?;
+                    check_open(stream, &mut scratch)?;
+                }
+            }
+            continue;
+        }
+        check_open(stream, &mut scratch)?;
+        buf.clear();
+        encode(dest.protocol, batch, buf)?;
+        stream.write_all(buf).await?;
+        let n = batch.len() as u64;
+        batch.clear();
+        incr(&dest.stats.sent, n);
+        incr(&stats.metrics_sent, n);
+    }
+}
+
+/// Err if the peer has closed or reset the connection. Anything it sent is
+/// read and ignored.
+fn check_open(stream: &TcpStream, scratch: &mut [u8]) -> io::Result<()> {
+    loop {
+        match stream.try_read(scratch) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "closed by the destination",
+                ))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Append `items` to `out` in `protocol`.
+pub fn encode(protocol: Protocol, items: &[Item], out: &mut Vec<u8>) -> io::Result<()> {
+    match protocol {
+        Protocol::Plain => {
+            for i in items {
+                push_line(&i.point, out);
+            }
+            Ok(())
+        }
+        Protocol::Pickle => {
+            let start = out.len();
+            out.extend_from_slice(&[0; 4]);
+            let opts = serde_pickle::SerOptions::new().proto_v2();
+            serde_pickle::to_writer(out, &Frame(items), opts).map_err(io::Error::other)?;
+            let len = out.len() - start - 4;
+            let prefix = u32::try_from(len).map_err(io::Error::other)?;
+            out[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
+            Ok(())
+        }
+    }
+}
+
+/// `path value timestamp\n`, the value printed shortest-round-trip.
+pub fn push_line(p: &Point, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.name);
+    out.push(b' ');
+    let mut b = ryu_js::Buffer::new();
+    out.extend_from_slice(b.format(p.value).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(p.timestamp.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+struct Frame<'a>(&'a [Item]);
+
+impl Serialize for Frame<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for i in self.0 {
+            // Carbon reads the path as a str; names are UTF-8 in practice,
+            // and a stray byte becomes U+FFFD rather than a refused frame.
+            let name = String::from_utf8_lossy(&i.point.name);
+            seq.serialize_element(&(name.as_ref(), (i.point.timestamp, i.point.value)))?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn item(name: &str, v: f64, ts: i64) -> Item {
+        Item {
+            point: Point {
+                name: Bytes::copy_from_slice(name.as_bytes()),
+                value: v,
+                timestamp: ts,
+            },
+            cluster: HELD,
+        }
+    }
+
+    #[test]
+    fn plain_and_pickle_encoding() {
+        let items = [item("a.b", 1.0, 10), item("c", 0.5, 11)];
+        let mut out = Vec::new();
+        encode(Protocol::Plain, &items, &mut out).unwrap();
+        assert_eq!(out, b"a.b 1 10\nc 0.5 11\n");
+        out.clear();
+        encode(Protocol::Pickle, &items, &mut out).unwrap();
+        let len = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        assert_eq!(len, out.len() - 4);
+        assert_eq!(&out[4..6], b"\x80\x02");
+        let v: Vec<(String, (i64, f64))> =
+            serde_pickle::from_slice(&out[4..], serde_pickle::DeOptions::new()).unwrap();
+        assert_eq!(v, vec![("a.b".into(), (10, 1.0)), ("c".into(), (11, 0.5))]);
+    }
+
+    #[test]
+    fn full_queue_drops_newest_and_counts() {
+        let stats = RelayStats::new(["d".to_string()]);
+        let q = DestQueue::new(
+            "h".into(),
+            1,
+            Protocol::Plain,
+            2,
+            1 << 20,
+            stats.destinations[0].clone(),
+        );
+        assert!(q.push(item("a", 1.0, 1), &stats));
+        assert!(q.push(item("b", 1.0, 1), &stats));
+        assert!(!q.push(item("c", 1.0, 1), &stats));
+        assert_eq!(crate::stats::get(&stats.metrics_dropped), 1);
+        assert_eq!(crate::stats::get(&stats.destinations[0].queued), 2);
+        let mut b = Vec::new();
+        q.take(1, &mut b);
+        q.unshift(b, &stats);
+        let mut b = Vec::new();
+        q.take(5, &mut b);
+        assert_eq!(&b[0].point.name[..], b"a");
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn the_byte_bound_holds_too() {
+        let stats = RelayStats::new(["d".to_string()]);
+        let q = DestQueue::new(
+            "h".into(),
+            1,
+            Protocol::Plain,
+            100,
+            300,
+            stats.destinations[0].clone(),
+        );
+        let long = "x".repeat(80); // 144 bytes charged each
+        assert!(q.push(item(&long, 1.0, 1), &stats));
+        assert!(q.push(item(&long, 1.0, 1), &stats));
+        assert!(!q.push(item(&long, 1.0, 1), &stats));
+        let mut b = Vec::new();
+        q.take(1, &mut b);
+        assert!(q.push(item("short", 1.0, 1), &stats));
+        // Only part of the batch fits back: counted as dropped.
+        q.unshift(b, &stats);
+        assert_eq!(q.len(), 2);
+        assert_eq!(crate::stats::get(&stats.metrics_dropped), 2);
+    }
+}

@@ -1,0 +1,146 @@
+//! The carbon relay: route carbon line and pickle input to destination
+//! clusters with carbon's own placement.
+//!
+//! [`ingest`] checks carbon lines and pickle frames (with the parsers of
+//! [`crate::parse::carbon`] and [`crate::parse::pickle`]) and counts what it
+//! refuses; [`router`] decides where each point goes (rules, rewrites,
+//! clusters and their methods, placement by [`hashing`]); [`destination`]
+//! holds one bounded queue and writer per destination; [`stats`] counts
+//! everything under carbon-c-relay's names; [`sink`] routes the statsd flush
+//! output through the same clusters. The listeners
+//! (`crate::listener::carbon`) call [`router::Router::route`], which never
+//! waits. [`RelayRuntime`] runs the writers and stops them in order.
+
+pub mod destination;
+pub mod hashing;
+pub mod ingest;
+pub mod router;
+pub mod sink;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::relay::RelayConfig;
+use crate::shutdown::{with_deadline, CancellationToken};
+use router::Router;
+
+/// One carbon data point on its way through the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The metric path, tags included (`name;k=v`).
+    pub name: Bytes,
+    pub value: f64,
+    /// Seconds since the epoch.
+    pub timestamp: i64,
+}
+
+/// A running relay: one writer task per destination, the task that moves
+/// points off down destinations, and the self-metrics task.
+pub struct RelayRuntime {
+    router: Arc<Router>,
+    closing: CancellationToken,
+    writers: Vec<JoinHandle<()>>,
+    stats_task: Option<JoinHandle<()>>,
+}
+
+impl RelayRuntime {
+    /// Spawn the relay's tasks (on the current tokio runtime).
+    pub fn start(router: Arc<Router>, cfg: &RelayConfig) -> RelayRuntime {
+        let closing = CancellationToken::new();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, destination::Item)>();
+        let mut writers = Vec::new();
+        for (i, d) in router.dests.iter().enumerate() {
+            writers.push(tokio::spawn(destination::run(
+                i,
+                d.clone(),
+                cfg.tuning.clone(),
+                router.stats.clone(),
+                tx.clone(),
+                closing.clone(),
+            )));
+        }
+        drop(tx);
+        // Ends when every writer (and so every sender) is gone.
+        let r = router.clone();
+        tokio::spawn(async move {
+            while let Some((from, item)) = rx.recv().await {
+                r.reroute(from, item);
+            }
+        });
+        let stats_task = cfg.stats_interval.map(|every| {
+            let r = router.clone();
+            let prefix = cfg.stats_prefix.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    send_self_metrics(&r, &prefix);
+                }
+            })
+        });
+        RelayRuntime {
+            router,
+            closing,
+            writers,
+            stats_task,
+        }
+    }
+
+    /// The router the listeners (and the `relay` sink) feed.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Deliver what the queues hold within `deadline`, then stop. Whatever is
+    /// left is counted as dropped and logged.
+    pub async fn shutdown(self, deadline: Duration) {
+        if let Some(t) = self.stats_task {
+            t.abort();
+        }
+        self.closing.cancel();
+        let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
+        let done = with_deadline(deadline, async {
+            for w in self.writers {
+                let _ = w.await;
+            }
+        })
+        .await;
+        if done.is_none() {
+            for a in aborts {
+                a.abort();
+            }
+        }
+        // After the deadline, or (rarely) points moved off a down
+        // destination onto one whose writer had already finished: counted,
+        // never lost silently.
+        let lost: u64 = self
+            .router
+            .dests
+            .iter()
+            .map(|d| d.discard(&self.router.stats))
+            .sum();
+        if lost > 0 {
+            tracing::error!(lost, "relay points not delivered at shutdown");
+        }
+    }
+}
+
+/// Route the relay's counters through the relay itself, as carbon-c-relay does.
+pub fn send_self_metrics(router: &Router, prefix: &str) {
+    let now = ingest::now();
+    let mut name = String::new();
+    for (n, v) in router.stats.values() {
+        name.clear();
+        name.push_str(prefix);
+        name.push('.');
+        name.push_str(&n);
+        router.route(name.as_bytes(), v as f64, now);
+    }
+}
