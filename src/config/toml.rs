@@ -358,7 +358,8 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
             ));
         }
     }
-    if sinks.is_empty() && relay.is_none() {
+    // With HTTP on, flushes feed /metrics even without a sink.
+    if sinks.is_empty() && relay.is_none() && http.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
     }
 

@@ -3,6 +3,7 @@
 mod admin;
 mod carbon_cache;
 mod cli;
+mod deploy;
 mod differential;
 mod http;
 mod prometheus;

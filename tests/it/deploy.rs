@@ -1,0 +1,200 @@
+//! deploy/: every example and packaged config is one statsyard accepts, and
+//! every Kubernetes manifest is well-formed YAML with the fields its kind
+//! needs.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+use crate::support::bin;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `statsyard check-config` on `file`, which must succeed and say ok.
+fn check_config(file: &Path) {
+    let out = bin()
+        .args(["check-config", &file.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stderr}", file.display());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(": ok"),
+        "{}",
+        file.display()
+    );
+    // An example that starts with a warning would teach a mistake.
+    assert!(!stderr.contains("warning"), "{}: {stderr}", file.display());
+}
+
+fn files(dir: &str, exts: &[&str]) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| exts.contains(&e))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_example_config_passes_check_config() {
+    let examples = files("deploy/examples", &["toml", "js"]);
+    let names: Vec<String> = examples
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    // The jobs the examples are promised for.
+    for must in [
+        "graphite.toml",
+        "prometheus.toml",
+        "relay.toml",
+        "all-in-one.toml",
+        "statsd-config.js",
+    ] {
+        assert!(names.iter().any(|n| n == must), "missing example {must}");
+    }
+    for f in examples {
+        check_config(&f);
+    }
+    check_config(&root().join("deploy/container/statsyard.toml"));
+}
+
+fn docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| {
+            <Value as serde::Deserialize>::deserialize(d)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = cur
+            .get(k)
+            .unwrap_or_else(|| panic!("missing `{path}` (at `{k}`) in {v:?}"));
+    }
+    cur
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
+    get(v, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("`{path}` is not a string"))
+}
+
+#[test]
+fn kubernetes_manifests_have_what_their_kind_needs() {
+    let mut kinds = Vec::new();
+    let mut config_toml = None;
+    for f in files("deploy/kubernetes", &["yaml", "yml"]) {
+        for d in docs(&f) {
+            let kind = str_at(&d, "kind").to_string();
+            assert!(!str_at(&d, "apiVersion").is_empty());
+            assert!(!str_at(&d, "metadata.name").is_empty());
+            match kind.as_str() {
+                "DaemonSet" | "Deployment" => {
+                    let sel = get(&d, "spec.selector.matchLabels");
+                    let labels = get(&d, "spec.template.metadata.labels");
+                    for (k, v) in sel.as_mapping().unwrap() {
+                        assert_eq!(labels.get(k), Some(v), "{kind}: selector must match");
+                    }
+                    let spec = get(&d, "spec.template.spec");
+                    assert_eq!(
+                        get(spec, "securityContext.runAsNonRoot").as_bool(),
+                        Some(true)
+                    );
+                    let containers = get(spec, "containers").as_sequence().unwrap();
+                    assert!(!containers.is_empty());
+                    for c in containers {
+                        assert!(!str_at(c, "image").is_empty());
+                        assert_eq!(str_at(c, "readinessProbe.httpGet.path"), "/health");
+                        assert_eq!(str_at(c, "livenessProbe.httpGet.path"), "/health");
+                        let ports = get(c, "ports").as_sequence().unwrap();
+                        let udp = ports.iter().any(|p| {
+                            p.get("containerPort").and_then(Value::as_u64) == Some(8125)
+                                && p.get("protocol").and_then(Value::as_str) == Some("UDP")
+                        });
+                        assert!(udp, "{kind}: statsd UDP 8125");
+                        assert_eq!(
+                            get(c, "securityContext.allowPrivilegeEscalation").as_bool(),
+                            Some(false)
+                        );
+                    }
+                }
+                "Service" => {
+                    assert!(get(&d, "spec.selector").as_mapping().is_some());
+                    assert!(!get(&d, "spec.ports").as_sequence().unwrap().is_empty());
+                }
+                "ConfigMap" => {
+                    let data = get(&d, "data");
+                    let toml = data.get("statsyard.toml").and_then(Value::as_str);
+                    config_toml = Some(toml.expect("data.statsyard.toml").to_string());
+                }
+                "ServiceMonitor" => {
+                    let eps = get(&d, "spec.endpoints").as_sequence().unwrap();
+                    assert!(eps.iter().all(|e| str_at(e, "path") == "/metrics"));
+                }
+                "PodMonitor" => {
+                    let eps = get(&d, "spec.podMetricsEndpoints").as_sequence().unwrap();
+                    assert!(eps.iter().all(|e| str_at(e, "path") == "/metrics"));
+                }
+                other => panic!("{}: unexpected kind {other}", f.display()),
+            }
+            kinds.push(kind);
+        }
+    }
+    for must in [
+        "DaemonSet",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ServiceMonitor",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == must),
+            "no {must} in deploy/kubernetes"
+        );
+    }
+    // The ConfigMap's config is one statsyard accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("statsyard.toml");
+    std::fs::write(&f, config_toml.expect("the ConfigMap holds statsyard.toml")).unwrap();
+    check_config(&f);
+}
+
+#[test]
+fn container_file_runs_unprivileged_with_a_health_check() {
+    let text = std::fs::read_to_string(root().join("deploy/container/Containerfile")).unwrap();
+    assert!(text.matches("\nFROM ").count() + usize::from(text.starts_with("FROM ")) >= 2);
+    assert!(text.contains("HEALTHCHECK") && text.contains("/health"));
+    let user = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "{user}"
+    );
+    // Every file it copies from the build context exists.
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let src = l.split_whitespace().nth(1).unwrap();
+        if src != "." {
+            assert!(root().join(src).exists(), "COPY {src}: no such file");
+        }
+    }
+}
