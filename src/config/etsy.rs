@@ -1217,7 +1217,6 @@ Optional Variables:
                 "config.js settings statsyard does not implement are ignored: servers[0].reuse",
                 "top-level port ignored because `servers` is set, as in the reference",
                 "servers[0].socket is ignored: only the tcp server listens on a unix socket, as in the reference",
-                "no sink is configured: flushes are computed and then discarded",
             ]
         );
     }

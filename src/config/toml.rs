@@ -819,6 +819,9 @@ mod tests {
             }
         );
         assert!(c.sinks.is_empty());
+        // HTTP is on by default: flushes feed /metrics, nothing to warn about.
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = ok("[http]\nenabled = false\n");
         assert_eq!(
             c.warnings,
             vec!["no sink is configured: flushes are computed and then discarded"]
