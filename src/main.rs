@@ -79,6 +79,14 @@ enum Command {
     /// saying where it would go, and exit. With `--config` and no
     /// destinations, the file's `[relay]` section is used.
     Relay(RelayArgs),
+    /// Print the man page (roff) to stdout: `statsyard man > statsyard.1`.
+    Man,
+    /// Print a shell completion script to stdout, e.g.
+    /// `statsyard completions bash > /usr/share/bash-completion/completions/statsyard`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +132,42 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            let mut page = Vec::new();
+            let cmd = Cli::command();
+            clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+            // One page for everything: each subcommand's synopsis, description
+            // and options follow as sections, so `man statsyard` is complete.
+            for sub in cmd.get_subcommands() {
+                let sub = sub
+                    .clone()
+                    .bin_name(format!("statsyard {}", sub.get_name()));
+                page.extend_from_slice(
+                    format!(".SH \"STATSYARD {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+                );
+                let man = clap_mangen::Man::new(sub);
+                man.render_synopsis_section(&mut page)?;
+                man.render_description_section(&mut page)?;
+                man.render_options_section(&mut page)?;
+            }
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &page)
+                .context("writing the man page")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "statsyard",
+                &mut std::io::stdout().lock(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Some(Command::CheckConfig { file }) = &cli.command {
         let config = load_by_extension(file)?;
         for w in &config.warnings {

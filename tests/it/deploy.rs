@@ -64,6 +64,48 @@ fn every_example_config_passes_check_config() {
         check_config(&f);
     }
     check_config(&root().join("deploy/container/statsyard.toml"));
+    check_config(&root().join("deploy/debian/statsyard.toml"));
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_cli_definition() {
+    let run = |args: &[&str]| {
+        let out = bin().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let man = run(&["man"]);
+    assert!(man.contains(".TH statsyard 1"), "{man}");
+    for sub in [
+        "statsyard check\\-config",
+        "statsyard relay",
+        "statsyard completions",
+    ] {
+        assert!(man.contains(sub), "man page lacks {sub}");
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(
+            script.contains("check-config") && script.contains("statsd-config"),
+            "{shell}"
+        );
+    }
+}
+
+#[test]
+fn systemd_unit_is_hardened_and_reloads_with_sighup() {
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/statsyard.service")).unwrap();
+    for line in [
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecStart=/usr/bin/statsyard --config /etc/statsyard/statsyard.toml",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "unit lacks {line}");
+    }
 }
 
 fn docs(path: &Path) -> Vec<Value> {
