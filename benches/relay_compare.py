@@ -10,10 +10,13 @@ to the last line counted at the sink) and the relay's CPU per line
 Usage:
   python3 benches/relay_compare.py --statsyard target/release/statsyard \
       [--lines 2000000] [--names 100000] [--runs 3] [--relay-cpu 1] [--send-cpu 0]
-      [--window 50000]
+      [--window 50000] [--statsyard-config FILE] [--only statsyard]
 
 carbon-c-relay comes from PATH (Debian package carbon-c-relay). Both relays
 run with their defaults otherwise (carbon-c-relay: as many workers as CPUs).
+`--statsyard-config FILE` passes `--config FILE` to statsyard (for relay
+keys such as `on_full = "drop"`; the destinations on the command line replace
+the file's clusters). `--only statsyard` skips carbon-c-relay.
 """
 
 import argparse
@@ -167,6 +170,10 @@ def main():
     ap.add_argument("--send-cpu", type=int)
     ap.add_argument("--window", type=int, default=0,
                     help="max lines in flight (0: send everything at once)")
+    ap.add_argument("--statsyard-config",
+                    help="a statsyard.toml whose [relay] keys apply (e.g. on_full)")
+    ap.add_argument("--only", choices=["statsyard", "carbon-c-relay"],
+                    help="run one relay only")
     ap.add_argument("--crelay-args", default="",
                     help="extra carbon-c-relay flags, e.g. '-b 10000 -q 200000'")
     a = ap.parse_args()
@@ -176,11 +183,16 @@ def main():
     dest = "127.0.0.1:%d" % sink.port
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.runs):
-            port = free_port()
-            run("statsyard", [a.statsyard, "relay", "--listen", "127.0.0.1:%d" % port,
-                              "--pickle-listen", "127.0.0.1:%d" % free_port(),
-                              "--method", "carbon_ch", dest],
-                port, data, a.lines, sink, a.relay_cpu, a.send_cpu, a.window)
+            if a.only != "carbon-c-relay":
+                port = free_port()
+                conf = ["--config", a.statsyard_config] if a.statsyard_config else []
+                run("statsyard", [a.statsyard] + conf + [
+                    "relay", "--listen", "127.0.0.1:%d" % port,
+                    "--pickle-listen", "127.0.0.1:%d" % free_port(),
+                    "--method", "carbon_ch", dest],
+                    port, data, a.lines, sink, a.relay_cpu, a.send_cpu, a.window)
+            if a.only == "statsyard":
+                continue
             port = free_port()
             conf = os.path.join(tmp, "c.conf")
             with open(conf, "w") as f:

@@ -522,6 +522,14 @@ pub struct RawRelay {
     /// The longest reconnect delay.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// `block`: a TCP line or pickle connection whose point a live
+    /// destination has no room for waits (carbon's flow control); `drop`:
+    /// the point is dropped and counted. UDP never waits.
+    pub on_full: String,
+    /// A destination holding points that took none for this long is stalled:
+    /// nobody waits for it, its overflow is dropped and counted.
+    #[serde(with = "humantime_serde")]
+    pub block_timeout: Duration,
     /// Prefix of the relay's own metrics; `{host}` is the short host name.
     pub stats_prefix: String,
     /// How often the relay sends its own metrics through itself; `"0s"` never.
@@ -552,6 +560,8 @@ impl Default for RawRelay {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            on_full: "block".into(),
+            block_timeout: Duration::from_secs(1),
             stats_prefix: "carbon.relays.{host}".into(),
             stats_interval: Duration::from_secs(60),
             cluster: Vec::new(),

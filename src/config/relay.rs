@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::parse::carbon::{CarbonLineOptions, NameCheck};
-use crate::relay::destination::{Protocol, Tuning};
+use crate::relay::destination::{OnFull, Protocol, Tuning};
 use crate::relay::hashing::{Destination, Method, Ring};
 
 use super::raw::RawRelay;
@@ -125,6 +125,14 @@ pub fn validate(
             "backoff_max",
             "backoff_min must be more than 0s and backoff_max at least backoff_min".into(),
         ));
+    }
+    let on_full = match r.on_full.as_str() {
+        "block" => OnFull::Block,
+        "drop" => OnFull::Drop,
+        other => return Err(b("on_full", format!("{other:?} is not `block` or `drop`"))),
+    };
+    if r.block_timeout.is_zero() {
+        return Err(b("block_timeout", "must be more than 0s".into()));
     }
     let name_check = match r.name_check.as_str() {
         "off" => NameCheck::Off,
@@ -255,6 +263,8 @@ pub fn validate(
             connect_timeout: r.connect_timeout,
             backoff_min: r.backoff_min,
             backoff_max: r.backoff_max,
+            on_full,
+            block_timeout: r.block_timeout,
         },
         stats_prefix: r
             .stats_prefix

@@ -1,9 +1,17 @@
 //! Carbon input: the plaintext line protocol over TCP and UDP, and the
 //! pickle protocol over TCP. Bytes in; [`crate::relay::ingest`] checks and
-//! routes them without waiting.
+//! routes them.
+//!
+//! Flow control (`on_full = "block"`): a TCP connection whose next point a
+//! live destination has no room for stops reading until the destination's
+//! writer makes room, so the client is slowed by TCP instead of its points
+//! being dropped (carbon's `USE_FLOW_CONTROL`). The wait is async and holds
+//! no lock; other connections go on unless they need the same full
+//! destination. UDP never waits.
 //!
 //! At shutdown every connection reads what its client already sent (as the
-//! statsd streams do), so nothing accepted by the kernel is lost.
+//! statsd streams do), no longer waiting for room: what does not fit is
+//! dropped and counted.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::parse::carbon::CarbonLineOptions;
 use crate::parse::pickle::{next_frame, PickleError};
-use crate::relay::ingest::{route_lines, route_pickle};
+use crate::relay::ingest::{decode_pickle, route_lines, route_lines_from, route_points_from};
 use crate::relay::router::Router;
 use crate::relay::stats::DropReason;
 use crate::shutdown::CancellationToken;
@@ -135,7 +143,7 @@ impl CarbonCtx {
             if n == 0 {
                 // A last line without its newline still counts.
                 if !discarding && !buf.is_empty() {
-                    self.lines(&buf);
+                    self.stream_lines(&buf).await;
                 }
                 return Ok(());
             }
@@ -153,7 +161,7 @@ impl CarbonCtx {
             }
             if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
                 let complete = buf.split_to(last + 1);
-                self.lines(&complete[..last]);
+                self.stream_lines(&complete[..last]).await;
             }
             if self.opts.max_line_length != 0 && buf.len() > self.opts.max_line_length {
                 incr(self.router.stats.invalid(DropReason::TooLong), 1);
@@ -167,6 +175,32 @@ impl CarbonCtx {
         route_lines(&self.router, data, &self.opts);
     }
 
+    /// Route a stream's complete lines, waiting for room where needed (not
+    /// reading meanwhile, which is what slows the client).
+    async fn stream_lines(&self, data: &[u8]) {
+        let mut off = 0;
+        while let Some((n, w)) = route_lines_from(
+            &self.router,
+            &data[off..],
+            &self.opts,
+            !self.token.is_cancelled(),
+        ) {
+            off += n;
+            self.router.wait(w, &self.token).await;
+        }
+    }
+
+    /// Route decoded pickle points, waiting for room where needed.
+    async fn stream_points(&self, points: &[crate::parse::pickle::Point]) {
+        let mut off = 0;
+        while let Some((n, w)) =
+            route_points_from(&self.router, &points[off..], !self.token.is_cancelled())
+        {
+            off += n;
+            self.router.wait(w, &self.token).await;
+        }
+    }
+
     async fn serve_pickle(&self, mut s: TcpStream) -> io::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut points = Vec::new();
@@ -175,14 +209,17 @@ impl CarbonCtx {
             loop {
                 match next_frame(&buf, self.max_frame_bytes) {
                     Ok(Some(frame)) => {
-                        if let Err(e) =
-                            route_pickle(&self.router, frame.payload, &self.opts, &mut points)
-                        {
-                            incr(self.router.stats.invalid(DropReason::BadFrame), 1);
-                            tracing::debug!(error = %e, "bad pickle frame");
-                        }
+                        let decoded =
+                            decode_pickle(&self.router, frame.payload, &self.opts, &mut points);
                         let n = frame.consumed;
                         buf.advance(n);
+                        match decoded {
+                            Ok(()) => self.stream_points(&points).await,
+                            Err(e) => {
+                                incr(self.router.stats.invalid(DropReason::BadFrame), 1);
+                                tracing::debug!(error = %e, "bad pickle frame");
+                            }
+                        }
                     }
                     Ok(None) => break,
                     Err(e @ PickleError::FrameTooLarge { .. }) => {

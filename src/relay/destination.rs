@@ -1,8 +1,15 @@
 //! One destination: a bounded queue of points and the task that writes them
 //! out over TCP, as carbon plaintext lines or pickle frames (protocol 2).
 //!
-//! The receive path only ever calls [`DestQueue::push`], which never waits: a
-//! full queue drops the newest point and counts it. The writer task connects,
+//! [`DestQueue::push`] never waits: a full queue drops the newest point and
+//! counts it (a rate-limited warning names the destination, see
+//! [`super::RelayRuntime`]). With `on_full = "block"` the stream receivers
+//! first ask [`DestQueue::must_wait`] and, while a destination that is *live*
+//! (up, and not stalled: it took a batch within `block_timeout` of holding
+//! points) has no room, wait for room with [`DestQueue::wait_for_room`]
+//! (carbon's flow control). A destination that is down or stalled never makes
+//! anyone wait: its queue fills to the bound and the rest is dropped, counted.
+//! The writer task connects,
 //! writes batches, and on any failure reconnects with exponential backoff. A
 //! batch that failed to write goes back to the front of the queue, so a reset
 //! connection loses nothing that fits the queue (carbon may then see a few
@@ -19,9 +26,9 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
@@ -47,6 +54,16 @@ pub enum Protocol {
     Pickle,
 }
 
+/// What a stream receiver does when a destination's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Wait for room while the destination is live (carbon's flow control);
+    /// drop once it is down or stalled.
+    Block,
+    /// Drop the newest point and count it, always.
+    Drop,
+}
+
 /// Connection settings shared by every destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tuning {
@@ -59,12 +76,21 @@ pub struct Tuning {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// What stream receivers do when a queue is full.
+    pub on_full: OnFull,
+    /// A destination holding points that has not taken a batch for this long
+    /// counts as stalled: nobody waits for it.
+    pub block_timeout: Duration,
 }
 
 /// Bytes a queued point is charged against `queue_bytes`: its name plus the
 /// item and queue-slot overhead.
 fn cost(i: &Item) -> usize {
-    i.point.name.len() + 64
+    name_cost(i.point.name.len())
+}
+
+fn name_cost(name_len: usize) -> usize {
+    name_len + 64
 }
 
 /// A destination's points, and what they weigh.
@@ -91,6 +117,16 @@ pub struct DestQueue {
     cap: usize,
     cap_bytes: usize,
     notify: Notify,
+    /// Woken when the writer takes a batch (room was made).
+    room: Notify,
+    /// Copies of the queue's length and bytes, for checks without the lock.
+    len: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Milliseconds since `born` of the last batch taken, or of the first
+    /// point queued into an empty queue.
+    progress: AtomicU64,
+    born: Instant,
+    block_timeout: Duration,
     /// False from the first failed connect or write until the next connect.
     up: AtomicBool,
     pub stats: Arc<DestinationStats>,
@@ -103,6 +139,7 @@ impl DestQueue {
         protocol: Protocol,
         cap: usize,
         cap_bytes: usize,
+        block_timeout: Duration,
         stats: Arc<DestinationStats>,
     ) -> DestQueue {
         DestQueue {
@@ -113,6 +150,12 @@ impl DestQueue {
             cap: cap.max(1),
             cap_bytes: cap_bytes.max(1),
             notify: Notify::new(),
+            room: Notify::new(),
+            len: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            born: Instant::now(),
+            block_timeout,
             // Optimistic until the first connect fails, so traffic is not
             // diverted from a destination that has not been tried yet.
             up: AtomicBool::new(true),
@@ -139,19 +182,109 @@ impl DestQueue {
     fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
         self.stats.up.store(u64::from(up), Ordering::Relaxed);
+        if !up {
+            // Nobody waits for a down destination.
+            self.room.notify_waiters();
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Publish the queue's size for the lock-free checks (under the lock).
+    fn publish(&self, q: &Queue) {
+        self.len.store(q.items.len(), Ordering::Relaxed);
+        self.bytes.store(q.bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a point of `cost` bytes fits no more (without the lock).
+    fn full_for(&self, cost: usize) -> bool {
+        self.len.load(Ordering::Relaxed) >= self.cap
+            || self.bytes.load(Ordering::Relaxed) + cost > self.cap_bytes
+    }
+
+    /// Whether the queue is full (a point with a short name does not fit).
+    pub fn is_full(&self) -> bool {
+        self.full_for(name_cost(0))
+    }
+
+    /// Holding points, and no batch taken for `block_timeout`: the writer is
+    /// stuck (connecting, or writing into a connection nobody reads).
+    pub fn is_stalled(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > 0
+            && self
+                .now_ms()
+                .saturating_sub(self.progress.load(Ordering::Relaxed))
+                >= self.block_timeout.as_millis() as u64
+    }
+
+    /// Up and not stalled: worth waiting for.
+    pub fn is_live(&self) -> bool {
+        self.is_up() && !self.is_stalled()
+    }
+
+    /// Whether a stream receiver with a point named `name_len` bytes for this
+    /// destination should wait: no room, and the destination is live.
+    pub fn must_wait(&self, name_len: usize) -> bool {
+        self.full_for(name_cost(name_len)) && self.is_live()
+    }
+
+    /// Wait until a point named `name_len` bytes fits, the destination is no
+    /// longer live, or `closing` is cancelled. Never holds the queue's lock
+    /// while waiting; wakes when the writer takes a batch, and at the latest
+    /// when the destination would count as stalled.
+    pub async fn wait_for_room(&self, name_len: usize, closing: &CancellationToken) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.must_wait(name_len) || closing.is_cancelled() {
+                return;
+            }
+            let since = self
+                .now_ms()
+                .saturating_sub(self.progress.load(Ordering::Relaxed));
+            let left = (self.block_timeout.as_millis() as u64).saturating_sub(since);
+            let left = Duration::from_millis(left.max(1));
+            tokio::select! {
+                _ = &mut room => {}
+                _ = tokio::time::sleep(left) => {}
+                _ = closing.cancelled() => return,
+            }
+        }
     }
 
     /// Queue a point without waiting. `false` (and counted) when the queue is full.
     pub fn push(&self, item: Item, stats: &RelayStats) -> bool {
+        self.push_with(item, stats, false)
+    }
+
+    /// Queue a point without waiting. With `overshoot` (block mode) a live
+    /// destination takes it even past the bounds, up to twice them. Stream
+    /// receivers wait at the bound ([`DestQueue::must_wait`]), so that room
+    /// is for input that cannot wait, and for points that several
+    /// connections route between their check and their push.
+    pub fn push_with(&self, item: Item, stats: &RelayStats, overshoot: bool) -> bool {
+        let c = cost(&item);
+        let (cap, cap_bytes) = if overshoot && self.is_live() {
+            (self.cap * 2, self.cap_bytes * 2)
+        } else {
+            (self.cap, self.cap_bytes)
+        };
         let mut q = self.lock();
-        if q.items.len() >= self.cap || q.bytes + cost(&item) > self.cap_bytes {
+        if q.items.len() >= cap || q.bytes + c > cap_bytes {
             drop(q);
             incr(&self.stats.dropped, 1);
             incr(&stats.metrics_dropped, 1);
             return false;
         }
-        q.bytes += cost(&item);
+        if q.items.is_empty() {
+            self.progress.store(self.now_ms(), Ordering::Relaxed);
+        }
+        q.bytes += c;
         q.items.push_back(item);
+        self.publish(&q);
         drop(q);
         incr(&self.stats.queued, 1);
         self.notify.notify_one();
@@ -174,7 +307,14 @@ impl DestQueue {
         let start = into.len();
         into.extend(q.items.drain(..k));
         q.bytes -= into[start..].iter().map(cost).sum::<usize>();
+        if k > 0 {
+            self.progress.store(self.now_ms(), Ordering::Relaxed);
+        }
+        self.publish(&q);
         drop(q);
+        if k > 0 {
+            self.room.notify_waiters();
+        }
         self.stats
             .queued
             .fetch_sub(k as u64, std::sync::atomic::Ordering::Relaxed);
@@ -200,6 +340,7 @@ impl DestQueue {
             q.items.push_front(item);
         }
         q.bytes += bytes;
+        self.publish(&q);
         drop(q);
         incr(&self.stats.queued, keep as u64);
         if lost > 0 {
@@ -218,7 +359,9 @@ impl DestQueue {
             q.items.drain(..).partition(|i| i.cluster == HELD);
         q.bytes = held.iter().map(cost).sum();
         q.items = held;
+        self.publish(&q);
         drop(q);
+        self.room.notify_waiters();
         self.stats
             .queued
             .fetch_sub(movable.len() as u64, Ordering::Relaxed);
@@ -231,6 +374,7 @@ impl DestQueue {
             let mut q = self.lock();
             let n = q.items.len() as u64;
             *q = Queue::default();
+            self.publish(&q);
             n
         };
         self.stats.queued.fetch_sub(n, Ordering::Relaxed);
@@ -486,6 +630,7 @@ mod tests {
             Protocol::Plain,
             2,
             1 << 20,
+            Duration::from_secs(1),
             stats.destinations[0].clone(),
         );
         assert!(q.push(item("a", 1.0, 1), &stats));
@@ -511,6 +656,7 @@ mod tests {
             Protocol::Plain,
             100,
             300,
+            Duration::from_secs(1),
             stats.destinations[0].clone(),
         );
         let long = "x".repeat(80); // 144 bytes charged each
@@ -524,5 +670,78 @@ mod tests {
         q.unshift(b, &stats);
         assert_eq!(q.len(), 2);
         assert_eq!(crate::stats::get(&stats.metrics_dropped), 2);
+    }
+
+    fn queue(cap: usize, block_timeout: Duration) -> (RelayStats, Arc<DestQueue>) {
+        let stats = RelayStats::new(["d".to_string()]);
+        let q = Arc::new(DestQueue::new(
+            "h".into(),
+            1,
+            Protocol::Plain,
+            cap,
+            1 << 20,
+            block_timeout,
+            stats.destinations[0].clone(),
+        ));
+        (stats, q)
+    }
+
+    #[tokio::test]
+    async fn a_full_live_queue_makes_streams_wait_until_a_batch_is_taken() {
+        let (stats, q) = queue(2, Duration::from_secs(5));
+        assert!(q.push(item("a", 1.0, 1), &stats));
+        assert!(!q.must_wait(1));
+        assert!(q.push(item("b", 1.0, 1), &stats));
+        assert!(q.must_wait(1), "full and live");
+        let closing = CancellationToken::new();
+        let waiter = {
+            let q = q.clone();
+            let c = closing.clone();
+            tokio::spawn(async move { q.wait_for_room(1, &c).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "still waiting");
+        let mut b = Vec::new();
+        q.take(1, &mut b);
+        tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("woken by the take")
+            .unwrap();
+        // Past the bound only with overshoot, and never past twice.
+        assert!(q.push_with(item("c", 1.0, 1), &stats, false));
+        assert!(!q.push_with(item("d", 1.0, 1), &stats, false));
+        assert!(q.push_with(item("d", 1.0, 1), &stats, true));
+        assert!(q.push_with(item("e", 1.0, 1), &stats, true));
+        assert!(!q.push_with(item("f", 1.0, 1), &stats, true));
+        assert_eq!(q.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn down_or_stalled_destinations_are_not_waited_for() {
+        let (stats, q) = queue(1, Duration::from_millis(100));
+        assert!(q.push(item("a", 1.0, 1), &stats));
+        assert!(q.must_wait(1));
+        q.mark(false);
+        assert!(!q.must_wait(1), "down");
+        q.mark(true);
+        assert!(q.must_wait(1));
+        // Nothing taken: stalled after block_timeout, and a waiter returns.
+        let closing = CancellationToken::new();
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), q.wait_for_room(1, &closing))
+            .await
+            .expect("not waited for once stalled");
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(q.is_stalled() && !q.must_wait(1));
+        // A taken batch makes it live again.
+        let mut b = Vec::new();
+        q.take(1, &mut b);
+        assert!(q.push(item("b", 1.0, 1), &stats));
+        assert!(q.must_wait(1));
+        // Shutdown ends a wait.
+        closing.cancel();
+        tokio::time::timeout(Duration::from_secs(1), q.wait_for_room(1, &closing))
+            .await
+            .expect("cancelled");
     }
 }

@@ -22,7 +22,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::router::Router;
+use super::router::{Router, Wait};
 use super::stats::DropReason;
 use crate::parse::carbon::{parse_line, CarbonError, CarbonLineOptions, Timestamp};
 use crate::parse::pickle::{decode_frame_into, EntryError, PickleError};
@@ -83,6 +83,69 @@ pub fn route_lines(router: &Router, data: &[u8], opts: &CarbonLineOptions) {
             Err(e) => count(router, reason(e)),
         }
     }
+}
+
+/// Route the lines of `data` from a stream receiver, in order, until one
+/// must wait ([`Router::route_stream`]): then the bytes before that line
+/// (which were routed) and what to wait for. `None` when every line was.
+pub fn route_lines_from(
+    router: &Router,
+    data: &[u8],
+    opts: &CarbonLineOptions,
+    block: bool,
+) -> Option<(usize, Wait)> {
+    let mut off = 0;
+    for line in data.split(|&b| b == b'\n') {
+        match parse_line(line, opts) {
+            Ok(p) => {
+                let ts = p.timestamp.resolve(now());
+                if let Some(w) = router.route_stream(p.name, p.value, ts, block) {
+                    return Some((off, w));
+                }
+                if p.timestamp == Timestamp::Now {
+                    incr(&router.stats.timestamp_now, 1);
+                }
+            }
+            Err(e) => count(router, reason(e)),
+        }
+        off += line.len() + 1;
+    }
+    None
+}
+
+/// Decode one pickle frame payload (without its length prefix) into
+/// `points`, counting bad entries; route them with [`route_points_from`].
+pub fn decode_pickle(
+    router: &Router,
+    payload: &[u8],
+    opts: &CarbonLineOptions,
+    points: &mut Vec<crate::parse::pickle::Point>,
+) -> Result<(), PickleError> {
+    points.clear();
+    decode_frame_into(payload, opts, points, &mut |e| {
+        count(router, entry_reason(e))
+    })?;
+    incr(&router.stats.frames_received, 1);
+    Ok(())
+}
+
+/// Route decoded pickle points in order until one must wait: then how many
+/// were routed and what to wait for.
+pub fn route_points_from(
+    router: &Router,
+    points: &[crate::parse::pickle::Point],
+    block: bool,
+) -> Option<(usize, Wait)> {
+    for (i, p) in points.iter().enumerate() {
+        let ts = p.timestamp.resolve(now());
+        if let Some(w) = router.route_stream(p.name.as_bytes(), p.value, ts, block) {
+            return Some((i, w));
+        }
+        if p.timestamp == Timestamp::Now {
+            incr(&router.stats.timestamp_now, 1);
+        }
+    }
+    None
 }
 
 /// Decode one pickle frame payload (without its length prefix) and route

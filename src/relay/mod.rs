@@ -8,8 +8,12 @@
 //! holds one bounded queue and writer per destination; [`stats`] counts
 //! everything under carbon-c-relay's names; [`sink`] routes the statsd flush
 //! output through the same clusters. The listeners
-//! (`crate::listener::carbon`) call [`router::Router::route`], which never
-//! waits. [`RelayRuntime`] runs the writers and stops them in order.
+//! (`crate::listener::carbon`) call [`router::Router::route`] (UDP, never
+//! waits) or [`router::Router::route_stream`] (TCP line and pickle, which
+//! wait for room at a live destination with `on_full = "block"`).
+//! [`RelayRuntime`] runs the writers, warns (at most once per destination
+//! every [`DROP_LOG_EVERY`]) when points were dropped, and stops them in
+//! order.
 
 pub mod destination;
 pub mod hashing;
@@ -39,13 +43,17 @@ pub struct Point {
     pub timestamp: i64,
 }
 
+/// How often dropped points are logged (per destination, when any were).
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// A running relay: one writer task per destination, the task that moves
-/// points off down destinations, and the self-metrics task.
+/// points off down destinations, the self-metrics task and the drop logger.
 pub struct RelayRuntime {
     router: Arc<Router>,
     closing: CancellationToken,
     writers: Vec<JoinHandle<()>>,
     stats_task: Option<JoinHandle<()>>,
+    drop_log: JoinHandle<()>,
 }
 
 impl RelayRuntime {
@@ -85,11 +93,23 @@ impl RelayRuntime {
                 }
             })
         });
+        let r = router.clone();
+        let drop_log = tokio::spawn(async move {
+            let mut seen = vec![0u64; r.dests.len()];
+            let mut tick = tokio::time::interval(DROP_LOG_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                report_drops(&r, &mut seen);
+            }
+        });
         RelayRuntime {
             router,
             closing,
             writers,
             stats_task,
+            drop_log,
         }
     }
 
@@ -104,6 +124,7 @@ impl RelayRuntime {
         if let Some(t) = self.stats_task {
             t.abort();
         }
+        self.drop_log.abort();
         self.closing.cancel();
         let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
         let done = with_deadline(deadline, async {
@@ -128,6 +149,28 @@ impl RelayRuntime {
             .sum();
         if lost > 0 {
             tracing::error!(lost, "relay points not delivered at shutdown");
+        }
+    }
+}
+
+/// Warn once per destination that dropped points since the last call
+/// (`seen` holds the totals then), with the totals.
+pub fn report_drops(router: &Router, seen: &mut [u64]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (d, last) in router.dests.iter().zip(seen.iter_mut()) {
+        let total = d.stats.dropped.load(Relaxed);
+        if total > *last {
+            tracing::warn!(
+                destination = %format!("{}:{}", d.host, d.port),
+                dropped = total - *last,
+                total,
+                queued = d.len(),
+                up = d.is_up(),
+                stalled = d.is_stalled(),
+                "relay destination queue full: points dropped (raise queue/queue_bytes, \
+                 or check the destination)"
+            );
+            *last = total;
         }
     }
 }

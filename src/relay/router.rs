@@ -20,6 +20,10 @@
 //! - `failover` sends to the first destination in the listed order that is up.
 //!
 //! [`Router::route`] never waits: a full queue drops the point and counts it.
+//! The stream receivers use [`Router::route_stream`] instead, which with
+//! `on_full = "block"` refuses a point that a live destination has no room
+//! for and says which one to wait for ([`Wait`]); see
+//! [`super::destination`] for what "live" means.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -28,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use regex::bytes::Regex;
 
-use super::destination::{DestQueue, Item, HELD};
+use super::destination::{DestQueue, Item, OnFull, HELD};
 use super::hashing::{HashError, Ring};
 use super::stats::RelayStats;
 use super::Point;
@@ -69,6 +73,14 @@ struct Cluster {
     dests: Vec<usize>,
 }
 
+/// A point a stream receiver must hold back: destination `dest` has no room
+/// for a name of `name_len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub dest: usize,
+    pub name_len: usize,
+}
+
 /// Where [`Router::decide`] sends a point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -87,6 +99,8 @@ pub struct Router {
     /// With no match rule at all, every point goes to every cluster.
     all_clusters: bool,
     normalize_tags: bool,
+    /// `on_full = "block"`.
+    block: bool,
     /// Every destination of every cluster, in config order.
     pub dests: Vec<Arc<DestQueue>>,
     pub stats: Arc<RelayStats>,
@@ -128,6 +142,7 @@ impl Router {
                     c.protocol,
                     cfg.tuning.queue,
                     cfg.tuning.queue_bytes,
+                    cfg.tuning.block_timeout,
                     stats.destinations[dests.len()].clone(),
                 )));
             }
@@ -158,13 +173,64 @@ impl Router {
             clusters,
             all_clusters,
             normalize_tags: cfg.normalize_tags,
+            block: cfg.tuning.on_full == OnFull::Block,
             dests,
             stats,
         })
     }
 
-    /// Route one point: queue it for every destination it goes to. Never waits.
+    /// Route one point: queue it for every destination it goes to. Never
+    /// waits. In block mode the stream receivers keep a live destination's
+    /// queue at its bound while they wait, so input that cannot wait (UDP,
+    /// the relay sink, self-metrics, streams during shutdown) may use the
+    /// room between the bound and twice it.
     pub fn route(&self, name: &[u8], value: f64, timestamp: i64) {
+        self.route_with(name, value, timestamp, self.block);
+    }
+
+    /// Route one point from a stream receiver. In block mode, when a live
+    /// destination it goes to has no room, nothing is queued and the point
+    /// is handed back with what to wait for ([`Router::wait`]), after which
+    /// the caller routes it again. `block = false` (shutting down) routes it
+    /// as [`Router::route`] does.
+    pub fn route_stream(
+        &self,
+        name: &[u8],
+        value: f64,
+        timestamp: i64,
+        block: bool,
+    ) -> Option<Wait> {
+        if !self.block || !block {
+            self.route(name, value, timestamp);
+            return None;
+        }
+        // Placement runs twice only while some live destination is full.
+        if self.dests.iter().any(|d| d.is_full() && d.is_live()) {
+            let mut wait = None;
+            self.decide(name, |final_name, t| {
+                if let Target::Dest { dest, .. } = t {
+                    if wait.is_none() && self.dests[dest].must_wait(final_name.len()) {
+                        wait = Some(Wait {
+                            dest,
+                            name_len: final_name.len(),
+                        });
+                    }
+                }
+            });
+            if wait.is_some() {
+                return wait;
+            }
+        }
+        self.route_with(name, value, timestamp, true);
+        None
+    }
+
+    /// Wait for what [`Router::route_stream`] returned, or for `closing`.
+    pub async fn wait(&self, w: Wait, closing: &crate::shutdown::CancellationToken) {
+        self.dests[w.dest].wait_for_room(w.name_len, closing).await;
+    }
+
+    fn route_with(&self, name: &[u8], value: f64, timestamp: i64, overshoot: bool) {
         incr(&self.stats.metrics_received, 1);
         let mut point: Option<Point> = None;
         self.decide(name, |final_name, t| match t {
@@ -182,7 +248,7 @@ impl Router {
                     point: p.clone(),
                     cluster: if movable { cluster as u32 } else { HELD },
                 };
-                self.dests[dest].push(item, &self.stats);
+                self.dests[dest].push_with(item, &self.stats, overshoot);
             }
             Target::Blackhole => incr(&self.stats.metrics_blackholed, 1),
             Target::Unmatched => incr(&self.stats.metrics_unrouted, 1),
@@ -371,6 +437,8 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 backoff_min: Duration::from_secs(1),
                 backoff_max: Duration::from_secs(1),
+                on_full: crate::relay::destination::OnFull::Block,
+                block_timeout: Duration::from_secs(1),
             },
             stats_prefix: "p".into(),
             stats_interval: None,

@@ -657,9 +657,13 @@ fn a_slow_destination_blocks_nobody() {
         drop(conn);
     });
     let fast = Capture::start(false);
+    // With flow control on (the default) the stalled one is waited for at
+    // most block_timeout once, then dropped past its bound.
     let s = Server::start(relay_config(&format!(
         r#"
 queue = 5000
+on_full = "block"
+block_timeout = "500ms"
 [[relay.cluster]]
 name = "both"
 method = "forward"
@@ -689,4 +693,249 @@ destinations = ["{slow_addr}", "{}"]
     assert_eq!(get(&st.destinations[1].dropped), 0);
     drop(s);
     drop(held);
+}
+
+/// A plaintext receiver that reads slowly (a pause after every 16 KiB read)
+/// and only counts lines.
+fn slow_counter(pause: Duration) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 16 * 1024];
+                loop {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => {
+                            let lines = chunk[..k].iter().filter(|&&b| b == b'\n').count();
+                            count.fetch_add(lines, Ordering::SeqCst);
+                            std::thread::sleep(pause);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, n)
+}
+
+#[test]
+fn a_burst_over_one_connection_arrives_complete_with_flow_control() {
+    // The destination drains ~16 MiB/s at most; the queue holds 2000 points:
+    // without flow control most of the burst would be dropped.
+    let (dest, got) = slow_counter(Duration::from_millis(1));
+    let s = Server::start(relay_config(&format!(
+        r#"
+queue = 2000
+on_full = "block"
+[[relay.cluster]]
+name = "one"
+method = "carbon_ch"
+destinations = ["{dest}"]
+"#
+    )));
+    let total = 300_000;
+    let data: String = (0..total).map(|i| format!("b.{i} {i} 1000\n")).collect();
+    let to = s.running().carbon_tcp[0];
+    let started = Instant::now();
+    let sender = std::thread::spawn(move || send_tcp(to, data.as_bytes()));
+    wait(Duration::from_secs(20), "the whole burst delivered", || {
+        got.load(Ordering::SeqCst) == total
+    });
+    sender.join().unwrap();
+    let st = relay_stats(&s);
+    assert_eq!(get(&st.metrics_dropped), 0, "nothing dropped");
+    assert_eq!(get(&st.metrics_sent), total as u64);
+    eprintln!("burst of {total} delivered in {:?}", started.elapsed());
+    s.stop();
+}
+
+#[test]
+fn a_burst_with_on_full_drop_drops_and_counts() {
+    let (dest, got) = slow_counter(Duration::from_millis(5));
+    let s = Server::start(relay_config(&format!(
+        r#"
+queue = 500
+on_full = "drop"
+[[relay.cluster]]
+name = "one"
+method = "forward"
+destinations = ["{dest}"]
+"#
+    )));
+    // 200-byte lines, far more than the socket buffers hold.
+    let pad = "x".repeat(180);
+    let total = 50_000;
+    let data: String = (0..total)
+        .map(|i| format!("d.{pad}.{i} {i} 1000\n"))
+        .collect();
+    send_tcp(s.running().carbon_tcp[0], data.as_bytes());
+    let st = relay_stats(&s);
+    wait(
+        Duration::from_secs(20),
+        "every point sent or dropped",
+        || {
+            get(&st.metrics_received) == total as u64
+                && get(&st.metrics_sent) + get(&st.metrics_dropped) == total as u64
+        },
+    );
+    assert!(get(&st.metrics_dropped) > 0, "the old behaviour: drops");
+    wait(Duration::from_secs(20), "what was sent arrived", || {
+        got.load(Ordering::SeqCst) as u64 == get(&st.metrics_sent)
+    });
+    s.stop();
+}
+
+#[test]
+fn a_down_hashed_destination_never_blocks_a_stream() {
+    let mut a = Capture::start(false);
+    let b = Capture::start(false);
+    let dests = [format!("{}:a", a.addr), format!("{}:b", b.addr)];
+    let s = Server::start(relay_config(&format!(
+        r#"
+queue = 50
+on_full = "block"
+block_timeout = "1s"
+[[relay.cluster]]
+name = "ring"
+method = "carbon_ch"
+diverse_replicas = false
+destinations = {dests:?}
+"#
+    )));
+    let parsed: Vec<Destination> = dests
+        .iter()
+        .map(|d| Destination::parse(d).unwrap())
+        .collect();
+    let ring = Ring::new(Method::CarbonCh, &parsed, 1, false).unwrap();
+    let st = relay_stats(&s);
+    let mut conn = TcpStream::connect(s.running().carbon_tcp[0]).unwrap();
+    conn.write_all(b"warm.up 1 1\n").unwrap();
+    wait(Duration::from_secs(10), "connected", || {
+        a.len() + b.len() == 1
+    });
+    a.stop();
+    wait(Duration::from_secs(10), "a marked down", || {
+        get(&st.destinations[0].up) == 0
+    });
+    // One client keeps sending, far more than a's queue holds: b gets all of
+    // its share, chunk after chunk, while a's overflow is dropped.
+    let mut out = Vec::new();
+    let (mut for_a, mut for_b) = (0, b.len());
+    let started = Instant::now();
+    for c in 0..20 {
+        let mut data = String::new();
+        for i in 0..500 {
+            let n = format!("k.{c}.{i}");
+            ring.place(n.as_bytes(), &mut out);
+            if out[0] == 0 {
+                for_a += 1;
+            } else {
+                for_b += 1;
+            }
+            data.push_str(&format!("{n} 1 1000\n"));
+        }
+        conn.write_all(data.as_bytes()).unwrap();
+        wait(Duration::from_secs(10), "b keeps receiving", || {
+            b.len() == for_b
+        });
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "never waited for the down destination: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&st.destinations[1].dropped), 0);
+    assert_eq!(
+        get(&st.destinations[0].dropped),
+        (for_a - 50) as u64,
+        "a held 50, the rest dropped and counted"
+    );
+    s.stop();
+}
+
+#[test]
+fn shutdown_never_hangs_on_a_blocked_connection() {
+    // A live destination far slower than the client: the connection waits
+    // for room when shutdown starts, and must not hold it up.
+    let (dest, got) = slow_counter(Duration::from_millis(200));
+    let s = Server::start(relay_config(&format!(
+        r#"
+queue = 1000
+on_full = "block"
+block_timeout = "30s"
+[[relay.cluster]]
+name = "one"
+method = "forward"
+destinations = ["{dest}"]
+"#
+    )));
+    // 200-byte lines: the socket buffers (a few MiB) hold few of them.
+    let pad = "x".repeat(180);
+    let data: String = (0..100_000)
+        .map(|i| format!("w.{pad}.{i} {i} 1000\n"))
+        .collect();
+    let to = s.running().carbon_tcp[0];
+    std::thread::spawn(move || {
+        let mut c = TcpStream::connect(to).unwrap();
+        let _ = c.write_all(data.as_bytes());
+    });
+    let st = relay_stats(&s);
+    wait(Duration::from_secs(10), "the queue full", || {
+        get(&st.destinations[0].queued) >= 1000
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(&st.metrics_dropped), 0, "waiting, not dropping");
+    // UDP never waits, and is not starved by the waiting stream: it uses the
+    // room above the bound.
+    send_udp(s.running().carbon_udp[0], &[b"udp.during.burst 1 1000\n"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(&st.metrics_dropped), 0, "the datagram queued");
+    assert!(got.load(Ordering::SeqCst) < 100_000);
+    let started = Instant::now();
+    s.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_pickle_burst_arrives_complete_with_flow_control() {
+    let (dest, got) = slow_counter(Duration::from_millis(1));
+    let s = Server::start(relay_config(&format!(
+        r#"
+queue = 1000
+[[relay.cluster]]
+name = "one"
+method = "carbon_ch"
+destinations = ["{dest}"]
+"#
+    )));
+    // The default is on_full = "block".
+    let (frames, per) = (200, 500);
+    let names: Vec<String> = (0..frames * per).map(|i| format!("p.{i}")).collect();
+    let mut data = Vec::new();
+    for f in 0..frames {
+        let points: Vec<(&str, (i64, f64))> = (f * per..(f + 1) * per)
+            .map(|i| (names[i].as_str(), (1000, i as f64)))
+            .collect();
+        data.extend(pickle_frame(&points, 2));
+    }
+    let to = s.running().pickle[0];
+    let sender = std::thread::spawn(move || send_tcp(to, &data));
+    wait(
+        Duration::from_secs(20),
+        "every pickled point delivered",
+        || got.load(Ordering::SeqCst) == frames * per,
+    );
+    sender.join().unwrap();
+    assert_eq!(get(&relay_stats(&s).metrics_dropped), 0);
+    s.stop();
 }
