@@ -222,8 +222,8 @@ fn container_file_runs_unprivileged_with_a_health_check() {
     assert!(text.contains("HEALTHCHECK") && text.contains("/health"));
     let user = text
         .lines()
-        .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
         .expect("a USER line");
     assert!(
         !user.starts_with("root") && !user.starts_with('0'),
