@@ -14,7 +14,8 @@
 //! segment  = values ["|" type *("|" field)]
 //! values   = value *(":" value)                  ; DogStatsD 1.1 multi-value
 //! type     = "c" / "g" / "ms" / "h" / "d" / "s"  ; JavaScript whitespace around it ignored
-//! field    = "@" rate / "#" tags / "c:" container-id / "T" unix-seconds
+//! field    = "@" rate / "#" tags / "T" unix-seconds
+//!          / "c:" container-id / "e:" external-data / "card:" cardinality
 //! ```
 //!
 //! - `name` is everything before the first `:` and may carry Graphite tags
@@ -22,7 +23,7 @@
 //!   (`name,k=v`), Librato (`name#k=v`) or SignalFX (`name[k=v]`) tags; see
 //!   [`TagDialects`].
 //! - After a type, `|` starts a field and `:` starts the next segment
-//!   (the reference's `a:1|c:2|ms`). `#` and `c:` fields may contain `:`, so
+//!   (the reference's `a:1|c:2|ms`). `#`, `c:`, `e:` and `card:` fields may contain `:`, so
 //!   they run to the next `|`; the others end at `|` or `:`.
 //! - `#` tags, from any segment, apply to the key of the whole line, as in the
 //!   reference; several `#` fields add up. When a segment has several
@@ -268,7 +269,7 @@ fn segment_meta(seg: &Segment<'_>) -> Result<(MetricType, f64, Option<u64>), Par
                     .map_err(|_| ParseError::BadTimestamp)?;
                 timestamp = Some(ts);
             }
-            Field::Tags(_) | Field::Container => {}
+            Field::Tags(_) | Field::Origin => {}
             Field::Unknown => return Err(ParseError::BadField),
         }
     }
@@ -311,8 +312,10 @@ enum Field<'a> {
     SampleRate(&'a [u8]),
     /// `#tags`: the comma-separated tags.
     Tags(&'a [u8]),
-    /// `c:id`: a DogStatsD container id, which statsyard does not use.
-    Container,
+    /// DogStatsD origin detection, which statsyard does not use: `c:` the
+    /// container id, `e:` external data and `card:` the tag cardinality
+    /// (sent by current Datadog clients, e.g. hot-shots in Datadog mode).
+    Origin,
     /// `Tseconds`: the seconds.
     Timestamp(&'a [u8]),
     /// Anything else.
@@ -331,7 +334,9 @@ fn is_pipe_or_colon(b: u8) -> bool {
 fn field(input: &[u8]) -> Res<'_, Field<'_>> {
     alt((
         preceded(tag("#"), take_till(is_pipe)).map(Field::Tags),
-        preceded(tag("c:"), take_till(is_pipe)).map(|_| Field::Container),
+        preceded(tag("c:"), take_till(is_pipe)).map(|_| Field::Origin),
+        preceded(tag("e:"), take_till(is_pipe)).map(|_| Field::Origin),
+        preceded(tag("card:"), take_till(is_pipe)).map(|_| Field::Origin),
         take_till(is_pipe_or_colon).map(|f: &[u8]| match f.split_first() {
             Some((b'@', rate)) => Field::SampleRate(rate),
             Some((b'T', ts)) => Field::Timestamp(ts),
@@ -606,6 +611,12 @@ mod tests {
                     vec![n("a;t=1", Timer, 1.0).rate(0.5).ts(5)],
                 ),
                 (b"a:1|c|c:0123456789abcdef|#t:1", vec![c("a;t=1", 1.0)]),
+                // Origin detection as current Datadog clients send it.
+                (
+                    b"a:1|c|#t:1|c:ci-123|card:low|e:it-false,cn-x,pu-y",
+                    vec![c("a;t=1", 1.0)],
+                ),
+                (b"a:2|g|card:high|T5", vec![n("a", Gauge, 2.0).ts(5)]),
                 (b"a:1|c|#", vec![c("a", 1.0)]),
                 (b"a:1|c|#,,", vec![c("a", 1.0)]),
                 // The first rate wins, as in the reference.
@@ -921,7 +932,7 @@ mod tests {
             vec![
                 Field::SampleRate(b"0.5"),
                 Field::Tags(b"a:b,c"),
-                Field::Container,
+                Field::Origin,
                 Field::Timestamp(b"12"),
                 Field::Unknown,
                 Field::Unknown,

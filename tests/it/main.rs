@@ -3,6 +3,7 @@
 mod admin;
 mod carbon_cache;
 mod cli;
+mod clients;
 mod deploy;
 mod differential;
 mod http;
