@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod mapping;
 pub mod prometheus;
+pub mod relay_metrics;
 pub mod self_metrics;
 pub mod server;
 

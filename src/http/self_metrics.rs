@@ -243,6 +243,9 @@ pub fn render(stats: &Stats, exporter: Option<&Exporter>, out: &mut Vec<u8>) {
             e.over_limit() as f64,
         );
     }
+    if let Some(relay) = stats.relay() {
+        crate::http::relay_metrics::render(&relay, &mut s);
+    }
     out.extend_from_slice(s.as_bytes());
 }
 

@@ -185,7 +185,18 @@ fn promtool_accepts_a_real_servers_metrics() {
     let Some(promtool) = peer("promtool") else {
         return;
     };
-    let server = http_server(100, "");
+    // A relay too, so that its families are checked as well.
+    let relay = r#"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["127.0.0.1:1"]
+"#;
+    let server = http_server(100, relay);
     let text = std::fs::read_to_string(data("corpus.statsd")).unwrap();
     for paragraph in text.split("\n\n") {
         for line in paragraph.lines().filter(|l| !l.starts_with('#')) {
@@ -197,6 +208,7 @@ fn promtool_accepts_a_real_servers_metrics() {
     let body = metrics_until(http_addr(&server), Duration::from_secs(10), |b| {
         b.contains("unique_users ") && b.contains("statsyard_packets_received_total")
     });
+    assert!(body.contains("statsyard_relay_destination_up{"), "{body}");
     assert!(body.contains("api_requests_total{"), "{body}");
     let (ok, msg) = promtool_check(&promtool, body.as_bytes());
     assert!(ok, "promtool check metrics:\n{msg}\n{body}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use statsyard::relay::hashing::{Destination, Method, Ring};
 use statsyard::relay::stats::RelayStats;
 
-use crate::support::{bin, config, send_udp, Server};
+use crate::support::{bin, config, free_tcp_port, send_udp, Server};
 
 /// A carbon receiver for tests that can be stopped (listener and every
 /// connection closed) and started again on the same port. It understands
@@ -26,8 +26,12 @@ struct Capture {
 }
 
 impl Capture {
+    /// On a port below the ephemeral range: [`Capture::restart`] binds it
+    /// again, and no outgoing connection of a parallel test can take it in
+    /// between.
     fn start(pickle: bool) -> Capture {
-        Capture::on("127.0.0.1:0".parse().unwrap(), pickle, Arc::default())
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        Capture::on(addr, pickle, Arc::default())
     }
 
     fn on(addr: SocketAddr, pickle: bool, points: Arc<Mutex<Vec<(String, f64, i64)>>>) -> Capture {
@@ -938,4 +942,52 @@ destinations = ["{dest}"]
     sender.join().unwrap();
     assert_eq!(get(&relay_stats(&s).metrics_dropped), 0);
     s.stop();
+}
+
+#[test]
+fn relay_counters_are_on_metrics() {
+    let dest = Capture::start(false);
+    let server = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+[http]
+address = "127.0.0.1:0"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["{}"]
+"#,
+        dest.addr
+    )));
+    let carbon = server.running().carbon_tcp[0];
+    let mut c = TcpStream::connect(carbon).unwrap();
+    c.write_all(b"a.b 1 1700000000\na.c 2 1700000000\na.d nan 1700000000\n")
+        .unwrap();
+    drop(c);
+    let http = server.running().http.unwrap();
+    let want = [
+        "statsyard_relay_points_received_total 2",
+        "statsyard_relay_points_invalid_total{reason=\"nan_inf\"} 1",
+        &format!(
+            "statsyard_relay_destination_sent_total{{destination=\"{}\"}} 2",
+            dest.addr
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = crate::http::get(http, "/metrics");
+        assert_eq!(status, 200);
+        if want.iter().all(|w| body.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "want {want:?} in\n{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
 }
