@@ -240,3 +240,70 @@ fn container_file_runs_unprivileged_with_a_health_check() {
         }
     }
 }
+
+/// Every `statsyard_*` name the Grafana dashboard queries is a family that a
+/// real server with statsd, a sink and a relay serves on `/metrics`.
+#[test]
+fn grafana_dashboard_queries_only_served_metrics() {
+    let text = std::fs::read_to_string(root().join("deploy/grafana/statsyard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 7);
+    let mut names = std::collections::BTreeSet::new();
+    for p in panels {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(i) = rest.find("statsyard_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    let server = crate::support::Server::start(crate::support::config(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = ["127.0.0.1:0"]
+[flush]
+interval = "100ms"
+shutdown_timeout = "1s"
+[http]
+address = "127.0.0.1:0"
+[[sink]]
+type = "graphite"
+address = "127.0.0.1:1"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["127.0.0.1:1"]
+"#,
+    ));
+    crate::support::send_udp(server.udp(), &[b"warm:1|c"]);
+    let http = server.running().http.unwrap();
+    let deadline = std::time::Instant::now() + crate::support::secs(10);
+    loop {
+        let (_, _, body) = crate::http::get(http, "/metrics");
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !body.contains(&format!("# TYPE {n} ")))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dashboard queries {missing:?}, which /metrics does not serve"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    server.stop();
+}
