@@ -232,7 +232,11 @@ fn relay_config(cli: &Cli, args: &RelayArgs) -> anyhow::Result<Config> {
         relay.cluster = vec![RawCluster {
             name: "default".into(),
             method: args.method.clone(),
-            destinations: args.destinations.clone(),
+            destinations: args
+                .destinations
+                .iter()
+                .map(|d| d.as_str().into())
+                .collect(),
             replication: args.replication,
             diverse_replicas: args.diverse_replicas,
             protocol: args.protocol.clone(),

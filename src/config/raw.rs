@@ -578,8 +578,10 @@ pub struct RawCluster {
     pub name: String,
     /// `carbon_ch`, `fnv1a_ch`, `jump_fnv1a_ch`, `carbon_c_relay_ch`, `forward`, `any_of` or `failover`.
     pub method: String,
-    /// `host:port[:instance]` of each destination.
-    pub destinations: Vec<String>,
+    /// `host:port[:instance]` of each destination, or
+    /// `{ address = "host:port[:instance]", protocol = "pickle" }` to give one
+    /// destination its own protocol.
+    pub destinations: Vec<RawDestination>,
     /// Destinations each point goes to (hashed methods).
     #[serde(default = "one")]
     pub replication: usize,
@@ -589,6 +591,56 @@ pub struct RawCluster {
     /// `plain` or `pickle`.
     #[serde(default = "plain")]
     pub protocol: String,
+}
+
+/// A relay destination: its address, or a table with its own protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawDestination {
+    /// `host:port[:instance]`, with the cluster's protocol.
+    Address(String),
+    /// A destination with its own settings.
+    Table(RawDestinationTable),
+}
+
+/// `{ address = "...", protocol = "..." }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestinationTable {
+    /// `host:port[:instance]`.
+    pub address: String,
+    /// `plain` or `pickle`; the cluster's `protocol` when absent.
+    pub protocol: Option<String>,
+}
+
+impl RawDestination {
+    /// The `host:port[:instance]` part.
+    pub fn address(&self) -> &str {
+        match self {
+            RawDestination::Address(a) => a,
+            RawDestination::Table(t) => &t.address,
+        }
+    }
+
+    /// Its own protocol, if it has one.
+    pub fn protocol(&self) -> Option<&str> {
+        match self {
+            RawDestination::Address(_) => None,
+            RawDestination::Table(t) => t.protocol.as_deref(),
+        }
+    }
+}
+
+impl From<&str> for RawDestination {
+    fn from(s: &str) -> Self {
+        RawDestination::Address(s.to_string())
+    }
+}
+
+impl From<String> for RawDestination {
+    fn from(s: String) -> Self {
+        RawDestination::Address(s)
+    }
 }
 
 fn one() -> usize {

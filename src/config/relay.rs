@@ -38,6 +38,8 @@ pub struct ClusterConfig {
     pub name: String,
     pub method: ClusterMethod,
     pub destinations: Vec<Destination>,
+    /// Each destination's protocol: its own, or the cluster's.
+    pub protocols: Vec<Protocol>,
     pub replication: usize,
     pub diverse: bool,
     pub protocol: Protocol,
@@ -166,7 +168,7 @@ pub fn validate(
         let mut dests = Vec::new();
         for (j, d) in c.destinations.iter().enumerate() {
             dests.push(
-                Destination::parse(d)
+                Destination::parse(d.address())
                     .map_err(|e| b(&format!("cluster[{i}].destinations[{j}]"), e.to_string()))?,
             );
         }
@@ -177,20 +179,20 @@ pub fn validate(
             Ring::new(m, &dests, c.replication, c.diverse_replicas)
                 .map_err(|e| b(&k("destinations"), e.to_string()))?;
         }
-        let protocol = match c.protocol.as_str() {
-            "plain" | "text" | "line" => Protocol::Plain,
-            "pickle" => Protocol::Pickle,
-            p => {
-                return Err(b(
-                    &k("protocol"),
-                    format!("{p:?} is not `plain` or `pickle`"),
-                ))
-            }
-        };
+        let protocol = parse_protocol(&c.protocol).map_err(|e| b(&k("protocol"), e))?;
+        let mut protocols = Vec::new();
+        for (j, d) in c.destinations.iter().enumerate() {
+            protocols.push(match d.protocol() {
+                None => protocol,
+                Some(p) => parse_protocol(p)
+                    .map_err(|e| b(&format!("cluster[{i}].destinations[{j}].protocol"), e))?,
+            });
+        }
         clusters.push(ClusterConfig {
             name: c.name.clone(),
             method,
             destinations: dests,
+            protocols,
             replication: c.replication,
             diverse: c.diverse_replicas,
             protocol,
@@ -273,4 +275,13 @@ pub fn validate(
         clusters,
         rules,
     })
+}
+
+/// `plain` (also `text`, `line`) or `pickle`.
+fn parse_protocol(p: &str) -> Result<Protocol, String> {
+    match p {
+        "plain" | "text" | "line" => Ok(Protocol::Plain),
+        "pickle" => Ok(Protocol::Pickle),
+        p => Err(format!("{p:?} is not `plain` or `pickle`")),
+    }
 }

@@ -1067,6 +1067,12 @@ mod tests {
                 ("[admin]\naddress = \"1.2.3.4\"", "admin.address", ""),
                 ("[admin]\nhealth = \"meh\"", "admin.health", "not"),
                 (
+                    "[relay]\n[[relay.cluster]]\nname = \"c\"\nmethod = \"forward\"\n\
+                     destinations = [\"a:1\", { address = \"b:2\", protocol = \"udp\" }]",
+                    "relay.cluster[0].destinations[1].protocol",
+                    "not `plain` or `pickle`",
+                ),
+                (
                     "[statsd]\ntag_dialects = [\"dogstatsd\"]",
                     "statsd.tag_dialects[0]",
                     "unknown tag dialect",

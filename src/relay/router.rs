@@ -134,12 +134,12 @@ impl Router {
                 _ => None,
             };
             let mut idx = Vec::new();
-            for d in &c.destinations {
+            for (d, protocol) in c.destinations.iter().zip(&c.protocols) {
                 idx.push(dests.len());
                 dests.push(Arc::new(DestQueue::new(
                     d.host.clone(),
                     d.port,
-                    c.protocol,
+                    *protocol,
                     cfg.tuning.queue,
                     cfg.tuning.queue_bytes,
                     cfg.tuning.block_timeout,
@@ -455,6 +455,7 @@ mod tests {
                 .iter()
                 .map(|d| Destination::parse(d).unwrap())
                 .collect(),
+            protocols: vec![Protocol::Plain; dests.len()],
             replication: rep,
             diverse: true,
             protocol: Protocol::Plain,

@@ -991,3 +991,37 @@ destinations = ["{}"]
     }
     server.stop();
 }
+
+#[test]
+fn each_destination_may_have_its_own_protocol() {
+    let plain = Capture::start(false);
+    let pickle = Capture::start(true);
+    let server = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+[[relay.cluster]]
+name = "both"
+method = "forward"
+protocol = "plain"
+destinations = ["{}", {{ address = "{}", protocol = "pickle" }}]
+"#,
+        plain.addr, pickle.addr
+    )));
+    let mut c = TcpStream::connect(server.running().carbon_tcp[0]).unwrap();
+    c.write_all(b"mixed.proto 4 1700000000\n").unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plain.names().is_empty() || pickle.names().is_empty() {
+        assert!(Instant::now() < deadline, "both destinations get the point");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(plain.names(), vec!["mixed.proto".to_string()]);
+    assert_eq!(pickle.names(), vec!["mixed.proto".to_string()]);
+    server.stop();
+}
