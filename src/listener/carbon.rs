@@ -38,7 +38,7 @@ const DRAIN_READ: Duration = Duration::from_millis(25);
 pub struct CarbonCtx {
     /// Where every accepted point goes.
     pub router: Arc<Router>,
-    /// Line checks, `max_line_length` included (0: no limit).
+    /// Line checks, `max_line_length` included (at least 1: a line is never unbounded).
     pub opts: CarbonLineOptions,
     /// Largest pickle frame accepted, in bytes.
     pub max_frame_bytes: usize,
