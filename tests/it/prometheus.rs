@@ -186,6 +186,8 @@ fn promtool_accepts_a_real_servers_metrics() {
         return;
     };
     let server = http_server(100, "");
+    // The exporter observes from the first scrape on.
+    assert_eq!(http_get(http_addr(&server), "/metrics").0, 200);
     let text = std::fs::read_to_string(data("corpus.statsd")).unwrap();
     for paragraph in text.split("\n\n") {
         for line in paragraph.lines().filter(|l| !l.starts_with('#')) {
@@ -203,6 +205,86 @@ fn promtool_accepts_a_real_servers_metrics() {
     server.stop();
 }
 
+fn prom_stats(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/api/stats");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["prometheus"].clone()
+}
+
+/// Poll `/api/stats` (which is no scrape) until `done` holds, up to 10 s.
+fn prom_stats_until(
+    addr: SocketAddr,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = prom_stats(addr);
+        if done(&p) || Instant::now() > deadline {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_exporter_is_idle_until_scraped_and_freed_after_idle_timeout() {
+    let server = http_server(100, "[prometheus]\nidle_timeout = \"1500ms\"\n");
+    let addr = http_addr(&server);
+    send_udp(server.udp(), &[b"life.g:5|g\nlife.c:2|c"]);
+    // Never scraped: flushes happen, the exporter holds nothing.
+    let flushes = |a: SocketAddr| -> u64 {
+        let (_, body) = http_get(a, "/api/stats");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        v["flushes"].as_u64().unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while flushes(addr) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let p = prom_stats(addr);
+    assert_eq!(p["active"], false, "{p}");
+    assert_eq!(p["series"], 0, "{p}");
+
+    // The first scrape activates it: the gauge (kept by the registry) is
+    // there at once, with the self-metric saying so.
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nlife_g 5\n"), "{body}");
+    assert!(body.contains("statsyard_prometheus_active 1\n"), "{body}");
+    assert!(
+        !body.contains("life_c_total"),
+        "counters count from now on:\n{body}"
+    );
+    // Counters from then on appear by a later scrape.
+    send_udp(server.udp(), &[b"life.c:3|c"]);
+    let body = metrics_until(addr, Duration::from_secs(10), |b| {
+        b.contains("life_c_total 3\n")
+    });
+    assert!(body.contains("life_c_total 3\n"), "{body}");
+    let p = prom_stats(addr);
+    assert_eq!(p["active"], true, "{p}");
+    // Ours and statsd's own (packets_received, timestamp_lag...).
+    assert!(p["series"].as_u64() >= Some(2), "{p}");
+
+    // Not scraped for idle_timeout: freed (/api/stats does not count).
+    let p = prom_stats_until(addr, |p| p["active"] == false);
+    assert_eq!(p["active"], false, "{p}");
+    assert_eq!(p["series"], 0, "{p}");
+
+    // Scraped again: active again, the counter restarted (a reset to
+    // Prometheus) and the gauge seeded again.
+    let body = metrics_until(addr, Duration::from_secs(5), |b| b.contains("life_g 5"));
+    assert!(body.contains("\nlife_g 5\n"), "{body}");
+    assert!(!body.contains("life_c_total"), "{body}");
+    send_udp(server.udp(), &[b"life.c:1|c"]);
+    let body = metrics_until(addr, Duration::from_secs(10), |b| {
+        b.contains("life_c_total 1\n")
+    });
+    assert!(body.contains("life_c_total 1\n"), "{body}");
+    server.stop();
+}
+
 #[test]
 fn mapping_file_through_a_real_server() {
     let mapping = data("mapping.yml");
@@ -215,6 +297,8 @@ fn mapping_file_through_a_real_server() {
             mapping.display().to_string()
         ),
     );
+    // The exporter observes from the first scrape on.
+    assert_eq!(http_get(http_addr(&server), "/metrics").0, 200);
     send_udp(
         server.udp(),
         &[
