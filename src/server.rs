@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::aggregate::{Registry, Shard};
 use crate::config::Config;
 use crate::flush::flusher::{Flusher, FlusherHandle, SinkQueue};
-use crate::http::prometheus::Exporter;
+use crate::http::prometheus::live::Live;
 use crate::http::{Health, Shared};
 use crate::listener::stream::StreamCtx;
 use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
@@ -323,7 +323,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         &config.naming.prefix_stats,
         config.self_metrics,
     );
-    let exporter = Arc::new(Mutex::new(Exporter::new(config.prometheus.options.clone())));
+    // Idle until the first scrape of `/metrics` (docs/prometheus.md).
+    let exporter = Arc::new(Live::new(config.prometheus.options.clone()));
     // The exporter keeps per-series state: fed only when `/metrics` is served.
     let flusher = if config.http.is_some() {
         flusher.with_exporter(exporter.clone())

@@ -102,6 +102,7 @@ impl PartialEq for PrometheusConfig {
             && a.observer == b.observer
             && a.ttl == b.ttl
             && a.max_series == b.max_series
+            && a.idle_timeout == b.idle_timeout
             && a.mapping.is_some() == b.mapping.is_some()
             && self.mapping_file == other.mapping_file
     }

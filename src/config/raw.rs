@@ -103,6 +103,10 @@ pub struct RawPrometheus {
     pub max_series: usize,
     /// A statsd_exporter mapping file (YAML); empty for none.
     pub mapping_file: String,
+    /// Free the exporter when `/metrics` was not requested for this long;
+    /// `"0s"` never does.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for RawPrometheus {
@@ -129,6 +133,7 @@ impl Default for RawPrometheus {
             ttl: Duration::from_secs(600),
             max_series: 1_000_000,
             mapping_file: String::new(),
+            idle_timeout: crate::http::prometheus::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -465,6 +465,7 @@ fn prometheus(
             ttl: p.ttl,
             max_series: p.max_series,
             mapping,
+            idle_timeout: p.idle_timeout,
         },
         mapping_file,
     })
@@ -1025,6 +1026,7 @@ mod tests {
         assert_eq!(p.observer, ObserverType::Summary);
         assert_eq!(p.ttl, Duration::from_secs(600));
         assert_eq!(p.max_series, 1_000_000);
+        assert_eq!(p.idle_timeout, Duration::from_secs(900));
         assert!(p.mapping.is_none() && c.prometheus.mapping_file.is_none());
 
         let c = ok(r#"
@@ -1041,6 +1043,7 @@ mod tests {
             observer = "histogram"
             ttl = "0s"
             max_series = 5
+            idle_timeout = "90s"
         "#);
         assert_eq!(c.http, None);
         assert_eq!(c.admin, Some("[::1]:1234".parse().unwrap()));
@@ -1058,6 +1061,7 @@ mod tests {
         assert_eq!(p.observer, ObserverType::Histogram);
         assert_eq!(p.ttl, Duration::ZERO);
         assert_eq!(p.max_series, 5);
+        assert_eq!(p.idle_timeout, Duration::from_secs(90));
 
         crate::config::assert_invalid(
             from_str,

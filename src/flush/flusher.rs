@@ -21,7 +21,7 @@ use tokio::sync::mpsc::Sender;
 use super::compute::{compute, ComputeOptions};
 use super::FlushBatch;
 use crate::aggregate::{Registry, Shard};
-use crate::http::prometheus::Exporter;
+use crate::http::prometheus::live::Live;
 use crate::sink::SinkMsg;
 use crate::stats::{get, incr, SinkStats, Stats};
 
@@ -128,8 +128,9 @@ pub struct Flusher {
     prefix_stats: String,
     /// Totals of the self-metric counters at the previous flush, by name.
     self_seen: std::collections::HashMap<String, u64>,
-    /// The Prometheus view, fed every flush; shared with `/metrics`.
-    exporter: Option<Arc<Mutex<Exporter>>>,
+    /// The Prometheus view, fed and rendered every flush while active;
+    /// shared with `/metrics`.
+    exporter: Option<Arc<Live>>,
     /// `metrics_received` at the last merge, for `last_msg_seen`.
     lines_at_merge: u64,
 }
@@ -167,8 +168,8 @@ impl Flusher {
         }
     }
 
-    /// Feed `exporter` every flush.
-    pub fn with_exporter(mut self, exporter: Arc<Mutex<Exporter>>) -> Flusher {
+    /// Feed `exporter` every flush (while it is active).
+    pub fn with_exporter(mut self, exporter: Arc<Live>) -> Flusher {
         self.exporter = Some(exporter);
         self
     }
@@ -235,13 +236,12 @@ impl Flusher {
         self.old_timestamp = timestamp;
 
         let batch = Arc::new(compute(&self.registry, &self.compute, timestamp));
-        if let Some(exporter) = &self.exporter {
-            // Only `/metrics` renders under this lock; receive threads never take it.
-            exporter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .observe(&self.registry, Instant::now());
-        }
+        // Nothing to do while nobody scrapes; only this thread takes the
+        // exporter's lock, so neither receive threads nor scrapes wait on it.
+        let observed = self
+            .exporter
+            .as_ref()
+            .and_then(|e| e.observe(&self.registry, Instant::now()));
         self.registry.end_interval();
 
         for sink in &self.sinks {
@@ -257,6 +257,13 @@ impl Flusher {
                 }
             }
         }
+        // Rendered once here, after the sinks have their batch, rather than
+        // per scrape: scrapes then only clone the text and never hold the
+        // exporter while a client reads slowly.
+        let render_micros = match (&self.exporter, observed) {
+            (Some(e), Some(observe_micros)) => e.publish(observe_micros).stats.render_micros,
+            _ => 0,
+        };
         self.report_drops(&kernel_grew);
         incr(&self.stats.flushes, 1);
         self.stats.last_flush_micros.store(
@@ -266,6 +273,8 @@ impl Flusher {
         tracing::debug!(
             series = batch.num_stats(),
             micros = started.elapsed().as_micros() as u64,
+            prometheus_observe_micros = observed.unwrap_or(0),
+            prometheus_render_micros = render_micros,
             "flushed"
         );
         batch

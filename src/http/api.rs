@@ -43,24 +43,51 @@ pub async fn health(State(s): State<Shared>) -> Response {
 }
 
 /// `/metrics`: every exported series, then statsyard's own under `statsyard_`.
+///
+/// Served from the text rendered at the last flush. Before the first flush,
+/// or after `idle_timeout` freed the exporter, the request asks the flusher
+/// for a rendering (and a new exporter) and waits for it.
 pub async fn metrics(State(s): State<Shared>) -> Response {
-    let mut out = Vec::with_capacity(64 * 1024);
-    {
-        let exporter = s.exporter.lock().unwrap_or_else(|e| e.into_inner());
-        exporter.render(&mut out);
-        self_metrics::render(&s.stats, Some(&exporter), &mut out);
+    s.exporter.scraped();
+    let mut rendered = s.exporter.rendered();
+    if !rendered.stats.active {
+        let live = s.exporter.clone();
+        match s.flusher.run(move |reg| live.activate(reg)).await {
+            Ok(r) => rendered = r,
+            // Served without client series; the next scrape tries again.
+            Err(e) => tracing::debug!(error = %e, "prometheus: could not activate the exporter"),
+        }
     }
-    ([(header::CONTENT_TYPE, TEXT_FORMAT)], out).into_response()
+    let mut own = Vec::with_capacity(8 * 1024);
+    self_metrics::render(&s.stats, Some(&rendered.stats), &mut own);
+    let text = rendered.text.clone();
+    drop(rendered);
+    let body = if text.len() < 1 << 20 {
+        join(&text, &own)
+    } else {
+        // Copying a large exposition takes milliseconds: not on a worker
+        // that other connections need.
+        match tokio::task::spawn_blocking(move || join(&text, &own)).await {
+            Ok(body) => body,
+            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "render failed"),
+        }
+    };
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], body).into_response()
+}
+
+/// The client series, then statsyard's own: one body.
+fn join(text: &[u8], own: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + own.len());
+    out.extend_from_slice(text);
+    out.extend_from_slice(own);
+    out
 }
 
 /// `/api/stats`: the self-metrics as JSON.
 pub async fn stats(State(s): State<Shared>) -> Json<Value> {
     let st = &s.stats;
     let now = unix_now();
-    let (series, conflicts, over_limit) = {
-        let e = s.exporter.lock().unwrap_or_else(|e| e.into_inner());
-        (e.series(), e.conflicts(), e.over_limit())
-    };
+    let prom = s.exporter.rendered().stats;
     let sinks: Vec<Value> = st
         .sinks()
         .iter()
@@ -99,9 +126,12 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "udp_sockets": udp,
         "sinks": sinks,
         "prometheus": {
-            "series": series,
-            "conflicts": conflicts,
-            "over_limit": over_limit,
+            "active": prom.active,
+            "series": prom.series,
+            "conflicts": prom.conflicts,
+            "over_limit": prom.over_limit,
+            "observe_micros": prom.observe_micros,
+            "render_micros": prom.render_micros,
         },
     }))
 }

@@ -15,7 +15,7 @@ pub mod self_metrics;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flush::flusher::FlusherHandle;
@@ -60,8 +60,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Runs jobs on the flusher thread, with the live registry.
     pub flusher: FlusherHandle,
-    /// The Prometheus view; locked only to render `/metrics` and by the flusher.
-    pub exporter: Arc<Mutex<prometheus::Exporter>>,
+    /// The Prometheus view: `/metrics` serves its latest rendering.
+    pub exporter: Arc<prometheus::live::Live>,
     /// The flush interval (the window of `/api/top`).
     pub interval: Duration,
     /// The admin `config` command's lines (`key: value`, `table > key: value`).

@@ -8,7 +8,8 @@
 
 use std::fmt::Write as _;
 
-use crate::http::prometheus::{push_help, Exporter};
+use crate::http::prometheus::live::PromStats;
+use crate::http::prometheus::push_help;
 use crate::stats::{get, Stats};
 
 /// One family: name (without `statsyard_`), type, help.
@@ -48,7 +49,7 @@ fn number(v: f64) -> String {
 }
 
 /// statsyard's own metrics under `statsyard_` in the text format.
-pub fn render(stats: &Stats, exporter: Option<&Exporter>, out: &mut Vec<u8>) {
+pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let mut s = String::new();
     let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 8] = [
         (
@@ -218,11 +219,38 @@ pub fn render(stats: &Stats, exporter: Option<&Exporter>, out: &mut Vec<u8>) {
         plain(
             &mut s,
             Fam {
+                name: "prometheus_active",
+                kind: "gauge",
+                help: "1 while the exporter observes flushes (/metrics was requested within idle_timeout).",
+            },
+            if e.active { 1.0 } else { 0.0 },
+        );
+        plain(
+            &mut s,
+            Fam {
+                name: "prometheus_observe_seconds",
+                kind: "gauge",
+                help: "How long the exporter took to take in the last flush.",
+            },
+            e.observe_micros as f64 / 1e6,
+        );
+        plain(
+            &mut s,
+            Fam {
+                name: "prometheus_render_seconds",
+                kind: "gauge",
+                help: "How long rendering the client series took at the last flush.",
+            },
+            e.render_micros as f64 / 1e6,
+        );
+        plain(
+            &mut s,
+            Fam {
                 name: "prometheus_series",
                 kind: "gauge",
                 help: "Series exported on /metrics (a summary or histogram counts once).",
             },
-            e.series() as f64,
+            e.series as f64,
         );
         plain(
             &mut s,
@@ -231,7 +259,7 @@ pub fn render(stats: &Stats, exporter: Option<&Exporter>, out: &mut Vec<u8>) {
                 kind: "counter",
                 help: "Series dropped because their name is used by another type or other label names.",
             },
-            e.conflicts() as f64,
+            e.conflicts as f64,
         );
         plain(
             &mut s,
@@ -240,7 +268,7 @@ pub fn render(stats: &Stats, exporter: Option<&Exporter>, out: &mut Vec<u8>) {
                 kind: "counter",
                 help: "Series dropped because max_series were exported.",
             },
-            e.over_limit() as f64,
+            e.over_limit as f64,
         );
     }
     if let Some(relay) = stats.relay() {
@@ -262,9 +290,8 @@ mod tests {
         let sink = stats.sink("graphite \"a\"");
         incr(&sink.errors, 2);
         stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
-        let exporter = Exporter::new(Default::default());
         let mut out = Vec::new();
-        render(&stats, Some(&exporter), &mut out);
+        render(&stats, Some(&PromStats::default()), &mut out);
         let text = String::from_utf8(out).unwrap();
         for want in [
             "# TYPE statsyard_packets_received_total counter\nstatsyard_packets_received_total 3\n",
@@ -272,6 +299,7 @@ mod tests {
             "statsyard_sink_errors_total{sink=\"graphite \\\"a\\\"\"} 2\n",
             "statsyard_kernel_drops_total{socket=\"127.0.0.1:8125\"} 0\n",
             "statsyard_prometheus_series 0\n",
+            "statsyard_prometheus_active 0\n",
             "statsyard_prometheus_conflicts_total 0\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");

@@ -153,6 +153,8 @@ fn api_series_top_stats_and_metrics() {
     assert_eq!(stats["health"], "up");
     assert!(stats["flushes"].as_u64().unwrap() >= 1);
     assert!(stats["prometheus"]["series"].is_u64());
+    // The exporter runs from start (freed only after idle_timeout).
+    assert_eq!(stats["prometheus"]["active"], true, "{stats}");
 
     let (status, head, _) = get(http, "/metrics");
     assert_eq!(status, 200);
@@ -161,6 +163,7 @@ fn api_series_top_stats_and_metrics() {
             .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
+    assert_eq!(get_json(http, "/api/stats")["prometheus"]["active"], true);
 
     // Bad parameters are 400s with a JSON error.
     for path in [

@@ -197,6 +197,8 @@ method = "forward"
 destinations = ["127.0.0.1:1"]
 "#;
     let server = http_server(100, relay);
+    // The exporter observes from the first scrape on.
+    assert_eq!(http_get(http_addr(&server), "/metrics").0, 200);
     let text = std::fs::read_to_string(data("corpus.statsd")).unwrap();
     for paragraph in text.split("\n\n") {
         for line in paragraph.lines().filter(|l| !l.starts_with('#')) {
@@ -215,6 +217,64 @@ destinations = ["127.0.0.1:1"]
     server.stop();
 }
 
+fn prom_stats(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/api/stats");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    v["prometheus"].clone()
+}
+
+/// Poll `/api/stats` (which is no scrape) until `done` holds, up to 10 s.
+fn prom_stats_until(
+    addr: SocketAddr,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = prom_stats(addr);
+        if done(&p) || Instant::now() > deadline {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_exporter_runs_from_start_and_is_freed_after_idle_timeout() {
+    let server = http_server(100, "[prometheus]\nidle_timeout = \"1500ms\"\n");
+    let addr = http_addr(&server);
+    // Sent before any scrape: the first scrape shows it.
+    send_udp(server.udp(), &[b"life.g:5|g\nlife.c:2|c"]);
+    let body = metrics_until(addr, Duration::from_secs(10), |b| {
+        b.contains("life_c_total 2\n")
+    });
+    assert!(body.contains("\nlife_g 5\n"), "{body}");
+    assert!(body.contains("statsyard_prometheus_active 1\n"), "{body}");
+    let p = prom_stats(addr);
+    assert_eq!(p["active"], true, "{p}");
+    // Ours and statsd's own (packets_received, timestamp_lag...).
+    assert!(p["series"].as_u64() >= Some(2), "{p}");
+
+    // Not scraped for idle_timeout: freed (/api/stats does not count).
+    let p = prom_stats_until(addr, |p| p["active"] == false);
+    assert_eq!(p["active"], false, "{p}");
+    assert_eq!(p["series"], 0, "{p}");
+
+    // Scraped again: active again, the gauge seeded at once, and the
+    // counter restarted (a reset to Prometheus).
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\nlife_g 5\n"), "{body}");
+    assert!(body.contains("statsyard_prometheus_active 1\n"), "{body}");
+    assert!(!body.contains("life_c_total"), "{body}");
+    send_udp(server.udp(), &[b"life.c:1|c"]);
+    let body = metrics_until(addr, Duration::from_secs(10), |b| {
+        b.contains("life_c_total 1\n")
+    });
+    assert!(body.contains("life_c_total 1\n"), "{body}");
+    server.stop();
+}
+
 #[test]
 fn mapping_file_through_a_real_server() {
     let mapping = data("mapping.yml");
@@ -227,6 +287,8 @@ fn mapping_file_through_a_real_server() {
             mapping.display().to_string()
         ),
     );
+    // The exporter observes from the first scrape on.
+    assert_eq!(http_get(http_addr(&server), "/metrics").0, 200);
     send_udp(
         server.udp(),
         &[

@@ -402,3 +402,59 @@ mappings:
     r.flush("", 10);
     assert_eq!(r.samples(), ["long 1"]);
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The exporter alone at many counter series: observe (new, then known),
+/// render, and its memory. Not a correctness test; run in release:
+/// `STATSYARD_SCALE=1000000 cargo test --release --lib scale_of_the_exporter -- --ignored --nocapture`
+/// (docs/benchmarks.md).
+#[test]
+#[ignore]
+fn scale_of_the_exporter() {
+    let n: usize = std::env::var("STATSYARD_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut rig = Rig::new(opts());
+    let mut packet = String::new();
+    for round in 0..4 {
+        let mut shard = Shard::new(&rig.agg);
+        // The last round is quiet: every counter known, none hit.
+        for i in 0..if round == 3 { 0 } else { n } {
+            packet.clear();
+            packet.push_str(&format!("scale.c.k{i}:1|c"));
+            rig.parser
+                .parse_packet(packet.as_bytes(), &mut ToShard(&mut shard));
+        }
+        rig.registry.merge(shard.take());
+        let before = rss_kib();
+        let started = Instant::now();
+        rig.now += Duration::from_secs(10);
+        rig.exporter.observe(&rig.registry, rig.now);
+        let observe = started.elapsed();
+        let after = rss_kib();
+        rig.registry.end_interval();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        rig.exporter.render(&mut out);
+        let render = started.elapsed();
+        println!(
+            "round {round}: series={} observe={observe:?} (upkeep {:?}) render={render:?} text_bytes={} \
+             exporter_rss_growth_bytes_per_series={}",
+            rig.exporter.series(),
+            rig.exporter.last_upkeep,
+            out.len(),
+            (after.saturating_sub(before)) * 1024 / n as u64,
+        );
+    }
+}
