@@ -73,10 +73,14 @@ def bin_dir():
 
 def statsyard_command(path, tmp, udp_port, graphite_port):
     cfg = os.path.join(tmp, "statsyard.toml")
+    # statsd in, Graphite out, as the reference runs: the HTTP exporter's and
+    # the admin console's costs are measured apart (benchmarks.md, "the
+    # Prometheus exporter"), and fixed ports would collide between runs.
     with open(cfg, "w") as f:
         f.write(
             f'[statsd]\nudp = ["127.0.0.1:{udp_port}"]\ntcp = []\n'
             f'[flush]\ninterval = "{FLUSH_MS}ms"\n'
+            f'[http]\nenabled = false\n[admin]\nenabled = false\n'
             f'[log]\nlevel = "warn"\n'
             f'[[sink]]\ntype = "graphite"\naddress = "127.0.0.1:{graphite_port}"\n'
         )
