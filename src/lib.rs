@@ -14,6 +14,7 @@
 //! - [`sink`]: console, graphite (text and pickle), repeater.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
+//! - [`reload`]: SIGHUP / `POST /-/reload`: diff the new config, apply what is live.
 //! - [`server`]: wires it all together and owns the ordered shutdown.
 //! - [`stats`]: self-metrics (atomics, no globals).
 
@@ -25,6 +26,7 @@ pub mod listener;
 pub mod metric;
 pub mod parse;
 pub mod relay;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

@@ -12,7 +12,7 @@ use statsyard::server;
 ///
 /// With no config it runs the embedded default: statsd on UDP and TCP
 /// 0.0.0.0:8125, a 10 s flush, every flush printed to stdout.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "statsyard", version, about, long_about)]
 struct Cli {
     /// A statsyard TOML config file.
@@ -60,7 +60,7 @@ fn override_addr(
     Ok(())
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Validate a config file and exit: 0 if it is usable, 1 if not.
     ///
@@ -89,7 +89,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct RelayArgs {
     /// Carbon plaintext listen address, TCP and UDP (repeatable; default 0.0.0.0:2003).
     #[arg(long, value_name = "ADDR")]
@@ -184,9 +184,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         override_addr("--http-address", &cli.http_address, &mut config.http)?;
         override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
-        return serve(config);
+        return serve(config, reload_source(&cli));
     }
 
+    let config = load_config(&cli)?;
+    serve(config, reload_source(&cli))
+}
+
+/// The config of a plain `statsyard` run: the file (or the embedded
+/// default), with the address flags applied.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = match (&cli.config, &cli.statsd_config) {
         (Some(path), _) => Config::load_toml(path)?,
         (None, Some(path)) => Config::load_statsd_js(path)?,
@@ -194,11 +201,44 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     override_addr("--http-address", &cli.http_address, &mut config.http)?;
     override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
-    serve(config)
+    Ok(config)
 }
 
-fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    init_logging(&config.log)?;
+/// How SIGHUP and `POST /-/reload` re-read the config: the same file, with
+/// the same flags applied over it, as at start.
+fn reload_source(cli: &Cli) -> statsyard::reload::Source {
+    use statsyard::reload::Source;
+    let cli = cli.clone();
+    match &cli.command {
+        Some(Command::Relay(_)) if cli.config.is_none() => {
+            Source::none("statsyard relay was started from flags alone, without --config")
+        }
+        Some(Command::Relay(args)) => {
+            let args = args.clone();
+            Source::new(Box::new(move || {
+                let mut config = relay_config(&cli, &args).map_err(|e| format!("{e:#}"))?;
+                override_addr("--http-address", &cli.http_address, &mut config.http)
+                    .and_then(|()| {
+                        override_addr("--admin-address", &cli.admin_address, &mut config.admin)
+                    })
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(config)
+            }))
+        }
+        _ if cli.config.is_none() && cli.statsd_config.is_none() => {
+            Source::none("running the embedded default config; start with --config to reload")
+        }
+        _ => Source::new(Box::new(move || {
+            load_config(&cli).map_err(|e| format!("{e:#}"))
+        })),
+    }
+}
+
+fn serve(config: Config, source: statsyard::reload::Source) -> anyhow::Result<ExitCode> {
+    let source = match init_logging(&config.log)? {
+        Some(set_level) => source.with_log_level(set_level),
+        None => source,
+    };
     tracing::info!(config = %config.source, version = env!("CARGO_PKG_VERSION"), "starting");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -206,7 +246,7 @@ fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .thread_name("statsyard")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(server::run(config))?;
+    runtime.block_on(server::run_with(config, source))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -300,21 +340,42 @@ fn load_by_extension(path: &Path) -> anyhow::Result<Config> {
 
 /// Logs go to stderr (stdout belongs to the console sink). `RUST_LOG`
 /// overrides the configured level.
-fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+///
+/// Returns how a reload sets `[log] level`; `None` when `RUST_LOG` is set,
+/// since it wins over the file then too.
+fn init_logging(log: &LogConfig) -> anyhow::Result<Option<statsyard::reload::LogFn>> {
     use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v).context("bad RUST_LOG")?,
-        _ => EnvFilter::try_new(&log.level)
-            .with_context(|| format!("bad log level {:?}", log.level))?,
+    let (filter, from_env) = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => (EnvFilter::try_new(v).context("bad RUST_LOG")?, true),
+        _ => (
+            EnvFilter::try_new(&log.level)
+                .with_context(|| format!("bad log level {:?}", log.level))?,
+            false,
+        ),
     };
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if log.json {
-        builder.json().init();
+    // The two formats are two types, and so are their reload handles.
+    let set_level: statsyard::reload::LogFn = if log.json {
+        let b = builder
+            .json()
+            .with_env_filter(filter)
+            .with_filter_reloading();
+        let handle = b.reload_handle();
+        b.init();
+        Box::new(move |level: &str| {
+            let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        })
     } else {
-        builder.init();
-    }
-    Ok(())
+        let b = builder.with_env_filter(filter).with_filter_reloading();
+        let handle = b.reload_handle();
+        b.init();
+        Box::new(move |level: &str| {
+            let f = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        })
+    };
+    Ok((!from_env).then_some(set_level))
 }

@@ -70,6 +70,8 @@ pub struct Running {
     /// Bound relay pickle addresses.
     pub pickle: Vec<SocketAddr>,
     pub stats: Arc<Stats>,
+    /// Reloads the config (SIGHUP, `POST /-/reload`).
+    pub reload: Arc<crate::reload::Reloader>,
     token: CancellationToken,
     done: JoinHandle<()>,
 }
@@ -91,16 +93,63 @@ impl Running {
 
 /// Start the server and run it until SIGINT or SIGTERM, then shut down in order.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    let running = start(config).await?;
-    crate::shutdown::signal().await;
+    run_with(
+        config,
+        crate::reload::Source::none("no config file to re-read"),
+    )
+    .await
+}
+
+/// [`run`], reloading from `source` on SIGHUP.
+pub async fn run_with(config: Config, source: crate::reload::Source) -> Result<(), ServerError> {
+    // Watch SIGHUP before anything starts: its default action ends the
+    // process, and `systemctl reload` may come at any time.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let running = start_with(config, source).await?;
+    reload_on_sighup_until_stopped(&running, hup).await;
     tracing::info!("signal received, shutting down");
     running.shutdown();
     running.wait().await;
     Ok(())
 }
 
-/// Bind, build and spawn everything the config describes.
+/// Reload on every SIGHUP until SIGINT or SIGTERM. A refused reload is
+/// logged and counted by the reloader; the server keeps running either way.
+async fn reload_on_sighup_until_stopped(
+    running: &Running,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let mut hup = match hup {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; reload with POST /-/reload");
+            crate::shutdown::signal().await;
+            return;
+        }
+    };
+    let stop = crate::shutdown::signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = running.reload.reload().await;
+            }
+        }
+    }
+}
+
+/// Bind, build and spawn everything the config describes (no reload source).
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    start_with(config, crate::reload::Source::none("started in-process")).await
+}
+
+/// [`start`], with the reload source that SIGHUP and `POST /-/reload` use.
+pub async fn start_with(
+    config: Config,
+    source: crate::reload::Source,
+) -> Result<Running, ServerError> {
     for w in &config.warnings {
         tracing::warn!(source = %config.source, "{w}");
     }
@@ -118,7 +167,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                 source,
             },
         )?;
-        udp_sockets.extend(group);
+        udp_sockets.extend(group.into_iter().map(|s| (*addr, s)));
     }
     let mut tcp_listeners = Vec::new();
     for addr in &listen.tcp {
@@ -127,7 +176,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             addr: addr.to_string(),
             source,
         })?;
-        tcp_listeners.push(l);
+        tcp_listeners.push((*addr, l));
     }
     let mut unix_listeners = Vec::new();
     for u in &listen.unix {
@@ -197,6 +246,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         };
         sinks.push((s, spec.queue.max(1), sink_stats));
     }
+    let reload_router = relay.as_ref().map(|(router, ..)| router.clone());
 
     // Phase 2: spawn. Sinks first, so their queues exist.
     let mut sink_tasks = Vec::new();
@@ -220,7 +270,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut shards: Vec<SharedShard> = Vec::new();
     let mut udp_threads = Vec::new();
     let mut udp_addrs = Vec::new();
-    for socket in udp_sockets {
+    // Each statsd listener stops on its own token, so a reload can remove it.
+    let mut stops = crate::reload::ListenerStops::default();
+    for (conf_addr, socket) in udp_sockets {
         let addr = socket.local_addr().map_err(ServerError::Thread)?;
         let shard = Arc::new(Mutex::new(Shard::new(&config.aggregate)));
         shards.push(shard.clone());
@@ -233,8 +285,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         );
         stats.udp_socket(addr, udp::inode(&socket));
         udp_threads.push(
-            udp::spawn(socket, ingest, token.clone(), listen.udp_batch)
-                .map_err(ServerError::Thread)?,
+            udp::spawn(
+                socket,
+                ingest,
+                stops.token(&token, crate::reload::ListenAddr::Udp(conf_addr)),
+                listen.udp_batch,
+            )
+            .map_err(ServerError::Thread)?,
         );
         // One line per address, not per SO_REUSEPORT socket.
         if udp_addrs.last() != Some(&addr) {
@@ -247,30 +304,40 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let stream_shard = Arc::new(Mutex::new(Shard::new(&config.aggregate)));
     shards.push(stream_shard.clone());
     let tracker = TaskTracker::new();
-    let ctx = Arc::new(StreamCtx {
-        parse: config.parse.clone(),
+    let streams = crate::reload::StreamParts {
         shard: stream_shard,
-        stats: stats.clone(),
-        raw,
-        dump_messages: config.log.dump_messages,
-        max_line_length: listen.max_line_length,
-        idle_timeout: listen.idle_timeout,
         connections: Arc::new(Semaphore::new(listen.max_connections)),
         tracker: tracker.clone(),
-        token: token.clone(),
-    });
+        raw: Arc::downgrade(&raw),
+    };
+    let ctx = |stop: CancellationToken| {
+        Arc::new(StreamCtx {
+            parse: config.parse.clone(),
+            shard: streams.shard.clone(),
+            stats: stats.clone(),
+            raw: raw.clone(),
+            dump_messages: config.log.dump_messages,
+            max_line_length: listen.max_line_length,
+            idle_timeout: listen.idle_timeout,
+            connections: streams.connections.clone(),
+            tracker: tracker.clone(),
+            token: stop,
+        })
+    };
     let mut tcp_addrs = Vec::new();
-    for l in tcp_listeners {
+    for (conf_addr, l) in tcp_listeners {
         let addr = l.local_addr().map_err(ServerError::Thread)?;
         tracing::info!(proto = "tcp", %addr, "listening");
         tcp_addrs.push(addr);
-        tracker.spawn(tcp::accept_loop(l, ctx.clone()));
+        let stop = stops.token(&token, crate::reload::ListenAddr::Tcp(conf_addr));
+        tracker.spawn(tcp::accept_loop(l, ctx(stop)));
     }
     let mut unix_paths = Vec::new();
     for (l, path) in unix_listeners {
         tracing::info!(proto = "unix", addr = %path.display(), "listening");
         unix_paths.push(path.clone());
-        tracker.spawn(unix::accept_loop(l, path, ctx.clone()));
+        let stop = stops.token(&token, crate::reload::ListenAddr::Unix(path.clone()));
+        tracker.spawn(unix::accept_loop(l, path, ctx(stop)));
     }
     let mut carbon_tcp = Vec::new();
     let mut carbon_udp = Vec::new();
@@ -279,18 +346,33 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         None => None,
         Some((router, rc, line_tcp, pickle, line_udp)) => {
             let runtime = crate::relay::RelayRuntime::start(router.clone(), &rc);
-            let cctx = Arc::new(carbon::CarbonCtx {
-                router,
-                opts: rc.line,
-                max_frame_bytes: rc.max_frame_bytes,
-                tracker: tracker.clone(),
-                token: token.clone(),
-            });
-            for (listeners, kind, list) in [
-                (line_tcp, carbon::StreamKind::Line, &mut carbon_tcp),
-                (pickle, carbon::StreamKind::Pickle, &mut pickle_addrs),
+            // One context per listener, each with its own stop token, so a
+            // reload can remove it.
+            let cctx = |stop: CancellationToken| {
+                Arc::new(carbon::CarbonCtx {
+                    router: router.clone(),
+                    opts: rc.line,
+                    max_frame_bytes: rc.max_frame_bytes,
+                    tracker: tracker.clone(),
+                    token: stop,
+                })
+            };
+            use crate::reload::ListenAddr;
+            for (listeners, conf, kind, list) in [
+                (
+                    line_tcp,
+                    &rc.line_tcp,
+                    carbon::StreamKind::Line,
+                    &mut carbon_tcp,
+                ),
+                (
+                    pickle,
+                    &rc.pickle,
+                    carbon::StreamKind::Pickle,
+                    &mut pickle_addrs,
+                ),
             ] {
-                for l in listeners {
+                for (l, conf) in listeners.into_iter().zip(conf) {
                     let addr = l.local_addr().map_err(ServerError::Thread)?;
                     let proto = match kind {
                         carbon::StreamKind::Line => "carbon tcp",
@@ -298,21 +380,27 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
                     };
                     tracing::info!(proto, %addr, "relay listening");
                     list.push(addr);
-                    tracker.spawn(carbon::accept_loop(l, kind, cctx.clone()));
+                    let key = match kind {
+                        carbon::StreamKind::Line => ListenAddr::CarbonTcp(*conf),
+                        carbon::StreamKind::Pickle => ListenAddr::Pickle(*conf),
+                    };
+                    let stop = stops.token(&token, key);
+                    tracker.spawn(carbon::accept_loop(l, kind, cctx(stop)));
                 }
             }
-            for u in line_udp {
+            for (u, conf) in line_udp.into_iter().zip(&rc.line_udp) {
                 let addr = u.local_addr().map_err(ServerError::Thread)?;
                 tracing::info!(proto = "carbon udp", %addr, "relay listening");
                 carbon_udp.push(addr);
-                tracker.spawn(carbon::udp_loop(u, cctx.clone()));
+                let stop = stops.token(&token, ListenAddr::CarbonUdp(*conf));
+                tracker.spawn(carbon::udp_loop(u, cctx(stop)));
             }
             Some(runtime)
         }
     };
-    // The accept loops and connections hold the context (and with it the raw
-    // queues); ours must go, so the queues close once they are done.
-    drop(ctx);
+    // The listeners and connections hold the raw queues; ours must go, so
+    // the queues close once they are done (the reloader holds a weak one).
+    drop(raw);
 
     let flusher = Flusher::new(
         shards,
@@ -334,32 +422,51 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (flusher_handle, flusher_rx) = FlusherHandle::channel();
     let flusher = flusher.spawn(flusher_rx).map_err(ServerError::Thread)?;
     let stop_flusher = flusher_handle.clone();
-
+    // Reloads add sink tasks; shutdown waits for every one.
+    let sink_tasks = Arc::new(Mutex::new(sink_tasks));
+    let udp_threads = Arc::new(Mutex::new(udp_threads));
+    // A reload may swap the relay for one with new rules and clusters.
+    let relay_runtime = Arc::new(Mutex::new(relay_runtime));
     // HTTP and the admin console read the state through the flusher; they
     // stop accepting at the first step of the shutdown.
     let health = Arc::new(Health::new(config.health_up));
     let shared = Shared {
         stats: stats.clone(),
         health: health.clone(),
-        flusher: flusher_handle,
-        exporter,
+        flusher: flusher_handle.clone(),
+        exporter: exporter.clone(),
         interval: config.compute.interval,
         config_lines: Arc::new(crate::http::admin::config_lines(&config)),
     };
-    let mut http_addr = None;
-    if let Some(l) = http_listener {
-        let addr = l.local_addr().map_err(ServerError::Thread)?;
-        tracing::info!(proto = "http", %addr, "listening");
-        http_addr = Some(addr);
-        tokio::spawn(crate::http::server::serve(l, shared.clone(), token.clone()));
-    }
-    let mut admin_addr = None;
-    if let Some(l) = admin_listener {
-        let addr = l.local_addr().map_err(ServerError::Thread)?;
-        tracing::info!(proto = "admin", %addr, "listening");
-        admin_addr = Some(addr);
-        tokio::spawn(crate::http::admin::serve(l, shared.clone(), token.clone()));
-    }
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        source,
+        crate::reload::Parts {
+            config: config.clone(),
+            stats: stats.clone(),
+            flusher: flusher_handle,
+            exporter,
+            router: reload_router,
+            sink_tasks: sink_tasks.clone(),
+            relay: relay_runtime.clone(),
+            shared,
+            listeners: crate::reload::ListenerParts {
+                stops,
+                streams,
+                udp_threads: udp_threads.clone(),
+            },
+            token: token.clone(),
+        },
+    ));
+    // The reloader runs them, so that a reload can move them.
+    use crate::reload::Front;
+    let http_addr = http_listener
+        .map(|l| reloader.serve(Front::Http, l))
+        .transpose()
+        .map_err(ServerError::Thread)?;
+    let admin_addr = admin_listener
+        .map(|l| reloader.serve(Front::Admin, l))
+        .transpose()
+        .map_err(ServerError::Thread)?;
 
     let shutdown_timeout = config.shutdown_timeout;
     let t = token.clone();
@@ -367,6 +474,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         t.cancelled().await;
         // 2. Listeners drain what the kernel holds, then stop.
         tracker.close();
+        let udp_threads =
+            std::mem::take(&mut *udp_threads.lock().unwrap_or_else(|e| e.into_inner()));
         let udp_done = tokio::task::spawn_blocking(move || {
             for h in udp_threads {
                 let _ = h.join();
@@ -388,6 +497,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         })
         .await;
         // 4. Sinks deliver what they hold, within the deadline.
+        let sink_tasks = std::mem::take(&mut *sink_tasks.lock().unwrap_or_else(|e| e.into_inner()));
         let delivered = with_deadline(shutdown_timeout + Duration::from_secs(1), async {
             for t in sink_tasks {
                 let _ = t.await;
@@ -398,6 +508,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             tracing::error!("sinks did not finish within shutdown_timeout");
         }
         // 5. The relay delivers what its queues hold, within the deadline.
+        let relay_runtime = relay_runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(r) = relay_runtime {
             r.shutdown(shutdown_timeout).await;
         }
@@ -415,6 +529,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         carbon_udp,
         pickle: pickle_addrs,
         stats,
+        reload: reloader,
         token,
         done,
     })

@@ -34,6 +34,10 @@ pub struct Stats {
     /// Unix seconds when the flusher last saw new lines (at a flush or an
     /// admin/API request, so to within one interval); the start time before.
     pub last_msg_seen: AtomicU64,
+    /// Reloads asked for (SIGHUP, `POST /-/reload`), refused ones included.
+    pub reloads: AtomicU64,
+    /// Reloads refused (invalid config, a sink that cannot be built...).
+    pub reload_failures: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
     relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,
@@ -77,6 +81,14 @@ impl Stats {
             .unwrap_or_else(|e| e.into_inner())
             .push(s.clone());
         s
+    }
+
+    /// Forget the sockets of a UDP address a reload removed.
+    pub fn remove_udp_socket(&self, addr: SocketAddr) {
+        self.udp_sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.addr != addr);
     }
 
     /// Every registered UDP socket.
@@ -125,6 +137,41 @@ impl Stats {
     /// values for export: [`crate::relay::stats::RelayStats::values`].
     pub fn relay(&self) -> Option<Arc<crate::relay::stats::RelayStats>> {
         self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A sink's counters by name, if it is registered.
+    pub fn sink_named(&self, name: &str) -> Option<Arc<SinkStats>> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    }
+
+    /// Counters for a sink that is not registered yet (a reload builds sinks
+    /// before it knows it will go ahead); see [`Stats::register_sink`].
+    pub fn unregistered_sink(name: &str) -> SinkStats {
+        SinkStats {
+            name: name.to_string(),
+            ..SinkStats::default()
+        }
+    }
+
+    /// Register `s` unless it already is.
+    pub fn register_sink(&self, s: Arc<SinkStats>) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        if !sinks.iter().any(|k| Arc::ptr_eq(k, &s)) {
+            sinks.push(s);
+        }
+    }
+
+    /// Forget a removed sink's counters (a reload removed it).
+    pub fn remove_sink(&self, name: &str) {
+        self.sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| s.name != name);
     }
 
     /// Every registered sink's counters.

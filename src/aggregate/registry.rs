@@ -227,6 +227,12 @@ impl Registry {
         }
     }
 
+    /// New options from a config reload; they apply from the next merge and
+    /// flush. Series already held are kept.
+    pub fn set_options(&mut self, opts: &AggregateOptions) {
+        self.opts = opts.clone();
+    }
+
     /// After a flush: reset or delete per the reference's rules
     /// (`clear_metrics` in its stats.js).
     pub fn end_interval(&mut self) {

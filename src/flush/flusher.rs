@@ -34,6 +34,21 @@ pub enum FlusherMsg {
     Stop,
     /// Merge the shards, then run the job.
     Run(Job),
+    /// New options and sinks from a config reload ([`crate::reload`]).
+    Reconfigure(Box<Reconfigure>, tokio::sync::oneshot::Sender<()>),
+}
+
+/// What a config reload changes in the flusher. The registry is kept.
+pub struct Reconfigure {
+    pub compute: ComputeOptions,
+    pub aggregate: crate::aggregate::AggregateOptions,
+    pub self_metrics: bool,
+    /// Sinks (by name) whose queue to close: they deliver what they hold and stop.
+    pub remove: Vec<String>,
+    /// New sink queues, fed from the next flush on.
+    pub add: Vec<SinkQueue>,
+    /// Shards of new listeners, merged from the next flush on.
+    pub shards: Vec<Arc<Mutex<Shard>>>,
 }
 
 /// Jobs waiting for the flusher at most; more are refused ([`FlusherBusy`]).
@@ -81,6 +96,17 @@ impl FlusherHandle {
             Err(StdTrySendError::Disconnected(_)) => return Err(FlusherBusy::Stopped),
         }
         answer.await.map_err(|_| FlusherBusy::Stopped)
+    }
+
+    /// Apply a config reload between flushes; returns once it is applied.
+    pub async fn reconfigure(&self, r: Reconfigure) -> Result<(), FlusherBusy> {
+        let (done, applied) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(FlusherMsg::Reconfigure(Box::new(r), done)) {
+            Ok(()) => {}
+            Err(StdTrySendError::Full(_)) => return Err(FlusherBusy::Full),
+            Err(StdTrySendError::Disconnected(_)) => return Err(FlusherBusy::Stopped),
+        }
+        applied.await.map_err(|_| FlusherBusy::Stopped)
     }
 
     /// Ask for the final flush (blocking only if the queue is full).
@@ -172,6 +198,20 @@ impl Flusher {
     pub fn with_exporter(mut self, exporter: Arc<Live>) -> Flusher {
         self.exporter = Some(exporter);
         self
+    }
+
+    /// Apply a reload. Dropping a queue's sender closes it, which is the
+    /// sink's signal to deliver what it holds and stop.
+    fn reconfigure(&mut self, r: Reconfigure) {
+        // What the shards hold now was aggregated under the old options:
+        // merge it first, so it is flushed under the same rules as the rest.
+        self.merge_shards();
+        self.compute = r.compute;
+        self.registry.set_options(&r.aggregate);
+        self.self_metrics = r.self_metrics;
+        self.sinks.retain(|s| !r.remove.contains(&s.stats.name));
+        self.sinks.extend(r.add);
+        self.shards.extend(r.shards);
     }
 
     /// Swap every shard's maps out and merge them into the registry, and
@@ -367,8 +407,7 @@ impl Flusher {
         std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
-                let interval = self.compute.interval;
-                let mut next = Instant::now() + interval;
+                let mut next = Instant::now() + self.compute.interval;
                 loop {
                     let wait = next.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
@@ -376,7 +415,17 @@ impl Flusher {
                             self.merge_shards();
                             job(&mut self.registry);
                         }
+                        Ok(FlusherMsg::Reconfigure(r, done)) => {
+                            let before = self.compute.interval;
+                            self.reconfigure(*r);
+                            if self.compute.interval != before {
+                                // A new interval starts counting now.
+                                next = Instant::now() + self.compute.interval;
+                            }
+                            let _ = done.send(());
+                        }
                         Err(RecvTimeoutError::Timeout) => {
+                            let interval = self.compute.interval;
                             self.flush();
                             next += interval;
                             let now = Instant::now();

@@ -122,6 +122,8 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "connections_open": get(&st.connections_open),
         "raw_dropped": get(&st.raw_dropped),
         "flushes": get(&st.flushes),
+        "reloads": get(&st.reloads),
+        "reload_failures": get(&st.reload_failures),
         "last_flush_micros": get(&st.last_flush_micros),
         "udp_sockets": udp,
         "sinks": sinks,
@@ -239,4 +241,14 @@ pub async fn top(State(s): State<Shared>, Query(q): Query<TopQuery>) -> Response
 /// Anything else: 404 with a JSON body.
 pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint (see docs/http.md)")
+}
+
+/// `POST /-/reload`: 200 with the [`ReloadReport`](crate::reload::ReloadReport);
+/// 400 when the new config is refused, 503 when the server cannot take it now.
+pub async fn reload(r: std::sync::Arc<crate::reload::Reloader>) -> Response {
+    match r.reload().await {
+        Ok(report) => (StatusCode::OK, Json(report)).into_response(),
+        Err(e) if e.is_config() => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

@@ -1,7 +1,10 @@
 //! The axum application and its server: routes, graceful shutdown.
 
+use std::sync::Arc;
+
+use crate::reload::Reloader;
 use crate::shutdown::CancellationToken;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -24,6 +27,27 @@ pub fn router(shared: Shared) -> Router {
 /// are finished first.
 pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationToken) {
     let app = router(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(token.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// [`router`] plus `POST /-/reload`.
+pub fn router_with_reload(shared: Shared, reload: Arc<Reloader>) -> Router {
+    router(shared).route("/-/reload", post(move || api::reload(reload.clone())))
+}
+
+/// [`serve`], with `POST /-/reload`.
+pub async fn serve_with_reload(
+    listener: TcpListener,
+    shared: Shared,
+    reload: Arc<Reloader>,
+    token: CancellationToken,
+) {
+    let app = router_with_reload(shared, reload);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(token.cancelled_owned())
         .await

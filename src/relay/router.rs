@@ -79,6 +79,10 @@ struct Cluster {
 pub struct Wait {
     pub dest: usize,
     pub name_len: usize,
+    /// The address of the router that `dest` indexes: after a reload
+    /// ([`Router::replace`]) the caller may hold a newer router than the one
+    /// that answered.
+    router: usize,
 }
 
 /// Where [`Router::decide`] sends a point.
@@ -104,6 +108,11 @@ pub struct Router {
     /// Every destination of every cluster, in config order.
     pub dests: Vec<Arc<DestQueue>>,
     pub stats: Arc<RelayStats>,
+    /// Set by a config reload: every point routed here from then on goes to
+    /// the successor. The listeners and `relay` sinks keep the first router,
+    /// so this chain (one link per reload that changed the relay) is how
+    /// they reach the live one without being restarted.
+    successor: std::sync::OnceLock<Arc<Router>>,
 }
 
 thread_local! {
@@ -114,11 +123,30 @@ thread_local! {
 impl Router {
     /// Build the routing table and one queue per destination.
     pub fn new(cfg: &RelayConfig) -> Result<Router, RouterError> {
+        Router::with_stats(cfg, None)
+    }
+
+    /// [`Router::new`] for a reload: `old`'s counters are kept when the
+    /// destinations are the same (so totals do not restart), new ones made
+    /// otherwise.
+    pub fn replacing(cfg: &RelayConfig, old: &Router) -> Result<Router, RouterError> {
+        Router::with_stats(cfg, Some(old.live().stats.clone()))
+    }
+
+    fn with_stats(cfg: &RelayConfig, keep: Option<Arc<RelayStats>>) -> Result<Router, RouterError> {
         let mut names = Vec::new();
         for c in &cfg.clusters {
             names.extend(c.destinations.iter().map(|d| d.to_string()));
         }
-        let stats = Arc::new(RelayStats::new(names));
+        let stats = match keep {
+            Some(k)
+                if k.destinations.len() == names.len()
+                    && k.destinations.iter().zip(&names).all(|(d, n)| d.name == *n) =>
+            {
+                k
+            }
+            _ => Arc::new(RelayStats::new(names)),
+        };
         let mut dests = Vec::new();
         let mut clusters = Vec::new();
         for c in &cfg.clusters {
@@ -176,7 +204,24 @@ impl Router {
             block: cfg.tuning.on_full == OnFull::Block,
             dests,
             stats,
+            successor: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The router points go to now: the last of this one's successors, or itself.
+    pub fn live(&self) -> &Router {
+        let mut r = self;
+        while let Some(next) = r.successor.get() {
+            r = next;
+        }
+        r
+    }
+
+    /// Send every point routed through this router (or any it replaced) to
+    /// `next` from now on. Reloads are serialised, so the live router has no
+    /// successor yet; if it had, `next` is handed back.
+    pub fn replace(&self, next: Arc<Router>) -> Result<(), Arc<Router>> {
+        self.live().successor.set(next)
     }
 
     /// Route one point: queue it for every destination it goes to. Never
@@ -185,7 +230,8 @@ impl Router {
     /// the relay sink, self-metrics, streams during shutdown) may use the
     /// room between the bound and twice it.
     pub fn route(&self, name: &[u8], value: f64, timestamp: i64) {
-        self.route_with(name, value, timestamp, self.block);
+        let r = self.live();
+        r.route_with(name, value, timestamp, r.block);
     }
 
     /// Route one point from a stream receiver. In block mode, when a live
@@ -200,6 +246,9 @@ impl Router {
         timestamp: i64,
         block: bool,
     ) -> Option<Wait> {
+        if let Some(next) = self.successor.get() {
+            return next.route_stream(name, value, timestamp, block);
+        }
         if !self.block || !block {
             self.route(name, value, timestamp);
             return None;
@@ -213,6 +262,7 @@ impl Router {
                         wait = Some(Wait {
                             dest,
                             name_len: final_name.len(),
+                            router: self as *const Router as usize,
                         });
                     }
                 }
@@ -227,7 +277,17 @@ impl Router {
 
     /// Wait for what [`Router::route_stream`] returned, or for `closing`.
     pub async fn wait(&self, w: Wait, closing: &crate::shutdown::CancellationToken) {
-        self.dests[w.dest].wait_for_room(w.name_len, closing).await;
+        // The router that answered is this one or one of its successors.
+        let mut r = self;
+        while r as *const Router as usize != w.router {
+            match r.successor.get() {
+                Some(next) => r = next,
+                None => return,
+            }
+        }
+        if let Some(d) = r.dests.get(w.dest) {
+            d.wait_for_room(w.name_len, closing).await;
+        }
     }
 
     fn route_with(&self, name: &[u8], value: f64, timestamp: i64, overshoot: bool) {

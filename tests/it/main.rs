@@ -10,5 +10,6 @@ mod http;
 mod prometheus;
 mod relay;
 mod relay_oracle;
+mod reload;
 mod statsd;
 mod support;

@@ -47,7 +47,8 @@ pub struct Rendered {
 /// The exporter, its latest rendering, and when it was last scraped.
 #[derive(Debug)]
 pub struct Live {
-    opts: PromOptions,
+    /// Changed by [`Live::reconfigure`] on a reload.
+    opts: Mutex<PromOptions>,
     /// Where `last_scrape` counts from.
     epoch: Instant,
     /// Nanoseconds since `epoch` of the last scrape.
@@ -65,12 +66,29 @@ impl Live {
     pub fn new(opts: PromOptions) -> Live {
         let exporter = Exporter::new(opts.clone());
         Live {
-            opts,
+            opts: Mutex::new(opts),
             epoch: Instant::now(),
             last_scrape: AtomicU64::new(0),
             exporter: Mutex::new(Some(exporter)),
             rendered: Mutex::new(Arc::new(Rendered::default())),
         }
+    }
+
+    fn options(&self) -> PromOptions {
+        self.opts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A config reload: new options (the mapping included). An active
+    /// exporter is rebuilt empty (Prometheus sees a counter reset, which
+    /// `rate()` handles); a freed one picks them up when next started.
+    pub fn reconfigure(&self, opts: PromOptions) {
+        {
+            let mut guard = self.exporter.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.is_some() {
+                *guard = Some(Exporter::new(opts.clone()));
+            }
+        }
+        *self.opts.lock().unwrap_or_else(|e| e.into_inner()) = opts;
     }
 
     fn nanos(&self, t: Instant) -> u64 {
@@ -108,7 +126,7 @@ impl Live {
                 self.scraped();
                 return self.publish(0);
             }
-            let mut exporter = Exporter::new(self.opts.clone());
+            let mut exporter = Exporter::new(self.options());
             exporter.seed(registry, Instant::now());
             tracing::info!(
                 series = exporter.series(),
@@ -131,7 +149,12 @@ impl Live {
             self.nanos(now)
                 .saturating_sub(self.last_scrape.load(Ordering::Relaxed)),
         );
-        if !self.opts.idle_timeout.is_zero() && idle > self.opts.idle_timeout {
+        let idle_timeout = self
+            .opts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .idle_timeout;
+        if !idle_timeout.is_zero() && idle > idle_timeout {
             let series = exporter.series();
             *guard = None;
             drop(guard);
