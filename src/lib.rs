@@ -23,6 +23,7 @@ pub mod config;
 pub mod flush;
 pub mod http;
 pub mod listener;
+pub mod log_limit;
 pub mod metric;
 pub mod parse;
 pub mod relay;

@@ -7,6 +7,7 @@
 //! Conflicts never fail the endpoint: a series whose name is already taken by
 //! another type, or by another set of label names, is dropped and counted.
 
+use crate::log_limit::LogLimiter;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -278,44 +279,6 @@ enum Update<'a> {
     Counter(f64),
     Gauge(f64),
     Timer(&'a Timer),
-}
-
-/// Lets at most `burst` messages through per `window`, counting the rest
-/// (the listener's limiter, kept local so that `http` does not reach into
-/// `listener`).
-#[derive(Debug)]
-struct LogLimiter {
-    burst: u32,
-    window: Duration,
-    start: Instant,
-    used: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    fn new(burst: u32, window: Duration) -> Self {
-        LogLimiter {
-            burst,
-            window,
-            start: Instant::now(),
-            used: 0,
-            suppressed: 0,
-        }
-    }
-
-    fn allow(&mut self) -> Option<u64> {
-        if self.start.elapsed() >= self.window {
-            self.start = Instant::now();
-            self.used = 0;
-        }
-        if self.used < self.burst {
-            self.used += 1;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
 }
 
 type Cache = HashMap<MetricKey, CacheEntry, foldhash::fast::RandomState>;

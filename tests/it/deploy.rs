@@ -264,7 +264,7 @@ fn grafana_dashboard_queries_only_served_metrics() {
             }
         }
     }
-    let server = crate::support::Server::start(crate::support::config(
+    let server = crate::support::Server::start(crate::support::config(&format!(
         r#"
 [statsd]
 udp = ["127.0.0.1:0"]
@@ -277,16 +277,9 @@ address = "127.0.0.1:0"
 [[sink]]
 type = "graphite"
 address = "127.0.0.1:1"
-[relay]
-line_tcp = ["127.0.0.1:0"]
-line_udp = []
-pickle = []
-[[relay.cluster]]
-name = "c"
-method = "forward"
-destinations = ["127.0.0.1:1"]
-"#,
-    ));
+{}"#,
+        crate::support::relay_section("127.0.0.1:1")
+    )));
     crate::support::send_udp(server.udp(), &[b"warm:1|c"]);
     let http = server.running().http.unwrap();
     let deadline = std::time::Instant::now() + crate::support::secs(10);

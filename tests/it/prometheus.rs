@@ -17,7 +17,7 @@ use statsyard::http::prometheus::{Exporter, ObserverType, PromOptions};
 use statsyard::metric::MetricRef;
 use statsyard::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 
-use crate::support::{config, free_tcp_port, send_udp, Server};
+use crate::support::{config, free_tcp_port, relay_section, send_udp, Server};
 
 /// The peer binary, or `None` (after saying why) when it is missing outside CI.
 fn peer(name: &str) -> Option<PathBuf> {
@@ -186,17 +186,7 @@ fn promtool_accepts_a_real_servers_metrics() {
         return;
     };
     // A relay too, so that its families are checked as well.
-    let relay = r#"
-[relay]
-line_tcp = ["127.0.0.1:0"]
-line_udp = []
-pickle = []
-[[relay.cluster]]
-name = "c"
-method = "forward"
-destinations = ["127.0.0.1:1"]
-"#;
-    let server = http_server(100, relay);
+    let server = http_server(100, &relay_section("127.0.0.1:1"));
     // The exporter observes from the first scrape on.
     assert_eq!(http_get(http_addr(&server), "/metrics").0, 200);
     let text = std::fs::read_to_string(data("corpus.statsd")).unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use statsyard::relay::hashing::{Destination, Method, Ring};
 use statsyard::relay::stats::RelayStats;
 
-use crate::support::{bin, config, free_tcp_port, send_udp, Server};
+use crate::support::{bin, config, free_tcp_port, relay_section, send_udp, Server};
 
 /// A carbon receiver for tests that can be stopped (listener and every
 /// connection closed) and started again on the same port. It understands
@@ -954,16 +954,8 @@ udp = []
 tcp = []
 [http]
 address = "127.0.0.1:0"
-[relay]
-line_tcp = ["127.0.0.1:0"]
-line_udp = []
-pickle = []
-[[relay.cluster]]
-name = "c"
-method = "forward"
-destinations = ["{}"]
-"#,
-        dest.addr
+{}"#,
+        relay_section(&dest.addr.to_string())
     )));
     let carbon = server.running().carbon_tcp[0];
     let mut c = TcpStream::connect(carbon).unwrap();

@@ -277,3 +277,20 @@ pub fn free_port(udp: bool) -> io::Result<u16> {
 pub fn free_tcp_port() -> u16 {
     free_port(false).expect("a free TCP port below the ephemeral range")
 }
+
+/// A `[relay]` section: carbon lines over TCP on port 0, one `forward`
+/// cluster named `c` to `dest`.
+pub fn relay_section(dest: &str) -> String {
+    format!(
+        r#"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["{dest}"]
+"#
+    )
+}
