@@ -225,6 +225,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     keep!(log.json, "[log] format");
     keep!(naming.prefix_stats, "[naming] prefix_stats");
     keep!(shutdown_timeout, "[flush] shutdown_timeout");
+    keep!(state, "[flush] state_file / persist_counters");
     // `/metrics` is fed by the flusher only when HTTP ran at start.
     if old.http.is_none() && new.http.is_some() {
         restart.push("[http] enabled".to_string());
@@ -313,6 +314,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     applied(old.listen.unix != eff.listen.unix, "[statsd] unix");
     applied(old.http != eff.http, "[http] address");
     applied(old.admin != eff.admin, "[admin] enabled / address");
+    applied(old.admin_token != eff.admin_token, "[admin] token");
     applied(
         relay_changed,
         "[relay] rules / clusters / tuning / normalize_tags / stats_*",
@@ -537,7 +539,10 @@ impl Reloader {
             )),
             Front::Admin => tokio::spawn(crate::http::admin::serve(
                 l,
-                self.shared.clone(),
+                crate::http::admin::Console {
+                    shared: self.shared.clone(),
+                    reload: Some(self.clone()),
+                },
                 stop.clone(),
             )),
         };
@@ -733,6 +738,9 @@ impl Reloader {
             // A fresh exporter: Prometheus sees counter resets, which `rate()`
             // handles; the statsd aggregates themselves are untouched.
             self.exporter.reconfigure(eff.prometheus.options.clone());
+        }
+        if current.admin_token != eff.admin_token {
+            self.shared.admin_token.set(eff.admin_token.as_deref());
         }
         if current.log.level != eff.log.level {
             if let Some(set) = &self.source.set_log_level {

@@ -402,15 +402,20 @@ pub async fn start_with(
     // the queues close once they are done (the reloader holds a weak one).
     drop(raw);
 
+    let mut registry = Registry::new(&config.aggregate);
+    if let Some(state) = &config.state {
+        restore_state(&mut registry, state);
+    }
     let flusher = Flusher::new(
         shards,
-        Registry::new(&config.aggregate),
+        registry,
         config.compute.clone(),
         flush_queues,
         stats.clone(),
         &config.naming.prefix_stats,
         config.self_metrics,
-    );
+    )
+    .with_state(config.state.clone());
     // Idle until the first scrape of `/metrics` (docs/prometheus.md).
     let exporter = Arc::new(Live::new(config.prometheus.options.clone()));
     // The exporter keeps per-series state: fed only when `/metrics` is served.
@@ -437,6 +442,7 @@ pub async fn start_with(
         exporter: exporter.clone(),
         interval: config.compute.interval,
         config_lines: Arc::new(crate::http::admin::config_lines(&config)),
+        admin_token: Arc::new(crate::http::AdminToken::new(config.admin_token.as_deref())),
     };
     let reloader = Arc::new(crate::reload::Reloader::new(
         source,
@@ -533,4 +539,41 @@ pub async fn start_with(
         token,
         done,
     })
+}
+
+/// Restore the gauges (and counters) saved at the last shutdown. A state file
+/// that cannot be read is logged, never fatal. Restored counters are removed
+/// from the file at once, so that a crash before the next shutdown cannot
+/// count them twice.
+fn restore_state(registry: &mut Registry, conf: &crate::config::StateConfig) {
+    let path = conf.path.display();
+    let loaded = match crate::state::load(&conf.path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%path, error = %e, "cannot read the state file; starting without it");
+            return;
+        }
+    };
+    if loaded.bad_lines > 0 {
+        tracing::warn!(%path, lines = loaded.bad_lines, "state file: unreadable lines skipped");
+    }
+    let mut state = loaded.state;
+    for (key, value, ttl) in &state.gauges {
+        registry.restore_gauge(key, *value, *ttl);
+    }
+    for (key, value) in &state.counters {
+        registry.add_counter(key, *value);
+    }
+    tracing::info!(
+        %path,
+        gauges = state.gauges.len(),
+        counters = state.counters.len(),
+        "state restored"
+    );
+    if !state.counters.is_empty() {
+        state.counters.clear();
+        if let Err(e) = crate::state::save(&conf.path, &state) {
+            tracing::warn!(%path, error = %e, "cannot rewrite the state file without its counters");
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub struct Stats {
     pub reloads: AtomicU64,
     /// Reloads refused (invalid config, a sink that cannot be built...).
     pub reload_failures: AtomicU64,
+    /// Admin console and `POST /-/reload` requests refused for a missing or wrong token.
+    pub admin_auth_failures: AtomicU64,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
     relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,

@@ -233,6 +233,27 @@ impl Registry {
         self.opts = opts.clone();
     }
 
+    /// Restore a gauge saved by [`crate::state`]. A gauge that already exists
+    /// (a client sent it first) keeps its new value.
+    pub fn restore_gauge(&mut self, key: &[u8], value: f64, ttl: Option<u32>) {
+        if !self.gauges.contains_key(key) {
+            self.gauges.insert(MetricKey::new(key), Gauge { value, ttl });
+        }
+    }
+
+    /// Take every counter's total of this interval out of the registry
+    /// (they report 0 at the next flush): what `persist_counters` saves
+    /// instead of flushing. Counters at 0 are left out.
+    pub fn take_counters(&mut self) -> Vec<(MetricKey, f64)> {
+        let mut out = Vec::new();
+        for (key, v) in self.counters.iter_mut() {
+            if *v != 0.0 {
+                out.push((key.clone(), std::mem::take(v)));
+            }
+        }
+        out
+    }
+
     /// After a flush: reset or delete per the reference's rules
     /// (`clear_metrics` in its stats.js).
     pub fn end_interval(&mut self) {
@@ -279,6 +300,11 @@ impl Registry {
     /// Every gauge: its current value.
     pub fn gauges(&self) -> impl Iterator<Item = (&MetricKey, f64)> + '_ {
         self.gauges.iter().map(|(k, g)| (k, g.value))
+    }
+
+    /// Every gauge with the flushes it has left under `delete_gauges`.
+    pub fn gauges_with_ttl(&self) -> impl Iterator<Item = (&MetricKey, f64, Option<u32>)> + '_ {
+        self.gauges.iter().map(|(k, g)| (k, g.value, g.ttl))
     }
 
     /// Every timer (including idle ones kept without `delete_timers`).

@@ -46,6 +46,11 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The `health` state at start (`[admin] health`, config.js `healthStatus`).
     pub health_up: bool,
+    /// The token mutating admin commands and `POST /-/reload` require
+    /// (`[admin] token` or `token_file`); `None` requires none.
+    pub admin_token: Option<String>,
+    /// Gauges (and counters) saved at shutdown, restored at start (`[flush] state_file`).
+    pub state: Option<StateConfig>,
     /// What `/metrics` exports.
     pub prometheus: PrometheusConfig,
     /// The carbon relay (`[relay]`, or `statsyard relay` flags); `None` runs none.
@@ -53,6 +58,15 @@ pub struct Config {
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,
+}
+
+/// `[flush] state_file` and `persist_counters`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateConfig {
+    /// The state file (relative paths are taken from the config file's directory).
+    pub path: PathBuf,
+    /// Also carry the last interval's counters over the restart.
+    pub counters: bool,
 }
 
 /// statsd listeners.

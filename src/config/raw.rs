@@ -64,6 +64,11 @@ pub struct RawAdmin {
     pub address: String,
     /// The `health` state at start: `up` or `down` (`/health` follows it).
     pub health: String,
+    /// A shared secret that mutating commands (`del*`, `health up|down`,
+    /// `reload`, and `POST /-/reload` over HTTP) require; `""` requires none.
+    pub token: String,
+    /// A file holding the token (its first line), instead of `token`.
+    pub token_file: String,
 }
 
 impl Default for RawAdmin {
@@ -72,6 +77,8 @@ impl Default for RawAdmin {
             enabled: true,
             address: "127.0.0.1:8126".into(),
             health: "up".into(),
+            token: String::new(),
+            token_file: String::new(),
         }
     }
 }
@@ -241,6 +248,13 @@ pub struct RawFlush {
     /// lines, refused connections, sink drops) to every flush, under
     /// `<prefix_stats>.statsyard.`. Off when loading a reference `config.js`.
     pub self_metrics: bool,
+    /// Where gauges (and, with `persist_counters`, counters) are saved at
+    /// shutdown and restored from at start; `""` saves nothing.
+    pub state_file: String,
+    /// Save the counters of the last interval to `state_file` at shutdown
+    /// instead of flushing them, and count them in the first interval after
+    /// the restart.
+    pub persist_counters: bool,
 }
 
 impl Default for RawFlush {
@@ -258,6 +272,8 @@ impl Default for RawFlush {
             gauges_max_ttl: 1,
             shutdown_timeout: Duration::from_secs(10),
             self_metrics: true,
+            state_file: String::new(),
+            persist_counters: false,
         }
     }
 }

@@ -340,6 +340,21 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
             ))
         }
     };
+    let admin_token = admin_token(&raw.admin, file)?;
+    let state = if f.state_file.is_empty() {
+        if f.persist_counters {
+            return Err(bad(
+                "flush.persist_counters",
+                "needs flush.state_file: the counters are saved there",
+            ));
+        }
+        None
+    } else {
+        Some(crate::config::StateConfig {
+            path: relative_to(file, &f.state_file),
+            counters: f.persist_counters,
+        })
+    };
     let prometheus = prometheus(&raw.prometheus, file, &mut warnings)?;
 
     let relay = match &raw.relay {
@@ -382,6 +397,8 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         http,
         admin,
         health_up,
+        admin_token,
+        state,
         prometheus,
         relay,
         warnings,
@@ -473,6 +490,35 @@ fn prometheus(
 
 /// `path` as written in the config file `file`: relative paths start at the
 /// file's directory (the embedded config has none: the working directory).
+/// `[admin] token` or `token_file` (its first line, trimmed).
+fn admin_token(a: &crate::config::raw::RawAdmin, file: &str) -> Result<Option<String>, Bad> {
+    let token = match (a.token.is_empty(), a.token_file.is_empty()) {
+        (true, true) => return Ok(None),
+        (false, false) => {
+            return Err(bad(
+                "admin.token_file",
+                "set either admin.token or admin.token_file, not both",
+            ))
+        }
+        (false, true) => a.token.trim().to_string(),
+        (true, false) => {
+            let path = relative_to(file, &a.token_file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(
+                    "admin.token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            text.lines().next().unwrap_or("").trim().to_string()
+        }
+    };
+    if token.len() < 8 {
+        let key = if a.token.is_empty() { "admin.token_file" } else { "admin.token" };
+        return Err(bad(key, "the token must be at least 8 characters"));
+    }
+    Ok(Some(token))
+}
+
 fn relative_to(file: &str, path: &str) -> PathBuf {
     let p = PathBuf::from(path);
     if p.is_absolute() {

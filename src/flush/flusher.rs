@@ -159,6 +159,8 @@ pub struct Flusher {
     exporter: Option<Arc<Live>>,
     /// `metrics_received` at the last merge, for `last_msg_seen`.
     lines_at_merge: u64,
+    /// `[flush] state_file`: saved after the final flush.
+    state: Option<crate::config::StateConfig>,
 }
 
 impl Flusher {
@@ -191,6 +193,61 @@ impl Flusher {
             self_seen: std::collections::HashMap::new(),
             exporter: None,
             lines_at_merge: 0,
+            state: None,
+        }
+    }
+
+    /// Save gauges (and counters) to the state file at shutdown.
+    pub fn with_state(mut self, state: Option<crate::config::StateConfig>) -> Flusher {
+        self.state = state;
+        self
+    }
+
+    /// The last flush at shutdown. With `persist_counters`, the interval's
+    /// counters are taken out first and saved instead of flushed; with a state
+    /// file, the gauges are saved after the flush.
+    fn final_flush(&mut self) {
+        let carried = match &self.state {
+            Some(s) if s.counters => {
+                self.merge_shards();
+                self.registry.take_counters()
+            }
+            _ => Vec::new(),
+        };
+        self.flush();
+        let Some(conf) = &self.state else {
+            return;
+        };
+        let lag = self.names.timestamp_lag.as_bytes();
+        let state = crate::state::State {
+            gauges: self
+                .registry
+                .gauges_with_ttl()
+                .filter(|(k, ..)| k.as_bytes() != lag)
+                .map(|(k, v, ttl)| (k.as_bytes().to_vec(), v, ttl))
+                .collect(),
+            counters: carried
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v))
+                .collect(),
+        };
+        match crate::state::save(&conf.path, &state) {
+            Ok(()) => tracing::info!(
+                path = %conf.path.display(),
+                gauges = state.gauges.len(),
+                counters = state.counters.len(),
+                "state saved"
+            ),
+            Err(e) => {
+                // The counters were not flushed either: say how much was lost.
+                tracing::error!(
+                    path = %conf.path.display(),
+                    error = %e,
+                    gauges = state.gauges.len(),
+                    counters = state.counters.len(),
+                    "cannot save the state file: these gauges and counters are lost"
+                );
+            }
         }
     }
 
@@ -436,7 +493,7 @@ impl Flusher {
                             }
                         }
                         Ok(FlusherMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                            self.flush();
+                            self.final_flush();
                             return;
                         }
                     }

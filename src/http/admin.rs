@@ -1,7 +1,13 @@
 //! The reference statsd's TCP management console (its `mgmt_server.js` and
 //! `mgmt_console.js`): `stats`, `counters`, `timers`, `gauges`, `sets`, their
 //! `del*` counterparts with `prefix.*` wildcards, `health [up|down]`,
-//! `config`, `help` and `quit`, with the reference's output.
+//! `config`, `help` and `quit`, with the reference's output; plus `reload`
+//! (statsyard's), and `auth TOKEN` when `[admin] token` is set.
+//!
+//! With a token configured, the commands that change something (`del*`,
+//! `health up`/`health down`, `reload`) answer `ERROR: ...` until the
+//! connection has sent `auth TOKEN`; reading commands stay open, as the
+//! console's scripts expect.
 //!
 //! `counters`, `timers`, `gauges` and `sets` print the live state the way the
 //! reference prints it with node's `util.inspect`; [`inspect`] reproduces that
@@ -32,12 +38,20 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// reference runs every chunk it reads (`printf stats | nc` works).
 const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(200);
 
-/// The reference's `help` text, plus `sets` and `delsets`.
+/// The reference's `help` text, plus `sets`, `delsets`, `reload` and `auth`.
 pub const HELP: &str = "Commands: stats, counters, timers, gauges, sets, delcounters, deltimers, \
-                        delgauges, delsets, health, config, quit\n\n";
+                        delgauges, delsets, health, config, reload, auth, quit\n\n";
+
+/// What a console connection works with.
+#[derive(Clone)]
+pub struct Console {
+    pub shared: Shared,
+    /// Runs `reload`; `None` where the server has no reloader.
+    pub reload: Option<Arc<crate::reload::Reloader>>,
+}
 
 /// Accept console connections until `token` is cancelled.
-pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationToken) {
+pub async fn serve(listener: TcpListener, console: Console, token: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -57,13 +71,13 @@ pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationTok
             tracing::warn!(%peer, "admin console: too many connections, closing");
             continue;
         };
-        let shared = shared.clone();
+        let console = console.clone();
         let token = token.clone();
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 _ = token.cancelled() => {}
-                r = connection(stream, &shared) => {
+                r = connection(stream, &console) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "admin console connection ended");
                     }
@@ -74,7 +88,11 @@ pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationTok
 }
 
 /// One console connection: commands in, answers out, until `quit` or EOF.
-async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn connection(mut stream: TcpStream, console: &Console) -> std::io::Result<()> {
+    let mut session = Session {
+        console,
+        authed: false,
+    };
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     // Skipping the rest of an overlong line.
@@ -92,7 +110,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
                 // A command without a newline: run it as the reference would
                 // (unless it is the tail of an overlong line).
                 let line = std::mem::take(&mut buf);
-                if !skipping && run_line(&line, &mut stream, shared).await? {
+                if !skipping && run_line(&line, &mut stream, &mut session).await? {
                     return Ok(());
                 }
                 continue;
@@ -100,7 +118,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
         };
         if n == 0 {
             if !buf.is_empty() && !skipping {
-                run_line(&buf, &mut stream, shared).await?;
+                run_line(&buf, &mut stream, &mut session).await?;
             }
             return Ok(());
         }
@@ -111,7 +129,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
                 skipping = false;
                 continue;
             }
-            if run_line(&line, &mut stream, shared).await? {
+            if run_line(&line, &mut stream, &mut session).await? {
                 return Ok(());
             }
         }
@@ -126,9 +144,13 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
 }
 
 /// Run one command line and write its answer; `true` means close.
-async fn run_line(line: &[u8], stream: &mut TcpStream, shared: &Shared) -> std::io::Result<bool> {
+async fn run_line(
+    line: &[u8],
+    stream: &mut TcpStream,
+    session: &mut Session<'_>,
+) -> std::io::Result<bool> {
     let text = String::from_utf8_lossy(line);
-    match answer(&text, shared).await {
+    match session.answer(&text).await {
         Answer::Text(out) => {
             stream.write_all(out.as_bytes()).await?;
             Ok(false)
@@ -158,7 +180,70 @@ fn split(line: &str) -> (&str, Vec<&str>) {
     (cmd, words.collect())
 }
 
-/// The answer to one command line.
+/// One connection's state: whether it has sent the token.
+struct Session<'a> {
+    console: &'a Console,
+    authed: bool,
+}
+
+/// What a mutating command answers without the token.
+const NEEDS_TOKEN: &str = "ERROR: this command needs the admin token: send `auth TOKEN` first\n";
+
+impl Session<'_> {
+    async fn answer(&mut self, line: &str) -> Answer {
+        let (cmd, params) = split(line);
+        let shared = &self.console.shared;
+        let mutating = match cmd {
+            "delcounters" | "deltimers" | "delgauges" | "delsets" | "reload" => true,
+            "health" => !params.is_empty(),
+            _ => false,
+        };
+        if cmd == "auth" {
+            let given = params.first().map(|p| p.as_bytes());
+            return Answer::Text(if !shared.admin_token.required() {
+                "OK (no token is configured)\n".to_string()
+            } else if shared.admin_token.accepts(given) {
+                self.authed = true;
+                "OK\n".to_string()
+            } else {
+                self.authed = false;
+                crate::stats::incr(&shared.stats.admin_auth_failures, 1);
+                tracing::warn!("admin console: wrong token");
+                "ERROR: wrong token\n".to_string()
+            });
+        }
+        if mutating && !self.authed && shared.admin_token.required() {
+            crate::stats::incr(&shared.stats.admin_auth_failures, 1);
+            return Answer::Text(NEEDS_TOKEN.to_string());
+        }
+        if cmd == "reload" {
+            return Answer::Text(match &self.console.reload {
+                None => "ERROR: this server cannot reload\n".to_string(),
+                Some(r) => match r.reload().await {
+                    Ok(report) => format!(
+                        "reloaded {}\napplied: {}\nrestart required: {}\n",
+                        report.source,
+                        list(&report.applied),
+                        list(&report.restart_required),
+                    ),
+                    Err(e) => format!("ERROR: reload refused: {e}\n"),
+                },
+            });
+        }
+        answer(line, shared).await
+    }
+}
+
+/// `a, b` or `none`.
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// The answer to one command line (the reference's commands; no token check).
 pub async fn answer(line: &str, shared: &Shared) -> Answer {
     let (cmd, params) = split(line);
     let params: Vec<String> = params.into_iter().map(str::to_string).collect();

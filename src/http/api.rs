@@ -12,7 +12,7 @@ use super::{self_metrics, Shared};
 use crate::aggregate::TOP_KEPT;
 use crate::flush::flusher::FlusherBusy;
 use crate::metric::MetricType;
-use crate::stats::{get, unix_now};
+use crate::stats::{get, incr, unix_now};
 
 /// `/api/series` without `limit`.
 pub const DEFAULT_SERIES_LIMIT: usize = 1000;
@@ -124,6 +124,7 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "flushes": get(&st.flushes),
         "reloads": get(&st.reloads),
         "reload_failures": get(&st.reload_failures),
+        "admin_auth_failures": get(&st.admin_auth_failures),
         "last_flush_micros": get(&st.last_flush_micros),
         "udp_sockets": udp,
         "sinks": sinks,
@@ -245,7 +246,28 @@ pub async fn not_found() -> Response {
 
 /// `POST /-/reload`: 200 with the [`ReloadReport`](crate::reload::ReloadReport);
 /// 400 when the new config is refused, 503 when the server cannot take it now.
-pub async fn reload(r: std::sync::Arc<crate::reload::Reloader>) -> Response {
+pub async fn reload(
+    r: std::sync::Arc<crate::reload::Reloader>,
+    shared: Shared,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // `[admin] token`, as `Authorization: Bearer TOKEN`.
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if !shared.admin_token.accepts(given) {
+        incr(&shared.stats.admin_auth_failures, 1);
+        tracing::warn!("POST /-/reload refused: missing or wrong token");
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            "this server requires the admin token: Authorization: Bearer TOKEN".to_string(),
+        );
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
     match r.reload().await {
         Ok(report) => (StatusCode::OK, Json(report)).into_response(),
         Err(e) if e.is_config() => error(StatusCode::BAD_REQUEST, e.to_string()),

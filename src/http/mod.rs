@@ -66,4 +66,44 @@ pub struct Shared {
     pub interval: Duration,
     /// The admin `config` command's lines (`key: value`, `table > key: value`).
     pub config_lines: Arc<Vec<String>>,
+    /// The token mutating commands require (`[admin] token`); a reload may change it.
+    pub admin_token: Arc<AdminToken>,
+}
+
+/// `[admin] token`: what mutating admin commands and `POST /-/reload` require.
+#[derive(Debug, Default)]
+pub struct AdminToken(std::sync::RwLock<Option<Arc<str>>>);
+
+impl AdminToken {
+    pub fn new(token: Option<&str>) -> AdminToken {
+        AdminToken(std::sync::RwLock::new(token.map(Arc::from)))
+    }
+
+    /// Replace the token (a reload).
+    pub fn set(&self, token: Option<&str>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = token.map(Arc::from);
+    }
+
+    /// Whether a token is configured.
+    pub fn required(&self) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Whether `given` is the token, or none is required. The comparison
+    /// takes the same time wherever the first difference is.
+    pub fn accepts(&self, given: Option<&[u8]>) -> bool {
+        let want = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match (want, given) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(g)) => {
+                let w = w.as_bytes();
+                let mut diff = (w.len() != g.len()) as u8;
+                for (i, &b) in w.iter().enumerate() {
+                    diff |= b ^ g.get(i).copied().unwrap_or(0);
+                }
+                diff == 0
+            }
+        }
+    }
 }

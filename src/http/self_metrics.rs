@@ -51,7 +51,7 @@ fn number(v: f64) -> String {
 /// statsyard's own metrics under `statsyard_` in the text format.
 pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let mut s = String::new();
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 8] = [
+    let counters: &[(&str, &str, &std::sync::atomic::AtomicU64)] = &[
         (
             "packets_received_total",
             "UDP datagrams and stream reads holding at least one full line.",
@@ -66,6 +66,11 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             "bad_lines_total",
             "Lines or values rejected by the parser (the reference's bad_lines_seen).",
             &stats.bad_lines_seen,
+        ),
+        (
+            "admin_auth_failures_total",
+            "Admin console commands and POST /-/reload refused for a missing or wrong token.",
+            &stats.admin_auth_failures,
         ),
         (
             "lines_too_long_total",

@@ -37,7 +37,11 @@ pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationTok
 
 /// [`router`] plus `POST /-/reload`.
 pub fn router_with_reload(shared: Shared, reload: Arc<Reloader>) -> Router {
-    router(shared).route("/-/reload", post(move || api::reload(reload.clone())))
+    let s = shared.clone();
+    router(shared).route(
+        "/-/reload",
+        post(move |headers: axum::http::HeaderMap| api::reload(reload.clone(), s.clone(), headers)),
+    )
 }
 
 /// [`serve`], with `POST /-/reload`.

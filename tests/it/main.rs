@@ -7,6 +7,7 @@ mod clients;
 mod deploy;
 mod differential;
 mod http;
+mod persist;
 mod prometheus;
 mod relay;
 mod relay_oracle;
