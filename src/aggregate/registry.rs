@@ -237,7 +237,8 @@ impl Registry {
     /// (a client sent it first) keeps its new value.
     pub fn restore_gauge(&mut self, key: &[u8], value: f64, ttl: Option<u32>) {
         if !self.gauges.contains_key(key) {
-            self.gauges.insert(MetricKey::new(key), Gauge { value, ttl });
+            self.gauges
+                .insert(MetricKey::new(key), Gauge { value, ttl });
         }
     }
 

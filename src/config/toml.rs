@@ -513,7 +513,11 @@ fn admin_token(a: &crate::config::raw::RawAdmin, file: &str) -> Result<Option<St
         }
     };
     if token.len() < 8 {
-        let key = if a.token.is_empty() { "admin.token_file" } else { "admin.token" };
+        let key = if a.token.is_empty() {
+            "admin.token_file"
+        } else {
+            "admin.token"
+        };
         return Err(bad(key, "the token must be at least 8 characters"));
     }
     Ok(Some(token))
@@ -1057,6 +1061,45 @@ mod tests {
             let c = ok(&format!("[flush]\ngauges_max_ttl = {v}\n"));
             assert_eq!(c.aggregate.gauges_max_ttl, want, "{v}");
         }
+    }
+
+    #[test]
+    fn admin_token_and_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        let file = file.to_str().unwrap();
+        std::fs::write(dir.path().join("tok"), "  from-a-file \nsecond line\n").unwrap();
+        let load = |text: &str| from_str(text, file);
+        let c = load("[admin]\ntoken = \"long-enough\"").unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("long-enough"));
+        let c = load("[admin]\ntoken_file = \"tok\"").unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-a-file"));
+        assert_eq!(load("").unwrap().admin_token, None);
+        for (text, key, why) in [
+            ("[admin]\ntoken = \"short\"", "admin.token", "at least 8"),
+            (
+                "[admin]\ntoken_file = \"missing\"",
+                "admin.token_file",
+                "cannot read",
+            ),
+            (
+                "[admin]\ntoken = \"long-enough\"\ntoken_file = \"tok\"",
+                "admin.token_file",
+                "not both",
+            ),
+            (
+                "[flush]\npersist_counters = true",
+                "flush.persist_counters",
+                "state_file",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(why), "{text}: {e}");
+        }
+        let c = load("[flush]\nstate_file = \"st\"\npersist_counters = true").unwrap();
+        let st = c.state.unwrap();
+        assert_eq!(st.path, dir.path().join("st"));
+        assert!(st.counters);
     }
 
     #[test]

@@ -113,7 +113,8 @@ fn sigterm_delivers_everything_and_gauges_survive_a_restart() {
     // No pause: what the kernel holds at SIGTERM is read before the final flush.
     p.term();
     g.until(secs(10), |ls| {
-        ls.iter().any(|l| l.name == "stats.timers.persist.lat.count")
+        ls.iter()
+            .any(|l| l.name == "stats.timers.persist.lat.count")
             && ls.iter().any(|l| l.name == "stats.gauges.persist.depth")
             && ls.iter().any(|l| l.name == "stats_counts.persist.hits")
     });
@@ -148,11 +149,7 @@ fn persist_counters_carries_the_last_interval_over_a_restart() {
     let mut g = Graphite::start();
     let port = free_port(true).expect("free UDP port");
     let udp: SocketAddr = ([127, 0, 0, 1], port).into();
-    std::fs::write(
-        &file,
-        config(port, "1h", g.addr, "persist_counters = true"),
-    )
-    .unwrap();
+    std::fs::write(&file, config(port, "1h", g.addr, "persist_counters = true")).unwrap();
     let p = Proc::start(&file, &dir.path().join("1.log"));
     send(udp, &vec![&b"carry.hits:1|c"[..]; 500]);
     send(udp, &[b"carry.g:7|g"]);
