@@ -12,5 +12,6 @@ mod prometheus;
 mod relay;
 mod relay_oracle;
 mod reload;
+mod slow_sink;
 mod statsd;
 mod support;
