@@ -176,9 +176,14 @@ pub struct Plan {
     pub relay_changed: bool,
 }
 
-/// Repeater sinks are fed by the listeners' raw tap, which is fixed at start.
+/// Repeater sinks are fed by the listeners' raw tap, not by the flusher.
 fn is_raw(s: &SinkSpec) -> bool {
     matches!(s.kind, SinkKind::Repeater(_))
+}
+
+/// Whether `name` is a repeater sink of `config`.
+fn is_raw_name(config: &Config, name: &str) -> bool {
+    config.sinks.iter().any(|s| s.name == name && is_raw(s))
 }
 
 /// Diff `old` (running) against `new` (just loaded).
@@ -275,14 +280,6 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         }
     }
 
-    let old_raw: Vec<&SinkSpec> = old.sinks.iter().filter(|s| is_raw(s)).collect();
-    let new_raw: Vec<&SinkSpec> = new.sinks.iter().filter(|s| is_raw(s)).collect();
-    if old_raw != new_raw {
-        restart.push("[[sink]] type = \"repeater\"".to_string());
-        eff.sinks.retain(|s| !is_raw(s));
-        eff.sinks.extend(old_raw.iter().map(|s| (*s).clone()));
-    }
-
     let mut report = ReloadReport {
         source: new.source.clone(),
         restart_required: restart,
@@ -324,17 +321,17 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     }
 
     // Sinks are matched by name. Every flush sink formats names itself, so a
-    // naming change rebuilds them all.
+    // naming change rebuilds them all (not the repeaters, which copy packets).
     let naming_changed = old.naming != eff.naming;
     let mut start = Vec::new();
     let mut stop = Vec::new();
-    for s in eff.sinks.iter().filter(|s| !is_raw(s)) {
-        match old.sinks.iter().find(|o| o.name == s.name && !is_raw(o)) {
+    for s in eff.sinks.iter() {
+        match old.sinks.iter().find(|o| o.name == s.name) {
             None => {
                 report.sinks_added.push(s.name.clone());
                 start.push(s.clone());
             }
-            Some(o) if o != s || naming_changed => {
+            Some(o) if o != s || (naming_changed && !is_raw(s)) => {
                 report.sinks_changed.push(s.name.clone());
                 stop.push(s.name.clone());
                 start.push(s.clone());
@@ -342,8 +339,8 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             Some(_) => report.sinks_unchanged.push(s.name.clone()),
         }
     }
-    for o in old.sinks.iter().filter(|s| !is_raw(s)) {
-        if !eff.sinks.iter().any(|s| s.name == o.name && !is_raw(s)) {
+    for o in old.sinks.iter() {
+        if !eff.sinks.iter().any(|s| s.name == o.name) {
             report.sinks_removed.push(o.name.clone());
             stop.push(o.name.clone());
         }
@@ -464,8 +461,8 @@ pub struct StreamParts {
     pub shard: SharedShard,
     pub connections: Arc<tokio::sync::Semaphore>,
     pub tracker: tokio_util::task::TaskTracker,
-    /// Weak, so the raw queues still close at shutdown when the listeners go.
-    pub raw: std::sync::Weak<[mpsc::Sender<crate::sink::SinkMsg>]>,
+    /// The repeaters' queues, which a reload replaces.
+    pub raw: crate::listener::RawTap,
 }
 
 /// What a reload needs to add and remove statsd listeners.
@@ -682,13 +679,18 @@ impl Reloader {
         }
         let listeners = self.bind_listeners(&current, eff)?;
         let mut add = Vec::new();
+        let mut add_raw = Vec::new();
         let mut receivers = Vec::new();
         for (s, queue, sink_stats) in built {
             let (tx, rx) = mpsc::channel(queue);
-            add.push(SinkQueue {
-                tx,
-                stats: sink_stats.clone(),
-            });
+            if s.wants_raw() {
+                add_raw.push((s.name().to_string(), tx));
+            } else {
+                add.push(SinkQueue {
+                    tx,
+                    stats: sink_stats.clone(),
+                });
+            }
             receivers.push((s, rx, sink_stats));
         }
         self.flusher
@@ -702,6 +704,18 @@ impl Reloader {
             })
             .await?;
         // From here on nothing can fail: the flusher already feeds the new set.
+        // The repeaters: kept ones keep their queue, removed and changed ones
+        // close theirs once every listener has taken the new list.
+        if !add_raw.is_empty() || plan.stop.iter().any(|n| is_raw_name(&current, n)) {
+            let (now, _) = self.streams.raw.current();
+            let mut next: Vec<_> = now
+                .iter()
+                .filter(|(name, _)| !plan.stop.contains(name))
+                .cloned()
+                .collect();
+            next.extend(add_raw);
+            self.streams.raw.replace(next);
+        }
         for name in &plan.report.sinks_removed {
             self.stats.remove_sink(name);
             tracing::info!(sink = %name, "sink removed: delivering what it holds, then stopping");
@@ -838,10 +852,7 @@ impl Reloader {
     /// reads what the kernel holds first; stream connections of a removed
     /// listener end as at shutdown.
     fn start_listeners(&self, new: NewListeners, eff: &Config) {
-        let raw = self.streams.raw.upgrade().unwrap_or_else(|| {
-            // Only when every listener of the start is gone.
-            Arc::from(Vec::new())
-        });
+        let raw = self.streams.raw.clone();
         let mut stops = self.stops.lock().unwrap_or_else(|e| e.into_inner());
         for (conf, socket, shard) in new.udp {
             let ingest = Ingest::new(

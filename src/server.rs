@@ -255,7 +255,7 @@ pub async fn start_with(
     for (s, queue, sink_stats) in sinks {
         let (tx, rx) = mpsc::channel(queue);
         if s.wants_raw() {
-            raw_queues.push(tx);
+            raw_queues.push((s.name().to_string(), tx));
         } else {
             flush_queues.push(SinkQueue {
                 tx,
@@ -265,7 +265,7 @@ pub async fn start_with(
         tracing::info!(sink = s.name(), "sink started");
         sink_tasks.push(tokio::spawn(s.run(rx)));
     }
-    let raw: RawTap = raw_queues.into();
+    let raw = RawTap::new(raw_queues);
 
     let mut shards: Vec<SharedShard> = Vec::new();
     let mut udp_threads = Vec::new();
@@ -308,7 +308,7 @@ pub async fn start_with(
         shard: stream_shard,
         connections: Arc::new(Semaphore::new(listen.max_connections)),
         tracker: tracker.clone(),
-        raw: Arc::downgrade(&raw),
+        raw: raw.clone(),
     };
     let ctx = |stop: CancellationToken| {
         Arc::new(StreamCtx {
@@ -398,9 +398,9 @@ pub async fn start_with(
             Some(runtime)
         }
     };
-    // The listeners and connections hold the raw queues; ours must go, so
-    // the queues close once they are done (the reloader holds a weak one).
-    drop(raw);
+    // Shutdown empties the tap once the listeners stopped, so that the
+    // repeaters' queues close and they deliver what they hold.
+    let raw_tap = raw;
 
     let mut registry = Registry::new(&config.aggregate);
     if let Some(state) = &config.state {
@@ -495,6 +495,7 @@ pub async fn start_with(
         if drained.is_none() {
             tracing::warn!("listeners did not stop in time; flushing what they gave");
         }
+        raw_tap.close();
         // 3. The final flush.
         // `stop` waits if the flusher's job queue is full: off the runtime.
         let _ = tokio::task::spawn_blocking(move || {

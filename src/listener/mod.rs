@@ -26,8 +26,58 @@ use crate::stats::{incr, Stats};
 /// A shard shared between its one writer (a listener) and the flusher.
 pub type SharedShard = Arc<Mutex<Shard>>;
 
-/// Queues of the sinks that want raw packets (the repeater).
-pub type RawTap = Arc<[mpsc::Sender<SinkMsg>]>;
+/// The queues of the sinks that want raw packets (repeaters), by sink name.
+pub type RawQueues = Arc<[(String, mpsc::Sender<SinkMsg>)]>;
+
+/// Where every listener copies its raw packets: the repeaters' queues. A
+/// reload replaces the list; each listener takes the new one at its next
+/// packet (one relaxed atomic load per packet tells it whether to).
+///
+/// A repeater's queue closes, which tells it to deliver what it holds and
+/// stop, once no list holds its sender: after a reload removed it, when
+/// every listener has moved on to the new list (at its next packet, or when
+/// it ends); at shutdown, after the listeners stop and [`RawTap::close`].
+#[derive(Clone, Default)]
+pub struct RawTap(Arc<TapInner>);
+
+#[derive(Default)]
+struct TapInner {
+    version: std::sync::atomic::AtomicU64,
+    queues: std::sync::RwLock<Option<RawQueues>>,
+}
+
+impl RawTap {
+    pub fn new(queues: Vec<(String, mpsc::Sender<SinkMsg>)>) -> RawTap {
+        let tap = RawTap::default();
+        tap.replace(queues);
+        tap
+    }
+
+    /// The current list, and its version.
+    pub fn current(&self) -> (RawQueues, u64) {
+        let q = self.0.queues.read().unwrap_or_else(|e| e.into_inner());
+        let version = self.0.version.load(std::sync::atomic::Ordering::Acquire);
+        (q.clone().unwrap_or_else(|| Arc::from(Vec::new())), version)
+    }
+
+    /// Replace the list (a reload).
+    pub fn replace(&self, queues: Vec<(String, mpsc::Sender<SinkMsg>)>) {
+        let mut q = self.0.queues.write().unwrap_or_else(|e| e.into_inner());
+        *q = Some(queues.into());
+        self.0
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Drop the list (shutdown, once the listeners stopped).
+    pub fn close(&self) {
+        self.replace(Vec::new());
+    }
+
+    fn version(&self) -> u64 {
+        self.0.version.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
 
 /// Parse + aggregate for one listener thread or connection.
 pub struct Ingest {
@@ -35,6 +85,9 @@ pub struct Ingest {
     shard: SharedShard,
     stats: Arc<Stats>,
     raw: RawTap,
+    /// The tap's list as of `raw_version`.
+    raw_now: RawQueues,
+    raw_version: u64,
     dump_messages: bool,
     bad_log: LogLimiter,
 }
@@ -47,11 +100,14 @@ impl Ingest {
         raw: RawTap,
         dump_messages: bool,
     ) -> Ingest {
+        let (raw_now, raw_version) = raw.current();
         Ingest {
             parser: StatsdParser::new(opts.clone()),
             shard,
             stats,
             raw,
+            raw_now,
+            raw_version,
             dump_messages,
             bad_log: LogLimiter::new(10, Duration::from_secs(10)),
         }
@@ -60,9 +116,12 @@ impl Ingest {
     /// One packet: a UDP datagram, or the complete lines of one stream read.
     pub fn packet(&mut self, data: &[u8]) {
         incr(&self.stats.packets_received, 1);
-        if !self.raw.is_empty() {
+        if self.raw.version() != self.raw_version {
+            (self.raw_now, self.raw_version) = self.raw.current();
+        }
+        if !self.raw_now.is_empty() {
             let copy = Bytes::copy_from_slice(data);
-            for tx in self.raw.iter() {
+            for (_, tx) in self.raw_now.iter() {
                 if tx.try_send(SinkMsg::Raw(copy.clone())).is_err() {
                     incr(&self.stats.raw_dropped, 1);
                 }

@@ -507,3 +507,125 @@ fn post_reload_applies_an_edited_mapping_file() {
     );
     metrics_until("shop_hits");
 }
+
+/// A UDP statsd server stand-in that collects the packets a repeater sends.
+fn packet_sink() -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.recv(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn repeater_config(udp: u16, http: u16, to: &[SocketAddr]) -> String {
+    let mut s = config(udp, http, "[90]", &[]);
+    if !to.is_empty() {
+        let list: Vec<String> = to.iter().map(|a| format!("\"{a}\"")).collect();
+        s.push_str(&format!(
+            "[[sink]]\ntype = \"repeater\"\nname = \"copy\"\ndestinations = [{}]\n",
+            list.join(", ")
+        ));
+    }
+    s
+}
+
+/// Wait for `packet` at `rx`; other packets are skipped.
+fn expect_packet(rx: &std::sync::mpsc::Receiver<Vec<u8>>, packet: &[u8]) {
+    let end = Instant::now() + secs(10);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(p) if p == packet => return,
+            Ok(_) => {}
+            Err(_) => panic!("{:?} was not repeated", String::from_utf8_lossy(packet)),
+        }
+    }
+}
+
+#[test]
+fn reload_adds_changes_and_removes_a_repeater() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("statsyard.toml");
+    let (a, a_rx) = packet_sink();
+    let (b, b_rx) = packet_sink();
+    let udp_port = free_port(true).expect("free UDP port");
+    let http_port = free_tcp_port();
+    let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    write(&file, &repeater_config(udp_port, http_port, &[]));
+    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let child = bin()
+        .args(["--config", &file.display().to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _p = Proc(child);
+    let end = Instant::now() + secs(20);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < end, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    // Added by a reload: packets from then on are repeated to a.
+    write(&file, &repeater_config(udp_port, http_port, &[a]));
+    let (status, report) = post_reload(http);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["sinks_added"],
+        serde_json::json!(["copy"]),
+        "{report}"
+    );
+    assert_eq!(
+        report["restart_required"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    sender.send_to(b"rep.one:1|c", udp).unwrap();
+    expect_packet(&a_rx, b"rep.one:1|c");
+
+    // Changed: now to b only.
+    write(&file, &repeater_config(udp_port, http_port, &[b]));
+    let (status, report) = post_reload(http);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["sinks_changed"],
+        serde_json::json!(["copy"]),
+        "{report}"
+    );
+    sender.send_to(b"rep.two:1|c", udp).unwrap();
+    expect_packet(&b_rx, b"rep.two:1|c");
+
+    // Removed: nothing is repeated any more, and the server still aggregates.
+    write(&file, &repeater_config(udp_port, http_port, &[]));
+    let (status, report) = post_reload(http);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["sinks_removed"],
+        serde_json::json!(["copy"]),
+        "{report}"
+    );
+    sender.send_to(b"rep.three:1|c", udp).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let late: Vec<Vec<u8>> = a_rx.try_iter().chain(b_rx.try_iter()).collect();
+    assert!(
+        !late.iter().any(|p| p == b"rep.three:1|c"),
+        "a removed repeater still repeats"
+    );
+    assert!(
+        !late.iter().any(|p| p == b"rep.two:1|c"),
+        "the changed repeater's old destination got a packet after the change"
+    );
+    let v = stats(http);
+    assert_eq!(v["metrics_received"], 3, "{v}");
+    assert_eq!(v["raw_dropped"], 0, "{v}");
+}
