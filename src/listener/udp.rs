@@ -4,16 +4,24 @@
 //! (the kernel spreads senders across them), and each socket one thread that
 //! reads up to `udp_batch` datagrams per `recvmmsg` call and parses them
 //! straight out of its receive slots into its own shard.
+//!
+//! A panic while one datagram is parsed and aggregated is caught around that
+//! datagram ([`crate::supervise::catch`]): the datagram is lost, counted in
+//! the thread's `task_restarts` and logged, and the thread goes on with the
+//! same socket and the same shard (whose lock a panic may have poisoned;
+//! every user of it takes the data anyway, which is still whole).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Ingest;
+use super::{Ingest, LogLimiter};
 use crate::shutdown::CancellationToken;
+use crate::stats::TaskStats;
 
 /// Largest UDP payload (IPv6 jumbograms aside): 65,535 minus the 8-byte UDP header.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -126,15 +134,39 @@ pub fn inode(socket: &UdpSocket) -> Option<u64> {
     }
 }
 
+/// One listener thread's ingest, with each datagram's work guarded against
+/// panics.
+struct Guarded {
+    ingest: Ingest,
+    task: Arc<TaskStats>,
+    log: LogLimiter,
+}
+
+impl Guarded {
+    fn packet(&mut self, d: &[u8]) {
+        let ingest = &mut self.ingest;
+        crate::supervise::catch(&self.task, "a UDP datagram", &mut self.log, || {
+            ingest.packet(d)
+        });
+    }
+}
+
 /// Start the receive thread for `socket`. It returns once `token` is cancelled
-/// and the datagrams already queued in the kernel have been processed.
+/// and the datagrams already queued in the kernel have been processed. A
+/// panic in one datagram's work is counted in `task` and the thread goes on.
 pub fn spawn(
     socket: UdpSocket,
-    mut ingest: Ingest,
+    ingest: Ingest,
     token: CancellationToken,
     batch: usize,
+    task: Arc<TaskStats>,
 ) -> io::Result<JoinHandle<()>> {
     let addr = socket.local_addr()?;
+    let mut ingest = Guarded {
+        ingest,
+        task,
+        log: LogLimiter::new(10, Duration::from_secs(10)),
+    };
     std::thread::Builder::new()
         .name(format!("udp-recv {addr}"))
         .spawn(move || {
@@ -154,7 +186,7 @@ pub fn spawn(
 }
 
 /// Everything the kernel accepted before shutdown was "received": process it.
-fn drain(socket: &UdpSocket, rx: &mut Receiver, ingest: &mut Ingest, addr: SocketAddr) {
+fn drain(socket: &UdpSocket, rx: &mut Receiver, ingest: &mut Guarded, addr: SocketAddr) {
     if let Err(e) = socket.set_nonblocking(true) {
         tracing::warn!(%addr, error = %e, "cannot drain the UDP socket at shutdown");
         return;

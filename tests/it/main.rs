@@ -12,4 +12,5 @@ mod relay;
 mod relay_oracle;
 mod reload;
 mod statsd;
+mod supervise;
 mod support;
