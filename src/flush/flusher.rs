@@ -511,3 +511,60 @@ fn unix_seconds_rounded() -> u64 {
         .unwrap_or(Duration::ZERO);
     (d.as_millis() as f64 / 1000.0).round() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::AggregateOptions;
+    use crate::metric::{MetricRef, MetricType, Value};
+
+    #[tokio::test]
+    async fn a_panicking_job_loses_nothing_the_shards_held() {
+        let opts = AggregateOptions::default();
+        let shard = Arc::new(Mutex::new(Shard::new(&opts)));
+        shard.lock().unwrap().insert(&MetricRef {
+            key: b"a",
+            kind: MetricType::Counter,
+            value: Value::Number(3.0),
+            sample_rate: 1.0,
+            timestamp: None,
+        });
+        let stats = Stats::new();
+        let sink_stats = stats.sink("q");
+        let (tx, mut queue) = tokio::sync::mpsc::channel(4);
+        let flusher = Flusher::new(
+            vec![shard],
+            Registry::new(&opts),
+            ComputeOptions {
+                interval: Duration::from_secs(3600),
+                ..ComputeOptions::default()
+            },
+            vec![SinkQueue {
+                tx,
+                stats: sink_stats,
+            }],
+            stats.clone(),
+            "statsd",
+            false,
+        );
+        let (handle, rx) = FlusherHandle::channel();
+        let thread = flusher.spawn(rx).unwrap();
+        // The job runs after the shards were merged, then panics.
+        let r = handle.run::<(), _>(|_| panic!("a job panics")).await;
+        assert_eq!(r, Err(FlusherBusy::Stopped));
+        // The thread and the registry are still there, with the data.
+        let a = handle.run(|reg: &mut Registry| reg.counter(b"a")).await;
+        assert_eq!(a, Ok(Some(3.0)));
+        // Counted (by the time the next job ran).
+        assert_eq!(get(&stats.task("flusher").restarts), 1);
+        handle.stop();
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        let Some(SinkMsg::Flush(batch)) = queue.recv().await else {
+            panic!("no final flush");
+        };
+        let a = batch.counters.iter().find(|c| c.key.as_bytes() == b"a");
+        assert_eq!(a.map(|c| c.value), Some(3.0));
+    }
+}
