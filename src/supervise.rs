@@ -359,10 +359,22 @@ pub async fn sink(
     let mut pending: Option<SinkMsg> = None;
     loop {
         let started = Instant::now();
-        let fed = match next.take().map(Ok).unwrap_or_else(&mut factory) {
+        let built = match next.take() {
+            Some(s) => Ok(s),
+            // A factory that panics must not take the supervisor (and the
+            // queue) with it.
+            None => match catch_unwind(AssertUnwindSafe(&mut factory)) {
+                Ok(r) => r.map_err(|e| format!("cannot build it again: {e}")),
+                Err(p) => Err(format!(
+                    "building it again panicked: {}",
+                    panic_message(&*p)
+                )),
+            },
+        };
+        let fed = match built {
             Ok(s) => feed(s, &mut rx, &mut pending).await,
             Err(e) => Fed {
-                exit: Exit::Failed(format!("cannot build it again: {e}")),
+                exit: Exit::Failed(e),
                 closed: false,
                 lost: 0,
             },
@@ -692,6 +704,54 @@ mod tests {
         // Each panic lost the message it was processing, at least; counted.
         let dropped = get(&stats.dropped);
         assert!((2..=4).contains(&dropped), "dropped {dropped}");
+    }
+
+    #[tokio::test]
+    async fn a_factory_that_fails_is_retried_and_the_queue_waits() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let calls = Arc::new(AtomicU64::new(0));
+        let (c, s2) = (calls.clone(), seen.clone());
+        let factory: SinkFactory = Box::new(move || match c.fetch_add(1, Ordering::Relaxed) {
+            0 => panic!("the factory panics once"),
+            1 => Err(SinkError::NoRelay { sink: "x".into() }),
+            _ => Ok(Box::new(Flaky {
+                ok: u64::MAX,
+                seen: s2.clone(),
+            })),
+        });
+        let stats = Arc::new(SinkStats::default());
+        let t = task("sink/rebuilt");
+        let (tx, rx) = mpsc::channel(8);
+        let sup = tokio::spawn(sink(
+            Box::new(Flaky {
+                ok: 0,
+                seen: seen.clone(),
+            }),
+            factory,
+            rx,
+            stats.clone(),
+            t.clone(),
+            Backoff::new(ms(5), ms(20), Duration::from_secs(60)),
+        ));
+        for _ in 0..3 {
+            tx.send(flush()).await.unwrap();
+        }
+        // Let the failures happen before the queue closes.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while calls.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(ms(5)).await;
+        }
+        drop(tx);
+        let s = tokio::time::timeout(Duration::from_secs(5), sup)
+            .await
+            .unwrap()
+            .unwrap();
+        // The first sink panicked on message 1; the third build took 2 and 3.
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
+        assert_eq!(s.restarts, 3);
+        assert_eq!(get(&t.restarts), 3);
+        assert_eq!(get(&stats.dropped), 1);
     }
 
     #[tokio::test]

@@ -2,7 +2,6 @@
 //! restarted (and counted), while the other sinks keep delivering every flush
 //! and the server keeps serving and shuts down cleanly.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,14 +41,16 @@ fn stats_json(http: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// `stats_counts.sv.c` values by flush timestamp, without the zero flushes.
-fn counts_by_flush(g: &Graphite) -> BTreeMap<u64, f64> {
-    g.seen
+/// Every flush's `stats_counts.sv.c`: (timestamp, value), sorted.
+fn flushes(g: &Graphite) -> Vec<(u64, f64)> {
+    let mut v: Vec<(u64, f64)> = g
+        .seen
         .iter()
         .filter(|l| l.name == "stats_counts.sv.c")
         .map(|l| (l.ts, l.value.parse::<f64>().unwrap()))
-        .filter(|(_, v)| *v != 0.0)
-        .collect()
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    v
 }
 
 #[test]
@@ -114,13 +115,13 @@ address = "{}"
             let want = *v as f64;
             let deadline = Instant::now() + secs(10);
             loop {
-                if counts_by_flush(g).values().any(|x| *x == want) {
+                if flushes(g).iter().any(|(_, x)| *x == want) {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
                     "round {i}: value {v} never reached a good sink: {:?}",
-                    counts_by_flush(g)
+                    flushes(g)
                 );
                 g.drain_for(Duration::from_millis(100));
             }
@@ -185,13 +186,14 @@ address = "{}"
     server.stop();
     assert!(started.elapsed() < secs(15), "{:?}", started.elapsed());
 
-    // Both good sinks got the same flushes with the same values: each
-    // value in its own flush, nothing lost, nothing doubled.
+    // Both good sinks got every flush (the final one included) with the
+    // same values: each value in its own flush, nothing lost, nothing doubled.
     a.drain_for(Duration::from_millis(300));
     b.drain_for(Duration::from_millis(300));
-    let (fa, fb) = (counts_by_flush(&a), counts_by_flush(&b));
+    let (fa, fb) = (flushes(&a), flushes(&b));
     assert_eq!(fa, fb);
-    let mut values: Vec<f64> = fa.values().copied().collect();
+    assert!(fa.len() >= 7, "{fa:?}");
+    let mut values: Vec<f64> = fa.iter().map(|(_, v)| *v).filter(|v| *v != 0.0).collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 100.0]);
     for g in [&a, &b] {
