@@ -53,6 +53,9 @@ pub enum ServerError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// An [`ExtraSink`] has the name of another sink.
+    #[error("sink {0}: another sink has this name")]
+    SinkName(String),
 }
 
 /// A started server.
@@ -336,7 +339,12 @@ async fn start_inner(
         let s = factory()?;
         sinks.push((s, factory, spec.queue.max(1), sink_stats));
     }
+    let mut names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
     for mut e in extra {
+        if names.contains(&e.name) {
+            return Err(ServerError::SinkName(e.name));
+        }
+        names.push(e.name.clone());
         let sink_stats = stats.sink(&e.name);
         let s = (e.build)(sink_stats.clone())?;
         let again = sink_stats.clone();
