@@ -192,7 +192,8 @@ fn count_failure(task: &TaskStats, why: &str, retry_in: Option<Duration>) -> u64
 /// Run `make()`'s future until it returns `Ok(())`, starting a new one after
 /// a panic or an `Err` with `backoff` between them.
 ///
-/// `stop`, when given, is the task's own stop signal: once it is cancelled
+/// `stop`, when given, is the task's own stop signal: returning before it is
+/// cancelled counts as a failure, and once it is cancelled
 /// the backoff is cut short, so a new incarnation can see it and finish its
 /// shutdown work (drain a backlog, deliver a queue); an incarnation that
 /// fails after `stop` is not replaced.
@@ -211,7 +212,14 @@ where
         let stopping = stop.as_ref().is_some_and(|s| s.is_cancelled());
         let started = Instant::now();
         let handle = AbortOnDropHandle::new(tokio::spawn(make()));
-        let exit = Exit::of(handle.await);
+        let exit = match Exit::of(handle.await) {
+            // A task with a stop signal returns when it is given: returning
+            // before is a failure (a server that gave up on an error).
+            Exit::Returned if stop.as_ref().is_some_and(|s| !s.is_cancelled()) => {
+                Exit::Failed("returned before it was asked to stop".into())
+            }
+            e => e,
+        };
         if matches!(exit, Exit::Returned | Exit::Cancelled) {
             return summary;
         }
@@ -598,6 +606,36 @@ mod tests {
         );
         // 10 + 20 + 40 ms of backoff.
         assert!(started.elapsed() >= ms(70), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn returning_before_the_stop_signal_is_a_failure() {
+        let t = task("early");
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicU64::new(0));
+        let (r, st) = (runs.clone(), stop.clone());
+        let s = supervise(
+            t.clone(),
+            Some(stop.clone()),
+            Backoff::new(ms(5), ms(5), Duration::from_secs(60)),
+            move || {
+                let n = r.fetch_add(1, Ordering::Relaxed);
+                let st = st.clone();
+                async move {
+                    if n == 2 {
+                        st.cancel();
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+        assert_eq!(s.restarts, 2);
+        assert_eq!(
+            s.last_failure,
+            Some(Exit::Failed("returned before it was asked to stop".into()))
+        );
     }
 
     #[tokio::test]
