@@ -198,5 +198,8 @@ address = "{}"
     assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 100.0]);
     for g in [&a, &b] {
         assert_eq!(g.sum("stats_counts.sv.c"), 115.0);
+        // The restarts reach Graphite too, in the flush self-metrics.
+        let r = g.sum("stats_counts.statsd.statsyard.task_restarts");
+        assert!(r >= restarts as f64, "{r} < {restarts}");
     }
 }
