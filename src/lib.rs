@@ -17,6 +17,7 @@
 //! - [`reload`]: SIGHUP / `POST /-/reload`: diff the new config, apply what is live.
 //! - [`server`]: wires it all together and owns the ordered shutdown.
 //! - [`stats`]: self-metrics (atomics, no globals).
+//! - [`supervise`]: restarts a task that panicked or failed, with backoff, counted.
 
 pub mod aggregate;
 pub mod config;
@@ -33,3 +34,4 @@ pub mod shutdown;
 pub mod sink;
 pub mod state;
 pub mod stats;
+pub mod supervise;

@@ -49,9 +49,11 @@ use crate::listener::stream::StreamCtx;
 use crate::listener::{carbon, tcp, udp, unix, Ingest, SharedShard};
 use crate::relay::router::Router;
 use crate::relay::RelayRuntime;
+use crate::server::spawn_listener;
 use crate::shutdown::CancellationToken;
-use crate::sink::{self, SinkError, SinkKind, SinkSpec};
+use crate::sink::{SinkError, SinkKind, SinkSpec};
 use crate::stats::{incr, Stats};
+use crate::supervise::supervise_socket;
 
 /// Loads the config again, exactly as at start (flags re-applied).
 pub type LoadFn = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
@@ -527,21 +529,30 @@ impl Reloader {
         let addr = l.local_addr()?;
         tracing::info!(proto = front.proto(), %addr, "listening");
         let stop = self.token.child_token();
+        // Supervised: a panic serves again on the same socket after the backoff.
+        let task = self.stats.task(front.proto());
+        let (shared, st) = (self.shared.clone(), stop.clone());
         match front {
-            Front::Http => tokio::spawn(crate::http::server::serve_with_reload(
-                l,
-                self.shared.clone(),
-                self.clone(),
-                stop.clone(),
-            )),
-            Front::Admin => tokio::spawn(crate::http::admin::serve(
-                l,
-                crate::http::admin::Console {
-                    shared: self.shared.clone(),
+            Front::Http => {
+                let me = self.clone();
+                tokio::spawn(supervise_socket(task, Some(stop.clone()), l, move |l| {
+                    crate::http::server::serve_with_reload(
+                        l,
+                        shared.clone(),
+                        me.clone(),
+                        st.clone(),
+                    )
+                }))
+            }
+            Front::Admin => {
+                let console = crate::http::admin::Console {
+                    shared,
                     reload: Some(self.clone()),
-                },
-                stop.clone(),
-            )),
+                };
+                tokio::spawn(supervise_socket(task, Some(stop.clone()), l, move |l| {
+                    crate::http::admin::serve(l, console.clone(), st.clone())
+                }))
+            }
         };
         self.stop_front(front, Some(stop));
         Ok(addr)
@@ -640,22 +651,21 @@ impl Reloader {
                 .stats
                 .sink_named(&spec.name)
                 .unwrap_or_else(|| Arc::new(Stats::unregistered_sink(&spec.name)));
-            let s: Box<dyn sink::Sink> = match (&spec.kind, &self.router) {
-                (SinkKind::Relay, Some(router)) => Box::new(crate::relay::sink::RelaySink::new(
-                    spec.name.clone(),
-                    router.clone(),
-                    eff.naming.clone(),
-                    sink_stats.clone(),
-                )),
-                (SinkKind::Relay, None) => {
-                    return Err(SinkError::NoRelay {
-                        sink: spec.name.clone(),
-                    }
-                    .into())
+            if matches!(spec.kind, SinkKind::Relay) && self.router.is_none() {
+                return Err(SinkError::NoRelay {
+                    sink: spec.name.clone(),
                 }
-                _ => sink::build(spec, &eff.naming, sink_stats.clone(), eff.shutdown_timeout)?,
-            };
-            built.push((s, spec.queue.max(1), sink_stats));
+                .into());
+            }
+            let mut factory = crate::server::sink_factory(
+                spec,
+                &eff.naming,
+                sink_stats.clone(),
+                eff.shutdown_timeout,
+                self.router.clone(),
+            );
+            let s = factory()?;
+            built.push((s, factory, spec.queue.max(1), sink_stats));
         }
         // New addresses are bound before the old ones close; a bind that
         // fails (in use, no permission) refuses the reload.
@@ -681,7 +691,7 @@ impl Reloader {
         let mut add = Vec::new();
         let mut add_raw = Vec::new();
         let mut receivers = Vec::new();
-        for (s, queue, sink_stats) in built {
+        for (s, factory, queue, sink_stats) in built {
             let (tx, rx) = mpsc::channel(queue);
             if s.wants_raw() {
                 add_raw.push((s.name().to_string(), tx));
@@ -691,7 +701,7 @@ impl Reloader {
                     stats: sink_stats.clone(),
                 });
             }
-            receivers.push((s, rx, sink_stats));
+            receivers.push((s, factory, rx, sink_stats));
         }
         self.flusher
             .reconfigure(Reconfigure {
@@ -727,10 +737,15 @@ impl Reloader {
             let mut tasks = self.sink_tasks.lock().unwrap_or_else(|e| e.into_inner());
             // Finished tasks (removed sinks that drained) need not be kept.
             tasks.retain(|t| !t.is_finished());
-            for (s, rx, sink_stats) in receivers {
-                self.stats.register_sink(sink_stats);
-                tracing::info!(sink = s.name(), "sink started");
-                tasks.push(tokio::spawn(s.run(rx)));
+            for (s, factory, rx, sink_stats) in receivers {
+                self.stats.register_sink(sink_stats.clone());
+                tasks.push(crate::server::spawn_sink(
+                    s,
+                    factory,
+                    rx,
+                    sink_stats,
+                    &self.stats,
+                ));
             }
         }
         if let (Some(next), Some(first), Some(rc)) = (new_router, &self.router, &eff.relay) {
@@ -865,7 +880,8 @@ impl Reloader {
             let addr = socket.local_addr().unwrap_or(conf);
             self.stats.udp_socket(addr, udp::inode(&socket));
             let stop = stops.token(&self.token, ListenAddr::Udp(conf));
-            match udp::spawn(socket, ingest, stop, eff.listen.udp_batch) {
+            let task = self.stats.task(&format!("udp/{addr}"));
+            match udp::spawn(socket, ingest, stop, eff.listen.udp_batch, task) {
                 Ok(h) => {
                     tracing::info!(proto = "udp", %addr, "listening");
                     self.udp_threads
@@ -895,14 +911,21 @@ impl Reloader {
         for (conf, l) in new.tcp {
             tracing::info!(proto = "tcp", addr = %conf, "listening");
             let stop = stops.token(&self.token, ListenAddr::Tcp(conf));
-            self.streams.tracker.spawn(tcp::accept_loop(l, ctx(stop)));
+            let c = ctx(stop.clone());
+            let addr = l.local_addr().unwrap_or(conf);
+            let task = self.stats.task(&format!("tcp/{addr}"));
+            spawn_listener(&self.streams.tracker, task, stop, l, move |l| {
+                tcp::accept_loop(l, c.clone())
+            });
         }
         for (path, l) in new.unix {
             tracing::info!(proto = "unix", addr = %path.display(), "listening");
             let stop = stops.token(&self.token, ListenAddr::Unix(path.clone()));
-            self.streams
-                .tracker
-                .spawn(unix::accept_loop(l, path, ctx(stop)));
+            let c = ctx(stop.clone());
+            let task = self.stats.task(&format!("unix/{}", path.display()));
+            spawn_listener(&self.streams.tracker, task, stop, l, move |l| {
+                unix::accept_loop(l, path.clone(), c.clone())
+            });
         }
         if let (Some(router), Some(rc)) = (&self.router, &eff.relay) {
             // The first router: it forwards to the live one.
@@ -921,15 +944,26 @@ impl Reloader {
                     _ => carbon::StreamKind::Line,
                 };
                 tracing::info!(listener = ?key, "relay listening");
+                let task = self.stats.task(&match (&key, l.local_addr()) {
+                    (ListenAddr::Pickle(_), Ok(a)) => format!("pickle-tcp/{a}"),
+                    (_, Ok(a)) => format!("carbon-tcp/{a}"),
+                    (_, Err(_)) => format!("{key:?}"),
+                });
                 let stop = stops.token(&self.token, key);
-                self.streams
-                    .tracker
-                    .spawn(carbon::accept_loop(l, kind, cctx(stop)));
+                let c = cctx(stop.clone());
+                spawn_listener(&self.streams.tracker, task, stop, l, move |l| {
+                    carbon::accept_loop(l, kind, c.clone())
+                });
             }
             for (conf, u) in new.carbon_udp {
                 tracing::info!(proto = "carbon udp", addr = %conf, "relay listening");
                 let stop = stops.token(&self.token, ListenAddr::CarbonUdp(conf));
-                self.streams.tracker.spawn(carbon::udp_loop(u, cctx(stop)));
+                let c = cctx(stop.clone());
+                let addr = u.local_addr().unwrap_or(conf);
+                let task = self.stats.task(&format!("carbon-udp/{addr}"));
+                spawn_listener(&self.streams.tracker, task, stop, u, move |u| {
+                    carbon::udp_loop(u, c.clone())
+                });
             }
         }
         for addr in &new.stop {
@@ -952,7 +986,7 @@ impl Reloader {
         rc: &crate::config::relay::RelayConfig,
         deadline: std::time::Duration,
     ) {
-        let runtime = RelayRuntime::start(next.clone(), rc);
+        let runtime = RelayRuntime::start(next.clone(), rc, &self.stats);
         if !Arc::ptr_eq(&first.live().stats, &next.stats) {
             self.stats.set_relay(next.stats.clone());
         }

@@ -3,6 +3,10 @@
 //!
 //! [`start`] binds every socket and builds every sink before it spawns
 //! anything, so a config that cannot run fails whole, with nothing left behind.
+//!
+//! Every long-running task it spawns (sinks, listeners, the flusher's work,
+//! relay writers, HTTP and the console) runs under [`crate::supervise`]: a
+//! panic restarts the task, or abandons the one unit of work, and is counted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,13 +20,15 @@ use tokio_util::task::TaskTracker;
 use crate::aggregate::{Registry, Shard};
 use crate::config::Config;
 use crate::flush::flusher::{Flusher, FlusherHandle, SinkQueue};
+use crate::flush::naming::Naming;
 use crate::http::prometheus::live::Live;
 use crate::http::{Health, Shared};
 use crate::listener::stream::StreamCtx;
 use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
 use crate::shutdown::{with_deadline, CancellationToken};
 use crate::sink::{self, SinkError};
-use crate::stats::Stats;
+use crate::stats::{SinkStats, Stats, TaskStats};
+use crate::supervise::{self, Backoff, Reopen, SinkFactory};
 
 /// How long listeners get to drain what the kernel already holds at shutdown.
 const LISTENER_DRAIN: Duration = Duration::from_secs(5);
@@ -47,6 +53,9 @@ pub enum ServerError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// An [`ExtraSink`] has the name of another sink.
+    #[error("sink {0}: another sink has this name")]
+    SinkName(String),
 }
 
 /// A started server.
@@ -89,6 +98,77 @@ impl Running {
             tracing::error!(error = %e, "shutdown task failed");
         }
     }
+}
+
+/// A sink that is not in the config, added by the embedding program (or a
+/// test) with [`start_with_extra_sinks`]. It runs like a configured sink:
+/// its own bounded queue, under the supervisor, with its counters in
+/// `/api/stats` under `name`. A reload never touches it.
+pub struct ExtraSink {
+    /// Unique among sinks.
+    pub name: String,
+    /// Capacity of its queue, in messages.
+    pub queue: usize,
+    /// Builds the sink, at start and again after it panicked.
+    pub build: BuildSink,
+}
+
+/// Builds an [`ExtraSink`] with its counters.
+pub type BuildSink =
+    Box<dyn FnMut(Arc<SinkStats>) -> Result<Box<dyn sink::Sink>, SinkError> + Send>;
+
+/// Builds a configured sink again after it panicked: the same spec, the
+/// same naming, the same counters.
+pub(crate) fn sink_factory(
+    spec: &sink::SinkSpec,
+    naming: &Naming,
+    stats: Arc<SinkStats>,
+    shutdown_timeout: Duration,
+    router: Option<Arc<crate::relay::router::Router>>,
+) -> SinkFactory {
+    let (spec, naming) = (spec.clone(), naming.clone());
+    Box::new(move || match (&spec.kind, &router) {
+        (sink::SinkKind::Relay, Some(router)) => Ok(Box::new(crate::relay::sink::RelaySink::new(
+            spec.name.clone(),
+            router.clone(),
+            naming.clone(),
+            stats.clone(),
+        ))),
+        _ => sink::build(&spec, &naming, stats.clone(), shutdown_timeout),
+    })
+}
+
+/// Run a sink on its queue under the supervisor (restarted from `factory`
+/// if it panics); the task ends when the queue has closed and the sink has
+/// delivered what it holds.
+pub(crate) fn spawn_sink(
+    s: Box<dyn sink::Sink>,
+    factory: SinkFactory,
+    rx: mpsc::Receiver<sink::SinkMsg>,
+    sink_stats: Arc<SinkStats>,
+    stats: &Stats,
+) -> JoinHandle<()> {
+    let task = stats.task(&format!("sink/{}", s.name()));
+    tracing::info!(sink = s.name(), "sink started");
+    tokio::spawn(async move {
+        supervise::sink(s, factory, rx, sink_stats, task, Backoff::default()).await;
+    })
+}
+
+/// Run a listener's loop on `tracker` under the supervisor: restarted on
+/// the same socket if it panics, until it returns (its `stop` token).
+pub(crate) fn spawn_listener<S, F, Fut>(
+    tracker: &TaskTracker,
+    task: Arc<TaskStats>,
+    stop: CancellationToken,
+    socket: S,
+    run: F,
+) where
+    S: Reopen,
+    F: FnMut(S) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tracker.spawn(supervise::supervise_socket(task, Some(stop), socket, run));
 }
 
 /// Start the server and run it until SIGINT or SIGTERM, then shut down in order.
@@ -145,10 +225,31 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     start_with(config, crate::reload::Source::none("started in-process")).await
 }
 
+/// [`start`], plus sinks that are not in the config (see [`ExtraSink`]).
+pub async fn start_with_extra_sinks(
+    config: Config,
+    extra: Vec<ExtraSink>,
+) -> Result<Running, ServerError> {
+    start_inner(
+        config,
+        crate::reload::Source::none("started in-process"),
+        extra,
+    )
+    .await
+}
+
 /// [`start`], with the reload source that SIGHUP and `POST /-/reload` use.
 pub async fn start_with(
     config: Config,
     source: crate::reload::Source,
+) -> Result<Running, ServerError> {
+    start_inner(config, source, Vec::new()).await
+}
+
+async fn start_inner(
+    config: Config,
+    source: crate::reload::Source,
+    extra: Vec<ExtraSink>,
 ) -> Result<Running, ServerError> {
     for w in &config.warnings {
         tracing::warn!(source = %config.source, "{w}");
@@ -228,23 +329,27 @@ pub async fn start_with(
     let mut sinks = Vec::new();
     for spec in &config.sinks {
         let sink_stats = stats.sink(&spec.name);
-        let s: Box<dyn sink::Sink> = match (&spec.kind, &relay) {
-            (sink::SinkKind::Relay, Some((router, ..))) => {
-                Box::new(crate::relay::sink::RelaySink::new(
-                    spec.name.clone(),
-                    router.clone(),
-                    config.naming.clone(),
-                    sink_stats.clone(),
-                ))
-            }
-            _ => sink::build(
-                spec,
-                &config.naming,
-                sink_stats.clone(),
-                config.shutdown_timeout,
-            )?,
-        };
-        sinks.push((s, spec.queue.max(1), sink_stats));
+        let mut factory = sink_factory(
+            spec,
+            &config.naming,
+            sink_stats.clone(),
+            config.shutdown_timeout,
+            relay.as_ref().map(|(router, ..)| router.clone()),
+        );
+        let s = factory()?;
+        sinks.push((s, factory, spec.queue.max(1), sink_stats));
+    }
+    let mut names: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    for mut e in extra {
+        if names.contains(&e.name) {
+            return Err(ServerError::SinkName(e.name));
+        }
+        names.push(e.name.clone());
+        let sink_stats = stats.sink(&e.name);
+        let s = (e.build)(sink_stats.clone())?;
+        let again = sink_stats.clone();
+        let factory: SinkFactory = Box::new(move || (e.build)(again.clone()));
+        sinks.push((s, factory, e.queue.max(1), sink_stats));
     }
     let reload_router = relay.as_ref().map(|(router, ..)| router.clone());
 
@@ -252,18 +357,17 @@ pub async fn start_with(
     let mut sink_tasks = Vec::new();
     let mut flush_queues = Vec::new();
     let mut raw_queues = Vec::new();
-    for (s, queue, sink_stats) in sinks {
+    for (s, factory, queue, sink_stats) in sinks {
         let (tx, rx) = mpsc::channel(queue);
         if s.wants_raw() {
             raw_queues.push((s.name().to_string(), tx));
         } else {
             flush_queues.push(SinkQueue {
                 tx,
-                stats: sink_stats,
+                stats: sink_stats.clone(),
             });
         }
-        tracing::info!(sink = s.name(), "sink started");
-        sink_tasks.push(tokio::spawn(s.run(rx)));
+        sink_tasks.push(spawn_sink(s, factory, rx, sink_stats, &stats));
     }
     let raw = RawTap::new(raw_queues);
 
@@ -290,6 +394,7 @@ pub async fn start_with(
                 ingest,
                 stops.token(&token, crate::reload::ListenAddr::Udp(conf_addr)),
                 listen.udp_batch,
+                stats.task(&format!("udp/{addr}")),
             )
             .map_err(ServerError::Thread)?,
         );
@@ -330,14 +435,22 @@ pub async fn start_with(
         tracing::info!(proto = "tcp", %addr, "listening");
         tcp_addrs.push(addr);
         let stop = stops.token(&token, crate::reload::ListenAddr::Tcp(conf_addr));
-        tracker.spawn(tcp::accept_loop(l, ctx(stop)));
+        let c = ctx(stop.clone());
+        let task = stats.task(&format!("tcp/{addr}"));
+        spawn_listener(&tracker, task, stop, l, move |l| {
+            tcp::accept_loop(l, c.clone())
+        });
     }
     let mut unix_paths = Vec::new();
     for (l, path) in unix_listeners {
         tracing::info!(proto = "unix", addr = %path.display(), "listening");
         unix_paths.push(path.clone());
         let stop = stops.token(&token, crate::reload::ListenAddr::Unix(path.clone()));
-        tracker.spawn(unix::accept_loop(l, path, ctx(stop)));
+        let c = ctx(stop.clone());
+        let task = stats.task(&format!("unix/{}", path.display()));
+        spawn_listener(&tracker, task, stop, l, move |l| {
+            unix::accept_loop(l, path.clone(), c.clone())
+        });
     }
     let mut carbon_tcp = Vec::new();
     let mut carbon_udp = Vec::new();
@@ -345,7 +458,7 @@ pub async fn start_with(
     let relay_runtime = match relay {
         None => None,
         Some((router, rc, line_tcp, pickle, line_udp)) => {
-            let runtime = crate::relay::RelayRuntime::start(router.clone(), &rc);
+            let runtime = crate::relay::RelayRuntime::start(router.clone(), &rc, &stats);
             // One context per listener, each with its own stop token, so a
             // reload can remove it.
             let cctx = |stop: CancellationToken| {
@@ -385,7 +498,11 @@ pub async fn start_with(
                         carbon::StreamKind::Pickle => ListenAddr::Pickle(*conf),
                     };
                     let stop = stops.token(&token, key);
-                    tracker.spawn(carbon::accept_loop(l, kind, cctx(stop)));
+                    let c = cctx(stop.clone());
+                    let task = stats.task(&format!("{}/{addr}", proto.replace(' ', "-")));
+                    spawn_listener(&tracker, task, stop, l, move |l| {
+                        carbon::accept_loop(l, kind, c.clone())
+                    });
                 }
             }
             for (u, conf) in line_udp.into_iter().zip(&rc.line_udp) {
@@ -393,7 +510,11 @@ pub async fn start_with(
                 tracing::info!(proto = "carbon udp", %addr, "relay listening");
                 carbon_udp.push(addr);
                 let stop = stops.token(&token, ListenAddr::CarbonUdp(*conf));
-                tracker.spawn(carbon::udp_loop(u, cctx(stop)));
+                let c = cctx(stop.clone());
+                let task = stats.task(&format!("carbon-udp/{addr}"));
+                spawn_listener(&tracker, task, stop, u, move |u| {
+                    carbon::udp_loop(u, c.clone())
+                });
             }
             Some(runtime)
         }

@@ -43,6 +43,8 @@ pub struct Stats {
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
     relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,
+    /// Supervised tasks, by name ([`crate::supervise`]).
+    tasks: Mutex<Vec<Arc<TaskStats>>>,
 }
 
 impl Stats {
@@ -180,6 +182,36 @@ impl Stats {
     pub fn sinks(&self) -> Vec<Arc<SinkStats>> {
         self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// The counters of the supervised task `name`, registered the first
+    /// time (a task started again by a reload keeps its counts).
+    pub fn task(&self, name: &str) -> Arc<TaskStats> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tasks.iter().find(|t| t.name == name) {
+            return t.clone();
+        }
+        let t = Arc::new(TaskStats {
+            name: name.to_string(),
+            restarts: AtomicU64::new(0),
+        });
+        tasks.push(t.clone());
+        t
+    }
+
+    /// Every supervised task's counters.
+    pub fn tasks(&self) -> Vec<Arc<TaskStats>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One supervised task's counters ([`crate::supervise`]).
+#[derive(Debug)]
+pub struct TaskStats {
+    /// `sink/graphite`, `udp/0.0.0.0:8125`, `flusher`, ...
+    pub name: String,
+    /// Panics and failures the supervisor recovered from: a restart, or a
+    /// unit of work (a datagram, a flush) abandoned while the task went on.
+    pub restarts: AtomicU64,
 }
 
 /// One UDP socket's kernel-side counters.

@@ -9,6 +9,20 @@
 //! API read (and delete from) it by sending a [`Job`] through a
 //! [`FlusherHandle`]: the flusher merges the shards first, so answers are
 //! live, as the reference's are, and runs the job between flushes.
+//!
+//! A panic in a flush, a job or a reload is caught around that one unit of
+//! work ([`crate::supervise::catch`]), counted as a `flusher` restart and
+//! logged; the thread, its registry and its job queue go on. What a
+//! panicking flush had taken is not lost: the shards' maps were swapped out
+//! and merged into the registry first, and the registry is cleared only
+//! after the batch is computed, so the next flush that succeeds sends it
+//! (counters summed over both intervals, timer samples and set members
+//! together, gauges at their last value). Only a snapshot whose merge itself
+//! panicked loses what it had not merged yet. A job whose run panicked
+//! drops its reply, so the asker gets [`FlusherBusy::Stopped`]; a reload
+//! that panicked likewise reports an error. A panic that comes back every
+//! flush (the same data each time) keeps the data in the registry and says
+//! so at every flush, in the log and in `task_restarts`.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError as StdTrySendError};
 use std::sync::{Arc, Mutex};
@@ -137,6 +151,8 @@ struct Seen {
     metrics_received: u64,
     /// Sum of every drop counter at the previous flush, for [`Flusher::report_drops`].
     drops: u64,
+    /// Sum of every task's restarts at the previous flush.
+    task_restarts: u64,
 }
 
 pub struct Flusher {
@@ -395,6 +411,10 @@ impl Flusher {
                     .map(|k| get(&k.queue_dropped) + get(&k.dropped))
                     .sum(),
             ),
+            (
+                "task_restarts".into(),
+                s.tasks().iter().map(|t| get(&t.restarts)).sum(),
+            ),
         ];
         // Several SO_REUSEPORT sockets share an address: one series per address.
         let mut by_addr: Vec<(String, u64)> = Vec::new();
@@ -455,12 +475,34 @@ impl Flusher {
             );
         }
         self.seen.drops = total;
+        let tasks = s.tasks();
+        let restarts: u64 = tasks.iter().map(|t| get(&t.restarts)).sum();
+        if restarts > self.seen.task_restarts {
+            let per_task: Vec<String> = tasks
+                .iter()
+                .filter(|t| get(&t.restarts) > 0)
+                .map(|t| format!("{}={}", t.name, get(&t.restarts)))
+                .collect();
+            tracing::warn!(
+                new = restarts - self.seen.task_restarts,
+                task_panics = %per_task.join(","),
+                "supervised tasks panicked or failed and were restarted since start (totals)"
+            );
+        }
+        self.seen.task_restarts = restarts;
     }
 
     /// Flush every interval on a dedicated thread, running jobs in between,
     /// until [`FlusherMsg::Stop`] arrives (or every sender is dropped); then do
     /// the final flush and return, which drops the sink queues' senders.
     pub fn spawn(mut self, rx: Receiver<FlusherMsg>) -> std::io::Result<JoinHandle<()>> {
+        let task = self.stats.task("flusher");
+        let mut log = crate::log_limit::LogLimiter::new(10, Duration::from_secs(60));
+        // Each unit of work runs under `catch`: a panic abandons it, and the
+        // loop (with the registry and the job queue) goes on.
+        let mut guard = move |what: &str, f: &mut dyn FnMut()| {
+            crate::supervise::catch(&task, what, &mut log, f);
+        };
         std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
@@ -469,21 +511,36 @@ impl Flusher {
                     let wait = next.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(FlusherMsg::Run(job)) => {
-                            self.merge_shards();
-                            job(&mut self.registry);
+                            let mut job = Some(job);
+                            guard("a flusher job", &mut || {
+                                self.merge_shards();
+                                if let Some(job) = job.take() {
+                                    job(&mut self.registry);
+                                }
+                            });
                         }
                         Ok(FlusherMsg::Reconfigure(r, done)) => {
                             let before = self.compute.interval;
-                            self.reconfigure(*r);
+                            let mut r = Some(r);
+                            let mut done = Some(done);
+                            guard("a reload", &mut || {
+                                if let Some(r) = r.take() {
+                                    self.reconfigure(*r);
+                                }
+                                if let Some(done) = done.take() {
+                                    let _ = done.send(());
+                                }
+                            });
                             if self.compute.interval != before {
                                 // A new interval starts counting now.
                                 next = Instant::now() + self.compute.interval;
                             }
-                            let _ = done.send(());
                         }
                         Err(RecvTimeoutError::Timeout) => {
                             let interval = self.compute.interval;
-                            self.flush();
+                            guard("a flush", &mut || {
+                                self.flush();
+                            });
                             next += interval;
                             let now = Instant::now();
                             if next <= now {
@@ -493,7 +550,9 @@ impl Flusher {
                             }
                         }
                         Ok(FlusherMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                            self.final_flush();
+                            guard("the final flush", &mut || {
+                                self.final_flush();
+                            });
                             return;
                         }
                     }
@@ -508,4 +567,61 @@ fn unix_seconds_rounded() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     (d.as_millis() as f64 / 1000.0).round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::AggregateOptions;
+    use crate::metric::{MetricRef, MetricType, Value};
+
+    #[tokio::test]
+    async fn a_panicking_job_loses_nothing_the_shards_held() {
+        let opts = AggregateOptions::default();
+        let shard = Arc::new(Mutex::new(Shard::new(&opts)));
+        shard.lock().unwrap().insert(&MetricRef {
+            key: b"a",
+            kind: MetricType::Counter,
+            value: Value::Number(3.0),
+            sample_rate: 1.0,
+            timestamp: None,
+        });
+        let stats = Stats::new();
+        let sink_stats = stats.sink("q");
+        let (tx, mut queue) = tokio::sync::mpsc::channel(4);
+        let flusher = Flusher::new(
+            vec![shard],
+            Registry::new(&opts),
+            ComputeOptions {
+                interval: Duration::from_secs(3600),
+                ..ComputeOptions::default()
+            },
+            vec![SinkQueue {
+                tx,
+                stats: sink_stats,
+            }],
+            stats.clone(),
+            "statsd",
+            false,
+        );
+        let (handle, rx) = FlusherHandle::channel();
+        let thread = flusher.spawn(rx).unwrap();
+        // The job runs after the shards were merged, then panics.
+        let r = handle.run::<(), _>(|_| panic!("a job panics")).await;
+        assert_eq!(r, Err(FlusherBusy::Stopped));
+        // The thread and the registry are still there, with the data.
+        let a = handle.run(|reg: &mut Registry| reg.counter(b"a")).await;
+        assert_eq!(a, Ok(Some(3.0)));
+        // Counted (by the time the next job ran).
+        assert_eq!(get(&stats.task("flusher").restarts), 1);
+        handle.stop();
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        let Some(SinkMsg::Flush(batch)) = queue.recv().await else {
+            panic!("no final flush");
+        };
+        let a = batch.counters.iter().find(|c| c.key.as_bytes() == b"a");
+        assert_eq!(a.map(|c| c.value), Some(3.0));
+    }
 }

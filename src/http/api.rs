@@ -109,6 +109,11 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         .iter()
         .map(|u| json!({ "address": u.addr.to_string(), "kernel_drops": get(&u.kernel_drops) }))
         .collect();
+    let tasks: serde_json::Map<String, Value> = st
+        .tasks()
+        .iter()
+        .map(|t| (t.name.clone(), json!(get(&t.restarts))))
+        .collect();
     Json(json!({
         "uptime_seconds": now.saturating_sub(get(&st.started_unix)),
         "health": s.health.as_str(),
@@ -128,6 +133,7 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "last_flush_micros": get(&st.last_flush_micros),
         "udp_sockets": udp,
         "sinks": sinks,
+        "task_restarts": tasks,
         "prometheus": {
             "active": prom.active,
             "series": prom.series,

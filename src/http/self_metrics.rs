@@ -220,6 +220,26 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
         }
     }
 
+    let tasks = stats.tasks();
+    if !tasks.is_empty() {
+        header(
+            &mut s,
+            &Fam {
+                name: "task_restarts_total",
+                kind: "counter",
+                help: "Panics and failures of a supervised task that it was restarted after (or, for UDP receive threads and the flusher, that abandoned one datagram, flush or job).",
+            },
+        );
+        for t in &tasks {
+            let _ = writeln!(
+                s,
+                "statsyard_task_restarts_total{{task=\"{}\"}} {}",
+                label_value(&t.name),
+                get(&t.restarts)
+            );
+        }
+    }
+
     if let Some(e) = exporter {
         plain(
             &mut s,
@@ -295,6 +315,7 @@ mod tests {
         let sink = stats.sink("graphite \"a\"");
         incr(&sink.errors, 2);
         stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
+        incr(&stats.task("sink/graphite").restarts, 2);
         let mut out = Vec::new();
         render(&stats, Some(&PromStats::default()), &mut out);
         let text = String::from_utf8(out).unwrap();
@@ -306,6 +327,7 @@ mod tests {
             "statsyard_prometheus_series 0\n",
             "statsyard_prometheus_active 0\n",
             "statsyard_prometheus_conflicts_total 0\n",
+            "# TYPE statsyard_task_restarts_total counter\nstatsyard_task_restarts_total{task=\"sink/graphite\"} 2\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }

@@ -4,16 +4,24 @@
 //! (the kernel spreads senders across them), and each socket one thread that
 //! reads up to `udp_batch` datagrams per `recvmmsg` call and parses them
 //! straight out of its receive slots into its own shard.
+//!
+//! A panic while one datagram is parsed and aggregated is caught around that
+//! datagram ([`crate::supervise::catch`]): the datagram is lost, counted in
+//! the thread's `task_restarts` and logged, and the thread goes on with the
+//! same socket and the same shard (whose lock a panic may have poisoned;
+//! every user of it takes the data anyway, which is still whole).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::Ingest;
+use super::{Ingest, LogLimiter};
 use crate::shutdown::CancellationToken;
+use crate::stats::TaskStats;
 
 /// Largest UDP payload (IPv6 jumbograms aside): 65,535 minus the 8-byte UDP header.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -126,15 +134,47 @@ pub fn inode(socket: &UdpSocket) -> Option<u64> {
     }
 }
 
+/// One listener thread's per-datagram work, guarded against panics.
+struct Guarded<H> {
+    handle: H,
+    task: Arc<TaskStats>,
+    log: LogLimiter,
+}
+
+impl<H: FnMut(&[u8])> Guarded<H> {
+    fn packet(&mut self, d: &[u8]) {
+        let handle = &mut self.handle;
+        crate::supervise::catch(&self.task, "a UDP datagram", &mut self.log, || handle(d));
+    }
+}
+
 /// Start the receive thread for `socket`. It returns once `token` is cancelled
-/// and the datagrams already queued in the kernel have been processed.
+/// and the datagrams already queued in the kernel have been processed. A
+/// panic in one datagram's work is counted in `task` and the thread goes on.
 pub fn spawn(
     socket: UdpSocket,
     mut ingest: Ingest,
     token: CancellationToken,
     batch: usize,
+    task: Arc<TaskStats>,
+) -> io::Result<JoinHandle<()>> {
+    spawn_with(socket, move |d| ingest.packet(d), token, batch, task)
+}
+
+/// [`spawn`] with `handle` doing each datagram's work.
+fn spawn_with<H: FnMut(&[u8]) + Send + 'static>(
+    socket: UdpSocket,
+    handle: H,
+    token: CancellationToken,
+    batch: usize,
+    task: Arc<TaskStats>,
 ) -> io::Result<JoinHandle<()>> {
     let addr = socket.local_addr()?;
+    let mut ingest = Guarded {
+        handle,
+        task,
+        log: LogLimiter::new(10, Duration::from_secs(10)),
+    };
     std::thread::Builder::new()
         .name(format!("udp-recv {addr}"))
         .spawn(move || {
@@ -154,7 +194,12 @@ pub fn spawn(
 }
 
 /// Everything the kernel accepted before shutdown was "received": process it.
-fn drain(socket: &UdpSocket, rx: &mut Receiver, ingest: &mut Ingest, addr: SocketAddr) {
+fn drain<H: FnMut(&[u8])>(
+    socket: &UdpSocket,
+    rx: &mut Receiver,
+    ingest: &mut Guarded<H>,
+    addr: SocketAddr,
+) {
     if let Err(e) = socket.set_nonblocking(true) {
         tracing::warn!(%addr, error = %e, "cannot drain the UDP socket at shutdown");
         return;
@@ -323,6 +368,46 @@ mod tests {
             rx.recv(&sock, |d| got.push(d.to_vec())).unwrap();
         }
         assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn a_panic_in_one_datagram_costs_that_datagram_only() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let sock = bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let to = sock.local_addr().unwrap();
+        let task = Arc::new(TaskStats {
+            name: "udp/test".into(),
+            restarts: AtomicU64::new(0),
+        });
+        let good = Arc::new(AtomicU64::new(0));
+        let g = good.clone();
+        let token = CancellationToken::new();
+        let thread = spawn_with(
+            sock,
+            move |d| {
+                if d == b"boom" {
+                    panic!("a datagram that panics");
+                }
+                g.fetch_add(1, Ordering::Relaxed);
+            },
+            token.clone(),
+            4,
+            task.clone(),
+        )
+        .unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for m in [&b"a:1|c"[..], b"boom", b"b:1|c", b"boom", b"c:1|c"] {
+            tx.send_to(m, to).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while good.load(Ordering::Relaxed) < 3 {
+            assert!(std::time::Instant::now() < deadline, "the thread goes on");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        token.cancel();
+        thread.join().expect("the receive thread ends normally");
+        assert_eq!(good.load(Ordering::Relaxed), 3);
+        assert_eq!(crate::stats::get(&task.restarts), 2);
     }
 
     #[test]

@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::relay::RelayConfig;
 use crate::shutdown::{with_deadline, CancellationToken};
+use crate::stats::Stats;
+use crate::supervise::Backoff;
 use router::Router;
 
 /// One carbon data point on its way through the relay.
@@ -57,20 +59,42 @@ pub struct RelayRuntime {
 }
 
 impl RelayRuntime {
-    /// Spawn the relay's tasks (on the current tokio runtime).
-    pub fn start(router: Arc<Router>, cfg: &RelayConfig) -> RelayRuntime {
+    /// Spawn the relay's tasks (on the current tokio runtime). Each writer
+    /// runs under [`crate::supervise`]: a panic starts it again on the same
+    /// queue after the backoff, counted in `stats` as the task
+    /// `relay-destination/<host>:<port>`. The batch it was writing then may
+    /// be lost (up to `batch` points; carbon may also see some twice).
+    pub fn start(router: Arc<Router>, cfg: &RelayConfig, stats: &Stats) -> RelayRuntime {
         let closing = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, destination::Item)>();
         let mut writers = Vec::new();
         for (i, d) in router.dests.iter().enumerate() {
-            writers.push(tokio::spawn(destination::run(
-                i,
+            let task = stats.task(&format!("relay-destination/{}:{}", d.host, d.port));
+            let (d, tuning, rstats, tx, closing) = (
                 d.clone(),
                 cfg.tuning.clone(),
                 router.stats.clone(),
                 tx.clone(),
                 closing.clone(),
-            )));
+            );
+            let stop = Some(closing.clone());
+            writers.push(tokio::spawn(async move {
+                crate::supervise::supervise(task, stop, Backoff::default(), move || {
+                    let run = destination::run(
+                        i,
+                        d.clone(),
+                        tuning.clone(),
+                        rstats.clone(),
+                        tx.clone(),
+                        closing.clone(),
+                    );
+                    async move {
+                        run.await;
+                        Ok(())
+                    }
+                })
+                .await;
+            }));
         }
         drop(tx);
         // Ends when every writer (and so every sender) is gone.

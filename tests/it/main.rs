@@ -14,4 +14,5 @@ mod relay_oracle;
 mod reload;
 mod slow_sink;
 mod statsd;
+mod supervise;
 mod support;
