@@ -377,5 +377,42 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<Option<statsyard::reload::Log
             handle.reload(f).map_err(|e| e.to_string())
         })
     };
+    install_panic_hook();
     Ok((!from_env).then_some(set_level))
+}
+
+/// Panics are caught and counted by the supervisor (`src/supervise.rs`);
+/// their message goes to the log as one `error` line, at most 10 per 10 s,
+/// rather than to raw stderr, so that input that makes a task panic again
+/// and again cannot flood the log.
+fn install_panic_hook() {
+    use std::sync::Mutex;
+    use std::time::Duration;
+    static LIMIT: Mutex<Option<statsyard::log_limit::LogLimiter>> = Mutex::new(None);
+    std::panic::set_hook(Box::new(|info| {
+        let mut limit = LIMIT.lock().unwrap_or_else(|e| e.into_inner());
+        let limiter = limit.get_or_insert_with(|| {
+            statsyard::log_limit::LogLimiter::new(10, Duration::from_secs(10))
+        });
+        let Some(suppressed) = limiter.allow() else {
+            return;
+        };
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_string());
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            suppressed,
+            "panic: {message}"
+        );
+    }));
 }
