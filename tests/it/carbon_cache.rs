@@ -10,12 +10,12 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use statsyard::relay::hashing::{Destination, Method, Ring};
 
-use crate::support::{bin, free_tcp_port};
+use crate::support::{bin, free_tcp_port, Proc};
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -50,16 +50,6 @@ fn wait_for(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 
 fn accepting(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-/// A child process killed when the test ends, pass or fail.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// One carbon-cache in the foreground with its own config and storage.

@@ -6,62 +6,23 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http::raw_request;
-use crate::support::{bin, free_port, free_tcp_port, secs, Graphite};
+use crate::support::{free_port, free_tcp_port, secs, Graphite, Proc};
 
-/// Kills the child if the test fails half way.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// Run the binary on `file`; returns once its statsd UDP port answers
-    /// (the "listening" log line was written).
-    fn start(file: &Path, log: &Path) -> Proc {
-        let child = bin()
-            .args(["--config", &file.display().to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let p = Proc(child);
-        let end = Instant::now() + secs(20);
-        while !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("proto=\"udp\"")
-            && !std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .contains("proto=udp")
-        {
-            assert!(Instant::now() < end, "no listening line in {log:?}");
-            std::thread::sleep(Duration::from_millis(20));
+/// The binary on `file`, once its statsd UDP listener is up (its
+/// "listening" log line was written).
+fn start(file: &Path, log: &Path) -> Proc {
+    let p = Proc::statsyard(file, log);
+    let end = Instant::now() + secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains("proto=\"udp\"") || text.contains("proto=udp") {
+            return p;
         }
-        p
-    }
-
-    /// SIGTERM, and wait for a clean exit.
-    fn term(mut self) {
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill -TERM");
-        let end = Instant::now() + secs(20);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status:?}");
-                return;
-            }
-            assert!(Instant::now() < end, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(Instant::now() < end, "no listening line in {log:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -105,7 +66,7 @@ fn sigterm_delivers_everything_and_gauges_survive_a_restart() {
     let udp: SocketAddr = ([127, 0, 0, 1], port).into();
     // A flush interval longer than the test: only the final flush delivers.
     std::fs::write(&file, config(port, "1h", g.addr, "")).unwrap();
-    let p = Proc::start(&file, &dir.path().join("1.log"));
+    let p = start(&file, &dir.path().join("1.log"));
     let mut lines: Vec<&[u8]> = vec![b"persist.hits:1|c"; 1000];
     lines.extend([&b"persist.depth:42|g"[..], b"persist.depth:+8|g"]);
     lines.extend(vec![&b"persist.lat:5|ms"[..]; 10]);
@@ -128,7 +89,7 @@ fn sigterm_delivers_everything_and_gauges_survive_a_restart() {
     // The next process reports the gauge without any client sending it.
     let mut g2 = Graphite::start();
     std::fs::write(&file, config(port, "300ms", g2.addr, "")).unwrap();
-    let p = Proc::start(&file, &dir.path().join("2.log"));
+    let p = start(&file, &dir.path().join("2.log"));
     let v = g2.value_of("stats.gauges.persist.depth", secs(10));
     assert_eq!(v, "50");
     // An update applies on top of the restored value.
@@ -150,7 +111,7 @@ fn persist_counters_carries_the_last_interval_over_a_restart() {
     let port = free_port(true).expect("free UDP port");
     let udp: SocketAddr = ([127, 0, 0, 1], port).into();
     std::fs::write(&file, config(port, "1h", g.addr, "persist_counters = true")).unwrap();
-    let p = Proc::start(&file, &dir.path().join("1.log"));
+    let p = start(&file, &dir.path().join("1.log"));
     send(udp, &vec![&b"carry.hits:1|c"[..]; 500]);
     send(udp, &[b"carry.g:7|g"]);
     p.term();
@@ -169,7 +130,7 @@ fn persist_counters_carries_the_last_interval_over_a_restart() {
         config(port, "300ms", g2.addr, "persist_counters = true"),
     )
     .unwrap();
-    let p = Proc::start(&file, &dir.path().join("2.log"));
+    let p = start(&file, &dir.path().join("2.log"));
     // Restored counters leave the file at once: a crash now cannot count them twice.
     let state = std::fs::read_to_string(dir.path().join("state")).unwrap();
     assert!(!state.contains("carry.hits"), "{state}");
@@ -260,7 +221,7 @@ interval = "200ms"
     )
     .unwrap();
     let log = dir.path().join("log");
-    let p = Proc::start(&file, &log);
+    let p = start(&file, &log);
     let admin = listening(&log, "admin");
     let http = listening(&log, "http");
     send(([127, 0, 0, 1], port).into(), &[b"tok.c:1|c"]);

@@ -4,11 +4,10 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http::{get, raw_request};
-use crate::support::{bin, free_port, free_tcp_port, secs, Graphite};
+use crate::support::{free_port, free_tcp_port, secs, Graphite, Proc};
 
 /// A config with one statsd UDP listener, HTTP, a 300 ms flush and the given sinks.
 fn config(udp: u16, http: u16, percentiles: &str, sinks: &[(&str, SocketAddr)]) -> String {
@@ -35,20 +34,8 @@ percentiles = {percentiles}
     s
 }
 
-/// Kills the child if the test fails half way.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn sighup(p: &Proc) {
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let rc = unsafe { libc::kill(p.0.id() as libc::pid_t, libc::SIGHUP) };
-    assert_eq!(rc, 0, "kill -HUP");
+    p.signal(libc::SIGHUP);
 }
 
 fn stats(http: SocketAddr) -> serde_json::Value {
@@ -108,20 +95,8 @@ fn sighup_and_post_reload_change_sinks_and_percentiles_without_loss() {
         &file,
         &config(udp_port, http_port, "[90]", &[("a", g1.addr)]),
     );
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = bin()
-        .args(["--config", &file.display().to_string()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let end = Instant::now() + secs(20);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < end, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
+    p.wait_tcp(http);
 
     // Before: one sink.
     send_counts(udp, 30);
@@ -370,14 +345,7 @@ fn sighup_swaps_relay_clusters_for_open_and_new_connections() {
     let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
     let line: SocketAddr = ([127, 0, 0, 1], line_port).into();
     write(&file, &relay_config(line_port, http_port, &[g1.addr]));
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = bin()
-        .args(["--config", &file.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
+    let p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
     let end = Instant::now() + secs(20);
     let mut conn = loop {
         match std::net::TcpStream::connect(line) {
@@ -473,13 +441,7 @@ fn post_reload_applies_an_edited_mapping_file() {
             mapping.display().to_string()
         ),
     );
-    let child = bin()
-        .args(["--config", &file.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _p = Proc(child);
+    let _p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
     let metrics_until = |want: &str| {
         let end = Instant::now() + secs(10);
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -560,20 +522,8 @@ fn reload_adds_changes_and_removes_a_repeater() {
     let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
     let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
     write(&file, &repeater_config(udp_port, http_port, &[]));
-    let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = bin()
-        .args(["--config", &file.display().to_string()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let _p = Proc(child);
-    let end = Instant::now() + secs(20);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(Instant::now() < end, "the server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
+    p.wait_tcp(http);
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
 
     // Added by a reload: packets from then on are repeated to a.

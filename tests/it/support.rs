@@ -294,3 +294,57 @@ destinations = ["{dest}"]
 "#
     )
 }
+
+/// A child process killed when the test ends, pass or fail.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// `statsyard --config FILE`, logging at `info` to the file `log`.
+    pub fn statsyard(file: &std::path::Path, log: &std::path::Path) -> Proc {
+        let child = bin()
+            .args(["--config", &file.display().to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    /// Wait until `addr` accepts TCP connections (the server is up).
+    pub fn wait_tcp(&self, addr: SocketAddr) {
+        let end = Instant::now() + secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < end, "nothing accepts on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Send a signal.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    /// SIGTERM, then wait for exit status 0.
+    pub fn term(mut self) {
+        self.signal(libc::SIGTERM);
+        let end = Instant::now() + secs(20);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status:?}");
+                return;
+            }
+            assert!(Instant::now() < end, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
