@@ -31,4 +31,5 @@ pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
+pub mod spool;
 pub mod stats;

@@ -11,5 +11,6 @@ mod prometheus;
 mod relay;
 mod relay_oracle;
 mod reload;
+mod spool;
 mod statsd;
 mod support;

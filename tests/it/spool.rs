@@ -1,0 +1,255 @@
+//! The disk spool of graphite sinks and relay destinations: a destination
+//! that is down gets every point once it is back, across a restart too.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use statsyard::stats::{SinkStats, Stats};
+
+use crate::support::{config, send_udp, Graphite, Line, Server};
+
+/// Wait until `cond` holds, at most `secs` seconds.
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn get(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A server with one graphite sink (named `g`) to `127.0.0.1:port`, a
+/// 200 ms flush, a tiny memory buffer and a spool in `dir`.
+fn spooled_server(port: u16, dir: &Path) -> Server {
+    Server::start(config(&format!(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+[flush]
+interval = "200ms"
+shutdown_timeout = "3s"
+delete_counters = true
+[[sink]]
+type = "graphite"
+name = "g"
+address = "127.0.0.1:{port}"
+buffer_bytes = 1
+backoff_min = "20ms"
+backoff_max = "100ms"
+spool_dir = "{}"
+spool_bytes = 10485760
+"#,
+        dir.display()
+    )))
+}
+
+fn sink(s: &Server) -> Arc<SinkStats> {
+    s.running().stats.sink_named("g").expect("sink g")
+}
+
+/// Send counter `spool.c<k>` = k + 1 and wait until a flush took it, for
+/// each k in `ks`: one counter per flush.
+fn counters_over_flushes(s: &Server, ks: std::ops::Range<u32>) {
+    let stats: &Arc<Stats> = &s.running().stats;
+    for k in ks {
+        let received = get(&stats.metrics_received);
+        send_udp(s.udp(), &[format!("spool.c{k}:{}|c", k + 1).as_bytes()]);
+        wait_for("the counter", 5, || get(&stats.metrics_received) > received);
+        let flushes = get(&stats.flushes);
+        wait_for("a flush", 5, || get(&stats.flushes) > flushes);
+    }
+}
+
+/// Files in the sink's spool directory.
+fn spool_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("g"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `stats_counts.spool.c<k>` line, once each, in flush order, and no
+/// `(name, value, timestamp)` line twice.
+fn check_exactly_once(seen: &[Line], ks: std::ops::Range<u32>) {
+    let mut count: HashMap<(&str, &str, u64), usize> = HashMap::new();
+    for l in seen {
+        *count.entry((&l.name, &l.value, l.ts)).or_default() += 1;
+    }
+    let mut last = None;
+    for k in ks {
+        let name = format!("stats_counts.spool.c{k}");
+        let at: Vec<usize> = seen
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.name == name)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "{name} arrived {} times", at.len());
+        let l = &seen[at[0]];
+        assert_eq!(l.value, (k + 1).to_string(), "{name}");
+        assert!(last < Some(at[0]), "{name} arrived out of flush order");
+        last = Some(at[0]);
+    }
+    // Counters are deleted after each flush: every counter line is unique.
+    for ((name, value, ts), n) in count {
+        if name.starts_with("stats_counts.spool.") || name.starts_with("stats.spool.") {
+            assert_eq!(n, 1, "{name} {value} {ts} arrived {n} times");
+        }
+    }
+}
+
+/// Flushes a graphite receiver saw: one `statsd.numStats` line each.
+fn flushes_seen(seen: &[Line]) -> u64 {
+    seen.iter().filter(|l| l.name == "statsd.numStats").count() as u64
+}
+
+#[test]
+fn a_down_destination_gets_every_flush_once_when_back() {
+    let port = crate::support::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let s = spooled_server(port, dir.path());
+    let stats = sink(&s);
+    counters_over_flushes(&s, 0..6);
+    wait_for("spooling", 5, || get(&stats.spool.spooled_entries) >= 5);
+    assert!(get(&stats.errors) > 0, "the destination was down");
+    assert!(!spool_files(dir.path()).is_empty());
+
+    let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    g.until(Duration::from_secs(10), |seen| {
+        seen.iter().any(|l| l.name == "stats_counts.spool.c5")
+    });
+    wait_for("the spool to drain", 10, || {
+        get(&stats.spool.held_entries) == 0 && spool_files(dir.path()).is_empty()
+    });
+    assert_eq!(
+        get(&stats.spool.replayed_entries),
+        get(&stats.spool.spooled_entries)
+    );
+    assert_eq!(get(&stats.dropped), 0);
+    assert_eq!(get(&stats.spool.dropped_entries), 0);
+    assert_eq!(get(&stats.spool.corrupt_records), 0);
+    let http = s.running().http.expect("http");
+    let server_stats = Arc::clone(&s.running().stats);
+    let (status, _, body) = crate::http::get(http, "/api/stats");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let spooled = &v["sinks"][0]["spool"]["spooled_entries"];
+    assert!(spooled.as_u64().is_some_and(|n| n >= 5), "{body}");
+    let (_, _, metrics) = crate::http::get(http, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("statsyard_sink_spool_replayed_entries_total{sink=\"g\"} ")),
+        "{metrics}"
+    );
+    s.stop();
+    g.drain_for(Duration::from_millis(300));
+    check_exactly_once(&g.seen, 0..6);
+    // Every flush of the server's life arrived once, none twice.
+    assert_eq!(flushes_seen(&g.seen), get(&server_stats.flushes));
+    assert!(spool_files(dir.path()).is_empty());
+}
+
+#[test]
+fn the_spool_outlives_a_restart() {
+    let port = crate::support::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let s = spooled_server(port, dir.path());
+    counters_over_flushes(&s, 0..4);
+    let first = Arc::clone(&s.running().stats);
+    let first_sink = sink(&s);
+    // The ordered shutdown: the final flush and the memory buffer go to
+    // the spool, not to the drop counter.
+    s.stop();
+    assert_eq!(get(&first_sink.dropped), 0);
+    assert!(!spool_files(dir.path()).is_empty());
+    let flushed_before = get(&first.flushes);
+    assert_eq!(
+        get(&first_sink.spool.spooled_entries),
+        flushed_before,
+        "every flush was spooled"
+    );
+
+    let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let s = spooled_server(port, dir.path());
+    let stats = sink(&s);
+    g.until(Duration::from_secs(10), |seen| {
+        seen.iter().any(|l| l.name == "stats_counts.spool.c3")
+    });
+    wait_for("the spool to drain", 10, || {
+        spool_files(dir.path()).is_empty()
+    });
+    assert_eq!(get(&stats.spool.replayed_entries), flushed_before);
+    let second = Arc::clone(&s.running().stats);
+    s.stop();
+    g.drain_for(Duration::from_millis(300));
+    check_exactly_once(&g.seen, 0..4);
+    assert_eq!(flushes_seen(&g.seen), flushed_before + get(&second.flushes));
+}
+
+#[test]
+fn a_torn_segment_tail_is_counted_and_skipped() {
+    let port = crate::support::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let s = spooled_server(port, dir.path());
+    counters_over_flushes(&s, 0..4);
+    s.stop();
+    // Walk the records (8-byte magic; each record a 12-byte header whose
+    // first u32 is the payload length), then tear the last one in half.
+    let mut segs = spool_files(dir.path());
+    segs.retain(|f| f.ends_with(".seg"));
+    segs.sort();
+    let last = dir.path().join("g").join(segs.last().unwrap());
+    let bytes = std::fs::read(&last).unwrap();
+    let mut off = 8;
+    let mut records = Vec::new();
+    while off < bytes.len() {
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        records.push(String::from_utf8_lossy(&bytes[off + 12..off + 12 + len]).into_owned());
+        off += 12 + len;
+    }
+    assert_eq!(off, bytes.len());
+    let torn = records.pop().expect("a record to tear");
+    let torn_len = torn.len();
+    std::fs::write(&last, &bytes[..bytes.len() - torn_len / 2]).unwrap();
+
+    let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let s = spooled_server(port, dir.path());
+    let stats = sink(&s);
+    assert_eq!(get(&stats.spool.corrupt_records), 1);
+    wait_for("the spool to drain", 10, || {
+        spool_files(dir.path()).is_empty()
+    });
+    g.drain_for(Duration::from_millis(500));
+    s.stop();
+    // The good records arrived, each once; nothing of the torn one did.
+    let text: String = g
+        .seen
+        .iter()
+        .map(|l| format!("{} {} {}\n", l.name, l.value, l.ts))
+        .collect();
+    for r in &records {
+        assert_eq!(
+            text.matches(r.as_str()).count(),
+            1,
+            "record {r:?} in {text}"
+        );
+    }
+    for line in torn
+        .lines()
+        .filter(|l| l.starts_with("stats_counts.spool."))
+    {
+        assert!(!text.contains(line), "{line} of the torn record arrived");
+    }
+}
