@@ -606,6 +606,14 @@ pub struct RawCluster {
     /// `plain` or `pickle`.
     #[serde(default = "plain")]
     pub protocol: String,
+    /// Directory of the destinations' disk spools (relative to the config
+    /// file's directory); each destination uses `<spool_dir>/<cluster>/<host_port>`.
+    /// Unset: no spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<String>,
+    /// Bytes each destination's spool keeps at most (1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
 }
 
 /// A relay destination: its address, or a table with its own protocol.

@@ -347,10 +347,17 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
 
     let relay = match &raw.relay {
         None => None,
-        Some(r) => Some(
-            super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
-                .map_err(|(key, reason)| bad(key, reason))?,
-        ),
+        Some(r) => {
+            let mut rc =
+                super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
+                    .map_err(|(key, reason)| bad(key, reason))?;
+            for c in &mut rc.clusters {
+                if let Some(sp) = &mut c.spool {
+                    sp.dir = relative_to(file, &sp.dir.to_string_lossy());
+                }
+            }
+            Some(rc)
+        }
     };
     let sinks = sinks(&raw.sink, file)?;
     if relay.is_none() {
@@ -1496,6 +1503,8 @@ mod tests {
                     replication: 1,
                     diverse_replicas: true,
                     protocol: "plain".into(),
+                    spool_dir: Some("spool".into()),
+                    spool_bytes: Some(1 << 30),
                 }],
                 rule: vec![RawRule {
                     pattern: "x".into(),

@@ -2,7 +2,7 @@
 //! that is down gets every point once it is back, across a restart too.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -227,7 +227,9 @@ fn a_torn_segment_tail_is_counted_and_skipped() {
     let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
     let s = spooled_server(port, dir.path());
     let stats = sink(&s);
-    assert_eq!(get(&stats.spool.corrupt_records), 1);
+    wait_for("the torn record to be counted", 5, || {
+        get(&stats.spool.corrupt_records) == 1
+    });
     wait_for("the spool to drain", 10, || {
         spool_files(dir.path()).is_empty()
     });
@@ -252,4 +254,122 @@ fn a_torn_segment_tail_is_counted_and_skipped() {
     {
         assert!(!text.contains(line), "{line} of the torn record arrived");
     }
+}
+/// A relay with one `forward` cluster `c` to `dest`, spooled in `dir`.
+fn spooled_relay(dest: &str, dir: &Path, queue: usize) -> Server {
+    Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+[flush]
+shutdown_timeout = "3s"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+queue = {queue}
+backoff_min = "20ms"
+backoff_max = "100ms"
+on_full = "drop"
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["{dest}"]
+spool_dir = "{}"
+"#,
+        dir.display()
+    )))
+}
+
+/// Send `relay.spool.p<i> i 1700000000` for each i in `range` over carbon TCP.
+fn send_points(s: &Server, range: std::ops::Range<u32>) {
+    use std::io::Write;
+    let carbon: SocketAddr = s.running().carbon_tcp[0];
+    let mut c = std::net::TcpStream::connect(carbon).unwrap();
+    let mut text = String::new();
+    for i in range {
+        text.push_str(&format!("relay.spool.p{i} {i} 1700000000\n"));
+    }
+    c.write_all(text.as_bytes()).unwrap();
+}
+
+fn points_seen(seen: &[Line]) -> Vec<u32> {
+    let mut got: Vec<u32> = seen
+        .iter()
+        .filter_map(|l| l.name.strip_prefix("relay.spool.p"))
+        .map(|k| k.parse().unwrap())
+        .collect();
+    got.sort_unstable();
+    got
+}
+
+#[test]
+fn a_relay_destination_down_at_shutdown_is_spooled_for_the_next_start() {
+    let port = crate::support::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("127.0.0.1:{port}");
+    let s = spooled_relay(&dest, dir.path(), 100_000);
+    let relay = s.running().stats.relay().expect("relay stats");
+    let d = Arc::clone(&relay.destinations[0]);
+    wait_for("the destination to be down", 5, || get(&d.errors) > 0);
+    send_points(&s, 0..300);
+    wait_for("points queued", 5, || get(&d.queued) == 300);
+    s.stop();
+    assert_eq!(get(&d.dropped), 0, "the queue was spooled, not dropped");
+    assert!(get(&d.spool.spooled_entries) > 0);
+
+    let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let s = spooled_relay(&dest, dir.path(), 100_000);
+    g.until(Duration::from_secs(10), |seen| seen.len() >= 300);
+    let relay = s.running().stats.relay().expect("relay stats");
+    let d = Arc::clone(&relay.destinations[0]);
+    wait_for("the spool to drain", 10, || {
+        get(&d.spool.replayed_entries) > 0 && get(&d.spool.held_entries) == 0
+    });
+    g.drain_for(Duration::from_millis(300));
+    s.stop();
+    assert_eq!(points_seen(&g.seen), (0..300).collect::<Vec<_>>());
+}
+
+/// A relay destination that is down while points come in, with a queue far
+/// too small for them: the overflow goes to its spool, and every point
+/// arrives once the destination is back.
+#[test]
+fn a_relay_destination_spool_delivers_every_point() {
+    let port = crate::support::free_tcp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("127.0.0.1:{port}");
+    let s = spooled_relay(&dest, dir.path(), 10);
+    let relay = s.running().stats.relay().expect("relay stats");
+    let d = Arc::clone(&relay.destinations[0]);
+    wait_for("the destination to be down", 5, || get(&d.errors) > 0);
+    let n = 500u32;
+    send_points(&s, 0..n);
+    wait_for("points received", 5, || {
+        get(&relay.metrics_received) == u64::from(n)
+    });
+    wait_for("spooling", 5, || get(&d.spool.spooled_entries) > 0);
+    assert_eq!(get(&d.dropped), 0, "nothing dropped for the full queue");
+
+    let mut g = Graphite::on(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    g.until(Duration::from_secs(10), |seen| seen.len() >= n as usize);
+    wait_for("the spool to drain", 10, || get(&d.spool.held_entries) == 0);
+    g.drain_for(Duration::from_millis(300));
+    s.stop();
+    assert_eq!(
+        points_seen(&g.seen),
+        (0..n).collect::<Vec<_>>(),
+        "every point once"
+    );
+    assert_eq!(
+        get(&d.spool.replayed_entries),
+        get(&d.spool.spooled_entries)
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("c").join(format!("127.0.0.1_{port}")))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
 }
