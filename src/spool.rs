@@ -520,7 +520,8 @@ impl Spool {
                 Ok(Some((lines, next))) => {
                     got += buf.len();
                     out.push(Record {
-                        data: Bytes::copy_from_slice(&buf),
+                        // The buffer becomes the record: no second copy.
+                        data: Bytes::from(std::mem::take(&mut buf)),
                         lines,
                         pos: Pos {
                             seg: seg_id,
