@@ -15,6 +15,19 @@
 //! through an entry, the whole entry is sent again on the next connection
 //! (a receiver drops the torn line or pickle frame; carbon stores a repeated
 //! datapoint once, since the timestamp is the same).
+//!
+//! With a spool ([`crate::spool`], the graphite sink's `spool_dir`), the
+//! buffer is the first level and the spool the second: what overflows the
+//! buffer goes to the spool (oldest first) instead of being dropped, and the
+//! spool's records go out before the buffer's entries, so order is kept. The
+//! one exception is an entry that was partly written on a connection that
+//! was lost: it is older than everything spooled after it, so it stays in the
+//! buffer and goes first. Records are loaded back 1 MiB at a time and
+//! acknowledged as they are written out. At shutdown, what the destination
+//! cannot take now (it is down, or the spool is still behind) is spooled at
+//! once instead of waiting for the deadline; what is still held at the
+//! deadline is spooled too. Spool I/O is awaited on tokio's blocking pool,
+//! which pauses only this destination's task.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -116,6 +129,10 @@ impl Outbox {
             if let Some(e) = self.entries.remove(oldest) {
                 self.bytes -= e.data.len();
                 dropped.push(e);
+                if oldest == 0 {
+                    // The tried front is gone; the new front is untried.
+                    self.tried = false;
+                }
             }
         }
         dropped
@@ -805,6 +822,28 @@ mod tests {
     }
 
     #[test]
+    fn a_front_tried_on_a_lost_connection_stays_ahead_of_the_spool() {
+        for keep_tried in [true, false] {
+            let mut o = Outbox::new(4);
+            o.push(entry("aaaa"));
+            o.advance(2, |_| panic!("nothing completes"));
+            o.rewind();
+            assert!(o.front_tried());
+            assert!(o.push_with(entry("bbbb"), keep_tried).len() <= 1);
+            let over = o.push_with(entry("cccc"), keep_tried);
+            let kept = contents(&o);
+            if keep_tried {
+                // Older than anything spooled: it stays, to go first.
+                assert_eq!(kept, ["aaaa", "cccc"]);
+                assert_eq!(&over[0].data[..], b"bbbb");
+            } else {
+                assert_eq!(kept, ["cccc"]);
+                assert!(!o.front_tried());
+            }
+        }
+    }
+
+    #[test]
     fn advance_completes_entries_in_order() {
         let mut o = Outbox::new(100);
         for s in ["ab", "cde", "f"] {
@@ -1011,5 +1050,80 @@ mod tests {
         task.await.unwrap();
         assert_eq!(read_all(second).await, "two 2 1\n");
         assert_eq!(get(&stats.lines_sent), 2);
+    }
+
+    fn spooled(
+        addr: std::net::SocketAddr,
+        dir: &std::path::Path,
+        shutdown: Duration,
+    ) -> (
+        mpsc::Sender<&'static str>,
+        Arc<SinkStats>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let mut cfg = config(addr, 1, shutdown);
+        cfg.spool = Some(SpoolConfig {
+            dir: dir.join("test"),
+            max_bytes: 1 << 20,
+            segment_bytes: 64,
+        });
+        spawn(cfg)
+    }
+
+    #[tokio::test]
+    async fn overflow_goes_to_the_spool_and_comes_back_first_in_order() {
+        let addr = free_addr().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(5));
+        let lines = ["a 1 1\n", "b 2 1\n", "c 3 1\n", "d 4 1\n", "e 5 1\n"];
+        for m in lines {
+            tx.send(m).await.unwrap();
+        }
+        eventually("failed connects", || get(&stats.errors) >= 1).await;
+        // A one-byte buffer keeps the newest entry in memory; the rest is on disk.
+        eventually("spooling", || get(&stats.spool.spooled_entries) == 4).await;
+        assert_eq!(get(&stats.dropped), 0);
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        eventually("delivery", || get(&stats.lines_sent) == 5).await;
+        tx.send("f 6 1\n").await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(read_all(conn).await, lines.concat() + "f 6 1\n");
+        assert_eq!(get(&stats.spool.replayed_entries), 4);
+        assert_eq!(get(&stats.spool.held_entries), 0);
+        assert_eq!(get(&stats.buffered_bytes), 0);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("test")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_down_destination_at_shutdown_is_spooled_at_once_and_sent_by_the_next_outlet() {
+        let addr = free_addr().await;
+        let tmp = tempfile::tempdir().unwrap();
+        // A long deadline: spooling must not wait for it.
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(30));
+        for m in ["x 1 1\n", "y 2 1\n", "z 3 1\n"] {
+            tx.send(m).await.unwrap();
+        }
+        eventually("failed connects", || get(&stats.errors) >= 1).await;
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("spooled without waiting for the deadline")
+            .unwrap();
+        assert_eq!(get(&stats.dropped), 0);
+        assert_eq!(get(&stats.spool.spooled_entries), 3);
+
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(5));
+        let (conn, _) = listener.accept().await.unwrap();
+        eventually("replay", || get(&stats.spool.replayed_entries) == 3).await;
+        tx.send("w 4 1\n").await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(read_all(conn).await, "x 1 1\ny 2 1\nz 3 1\nw 4 1\n");
     }
 }
