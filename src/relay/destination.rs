@@ -479,6 +479,7 @@ pub async fn run(
     stats: Arc<RelayStats>,
     reroute: Reroute,
     closing: CancellationToken,
+    spool_now: CancellationToken,
 ) {
     let mut spool = match &dest.spool {
         None => None,
@@ -526,6 +527,7 @@ pub async fn run(
                     &mut batch,
                     &mut buf,
                     &mut spool,
+                    &spool_now,
                 )
                 .await;
                 match r {
@@ -752,9 +754,18 @@ async fn serve(
     batch: &mut Vec<Item>,
     buf: &mut Vec<u8>,
     spool: &mut Option<Spooled>,
+    spool_now: &CancellationToken,
 ) -> io::Result<()> {
     let mut scratch = [0u8; 512];
+    let spooled = spool.is_some();
     loop {
+        if let Some(sp) = spool.as_mut().filter(|_| spool_now.is_cancelled()) {
+            // The shutdown deadline is near and the queue is not drained:
+            // spool it rather than lose it.
+            sp.take_queue(dest, tuning, stats).await;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
         if let Some(sp) = spool.as_mut() {
             if !dest.spill_is_empty() {
                 sp.take_spill(dest, tuning, stats).await;
@@ -786,7 +797,16 @@ async fn serve(
         check_open(stream, &mut scratch)?;
         buf.clear();
         encode(dest.protocol, batch, buf)?;
-        stream.write_all(buf).await?;
+        tokio::select! {
+            r = stream.write_all(buf) => r?,
+            _ = spool_now.cancelled(), if spooled => {
+                // A destination too slow to take this batch before the
+                // deadline: the batch goes back (it may arrive twice) and
+                // is spooled with the queue at the top of the loop.
+                dest.unshift(std::mem::take(batch), stats);
+                continue;
+            }
+        }
         let n = batch.len() as u64;
         batch.clear();
         incr(&dest.stats.sent, n);

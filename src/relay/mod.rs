@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::relay::RelayConfig;
-use crate::shutdown::{with_deadline, CancellationToken};
+use crate::shutdown::CancellationToken;
 use router::Router;
 
 /// One carbon data point on its way through the relay.
@@ -51,6 +51,9 @@ pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct RelayRuntime {
     router: Arc<Router>,
     closing: CancellationToken,
+    /// Cancelled shortly before the shutdown deadline: writers with a spool
+    /// then spool what they still hold instead of losing it to the deadline.
+    spool_now: CancellationToken,
     writers: Vec<JoinHandle<()>>,
     stats_task: Option<JoinHandle<()>>,
     drop_log: JoinHandle<()>,
@@ -60,6 +63,7 @@ impl RelayRuntime {
     /// Spawn the relay's tasks (on the current tokio runtime).
     pub fn start(router: Arc<Router>, cfg: &RelayConfig) -> RelayRuntime {
         let closing = CancellationToken::new();
+        let spool_now = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, destination::Item)>();
         let mut writers = Vec::new();
         for (i, d) in router.dests.iter().enumerate() {
@@ -70,6 +74,7 @@ impl RelayRuntime {
                 router.stats.clone(),
                 tx.clone(),
                 closing.clone(),
+                spool_now.clone(),
             )));
         }
         drop(tx);
@@ -107,6 +112,7 @@ impl RelayRuntime {
         RelayRuntime {
             router,
             closing,
+            spool_now,
             writers,
             stats_task,
             drop_log,
@@ -127,13 +133,24 @@ impl RelayRuntime {
         self.drop_log.abort();
         self.closing.cancel();
         let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
-        let done = with_deadline(deadline, async {
-            for w in self.writers {
-                let _ = w.await;
+        // Writers with a spool get the last quarter of the deadline (at most
+        // a second) to spool what they could not deliver.
+        let started = tokio::time::Instant::now();
+        let spool_at = started + deadline - (deadline / 4).min(Duration::from_secs(1));
+        let end = started + deadline;
+        let mut writers = self.writers;
+        let mut all_done = true;
+        for w in &mut writers {
+            if tokio::time::timeout_at(spool_at, &mut *w).await.is_ok() {
+                continue;
             }
-        })
-        .await;
-        if done.is_none() {
+            self.spool_now.cancel();
+            if tokio::time::timeout_at(end, &mut *w).await.is_err() {
+                all_done = false;
+                break;
+            }
+        }
+        if !all_done {
             for a in aborts {
                 a.abort();
             }

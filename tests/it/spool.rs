@@ -373,3 +373,91 @@ fn a_relay_destination_spool_delivers_every_point() {
             == 0
     );
 }
+
+/// A relay destination that is up but takes nothing (a receiver that never
+/// reads): near the shutdown deadline, what its queue still holds goes to
+/// the spool instead of to the drop counter.
+#[test]
+fn a_stalled_relay_destination_is_spooled_before_the_shutdown_deadline() {
+    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = stalled.local_addr().unwrap().to_string();
+    // Accept and hold the connections, never reading.
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        stalled.set_nonblocking(true).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            match stalled.accept() {
+                Ok((c, _)) => conns.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        conns.len()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+[flush]
+shutdown_timeout = "2s"
+[relay]
+line_tcp = ["127.0.0.1:0"]
+line_udp = []
+pickle = []
+queue = 1000000
+queue_bytes = 1073741824
+on_full = "drop"
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["{dest}"]
+spool_dir = "{}"
+"#,
+        dir.path().display()
+    )));
+    let relay = s.running().stats.relay().expect("relay stats");
+    let d = Arc::clone(&relay.destinations[0]);
+    // Far more than the kernel's socket buffers hold.
+    let n = 400_000u32;
+    send_points(&s, 0..n);
+    wait_for("points received", 30, || {
+        get(&relay.metrics_received) == u64::from(n)
+    });
+    wait_for("the writer to stall", 10, || {
+        let q = get(&d.queued);
+        std::thread::sleep(Duration::from_millis(200));
+        q > 0 && q == get(&d.queued)
+    });
+    let started = Instant::now();
+    s.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(&d.dropped), 0, "spooled, not dropped");
+    assert_eq!(get(&relay.metrics_dropped), 0);
+    // What was not written out is in the spool, point for point.
+    let mut spool = statsyard::spool::Spool::open(
+        statsyard::spool::SpoolConfig {
+            dir: dir.path().join("c").join(dest.replace(':', "_")),
+            max_bytes: 1 << 30,
+            segment_bytes: 8 << 20,
+        },
+        Arc::default(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    let mut spooled = 0;
+    let mut recs = Vec::new();
+    while spool.has_unread() {
+        recs.clear();
+        spool.read(1 << 20, &mut recs);
+        spooled += recs.iter().map(|r| r.lines).sum::<u64>();
+    }
+    assert!(spooled > 0);
+    assert_eq!(get(&d.sent) + spooled, u64::from(n));
+    drop(held);
+}
