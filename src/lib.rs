@@ -12,6 +12,7 @@
 //! - [`aggregate`]: shards on the hot path, the registry that persists across flushes.
 //! - [`flush`]: the reference's `process_metrics` and graphite naming, pure.
 //! - [`sink`]: console, graphite (text and pickle), repeater.
+//! - [`spool`]: the disk spool behind graphite sinks and relay destinations.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
 //! - [`reload`]: SIGHUP / `POST /-/reload`: diff the new config, apply what is live.
@@ -32,6 +33,7 @@ pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
+pub mod spool;
 pub mod state;
 pub mod stats;
 pub mod supervise;

@@ -280,6 +280,8 @@ fn relay_config(cli: &Cli, args: &RelayArgs) -> anyhow::Result<Config> {
             replication: args.replication,
             diverse_replicas: args.diverse_replicas,
             protocol: args.protocol.clone(),
+            spool_dir: None,
+            spool_bytes: None,
         }];
         relay.rule.clear();
         raw.relay = Some(relay);

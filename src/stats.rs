@@ -254,8 +254,10 @@ pub struct SinkStats {
     pub bytes_sent: AtomicU64,
     /// Connect or write failures.
     pub errors: AtomicU64,
-    /// Bytes held, waiting for the destination.
+    /// Bytes held in memory, waiting for the destination.
     pub buffered_bytes: AtomicU64,
+    /// The sink's disk spool (all zero without one).
+    pub spool: Arc<crate::spool::SpoolStats>,
 }
 
 /// Unix time in whole seconds, rounded as the reference rounds it.

@@ -457,6 +457,14 @@ pub struct RawSink {
     /// repeater: `host:port` of each statsd server that gets a copy of every packet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destinations: Option<Vec<String>>,
+    /// graphite: directory of the disk spool (relative to the config file's
+    /// directory); the sink uses its own subdirectory, named after it. Unset:
+    /// no spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<String>,
+    /// graphite: bytes the spool keeps at most (1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
 }
 
 impl RawSink {
@@ -474,6 +482,8 @@ impl RawSink {
             backoff_min: None,
             backoff_max: None,
             destinations: None,
+            spool_dir: None,
+            spool_bytes: None,
         }
     }
 }
@@ -612,6 +622,14 @@ pub struct RawCluster {
     /// `plain` or `pickle`.
     #[serde(default = "plain")]
     pub protocol: String,
+    /// Directory of the destinations' disk spools (relative to the config
+    /// file's directory); each destination uses `<spool_dir>/<cluster>/<host_port>`.
+    /// Unset: no spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<String>,
+    /// Bytes each destination's spool keeps at most (1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_bytes: Option<u64>,
 }
 
 /// A relay destination: its address, or a table with its own protocol.

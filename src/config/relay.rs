@@ -9,6 +9,7 @@ use crate::relay::destination::{OnFull, Protocol, Tuning};
 use crate::relay::hashing::{Destination, Method, Ring};
 
 use super::raw::RawRelay;
+use crate::spool::SpoolConfig;
 
 /// A validated relay.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,9 @@ pub struct ClusterConfig {
     pub replication: usize,
     pub diverse: bool,
     pub protocol: Protocol,
+    /// The cluster's spool directory (`spool_dir/<cluster>`); each
+    /// destination uses a subdirectory of it. `None`: no spool.
+    pub spool: Option<SpoolConfig>,
 }
 
 /// How a cluster chooses destinations.
@@ -188,8 +192,20 @@ pub fn validate(
                     .map_err(|e| b(&format!("cluster[{i}].destinations[{j}].protocol"), e))?,
             });
         }
+        // Relative to the config file: resolved by the caller, which knows it.
+        let spool = super::toml::spool_config(
+            "",
+            c.spool_dir.as_deref(),
+            c.spool_bytes,
+            &[&c.name],
+            &format!("relay.{}", k("spool_dir")),
+            &format!("relay.{}", k("spool_bytes")),
+        )
+        .map_err(|(key, why)| (key.trim_start_matches("relay.").to_string(), why))
+        .map_err(|(key, why)| b(&key, why))?;
         clusters.push(ClusterConfig {
             name: c.name.clone(),
+            spool,
             method,
             destinations: dests,
             protocols,

@@ -20,6 +20,7 @@ use crate::sink::console::{ConsoleConfig, ConsoleFormat};
 use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
 use crate::sink::repeater::{RepeaterConfig, RepeaterProtocol};
 use crate::sink::{SinkKind, SinkSpec};
+use crate::spool::SpoolConfig;
 
 /// Default queue of a flush-fed sink, in flushes.
 const DEFAULT_QUEUE: usize = 64;
@@ -63,6 +64,8 @@ const GRAPHITE_KEYS: &[&str] = &[
     "connect_timeout",
     "backoff_min",
     "backoff_max",
+    "spool_dir",
+    "spool_bytes",
 ];
 const RELAY_KEYS: &[&str] = &["type", "name", "queue"];
 const REPEATER_KEYS: &[&str] = &[
@@ -359,12 +362,19 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
 
     let relay = match &raw.relay {
         None => None,
-        Some(r) => Some(
-            super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
-                .map_err(|(key, reason)| bad(key, reason))?,
-        ),
+        Some(r) => {
+            let mut rc =
+                super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
+                    .map_err(|(key, reason)| bad(key, reason))?;
+            for c in &mut rc.clusters {
+                if let Some(sp) = &mut c.spool {
+                    sp.dir = relative_to(file, &sp.dir.to_string_lossy());
+                }
+            }
+            Some(rc)
+        }
     };
-    let sinks = sinks(&raw.sink)?;
+    let sinks = sinks(&raw.sink, file)?;
     if relay.is_none() {
         if let Some(i) = sinks.iter().position(|s| s.kind == SinkKind::Relay) {
             return Err(bad(
@@ -624,7 +634,54 @@ pub(super) fn check_bins(bins: &[RawBin]) -> Result<Vec<Bin>, String> {
     Ok(out)
 }
 
-fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
+/// The smallest `spool_bytes`: room for a few segments of a few records.
+const MIN_SPOOL_BYTES: u64 = 64 * 1024;
+
+/// A spool from its two keys: `dir` (relative to the config file's
+/// directory) joined with `sub` (the sink's name, or the relay cluster and
+/// destination), so that no two spools share files; `max_bytes` defaults to
+/// 1 GiB. Segments roll at 8 MiB, or at an eighth of a smaller cap, so that
+/// dropping the oldest for the cap frees a part, not all, of the spool.
+pub(super) fn spool_config(
+    file: &str,
+    dir: Option<&str>,
+    max_bytes: Option<u64>,
+    sub: &[&str],
+    dir_key: &str,
+    bytes_key: &str,
+) -> Result<Option<SpoolConfig>, (String, String)> {
+    let Some(dir) = dir else {
+        if max_bytes.is_some() {
+            let dir = dir_key.rsplit('.').next().unwrap_or(dir_key);
+            return Err((bytes_key.into(), format!("needs `{dir}` too")));
+        }
+        return Ok(None);
+    };
+    if dir.is_empty() {
+        return Err((
+            dir_key.into(),
+            "must not be empty (leave it out for no spool)".into(),
+        ));
+    }
+    let max_bytes = max_bytes.unwrap_or(crate::spool::DEFAULT_MAX_BYTES);
+    if max_bytes < MIN_SPOOL_BYTES {
+        return Err((
+            bytes_key.into(),
+            format!("must be at least {MIN_SPOOL_BYTES}"),
+        ));
+    }
+    let mut path = relative_to(file, dir);
+    for s in sub {
+        path.push(s);
+    }
+    Ok(Some(SpoolConfig {
+        dir: path,
+        max_bytes,
+        segment_bytes: crate::spool::DEFAULT_SEGMENT_BYTES.min(max_bytes / 8),
+    }))
+}
+
+fn sinks(raw: &[RawSink], file: &str) -> Result<Vec<SinkSpec>, Bad> {
     let mut out: Vec<SinkSpec> = Vec::with_capacity(raw.len());
     // How many sinks of each type came so far: the default name's number.
     let mut seen: HashMap<RawSinkType, usize> = HashMap::new();
@@ -714,6 +771,15 @@ fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
                         ),
                     ));
                 }
+                let spool = spool_config(
+                    file,
+                    s.spool_dir.as_deref(),
+                    s.spool_bytes,
+                    &[&name],
+                    &key("spool_dir"),
+                    &key("spool_bytes"),
+                )
+                .map_err(|(k, r)| bad(k, r))?;
                 SinkKind::Graphite(GraphiteConfig {
                     address: address.clone(),
                     protocol,
@@ -721,6 +787,7 @@ fn sinks(raw: &[RawSink]) -> Result<Vec<SinkSpec>, Bad> {
                     connect_timeout,
                     backoff_min,
                     backoff_max,
+                    spool,
                 })
             }
             RawSinkType::Repeater => {
@@ -768,7 +835,7 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
         RawSinkType::Repeater => REPEATER_KEYS,
         RawSinkType::Relay => RELAY_KEYS,
     };
-    let set: [(&str, bool); 8] = [
+    let set: [(&str, bool); 10] = [
         ("format", s.format.is_some()),
         ("address", s.address.is_some()),
         ("protocol", s.protocol.is_some()),
@@ -777,6 +844,8 @@ fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
         ("backoff_min", s.backoff_min.is_some()),
         ("backoff_max", s.backoff_max.is_some()),
         ("destinations", s.destinations.is_some()),
+        ("spool_dir", s.spool_dir.is_some()),
+        ("spool_bytes", s.spool_bytes.is_some()),
     ];
     match set
         .iter()
@@ -1200,6 +1269,46 @@ mod tests {
     }
 
     #[test]
+    fn spool_dirs_are_per_sink_and_relative_to_the_config_file() {
+        let text = r#"
+            [[sink]]
+            type = "graphite"
+            address = "a:1"
+            spool_dir = "spool"
+            [[sink]]
+            type = "graphite"
+            name = "other"
+            address = "a:1"
+            spool_dir = "/var/spool/statsyard"
+            spool_bytes = 1048576
+        "#;
+        let c = from_str(text, "/etc/statsyard/statsyard.toml").unwrap();
+        let spools: Vec<Option<SpoolConfig>> = c
+            .sinks
+            .iter()
+            .map(|s| match &s.kind {
+                SinkKind::Graphite(g) => g.spool.clone(),
+                k => panic!("{k:?}"),
+            })
+            .collect();
+        assert_eq!(
+            spools,
+            [
+                Some(SpoolConfig {
+                    dir: "/etc/statsyard/spool/graphite".into(),
+                    max_bytes: 1 << 30,
+                    segment_bytes: 8 << 20,
+                }),
+                Some(SpoolConfig {
+                    dir: "/var/spool/statsyard/other".into(),
+                    max_bytes: 1 << 20,
+                    segment_bytes: 1 << 17,
+                }),
+            ]
+        );
+    }
+
+    #[test]
     fn sinks_and_their_defaults() {
         let c = ok(r#"
             [[sink]]
@@ -1226,6 +1335,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
+            spool: None,
         };
         assert_eq!(
             c.sinks,
@@ -1302,6 +1412,10 @@ mod tests {
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbackoff_min = \"0s\"", "sink[0].backoff_min", "longer than 0s"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbackoff_min = \"2s\"\nbackoff_max = \"1s\"", "sink[0].backoff_max", "shorter than backoff_min"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nformat = \"json\"", "sink[0].format", "not a key of a graphite sink"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nspool_bytes = 1048576", "sink[0].spool_bytes", "needs `spool_dir` too"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nspool_dir = \"s\"\nspool_bytes = 1000", "sink[0].spool_bytes", "at least 65536"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nspool_dir = \"\"", "sink[0].spool_dir", "must not be empty"),
+        ("[[sink]]\ntype = \"console\"\nspool_dir = \"s\"", "sink[0].spool_dir", "not a key of a console sink"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\ndestinations = []", "sink[0].destinations", "not a key of a graphite sink"),
         ("[[sink]]\ntype = \"console\"\naddress = \"a:1\"", "sink[0].address", "not a key of a console sink"),
         ("[[sink]]\ntype = \"console\"\nformat = \"xml\"", "sink[0].format", "\"text\" or \"json\""),
@@ -1461,6 +1575,8 @@ mod tests {
                 backoff_min: Some(Duration::from_secs(1)),
                 backoff_max: Some(Duration::from_secs(1)),
                 destinations: Some(vec!["a:1".into()]),
+                spool_dir: Some("spool".into()),
+                spool_bytes: Some(1 << 30),
             }],
             http: RawHttp::default(),
             admin: RawAdmin::default(),
@@ -1476,6 +1592,8 @@ mod tests {
                     replication: 1,
                     diverse_replicas: true,
                     protocol: "plain".into(),
+                    spool_dir: Some("spool".into()),
+                    spool_bytes: Some(1 << 30),
                 }],
                 rule: vec![RawRule {
                     pattern: "x".into(),

@@ -83,6 +83,21 @@ fn join(text: &[u8], own: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A spool's counters (all zero without a spool).
+pub fn spool_json(s: &crate::spool::SpoolStats) -> Value {
+    json!({
+        "spooled_entries": get(&s.spooled_entries),
+        "spooled_bytes": get(&s.spooled_bytes),
+        "replayed_entries": get(&s.replayed_entries),
+        "replayed_bytes": get(&s.replayed_bytes),
+        "dropped_entries": get(&s.dropped_entries),
+        "dropped_bytes": get(&s.dropped_bytes),
+        "corrupt_records": get(&s.corrupt_records),
+        "held_entries": get(&s.held_entries),
+        "held_bytes": get(&s.held_bytes),
+    })
+}
+
 /// `/api/stats`: the self-metrics as JSON.
 pub async fn stats(State(s): State<Shared>) -> Json<Value> {
     let st = &s.stats;
@@ -101,6 +116,7 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
                 "dropped": get(&k.dropped),
                 "queue_dropped": get(&k.queue_dropped),
                 "buffered_bytes": get(&k.buffered_bytes),
+                "spool": spool_json(&k.spool),
             })
         })
         .collect();

@@ -166,7 +166,7 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let sinks = stats.sinks();
     if !sinks.is_empty() {
         type Field = fn(&crate::stats::SinkStats) -> u64;
-        let per_sink: [(&str, &str, &str, Field); 7] = [
+        let per_sink: [(&str, &str, &str, Field); 16] = [
             (
                 "sink_errors_total",
                 "counter",
@@ -203,8 +203,62 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             (
                 "sink_buffered_bytes",
                 "gauge",
-                "Bytes a sink holds, waiting for its destination (its queue depth).",
+                "Bytes a sink holds in memory, waiting for its destination (its queue depth).",
                 |k| get(&k.buffered_bytes),
+            ),
+            (
+                "sink_spool_spooled_entries_total",
+                "counter",
+                "Flushes a sink wrote to its disk spool (memory buffer over its bound, or shutdown with the destination down).",
+                |k| get(&k.spool.spooled_entries),
+            ),
+            (
+                "sink_spool_spooled_bytes_total",
+                "counter",
+                "Bytes a sink wrote to its disk spool.",
+                |k| get(&k.spool.spooled_bytes),
+            ),
+            (
+                "sink_spool_replayed_entries_total",
+                "counter",
+                "Flushes delivered from a sink's disk spool.",
+                |k| get(&k.spool.replayed_entries),
+            ),
+            (
+                "sink_spool_replayed_bytes_total",
+                "counter",
+                "Bytes delivered from a sink's disk spool.",
+                |k| get(&k.spool.replayed_bytes),
+            ),
+            (
+                "sink_spool_dropped_entries_total",
+                "counter",
+                "Undelivered flushes deleted from a sink's spool to stay under spool_bytes.",
+                |k| get(&k.spool.dropped_entries),
+            ),
+            (
+                "sink_spool_dropped_bytes_total",
+                "counter",
+                "Bytes deleted from a sink's spool to stay under spool_bytes.",
+                |k| get(&k.spool.dropped_bytes),
+            ),
+            (
+                "sink_spool_corrupt_records_total",
+                "counter",
+                "Torn or corrupt spool records found and skipped (each skips the rest of its segment).",
+                |k| get(&k.spool.corrupt_records),
+            ),
+            (
+                "sink_spool_entries",
+                "gauge",
+                "Flushes waiting in a sink's disk spool.",
+                |k| get(&k.spool.held_entries),
+            ),
+            (
+                "sink_spool_bytes",
+                "gauge",
+                "Bytes of a sink's spool segment files on disk.",
+                |k| get(&k.spool.held_bytes),
             ),
         ];
         for (name, kind, help, field) in per_sink {

@@ -23,6 +23,15 @@
 //! `any_of` or `failover` cluster are handed back to the router (the
 //! `reroute` channel), which sends them to another destination of their
 //! cluster. Points of hashed clusters stay, up to the bound.
+//!
+//! With a spool ([`crate::spool`], `cluster[].spool_dir`), the points that a
+//! full queue cannot take while the destination is down (and what a failed
+//! batch cannot put back) are spilled into a second bounded buffer instead
+//! of being dropped; the writer task moves them to the spool in records of
+//! `batch` points, encoded for the destination. Connected, it sends one
+//! spooled record after each batch from the queue, and all of them while the
+//! queue is empty. Down at shutdown, it spools the queue at once. All spool
+//! I/O runs on tokio's blocking pool.
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,6 +48,7 @@ use tokio::sync::{mpsc, Notify};
 use super::stats::{DestinationStats, RelayStats};
 use super::Point;
 use crate::shutdown::CancellationToken;
+use crate::spool::{Pos, Record, SpoolConfig, SpoolHandle};
 use crate::stats::incr;
 
 /// Marks a queued point that stays with its destination whatever happens
@@ -82,6 +92,12 @@ pub struct Tuning {
     /// counts as stalled: nobody waits for it.
     pub block_timeout: Duration,
 }
+
+/// The spill (points waiting for the spool writer) holds as much as the
+/// queue, and at least this much, so a burst into a down destination with a
+/// small queue reaches the spool rather than the drop counter.
+const SPILL_MIN_POINTS: usize = 65_536;
+const SPILL_MIN_BYTES: usize = 16 << 20;
 
 /// Bytes a queued point is charged against `queue_bytes`: its name plus the
 /// item and queue-slot overhead.
@@ -130,6 +146,12 @@ pub struct DestQueue {
     /// False from the first failed connect or write until the next connect.
     up: AtomicBool,
     pub stats: Arc<DestinationStats>,
+    /// Where points go that a full queue cannot take while the destination
+    /// is down; `None`: they are dropped and counted.
+    spool: Option<SpoolConfig>,
+    /// Those points, until the writer task appends them to the spool
+    /// (bounded like the queue; past that they are dropped and counted).
+    spill: Mutex<Queue>,
 }
 
 impl DestQueue {
@@ -160,7 +182,56 @@ impl DestQueue {
             // diverted from a destination that has not been tried yet.
             up: AtomicBool::new(true),
             stats,
+            spool: None,
+            spill: Mutex::new(Queue::default()),
         }
+    }
+
+    /// Give the destination a disk spool.
+    pub fn with_spool(mut self, spool: SpoolConfig) -> DestQueue {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// Its spool, if it has one.
+    pub fn spool(&self) -> Option<&SpoolConfig> {
+        self.spool.as_ref()
+    }
+
+    fn lock_spill(&self) -> MutexGuard<'_, Queue> {
+        self.spill.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep a point the queue has no room for, for the spool: only while
+    /// the destination is down (or `always`, for a batch that failed), and
+    /// within the queue's bounds. `false`: the caller drops it.
+    fn spill(&self, item: Item, always: bool) -> Result<(), Item> {
+        if self.spool.is_none() || (!always && self.is_up()) {
+            return Err(item);
+        }
+        let c = cost(&item);
+        let mut q = self.lock_spill();
+        if q.items.len() >= self.cap.max(SPILL_MIN_POINTS)
+            || q.bytes + c > self.cap_bytes.max(SPILL_MIN_BYTES)
+        {
+            return Err(item);
+        }
+        q.bytes += c;
+        q.items.push_back(item);
+        drop(q);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Take every spilled point.
+    fn take_spill(&self) -> Vec<Item> {
+        let mut q = self.lock_spill();
+        q.bytes = 0;
+        q.items.drain(..).collect()
+    }
+
+    fn spill_is_empty(&self) -> bool {
+        self.lock_spill().items.is_empty()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -275,6 +346,9 @@ impl DestQueue {
         let mut q = self.lock();
         if q.items.len() >= cap || q.bytes + c > cap_bytes {
             drop(q);
+            if self.spill(item, false).is_ok() {
+                return true;
+            }
             incr(&self.stats.dropped, 1);
             incr(&stats.metrics_dropped, 1);
             return false;
@@ -335,14 +409,19 @@ impl DestQueue {
             keep += 1;
             bytes += cost(item);
         }
-        let lost = batch.len() - keep;
-        for item in batch.into_iter().take(keep).rev() {
+        let mut batch = batch;
+        let rest = batch.split_off(keep);
+        for item in batch.into_iter().rev() {
             q.items.push_front(item);
         }
         q.bytes += bytes;
         self.publish(&q);
         drop(q);
         incr(&self.stats.queued, keep as u64);
+        let lost = rest
+            .into_iter()
+            .filter(|i| self.spill(i.clone(), true).is_err())
+            .count();
         if lost > 0 {
             incr(&self.stats.dropped, lost as u64);
             incr(&stats.metrics_dropped, lost as u64);
@@ -378,6 +457,8 @@ impl DestQueue {
             n
         };
         self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+        // Points spilled for a spool that the writer did not get to.
+        let n = n + self.take_spill().len() as u64;
         incr(&self.stats.dropped, n);
         incr(&stats.metrics_dropped, n);
         n
@@ -388,7 +469,9 @@ impl DestQueue {
 pub type Reroute = mpsc::UnboundedSender<(usize, Item)>;
 
 /// Run one destination's writer until `closing` is cancelled and its queue is
-/// empty. The caller bounds how long that may take.
+/// empty. The caller bounds how long that may take. With a spool, the writer
+/// also moves spilled points to it, replays it while connected, and at
+/// shutdown spools what a down destination still holds.
 pub async fn run(
     index: usize,
     dest: Arc<DestQueue>,
@@ -396,59 +479,219 @@ pub async fn run(
     stats: Arc<RelayStats>,
     reroute: Reroute,
     closing: CancellationToken,
+    spool_now: CancellationToken,
 ) {
+    let mut spool = match &dest.spool {
+        None => None,
+        Some(cfg) => {
+            // A relay that a reload is replacing may still hold the
+            // directory while it delivers.
+            let wait = Duration::from_secs(15);
+            match SpoolHandle::open(cfg.clone(), dest.stats.spool.clone(), wait).await {
+                Ok(h) => Some(Spooled {
+                    handle: h,
+                    pending: VecDeque::new(),
+                }),
+                Err(e) => {
+                    tracing::error!(
+                        destination = %format!("{}:{}", dest.host, dest.port),
+                        error = %e,
+                        "cannot open the spool; running without it"
+                    );
+                    None
+                }
+            }
+        }
+    };
     let mut backoff = tuning.backoff_min;
     let mut batch = Vec::with_capacity(tuning.batch);
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        if closing.is_cancelled() && dest.is_empty() {
-            return;
+        if closing.is_cancelled() && dest.is_empty() && dest.spill_is_empty() {
+            break;
         }
         let addr = format!("{}:{}", dest.host, dest.port);
         let conn = tokio::time::timeout(tuning.connect_timeout, TcpStream::connect(&addr)).await;
-        let mut stream = match conn {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                down(index, &dest, &reroute, &addr, &e.to_string());
-                if !pause(&dest, &closing, &mut backoff, &tuning).await {
-                    return;
+        let why = match conn {
+            Ok(Ok(mut stream)) => {
+                let _ = stream.set_nodelay(true);
+                tracing::info!(destination = %addr, "relay destination connected");
+                dest.set_up(true);
+                backoff = tuning.backoff_min;
+                let r = serve(
+                    &mut stream,
+                    &dest,
+                    &tuning,
+                    &stats,
+                    &closing,
+                    &mut batch,
+                    &mut buf,
+                    &mut spool,
+                    &spool_now,
+                )
+                .await;
+                match r {
+                    Ok(()) => break,
+                    Err(e) => {
+                        if !batch.is_empty() {
+                            dest.unshift(std::mem::take(&mut batch), &stats);
+                        }
+                        e.to_string()
+                    }
                 }
-                continue;
             }
-            Err(_) => {
-                down(index, &dest, &reroute, &addr, "connect timed out");
-                if !pause(&dest, &closing, &mut backoff, &tuning).await {
-                    return;
-                }
-                continue;
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "connect timed out".to_string(),
         };
-        let _ = stream.set_nodelay(true);
-        tracing::info!(destination = %addr, "relay destination connected");
-        dest.set_up(true);
-        backoff = tuning.backoff_min;
-        match serve(
-            &mut stream,
+        down(index, &dest, &reroute, &addr, &why);
+        if let Some(sp) = spool.as_mut() {
+            sp.take_spill(&dest, &tuning, &stats).await;
+            if closing.is_cancelled() {
+                // Down at shutdown: what the queue holds goes to the
+                // spool now, for the next start, rather than to the drop
+                // counter after the deadline.
+                sp.take_queue(&dest, &tuning, &stats).await;
+                break;
+            }
+        }
+        if !pause(
             &dest,
-            &tuning,
-            &stats,
             &closing,
-            &mut batch,
-            &mut buf,
+            &mut backoff,
+            &tuning,
+            spool.as_mut(),
+            &stats,
         )
         .await
         {
-            Ok(()) => return,
-            Err(e) => {
-                if !batch.is_empty() {
-                    dest.unshift(std::mem::take(&mut batch), &stats);
-                }
-                down(index, &dest, &reroute, &addr, &e.to_string());
-                if !pause(&dest, &closing, &mut backoff, &tuning).await {
-                    return;
-                }
+            break;
+        }
+    }
+    if let Some(sp) = spool {
+        sp.close(&dest, &tuning, &stats).await;
+    }
+}
+
+/// A destination's open spool, and the records loaded from it but not
+/// delivered yet (they stay on disk until acknowledged).
+struct Spooled {
+    handle: SpoolHandle,
+    pending: VecDeque<Record>,
+}
+
+/// Bytes loaded from a relay spool at a time.
+const REPLAY_BYTES: usize = 256 * 1024;
+
+impl Spooled {
+    /// Append points, `batch` per record, encoded for the destination.
+    async fn append(
+        &mut self,
+        items: Vec<Item>,
+        dest: &DestQueue,
+        tuning: &Tuning,
+        stats: &RelayStats,
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        let mut records = Vec::new();
+        let mut failed = 0u64;
+        for chunk in items.chunks(tuning.batch.max(1)) {
+            let mut buf = Vec::new();
+            match encode(dest.protocol, chunk, &mut buf) {
+                Ok(()) => records.push((bytes::Bytes::from(buf), chunk.len() as u64)),
+                Err(_) => failed += chunk.len() as u64,
             }
         }
+        let n: u64 = records.iter().map(|(_, l)| *l).sum();
+        if let Err(e) = self.handle.append(records).await {
+            tracing::error!(
+                destination = %format!("{}:{}", dest.host, dest.port),
+                error = %e,
+                points = n,
+                "cannot spool; points dropped"
+            );
+            failed += n;
+        }
+        if failed > 0 {
+            incr(&dest.stats.dropped, failed);
+            incr(&stats.metrics_dropped, failed);
+        }
+    }
+
+    /// Move the spilled points to the spool.
+    async fn take_spill(&mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
+        let items = dest.take_spill();
+        self.append(items, dest, tuning, stats).await;
+    }
+
+    /// Move everything queued to the spool (behind the spilled points,
+    /// which are older... or newer: carbon orders points by timestamp).
+    async fn take_queue(&mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
+        let mut items = Vec::new();
+        dest.take(usize::MAX, &mut items);
+        items.extend(dest.take_spill());
+        let n = items.len();
+        self.append(items, dest, tuning, stats).await;
+        if n > 0 {
+            tracing::info!(
+                destination = %format!("{}:{}", dest.host, dest.port),
+                points = n,
+                "relay destination down at shutdown; its queue is spooled"
+            );
+        }
+    }
+
+    /// Whether anything is waiting on disk or loaded.
+    fn has_data(&self) -> bool {
+        !self.pending.is_empty() || self.handle.has_unread()
+    }
+
+    /// Write the oldest spooled record, then acknowledge it.
+    async fn replay_one(
+        &mut self,
+        stream: &mut TcpStream,
+        dest: &DestQueue,
+        stats: &RelayStats,
+        scratch: &mut [u8],
+    ) -> io::Result<()> {
+        if self.pending.is_empty() {
+            self.pending.extend(self.handle.read(REPLAY_BYTES).await);
+        }
+        let Some(r) = self.pending.front() else {
+            return Ok(());
+        };
+        check_open(stream, scratch)?;
+        stream.write_all(&r.data).await?;
+        let (pos, len, lines) = (r.pos, r.data.len() as u64, r.lines);
+        self.pending.pop_front();
+        self.handle.ack(vec![(pos, len)]).await;
+        incr(&dest.stats.sent, lines);
+        incr(&stats.metrics_sent, lines);
+        Ok(())
+    }
+
+    /// Spool the spilled points and loaded records whose segment the cap
+    /// dropped meanwhile (the others are still on disk), then close.
+    async fn close(mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
+        self.take_spill(dest, tuning, stats).await;
+        let positions: Vec<Pos> = self.pending.iter().map(|r| r.pos).collect();
+        let gone = self.handle.gone(&positions);
+        let again: Vec<(bytes::Bytes, u64)> = self
+            .pending
+            .drain(..)
+            .zip(gone)
+            .filter(|(_, g)| *g)
+            .map(|(r, _)| (r.data, r.lines))
+            .collect();
+        if !again.is_empty() {
+            let n: u64 = again.iter().map(|(_, l)| *l).sum();
+            if self.handle.append(again).await.is_err() {
+                incr(&dest.stats.dropped, n);
+                incr(&stats.metrics_dropped, n);
+            }
+        }
+        self.handle.close().await;
     }
 }
 
@@ -468,23 +711,40 @@ fn down(index: usize, dest: &DestQueue, reroute: &Reroute, addr: &str, why: &str
 }
 
 /// Sleep the backoff (doubling it); `false` when shutting down and nothing is
-/// left to deliver, or nothing can be delivered.
+/// left to deliver, or nothing can be delivered. With a spool, spilled points
+/// are moved to it while waiting, and shutdown ends the wait.
 async fn pause(
     dest: &DestQueue,
     closing: &CancellationToken,
     backoff: &mut Duration,
     tuning: &Tuning,
+    mut spool: Option<&mut Spooled>,
+    stats: &RelayStats,
 ) -> bool {
-    if closing.is_cancelled() && dest.is_empty() {
+    if closing.is_cancelled() && dest.is_empty() && dest.spill_is_empty() {
         return false;
     }
     // During shutdown keep retrying until the caller's deadline.
-    tokio::time::sleep(*backoff).await;
+    let until = tokio::time::Instant::now() + *backoff;
     *backoff = (*backoff * 2).min(tuning.backoff_max);
+    match spool.as_mut() {
+        None => tokio::time::sleep_until(until).await,
+        Some(sp) => loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                _ = dest.notify.notified() => sp.take_spill(dest, tuning, stats).await,
+                _ = closing.cancelled(), if !closing.is_cancelled() => break,
+            }
+        },
+    }
     true
 }
 
-/// Write batches until shutdown empties the queue (`Ok`) or the connection fails.
+/// Write batches until shutdown empties the queue (`Ok`) or the connection
+/// fails. With a spool, spooled records go out in turns with queued batches
+/// (one record after each batch, and all of them while the queue is empty),
+/// except during shutdown, when the spool is left for the next start.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     stream: &mut TcpStream,
     dest: &DestQueue,
@@ -493,11 +753,33 @@ async fn serve(
     closing: &CancellationToken,
     batch: &mut Vec<Item>,
     buf: &mut Vec<u8>,
+    spool: &mut Option<Spooled>,
+    spool_now: &CancellationToken,
 ) -> io::Result<()> {
     let mut scratch = [0u8; 512];
+    let spooled = spool.is_some();
     loop {
+        if let Some(sp) = spool.as_mut().filter(|_| spool_now.is_cancelled()) {
+            // The shutdown deadline is near and the queue is not drained:
+            // spool it rather than lose it.
+            sp.take_queue(dest, tuning, stats).await;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        if let Some(sp) = spool.as_mut() {
+            if !dest.spill_is_empty() {
+                sp.take_spill(dest, tuning, stats).await;
+            }
+        }
+        let replay = spool
+            .as_mut()
+            .filter(|sp| sp.has_data() && !closing.is_cancelled());
         dest.take(tuning.batch, batch);
         if batch.is_empty() {
+            if let Some(sp) = replay {
+                sp.replay_one(stream, dest, stats, &mut scratch).await?;
+                continue;
+            }
             if closing.is_cancelled() {
                 let _ = stream.shutdown().await;
                 return Ok(());
@@ -515,12 +797,38 @@ async fn serve(
         check_open(stream, &mut scratch)?;
         buf.clear();
         encode(dest.protocol, batch, buf)?;
-        stream.write_all(buf).await?;
+        tokio::select! {
+            r = stream.write_all(buf) => r?,
+            _ = spool_now.cancelled(), if spooled => {
+                // A destination too slow to take this batch before the
+                // deadline: the batch goes back (it may arrive twice) and
+                // is spooled with the queue at the top of the loop.
+                dest.unshift(std::mem::take(batch), stats);
+                continue;
+            }
+        }
         let n = batch.len() as u64;
         batch.clear();
         incr(&dest.stats.sent, n);
         incr(&stats.metrics_sent, n);
+        if let Some(sp) = replay {
+            sp.replay_one(stream, dest, stats, &mut scratch).await?;
+        }
     }
+}
+
+/// A destination's spool directory name: its `host:port[:instance]` with
+/// every character but letters, digits, `.`, `-` and `_` made `_`.
+pub fn spool_subdir(dest: &str) -> String {
+    dest.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Err if the peer has closed or reset the connection. Anything it sent is

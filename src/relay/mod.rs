@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::relay::RelayConfig;
-use crate::shutdown::{with_deadline, CancellationToken};
+use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
 use crate::supervise::Backoff;
 use router::Router;
@@ -53,6 +53,9 @@ pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct RelayRuntime {
     router: Arc<Router>,
     closing: CancellationToken,
+    /// Cancelled shortly before the shutdown deadline: writers with a spool
+    /// then spool what they still hold instead of losing it to the deadline.
+    spool_now: CancellationToken,
     writers: Vec<JoinHandle<()>>,
     stats_task: Option<JoinHandle<()>>,
     drop_log: JoinHandle<()>,
@@ -66,16 +69,18 @@ impl RelayRuntime {
     /// be lost (up to `batch` points; carbon may also see some twice).
     pub fn start(router: Arc<Router>, cfg: &RelayConfig, stats: &Stats) -> RelayRuntime {
         let closing = CancellationToken::new();
+        let spool_now = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, destination::Item)>();
         let mut writers = Vec::new();
         for (i, d) in router.dests.iter().enumerate() {
             let task = stats.task(&format!("relay-destination/{}:{}", d.host, d.port));
-            let (d, tuning, rstats, tx, closing) = (
+            let (d, tuning, rstats, tx, closing, spool_now) = (
                 d.clone(),
                 cfg.tuning.clone(),
                 router.stats.clone(),
                 tx.clone(),
                 closing.clone(),
+                spool_now.clone(),
             );
             let stop = Some(closing.clone());
             writers.push(tokio::spawn(async move {
@@ -87,6 +92,7 @@ impl RelayRuntime {
                         rstats.clone(),
                         tx.clone(),
                         closing.clone(),
+                        spool_now.clone(),
                     );
                     async move {
                         run.await;
@@ -131,6 +137,7 @@ impl RelayRuntime {
         RelayRuntime {
             router,
             closing,
+            spool_now,
             writers,
             stats_task,
             drop_log,
@@ -151,13 +158,24 @@ impl RelayRuntime {
         self.drop_log.abort();
         self.closing.cancel();
         let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
-        let done = with_deadline(deadline, async {
-            for w in self.writers {
-                let _ = w.await;
+        // Writers with a spool get the last quarter of the deadline (at most
+        // a second) to spool what they could not deliver.
+        let started = tokio::time::Instant::now();
+        let spool_at = started + deadline - (deadline / 4).min(Duration::from_secs(1));
+        let end = started + deadline;
+        let mut writers = self.writers;
+        let mut all_done = true;
+        for w in &mut writers {
+            if tokio::time::timeout_at(spool_at, &mut *w).await.is_ok() {
+                continue;
             }
-        })
-        .await;
-        if done.is_none() {
+            self.spool_now.cancel();
+            if tokio::time::timeout_at(end, &mut *w).await.is_err() {
+                all_done = false;
+                break;
+            }
+        }
+        if !all_done {
             for a in aborts {
                 a.abort();
             }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use regex::bytes::Regex;
 
+use super::destination::spool_subdir;
 use super::destination::{DestQueue, Item, OnFull, HELD};
 use super::hashing::{HashError, Ring};
 use super::stats::RelayStats;
@@ -164,7 +165,7 @@ impl Router {
             let mut idx = Vec::new();
             for (d, protocol) in c.destinations.iter().zip(&c.protocols) {
                 idx.push(dests.len());
-                dests.push(Arc::new(DestQueue::new(
+                let mut q = DestQueue::new(
                     d.host.clone(),
                     d.port,
                     *protocol,
@@ -172,7 +173,14 @@ impl Router {
                     cfg.tuning.queue_bytes,
                     cfg.tuning.block_timeout,
                     stats.destinations[dests.len()].clone(),
-                )));
+                );
+                if let Some(sp) = &c.spool {
+                    // Each destination of the cluster its own directory.
+                    let mut sp = sp.clone();
+                    sp.dir.push(spool_subdir(&d.to_string()));
+                    q = q.with_spool(sp);
+                }
+                dests.push(Arc::new(q));
             }
             clusters.push(Cluster {
                 name: c.name.clone(),
@@ -519,6 +527,7 @@ mod tests {
             replication: rep,
             diverse: true,
             protocol: Protocol::Plain,
+            spool: None,
         }
     }
 

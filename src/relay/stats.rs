@@ -94,6 +94,8 @@ pub struct DestinationStats {
     pub errors: AtomicU64,
     /// 1 while connected, 0 while down.
     pub up: AtomicU64,
+    /// The destination's disk spool (all zero without one).
+    pub spool: Arc<crate::spool::SpoolStats>,
 }
 
 impl RelayStats {

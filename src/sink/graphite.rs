@@ -22,6 +22,7 @@ use crate::flush::naming::{
 };
 use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
+use crate::spool::SpoolConfig;
 use crate::stats::{incr, SinkStats};
 
 /// Graphite sink settings.
@@ -36,6 +37,9 @@ pub struct GraphiteConfig {
     pub connect_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Where flushes that overflow `buffer_bytes` go (this sink's own
+    /// directory); `None`: they are dropped and counted.
+    pub spool: Option<SpoolConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,7 @@ impl Sink for GraphiteSink {
             backoff_min: s.config.backoff_min,
             backoff_max: s.config.backoff_max,
             shutdown_timeout: s.shutdown_timeout,
+            spool: s.config.spool.clone(),
         };
         let feed = GraphiteFeed::new(
             s.name,
@@ -297,6 +302,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(40),
+            spool: None,
         };
         let s = GraphiteSink::new(
             "graphite".into(),

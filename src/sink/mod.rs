@@ -204,6 +204,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            spool: None,
         })
     }
 

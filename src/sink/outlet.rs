@@ -15,6 +15,19 @@
 //! through an entry, the whole entry is sent again on the next connection
 //! (a receiver drops the torn line or pickle frame; carbon stores a repeated
 //! datapoint once, since the timestamp is the same).
+//!
+//! With a spool ([`crate::spool`], the graphite sink's `spool_dir`), the
+//! buffer is the first level and the spool the second: what overflows the
+//! buffer goes to the spool (oldest first) instead of being dropped, and the
+//! spool's records go out before the buffer's entries, so order is kept. The
+//! one exception is an entry that was partly written on a connection that
+//! was lost: it is older than everything spooled after it, so it stays in the
+//! buffer and goes first. Records are loaded back 1 MiB at a time and
+//! acknowledged as they are written out. At shutdown, what the destination
+//! cannot take now (it is down, or the spool is still behind) is spooled at
+//! once instead of waiting for the deadline; what is still held at the
+//! deadline is spooled too. Spool I/O is awaited on tokio's blocking pool,
+//! which pauses only this destination's task.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -29,7 +42,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::stats::{incr, SinkStats};
+use crate::spool::{Pos, SpoolConfig, SpoolHandle};
+use crate::stats::{get, incr, SinkStats};
 
 /// How many buffered entries one vectored write hands to the kernel at most.
 const MAX_SLICES: usize = 64;
@@ -56,6 +70,10 @@ pub(crate) struct Outbox {
     /// Only the front can be partly written: `advance` pops every entry it
     /// completes.
     written: usize,
+    /// Some bytes of the front entry went out on some connection (kept when
+    /// the connection is lost): with a spool, that entry is older than
+    /// everything spooled and must go first.
+    tried: bool,
 }
 
 impl Outbox {
@@ -65,7 +83,13 @@ impl Outbox {
             bytes: 0,
             cap,
             written: 0,
+            tried: false,
         }
+    }
+
+    /// Whether the front entry was partly written on some connection.
+    pub fn front_tried(&self) -> bool {
+        self.tried && !self.entries.is_empty()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,11 +110,18 @@ impl Outbox {
     /// not stop delivery altogether), and so is a partly written front entry
     /// (dropping it would tear a line on the wire). Returns what was dropped.
     pub fn push(&mut self, entry: Entry) -> Vec<Entry> {
+        self.push_with(entry, false)
+    }
+
+    /// [`Outbox::push`]; with `keep_tried`, a front entry that was partly
+    /// written on an earlier connection is kept too (a spool takes the
+    /// overflow, and that entry is older than what the spool holds).
+    pub fn push_with(&mut self, entry: Entry, keep_tried: bool) -> Vec<Entry> {
         self.bytes += entry.data.len();
         self.entries.push_back(entry);
         let mut dropped = Vec::new();
         while self.bytes > self.cap {
-            let oldest = usize::from(self.written > 0);
+            let oldest = usize::from(self.written > 0 || (keep_tried && self.tried));
             if oldest + 1 >= self.entries.len() {
                 break;
             }
@@ -98,6 +129,10 @@ impl Outbox {
             if let Some(e) = self.entries.remove(oldest) {
                 self.bytes -= e.data.len();
                 dropped.push(e);
+                if oldest == 0 {
+                    // The tried front is gone; the new front is untried.
+                    self.tried = false;
+                }
             }
         }
         dropped
@@ -105,9 +140,15 @@ impl Outbox {
 
     /// The unwritten bytes, front first, as slices for one vectored write.
     /// Returns how many slices of `out` were filled.
+    #[cfg(test)]
     pub fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.slices_of(usize::MAX, out)
+    }
+
+    /// [`Outbox::slices`] of the first `max_entries` entries only.
+    pub fn slices_of<'a>(&'a self, max_entries: usize, out: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (i, e) in self.entries.iter().enumerate() {
+        for (i, e) in self.entries.iter().take(max_entries).enumerate() {
             if n == out.len() {
                 break;
             }
@@ -131,10 +172,12 @@ impl Outbox {
             let left = front.data.len() - self.written;
             if n < left {
                 self.written += n;
+                self.tried |= n > 0;
                 return;
             }
             n -= left;
             self.written = 0;
+            self.tried = false;
             if let Some(e) = self.entries.pop_front() {
                 self.bytes -= e.data.len();
                 done(e);
@@ -150,6 +193,7 @@ impl Outbox {
     /// Remove everything.
     pub fn take_all(&mut self) -> Vec<Entry> {
         self.written = 0;
+        self.tried = false;
         self.bytes = 0;
         self.entries.drain(..).collect()
     }
@@ -182,6 +226,8 @@ pub(crate) struct OutletConfig {
     pub backoff_max: Duration,
     /// How long delivery may go on once the queue has closed.
     pub shutdown_timeout: Duration,
+    /// Where what overflows `buffer_bytes` goes; `None`: it is dropped.
+    pub spool: Option<SpoolConfig>,
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
@@ -216,16 +262,44 @@ struct DropLog {
 }
 
 /// Run one destination until `rx` closes, then deliver what is buffered
-/// within `cfg.shutdown_timeout`; what is still held then is dropped and
-/// counted.
+/// within `cfg.shutdown_timeout`; what is still held then is spooled (with a
+/// spool) or dropped and counted.
 pub(crate) async fn run<F: Feed>(
     cfg: OutletConfig,
     stats: Arc<SinkStats>,
     mut rx: mpsc::Receiver<F::Msg>,
     mut feed: F,
 ) {
+    let spool = match &cfg.spool {
+        None => None,
+        Some(sc) => {
+            // A sink that a reload is replacing may still hold the
+            // directory while it delivers: wait for it as long as it may take.
+            let wait = cfg.shutdown_timeout + Duration::from_secs(2);
+            match SpoolHandle::open(sc.clone(), stats.spool.clone(), wait).await {
+                Ok(h) => {
+                    if !h.is_empty() {
+                        tracing::info!(
+                            sink = %cfg.sink,
+                            dir = %sc.dir.display(),
+                            entries = h.len(),
+                            "spool holds undelivered flushes from before; they go first"
+                        );
+                    }
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::error!(sink = %cfg.sink, error = %e, "cannot open the spool; running without it");
+                    None
+                }
+            }
+        }
+    };
     let mut o = Outlet {
         outbox: Outbox::new(cfg.buffer_bytes),
+        replay: Outbox::new(usize::MAX),
+        replay_pos: VecDeque::new(),
+        spool,
         conn: Conn::Down {
             retry_at: Instant::now(),
         },
@@ -242,33 +316,89 @@ pub(crate) async fn run<F: Feed>(
     };
 
     loop {
-        tokio::select! {
+        o.load_replay().await;
+        let src = o.source();
+        let has_data = o.has_data();
+        let step = tokio::select! {
             msg = rx.recv() => match msg {
-                Some(msg) => {
-                    if let Some(entry) = feed.encode(msg) {
-                        o.push(entry);
-                    }
-                }
+                Some(msg) => Step::Msg(msg),
                 None => break,
             },
-            ev = progress(&mut o.conn, &o.outbox) => o.handle(ev, &mut feed),
+            ev = progress(&mut o.conn, writable(&o.outbox, &o.replay, src), has_data) => Step::Event(ev),
+        };
+        match step {
+            Step::Msg(msg) => {
+                if let Some(entry) = feed.encode(msg) {
+                    o.push(entry).await;
+                }
+            }
+            Step::Event(ev) => o.handle(ev, src, &mut feed).await,
         }
     }
 
     // The queue is closed: deliver what is left, within the deadline. A
     // pending backoff is cut short, since there is no later to wait for.
+    // With a spool, what the destination cannot take now (it is down, or the
+    // spool is still behind) goes to the spool at once rather than waiting.
     let deadline = Instant::now() + o.cfg.shutdown_timeout;
     if let Conn::Down { retry_at } = &mut o.conn {
         *retry_at = Instant::now();
     }
+    let errors = get(&o.stats.errors);
     while !o.outbox.is_empty() {
+        if o.spool.is_some() {
+            let behind = !matches!(o.source(), Src::Outbox(_));
+            if get(&o.stats.errors) > errors || (behind && !o.outbox.front_tried()) {
+                break;
+            }
+        }
+        let src = o.source();
+        let has_data = o.has_data();
         tokio::select! {
-            ev = progress(&mut o.conn, &o.outbox) => o.handle(ev, &mut feed),
+            ev = progress(&mut o.conn, writable(&o.outbox, &o.replay, src), has_data) => o.handle(ev, src, &mut feed).await,
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
     let left = o.outbox.take_all();
-    if !left.is_empty() {
+    let replayed = o.replay.take_all();
+    let positions: Vec<Pos> = o.replay_pos.drain(..).map(|(p, _)| p).collect();
+    if let Some(mut spool) = o.spool.take() {
+        // Loaded from the spool but not delivered: still on disk, unless
+        // the cap dropped their segment meanwhile.
+        let gone = spool.gone(&positions);
+        let again: Vec<(Bytes, u64)> = replayed
+            .into_iter()
+            .zip(gone)
+            .filter(|(_, g)| *g)
+            .map(|(e, _)| (e.data, e.lines))
+            .chain(left.into_iter().map(|e| (e.data, e.lines)))
+            .collect();
+        if !again.is_empty() {
+            let entries = again.len();
+            let bytes: usize = again.iter().map(|(d, _)| d.len()).sum();
+            match spool.append(again).await {
+                Ok(()) => tracing::info!(
+                    sink = %o.cfg.sink,
+                    addr = %o.cfg.addr,
+                    entries,
+                    bytes,
+                    "destination unavailable at shutdown; undelivered data spooled"
+                ),
+                Err(e) => {
+                    incr(&o.stats.dropped, entries as u64);
+                    tracing::error!(
+                        sink = %o.cfg.sink,
+                        addr = %o.cfg.addr,
+                        entries,
+                        bytes,
+                        error = %e,
+                        "cannot spool at shutdown; dropping undelivered data"
+                    );
+                }
+            }
+        }
+        spool.close().await;
+    } else if !left.is_empty() {
         let bytes: usize = left.iter().map(|e| e.data.len()).sum();
         incr(&o.stats.dropped, left.len() as u64);
         tracing::warn!(
@@ -289,10 +419,47 @@ pub(crate) async fn run<F: Feed>(
     }
 }
 
+/// What one turn of the loop brought.
+enum Step<M> {
+    Msg(M),
+    Event(Event),
+}
+
+/// Where the next bytes come from. With a spool, the order is: an outbox
+/// entry already partly written (it was taken before anything was spooled),
+/// then the spool, oldest first, then the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Src {
+    /// The first `n` entries of the outbox.
+    Outbox(usize),
+    /// The entries loaded from the spool.
+    Replay,
+    /// Nothing until more is loaded from the spool.
+    Nothing,
+}
+
+/// How many bytes are loaded from the spool at a time.
+const REPLAY_BYTES: usize = 1 << 20;
+
+fn writable<'a>(outbox: &'a Outbox, replay: &'a Outbox, src: Src) -> Option<(&'a Outbox, usize)> {
+    match src {
+        Src::Outbox(n) => Some((outbox, n)),
+        Src::Replay => Some((replay, usize::MAX)),
+        Src::Nothing => None,
+    }
+}
+
 struct Outlet {
     cfg: OutletConfig,
     stats: Arc<SinkStats>,
+    /// The first level: recent entries in memory.
     outbox: Outbox,
+    /// Entries loaded back from the spool, oldest first, and where each
+    /// ends in the spool (with its payload size), to acknowledge it.
+    replay: Outbox,
+    replay_pos: VecDeque<(Pos, u64)>,
+    /// The second level: what overflowed the outbox, on disk.
+    spool: Option<SpoolHandle>,
     conn: Conn,
     /// The wait after the next failure.
     backoff: Duration,
@@ -305,15 +472,79 @@ struct Outlet {
 }
 
 impl Outlet {
-    fn push(&mut self, entry: Entry) {
-        let dropped = self.outbox.push(entry);
+    /// Where the next write takes its bytes from.
+    fn source(&self) -> Src {
+        let Some(spool) = &self.spool else {
+            return Src::Outbox(usize::MAX);
+        };
+        if self.replay.is_empty() && !spool.has_unread() {
+            Src::Outbox(usize::MAX)
+        } else if self.outbox.front_tried() {
+            Src::Outbox(1)
+        } else if !self.replay.is_empty() {
+            Src::Replay
+        } else {
+            Src::Nothing
+        }
+    }
+
+    /// Anything to deliver, in memory or on disk.
+    fn has_data(&self) -> bool {
+        !self.outbox.is_empty()
+            || !self.replay.is_empty()
+            || self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// While connected, load the next spooled entries once the loaded ones
+    /// are delivered.
+    async fn load_replay(&mut self) {
+        if !matches!(self.conn, Conn::Up(_)) || self.source() != Src::Nothing {
+            return;
+        }
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        for r in spool.read(REPLAY_BYTES).await {
+            self.replay_pos.push_back((r.pos, r.data.len() as u64));
+            self.replay.push(Entry {
+                data: r.data,
+                lines: r.lines,
+            });
+        }
+        self.report_bytes();
+    }
+
+    async fn push(&mut self, entry: Entry) {
+        if self.spool.is_none() {
+            let dropped = self.outbox.push(entry);
+            self.count_dropped(&dropped);
+            self.report_bytes();
+            return;
+        }
+        // Over the bound, the oldest entries go to the spool, behind what
+        // it holds: the spool then holds everything older than the outbox.
+        let over = self.outbox.push_with(entry, true);
+        self.report_bytes();
+        if over.is_empty() {
+            return;
+        }
+        let batch: Vec<(Bytes, u64)> = over.iter().map(|e| (e.data.clone(), e.lines)).collect();
+        let Some(spool) = self.spool.as_mut() else {
+            return;
+        };
+        if let Err(e) = spool.append(batch).await {
+            tracing::error!(sink = %self.cfg.sink, error = %e, "cannot spool; dropping the oldest undelivered data");
+            self.count_dropped(&over);
+        }
+    }
+
+    fn count_dropped(&mut self, dropped: &[Entry]) {
         if !dropped.is_empty() {
             incr(&self.stats.dropped, dropped.len() as u64);
             self.drop_log.entries += dropped.len() as u64;
             self.drop_log.bytes += dropped.iter().map(|e| e.data.len() as u64).sum::<u64>();
             self.log_drops(false);
         }
-        self.report_bytes();
     }
 
     fn log_drops(&mut self, force: bool) {
@@ -341,7 +572,7 @@ impl Outlet {
     }
 
     fn report_bytes(&mut self) {
-        let now = self.outbox.bytes();
+        let now = self.outbox.bytes() + self.replay.bytes();
         let b = &self.stats.buffered_bytes;
         if now >= self.reported_bytes {
             b.fetch_add((now - self.reported_bytes) as u64, Ordering::Relaxed);
@@ -351,7 +582,7 @@ impl Outlet {
         self.reported_bytes = now;
     }
 
-    fn handle<F: Feed>(&mut self, ev: Event, feed: &mut F) {
+    async fn handle<F: Feed>(&mut self, ev: Event, src: Src, feed: &mut F) {
         match ev {
             Event::RetryDue => {
                 let addr = self.cfg.addr.clone();
@@ -369,6 +600,7 @@ impl Outlet {
             Event::Connected(Ok(stream)) => {
                 tracing::info!(sink = %self.cfg.sink, addr = %self.cfg.addr, "connected");
                 self.outbox.rewind();
+                self.replay.rewind();
                 self.front_started = None;
                 self.conn = Conn::Up(stream);
             }
@@ -385,28 +617,41 @@ impl Outlet {
                 incr(&self.stats.bytes_sent, n as u64);
                 let now = Instant::now();
                 let first = *self.front_started.get_or_insert(started);
-                let mut completed = false;
-                self.outbox.advance(n, |e| {
-                    completed = true;
-                    incr(&self.stats.lines_sent, e.lines);
+                let mut completed = 0usize;
+                let stats = &self.stats;
+                let from = if src == Src::Replay {
+                    &mut self.replay
+                } else {
+                    &mut self.outbox
+                };
+                from.advance(n, |e| {
+                    completed += 1;
+                    incr(&stats.lines_sent, e.lines);
                     feed.sent(&e, now.duration_since(first));
                 });
-                if completed {
+                if completed > 0 {
                     // The destination takes data again: the next failure
                     // starts from the shortest wait.
                     self.backoff = self.cfg.backoff_min;
-                    self.front_started = (self.outbox.written > 0).then_some(started);
+                    self.front_started = (from.written > 0).then_some(started);
+                }
+                if src == Src::Replay && completed > 0 {
+                    let acks: Vec<(Pos, u64)> = self.replay_pos.drain(..completed).collect();
+                    if let Some(spool) = self.spool.as_mut() {
+                        spool.ack(acks).await;
+                    }
                 }
                 self.report_bytes();
             }
             Event::Wrote { result: Err(e), .. } => self.fail(feed, "write failed", Some(e)),
             Event::Closed(Some(e)) => self.fail(feed, "connection reset", Some(e)),
             Event::Closed(None) => {
-                if self.outbox.is_empty() {
+                if !self.has_data() {
                     // An idle connection closed by the peer is no failure:
                     // reconnect when there is something to send.
                     tracing::debug!(sink = %self.cfg.sink, addr = %self.cfg.addr, "peer closed the connection");
                     self.outbox.rewind();
+                    self.replay.rewind();
                     self.conn = Conn::Down {
                         retry_at: Instant::now(),
                     };
@@ -430,9 +675,11 @@ impl Outlet {
             %error,
             retry_in_ms = wait.as_millis() as u64,
             buffered_entries = self.outbox.len(),
+            spooled_entries = self.spool.as_ref().map_or(0, |s| s.len()),
             "{what}"
         );
         self.outbox.rewind();
+        self.replay.rewind();
         self.front_started = None;
         self.conn = Conn::Down {
             retry_at: Instant::now() + wait,
@@ -441,11 +688,13 @@ impl Outlet {
 }
 
 /// Wait for the next thing that moves the connection forward. Cancel-safe:
-/// nothing is recorded until the returned event is handled.
-async fn progress(conn: &mut Conn, outbox: &Outbox) -> Event {
+/// nothing is recorded until the returned event is handled. `src` is what
+/// may be written now (the outbox and how many of its entries, or the
+/// replayed entries); `has_data` whether anything is waiting at all.
+async fn progress(conn: &mut Conn, src: Option<(&Outbox, usize)>, has_data: bool) -> Event {
     match conn {
         Conn::Down { retry_at } => {
-            if outbox.is_empty() {
+            if !has_data {
                 // Nothing to send: stay down until a message arrives.
                 std::future::pending::<()>().await;
             }
@@ -455,8 +704,9 @@ async fn progress(conn: &mut Conn, outbox: &Outbox) -> Event {
         Conn::Connecting(fut) => Event::Connected(fut.await),
         Conn::Up(stream) => {
             let stream = &*stream;
+            let src = src.filter(|(o, _)| !o.is_empty());
             tokio::select! {
-                (started, result) = write_some(stream, outbox), if !outbox.is_empty() => {
+                (started, result) = write_some(stream, src), if src.is_some() => {
                     Event::Wrote { started, result }
                 }
                 e = watch_close(stream) => Event::Closed(e),
@@ -465,14 +715,21 @@ async fn progress(conn: &mut Conn, outbox: &Outbox) -> Event {
     }
 }
 
-async fn write_some(stream: &TcpStream, outbox: &Outbox) -> (Instant, io::Result<usize>) {
+async fn write_some(
+    stream: &TcpStream,
+    src: Option<(&Outbox, usize)>,
+) -> (Instant, io::Result<usize>) {
     let started = Instant::now();
+    let Some((outbox, max_entries)) = src else {
+        // Not polled without a source (see `progress`).
+        return (started, Ok(0));
+    };
     loop {
         if let Err(e) = stream.writable().await {
             return (started, Err(e));
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let n = outbox.slices(&mut slices);
+        let n = outbox.slices_of(max_entries, &mut slices);
         match stream.try_write_vectored(&slices[..n]) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             r => return (started, r),
@@ -500,7 +757,6 @@ async fn watch_close(stream: &TcpStream) -> Option<io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::get;
 
     fn entry(s: &str) -> Entry {
         Entry {
@@ -563,6 +819,28 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert_eq!(contents(&o), ["aaaa", "cccc"]);
         assert_eq!(unwritten(&o), ["aa", "cccc"]);
+    }
+
+    #[test]
+    fn a_front_tried_on_a_lost_connection_stays_ahead_of_the_spool() {
+        for keep_tried in [true, false] {
+            let mut o = Outbox::new(4);
+            o.push(entry("aaaa"));
+            o.advance(2, |_| panic!("nothing completes"));
+            o.rewind();
+            assert!(o.front_tried());
+            assert!(o.push_with(entry("bbbb"), keep_tried).len() <= 1);
+            let over = o.push_with(entry("cccc"), keep_tried);
+            let kept = contents(&o);
+            if keep_tried {
+                // Older than anything spooled: it stays, to go first.
+                assert_eq!(kept, ["aaaa", "cccc"]);
+                assert_eq!(&over[0].data[..], b"bbbb");
+            } else {
+                assert_eq!(kept, ["cccc"]);
+                assert!(!o.front_tried());
+            }
+        }
     }
 
     #[test]
@@ -640,6 +918,7 @@ mod tests {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(40),
             shutdown_timeout: shutdown,
+            spool: None,
         }
     }
 
@@ -771,5 +1050,80 @@ mod tests {
         task.await.unwrap();
         assert_eq!(read_all(second).await, "two 2 1\n");
         assert_eq!(get(&stats.lines_sent), 2);
+    }
+
+    fn spooled(
+        addr: std::net::SocketAddr,
+        dir: &std::path::Path,
+        shutdown: Duration,
+    ) -> (
+        mpsc::Sender<&'static str>,
+        Arc<SinkStats>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let mut cfg = config(addr, 1, shutdown);
+        cfg.spool = Some(SpoolConfig {
+            dir: dir.join("test"),
+            max_bytes: 1 << 20,
+            segment_bytes: 64,
+        });
+        spawn(cfg)
+    }
+
+    #[tokio::test]
+    async fn overflow_goes_to_the_spool_and_comes_back_first_in_order() {
+        let addr = free_addr().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(5));
+        let lines = ["a 1 1\n", "b 2 1\n", "c 3 1\n", "d 4 1\n", "e 5 1\n"];
+        for m in lines {
+            tx.send(m).await.unwrap();
+        }
+        eventually("failed connects", || get(&stats.errors) >= 1).await;
+        // A one-byte buffer keeps the newest entry in memory; the rest is on disk.
+        eventually("spooling", || get(&stats.spool.spooled_entries) == 4).await;
+        assert_eq!(get(&stats.dropped), 0);
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (conn, _) = listener.accept().await.unwrap();
+        eventually("delivery", || get(&stats.lines_sent) == 5).await;
+        tx.send("f 6 1\n").await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(read_all(conn).await, lines.concat() + "f 6 1\n");
+        assert_eq!(get(&stats.spool.replayed_entries), 4);
+        assert_eq!(get(&stats.spool.held_entries), 0);
+        assert_eq!(get(&stats.buffered_bytes), 0);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("test")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_down_destination_at_shutdown_is_spooled_at_once_and_sent_by_the_next_outlet() {
+        let addr = free_addr().await;
+        let tmp = tempfile::tempdir().unwrap();
+        // A long deadline: spooling must not wait for it.
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(30));
+        for m in ["x 1 1\n", "y 2 1\n", "z 3 1\n"] {
+            tx.send(m).await.unwrap();
+        }
+        eventually("failed connects", || get(&stats.errors) >= 1).await;
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("spooled without waiting for the deadline")
+            .unwrap();
+        assert_eq!(get(&stats.dropped), 0);
+        assert_eq!(get(&stats.spool.spooled_entries), 3);
+
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (tx, stats, task) = spooled(addr, tmp.path(), Duration::from_secs(5));
+        let (conn, _) = listener.accept().await.unwrap();
+        eventually("replay", || get(&stats.spool.replayed_entries) == 3).await;
+        tx.send("w 4 1\n").await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(read_all(conn).await, "x 1 1\ny 2 1\nz 3 1\nw 4 1\n");
     }
 }

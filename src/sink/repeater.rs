@@ -261,6 +261,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
             backoff_min: TCP_BACKOFF_MIN.min(s.config.backoff_max),
             backoff_max: s.config.backoff_max,
             shutdown_timeout: s.shutdown_timeout,
+            spool: None,
         };
         tasks.push(tokio::spawn(outlet::run(
             cfg,

@@ -13,6 +13,7 @@ mod relay;
 mod relay_oracle;
 mod reload;
 mod slow_sink;
+mod spool;
 mod statsd;
 mod supervise;
 mod support;
