@@ -354,6 +354,7 @@ impl Flusher {
             }
         }
         totals.extend(by_addr);
+        totals.extend(s.limit_self_metrics());
         for (name, total) in totals {
             let before = self.self_seen.insert(name.clone(), total).unwrap_or(0);
             let key = format!("{}.statsyard.{name}", self.prefix_stats);
@@ -381,6 +382,7 @@ impl Flusher {
             .map(|k| get(&k.queue_dropped) + get(&k.dropped))
             .sum();
         let total = get(&s.lines_too_long)
+            + get(&s.series_dropped)
             + get(&s.connections_rejected)
             + get(&s.raw_dropped)
             + sink_drops;
@@ -391,6 +393,7 @@ impl Flusher {
                 .collect();
             tracing::warn!(
                 lines_too_long = get(&s.lines_too_long),
+                series_dropped = get(&s.series_dropped),
                 connections_rejected = get(&s.connections_rejected),
                 raw_dropped = get(&s.raw_dropped),
                 sink_queue_plus_buffer_drops = %per_sink.join(","),

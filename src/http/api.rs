@@ -109,7 +109,12 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         .iter()
         .map(|u| json!({ "address": u.addr.to_string(), "kernel_drops": get(&u.kernel_drops) }))
         .collect();
-    Json(json!({
+    let by_prefix: serde_json::Map<String, Value> = st
+        .series_dropped_by_prefix()
+        .into_iter()
+        .map(|(p, n)| (p, n.into()))
+        .collect();
+    let mut body = json!({
         "uptime_seconds": now.saturating_sub(get(&st.started_unix)),
         "health": s.health.as_str(),
         "packets_received": get(&st.packets_received),
@@ -125,6 +130,7 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "reloads": get(&st.reloads),
         "reload_failures": get(&st.reload_failures),
         "last_flush_micros": get(&st.last_flush_micros),
+        "series_dropped_by_prefix": by_prefix,
         "udp_sockets": udp,
         "sinks": sinks,
         "prometheus": {
@@ -135,7 +141,13 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
             "observe_micros": prom.observe_micros,
             "render_micros": prom.render_micros,
         },
-    }))
+    });
+    if let Some(o) = body.as_object_mut() {
+        for (name, n) in st.limit_counters() {
+            o.insert(name.to_string(), n.into());
+        }
+    }
+    Json(body)
 }
 
 /// `/api/series` parameters.

@@ -51,7 +51,7 @@ fn number(v: f64) -> String {
 /// statsyard's own metrics under `statsyard_` in the text format.
 pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let mut s = String::new();
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 8] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 11] = [
         (
             "packets_received_total",
             "UDP datagrams and stream reads holding at least one full line.",
@@ -88,6 +88,21 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             &stats.raw_dropped,
         ),
         ("flushes_total", "Flushes done.", &stats.flushes),
+        (
+            "series_dropped_total",
+            "Values dropped because they would have created a new series past max_series or a series_limits prefix.",
+            &stats.series_dropped,
+        ),
+        (
+            "too_many_tags_total",
+            "Lines with more than max_tags tags, dropped (also in bad_lines_total).",
+            &stats.too_many_tags,
+        ),
+        (
+            "connections_idle_closed_total",
+            "Stream connections closed because they sent nothing for idle_timeout.",
+            &stats.connections_idle_closed,
+        ),
     ];
     for (name, help, c) in counters {
         plain(
@@ -137,6 +152,25 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
         },
         get(&stats.last_msg_seen) as f64,
     );
+
+    let by_prefix = stats.series_dropped_by_prefix();
+    if !by_prefix.is_empty() {
+        header(
+            &mut s,
+            &Fam {
+                name: "series_dropped_by_prefix_total",
+                kind: "counter",
+                help: "Values dropped because their series_limits prefix was full, per prefix.",
+            },
+        );
+        for (prefix, n) in &by_prefix {
+            let _ = writeln!(
+                s,
+                "statsyard_series_dropped_by_prefix_total{{prefix=\"{}\"}} {n}",
+                label_value(prefix)
+            );
+        }
+    }
 
     let sockets = stats.udp_sockets();
     if !sockets.is_empty() {
@@ -287,6 +321,8 @@ mod tests {
         let stats = Stats::new();
         incr(&stats.packets_received, 3);
         incr(&stats.bad_lines_seen, 1);
+        incr(&stats.series_dropped, 5);
+        stats.add_series_dropped_under("app.\"x\"", 2);
         let sink = stats.sink("graphite \"a\"");
         incr(&sink.errors, 2);
         stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
@@ -301,6 +337,10 @@ mod tests {
             "statsyard_prometheus_series 0\n",
             "statsyard_prometheus_active 0\n",
             "statsyard_prometheus_conflicts_total 0\n",
+            "statsyard_series_dropped_total 5\n",
+            "statsyard_too_many_tags_total 0\n",
+            "statsyard_connections_idle_closed_total 0\n",
+            "statsyard_series_dropped_by_prefix_total{prefix=\"app.\\\"x\\\"\"} 2\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
