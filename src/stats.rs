@@ -46,6 +46,9 @@ pub struct Stats {
     pub too_many_tags: AtomicU64,
     /// Stream connections closed because they sent nothing for `idle_timeout`.
     pub connections_idle_closed: AtomicU64,
+    /// Admin console lines answered with `ERROR` (unknown commands, bad
+    /// arguments, overlong lines).
+    pub admin_errors: AtomicU64,
     series_dropped_by_prefix: Mutex<Vec<(String, u64)>>,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
@@ -85,9 +88,10 @@ impl Stats {
             .clone()
     }
 
-    /// The limit counters by their self-metric names (the `/api/stats` keys
-    /// and, under `<prefix_stats>.statsyard.`, the Graphite names).
-    pub fn limit_counters(&self) -> [(&'static str, u64); 3] {
+    /// The counters of refused or cut-off input added with the limits, by
+    /// their self-metric names (the `/api/stats` keys and, under
+    /// `<prefix_stats>.statsyard.`, the Graphite names).
+    pub fn limit_counters(&self) -> [(&'static str, u64); 4] {
         [
             ("series_dropped", get(&self.series_dropped)),
             ("too_many_tags", get(&self.too_many_tags)),
@@ -95,6 +99,7 @@ impl Stats {
                 "connections_idle_closed",
                 get(&self.connections_idle_closed),
             ),
+            ("admin_errors", get(&self.admin_errors)),
         ]
     }
 

@@ -92,7 +92,6 @@ struct Slot {
 const NO_SLOT: u32 = u32::MAX;
 
 /// The admission state shared by a registry and its shards.
-#[derive(Debug)]
 pub struct Admission {
     seed: foldhash::fast::RandomState,
     /// Hash of (type class, key) → the prefix slot it counts against.
@@ -212,6 +211,17 @@ impl Admission {
             }
             self.live.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the set itself: it may hold millions of hashes.
+        f.debug_struct("Admission")
+            .field("live", &self.live())
+            .field("max", &self.max)
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
     }
 }
 

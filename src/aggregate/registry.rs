@@ -1,10 +1,9 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use super::FastMap;
-
-use std::sync::Arc;
 
 use super::counter;
 use super::gauge::GaugeUpdate;
@@ -109,7 +108,9 @@ impl Registry {
     }
 
     /// A fresh admission state for the current limits that counts every
-    /// series held now, or `None` without limits.
+    /// series held now, or `None` without limits. (After a reload that
+    /// includes the few `statsd.*` counters the flusher adds itself, which
+    /// are otherwise never counted.)
     fn build_admission(&self) -> Option<Arc<Admission>> {
         if self.opts.limits.is_unlimited() {
             return None;

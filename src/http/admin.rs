@@ -118,6 +118,7 @@ async fn connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<(
         if buf.len() > MAX_LINE {
             buf.clear();
             if !skipping {
+                crate::stats::incr(&shared.stats.admin_errors, 1);
                 stream.write_all(b"ERROR\n").await?;
             }
             skipping = true;
@@ -130,6 +131,9 @@ async fn run_line(line: &[u8], stream: &mut TcpStream, shared: &Shared) -> std::
     let text = String::from_utf8_lossy(line);
     match answer(&text, shared).await {
         Answer::Text(out) => {
+            if out.starts_with("ERROR") {
+                crate::stats::incr(&shared.stats.admin_errors, 1);
+            }
             stream.write_all(out.as_bytes()).await?;
             Ok(false)
         }

@@ -51,7 +51,7 @@ fn number(v: f64) -> String {
 /// statsyard's own metrics under `statsyard_` in the text format.
 pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let mut s = String::new();
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 11] = [
+    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 12] = [
         (
             "packets_received_total",
             "UDP datagrams and stream reads holding at least one full line.",
@@ -102,6 +102,11 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             "connections_idle_closed_total",
             "Stream connections closed because they sent nothing for idle_timeout.",
             &stats.connections_idle_closed,
+        ),
+        (
+            "admin_errors_total",
+            "Admin console lines answered with ERROR (unknown commands, bad arguments, overlong lines).",
+            &stats.admin_errors,
         ),
     ];
     for (name, help, c) in counters {

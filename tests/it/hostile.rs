@@ -369,6 +369,7 @@ fn garbage_on_http_admin_and_pickle_ports_and_hostile_pickles() {
     }
     assert!(seen.starts_with("ERROR"), "{seen:?}");
     assert!(seen.contains("health: up"), "{seen:?}");
+    assert_eq!(get(&rig.stats().admin_errors), 2);
 
     // Pickle: garbage whose first bytes read as a huge length is counted as
     // a bad frame, and the connection is closed.
