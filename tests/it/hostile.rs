@@ -208,6 +208,9 @@ fn statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive() {
     // Exactly the bad lines sent: nothing good was counted as bad.
     assert_eq!(get(&rig.stats().bad_lines_seen), bad);
     assert_eq!(get(&rig.stats().too_many_tags), 1);
+    // The same counts reach Graphite as self-metrics.
+    rig.wait_counter("statsd.bad_lines_seen", bad as f64);
+    rig.wait_counter("statsd.statsyard.too_many_tags", 1.0);
     let rss_after = vm_rss_kib();
     // Bound: 64 MiB of growth (slack for the tests that run in parallel in
     // this process). The datagrams alone are 3.3 MB; the server keeps none
@@ -370,6 +373,30 @@ fn garbage_on_http_admin_and_pickle_ports_and_hostile_pickles() {
     assert!(seen.starts_with("ERROR"), "{seen:?}");
     assert!(seen.contains("health: up"), "{seen:?}");
     assert_eq!(get(&rig.stats().admin_errors), 2);
+    // On /metrics and /api/stats too.
+    let fetch = |path: &str| {
+        let mut c = TcpStream::connect(http).unwrap();
+        c.set_read_timeout(Some(secs(5))).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    };
+    let metrics = fetch("/metrics");
+    assert!(
+        metrics.contains("\nstatsyard_admin_errors_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nstatsyard_series_dropped_total 0\n"),
+        "{metrics}"
+    );
+    let api = fetch("/api/stats");
+    assert!(api.contains("\"admin_errors\":2"), "{api}");
 
     // Pickle: garbage whose first bytes read as a huge length is counted as
     // a bad frame, and the connection is closed.

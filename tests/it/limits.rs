@@ -216,3 +216,52 @@ fn kernel_drops(stats: &statsyard::stats::Stats) -> u64 {
         .map(|s| get(&s.kernel_drops))
         .sum()
 }
+
+#[test]
+fn a_full_prefix_drops_only_its_own_new_series() {
+    let graphite = Summing::start("stats_counts.app.k0");
+    let server = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+max_series = 0
+series_limits = [{{ prefix = "app.", max = 10 }}, {{ prefix = "app.big.", max = 100 }}]
+[flush]
+interval = "200ms"
+[http]
+enabled = false
+[admin]
+enabled = false
+[[sink]]
+type = "graphite"
+address = "{}"
+"#,
+        graphite.addr
+    )));
+    let stats = server.running().stats.clone();
+    let mut lines: Vec<String> = (0..20).map(|i| format!("app.k{i}:1|c")).collect();
+    lines.extend((0..50).map(|i| format!("app.big.k{i}:1|c")));
+    lines.extend((0..50).map(|i| format!("other.k{i}:1|c")));
+    lines.push("app.k0:1|c".into());
+    crate::support::send_udp(server.udp(), &[lines.join("\n").as_bytes()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&stats.metrics_received) < lines.len() as u64 {
+        assert!(Instant::now() < deadline, "lines not read");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // app.k10 to app.k19 are refused; app.big.* has its own limit, other.*
+    // none; app.k0 exists and takes its second value.
+    assert_eq!(get(&stats.series_dropped), 10);
+    assert_eq!(
+        stats.series_dropped_by_prefix(),
+        vec![("app.".to_string(), 10)]
+    );
+    server.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while graphite.sum() < 2.0 {
+        assert!(Instant::now() < deadline, "app.k0 not flushed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(graphite.sum(), 2.0);
+}
