@@ -265,3 +265,93 @@ address = "{}"
     }
     assert_eq!(graphite.sum(), 2.0);
 }
+
+/// A reload that raises `max_series` lets new series in at once, on the
+/// receive threads that ran before it (the real binary, `POST /-/reload`).
+#[test]
+fn a_reload_changes_the_limit_live() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("statsyard.toml");
+    let udp_port = crate::support::free_port(true).expect("free UDP port");
+    let http_port = crate::support::free_tcp_port();
+    let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let text = |max: u32| {
+        format!(
+            r#"
+[statsd]
+udp = ["{udp}"]
+tcp = []
+max_series = {max}
+[flush]
+interval = "200ms"
+[http]
+address = "{http}"
+[admin]
+enabled = false
+"#
+        )
+    };
+    std::fs::write(&file, text(5)).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(
+        crate::support::bin()
+            .args(["--config", &file.display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(http).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stat = |key: &str| -> u64 {
+        let (status, _, body) = crate::http::get(http, "/api/stats");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v[key].as_u64().unwrap()
+    };
+    let wait_stat = |key: &str, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = stat(key);
+            if v == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key} is {v}, wanted {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let send = |from: u32, to: u32| {
+        let lines: Vec<String> = (from..to).map(|i| format!("k{i}:1|c")).collect();
+        crate::support::send_udp(udp, &[lines.join("\n").as_bytes()]);
+    };
+
+    send(0, 10);
+    wait_stat("metrics_received", 10);
+    assert_eq!(stat("series_dropped"), 5);
+
+    std::fs::write(&file, text(12)).unwrap();
+    let (status, _, body) = crate::http::raw_request(
+        http,
+        b"POST /-/reload HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    // Five series held, room for seven more: k10 to k16 get in, k17 to k19
+    // do not, and the five dropped before the reload never became series.
+    send(10, 20);
+    wait_stat("metrics_received", 20);
+    assert_eq!(stat("series_dropped"), 5 + 3);
+    send(0, 5);
+    wait_stat("metrics_received", 25);
+    assert_eq!(stat("series_dropped"), 8);
+}
