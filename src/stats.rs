@@ -42,6 +42,9 @@ pub struct Stats {
     /// `max_series` or a `series_limits` prefix (all causes; per prefix in
     /// [`Stats::series_dropped_by_prefix`]).
     pub series_dropped: AtomicU64,
+    /// Series counted against `max_series` as of the last flush (0 without
+    /// limits).
+    pub series_live: AtomicU64,
     /// Lines with more than `max_tags` tags, dropped (also in `bad_lines_seen`).
     pub too_many_tags: AtomicU64,
     /// Stream connections closed because they sent nothing for `idle_timeout`.

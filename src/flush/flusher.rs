@@ -236,6 +236,10 @@ impl Flusher {
     pub fn flush(&mut self) -> Arc<FlushBatch> {
         let started = Instant::now();
         self.merge_shards();
+        self.stats.series_live.store(
+            self.registry.live_series().unwrap_or(0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let s = &self.stats;
         let (bad, packets, metrics) = (

@@ -130,6 +130,7 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "reloads": get(&st.reloads),
         "reload_failures": get(&st.reload_failures),
         "last_flush_micros": get(&st.last_flush_micros),
+        "series_live": get(&st.series_live),
         "series_dropped_by_prefix": by_prefix,
         "udp_sockets": udp,
         "sinks": sinks,

@@ -132,6 +132,15 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     plain(
         &mut s,
         Fam {
+            name: "series_live",
+            kind: "gauge",
+            help: "Series counted against max_series and series_limits, as of the last flush (0 without limits).",
+        },
+        get(&stats.series_live) as f64,
+    );
+    plain(
+        &mut s,
+        Fam {
             name: "flush_duration_seconds",
             kind: "gauge",
             help: "How long the last flush's compute took.",

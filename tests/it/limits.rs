@@ -354,4 +354,6 @@ enabled = false
     send(0, 5);
     wait_stat("metrics_received", 25);
     assert_eq!(stat("series_dropped"), 8);
+    // As of the next flush (200 ms).
+    wait_stat("series_live", 12);
 }
