@@ -11,6 +11,19 @@
 //!   shard (the first interval after a flush: a key allocation per series).
 //! - `insert/timer_new/10000`: 10 samples for each of 10k timer keys into an
 //!   empty shard (sample vectors growing).
+//!
+//! The shards above are not linked to a registry, so no series limit
+//! applies. With the default `max_series` (a registry built from the same
+//! options, as the server builds them):
+//!
+//! - `insert/counter_existing_limited/N`: as `counter_existing` (a key the
+//!   shard holds never reaches the limit check).
+//! - `insert/counter_new_known/N`: each of N keys the registry already holds
+//!   inserted once into an empty shard: the first value of every series in
+//!   every interval after the first (a read of the admission set per key).
+//! - `insert/counter_new_admitted/N`: each of N keys nobody holds yet, into
+//!   an empty shard and registry: every key is admitted (a write to the
+//!   admission set per key).
 //! - `take_merge/N`: a shard holding N mixed series is taken and merged into a
 //!   registry that already knows them (the flusher's steady state).
 //!
@@ -162,6 +175,46 @@ fn insert(c: &mut Criterion) {
                 |mut shard| {
                     insert_all(&mut shard, &once);
                     shard
+                },
+                batch_size(n),
+            )
+        });
+
+        // The same with series limits on: the shards are linked to a
+        // registry that already holds every key.
+        let limited = AggregateOptions::default();
+        let mut reg = Registry::new(&limited);
+        let mut shard = Shard::new(&limited);
+        insert_all(&mut shard, &once);
+        reg.merge(shard.take());
+        insert_all(&mut shard, &stream);
+        group.throughput(Throughput::Elements(stream.len() as u64));
+        group.bench_function(BenchmarkId::new("counter_existing_limited", n), |b| {
+            b.iter(|| insert_all(&mut shard, &stream))
+        });
+        drop(shard);
+        group.throughput(Throughput::Elements(once.len() as u64));
+        group.bench_function(BenchmarkId::new("counter_new_known", n), |b| {
+            b.iter_batched(
+                || Shard::new(&limited),
+                |mut shard| {
+                    insert_all(&mut shard, &once);
+                    shard
+                },
+                batch_size(n),
+            )
+        });
+        drop(reg);
+        // Fresh options per iteration: each registry links only its own shard.
+        group.bench_function(BenchmarkId::new("counter_new_admitted", n), |b| {
+            b.iter_batched(
+                || {
+                    let o = AggregateOptions::default();
+                    (Registry::new(&o), Shard::new(&o))
+                },
+                |(reg, mut shard)| {
+                    insert_all(&mut shard, &once);
+                    (reg, shard)
                 },
                 batch_size(n),
             )

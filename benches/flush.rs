@@ -57,7 +57,7 @@ fn registry(n: usize) -> Registry {
                 value,
                 sample_rate: 1.0,
                 timestamp: None,
-            })
+            });
         };
         match i % 20 {
             0..=16 => put(MetricType::Counter, Value::Number((i % 13 + 1) as f64)),

@@ -40,6 +40,21 @@ pub struct Stats {
     pub reload_failures: AtomicU64,
     /// Admin console and `POST /-/reload` requests refused for a missing or wrong token.
     pub admin_auth_failures: AtomicU64,
+    /// Values dropped because they would have created a new series past
+    /// `max_series` or a `series_limits` prefix (all causes; per prefix in
+    /// [`Stats::series_dropped_by_prefix`]).
+    pub series_dropped: AtomicU64,
+    /// Series counted against `max_series` as of the last flush (0 without
+    /// limits).
+    pub series_live: AtomicU64,
+    /// Lines with more than `max_tags` tags, dropped (also in `bad_lines_seen`).
+    pub too_many_tags: AtomicU64,
+    /// Stream connections closed because they sent nothing for `idle_timeout`.
+    pub connections_idle_closed: AtomicU64,
+    /// Admin console lines answered with `ERROR` (unknown commands, bad
+    /// arguments, overlong lines).
+    pub admin_errors: AtomicU64,
+    series_dropped_by_prefix: Mutex<Vec<(String, u64)>>,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
     relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,
@@ -56,6 +71,69 @@ impl Stats {
             last_msg_seen: AtomicU64::new(now),
             ..Stats::default()
         })
+    }
+
+    /// Add `n` to the values dropped under the `series_limits` prefix
+    /// `prefix` (not to [`Stats::series_dropped`], which the caller counts).
+    pub fn add_series_dropped_under(&self, prefix: &str, n: u64) {
+        let mut v = self
+            .series_dropped_by_prefix
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match v.iter_mut().find(|(p, _)| p == prefix) {
+            Some((_, total)) => *total += n,
+            None => v.push((prefix.to_string(), n)),
+        }
+    }
+
+    /// Values dropped per `series_limits` prefix, for the prefixes that
+    /// dropped any, in the order they first did.
+    pub fn series_dropped_by_prefix(&self) -> Vec<(String, u64)> {
+        self.series_dropped_by_prefix
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The counters of refused or cut-off input added with the limits, by
+    /// their self-metric names (the `/api/stats` keys and, under
+    /// `<prefix_stats>.statsyard.`, the Graphite names).
+    pub fn limit_counters(&self) -> [(&'static str, u64); 4] {
+        [
+            ("series_dropped", get(&self.series_dropped)),
+            ("too_many_tags", get(&self.too_many_tags)),
+            (
+                "connections_idle_closed",
+                get(&self.connections_idle_closed),
+            ),
+            ("admin_errors", get(&self.admin_errors)),
+        ]
+    }
+
+    /// [`Stats::limit_counters`] plus one `series_dropped_prefix.<prefix>`
+    /// per prefix that dropped any, as Graphite self-metric names: the
+    /// prefix with every character but `A-Z a-z 0-9 _ -` made `_`, so that
+    /// `app.` stays one path node (`series_dropped_prefix.app_`).
+    pub fn limit_self_metrics(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .limit_counters()
+            .iter()
+            .map(|(n, c)| (n.to_string(), *c))
+            .collect();
+        for (prefix, n) in self.series_dropped_by_prefix() {
+            let node: String = prefix
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            v.push((format!("series_dropped_prefix.{node}"), n));
+        }
+        v
     }
 
     /// Register a sink's counters under its name.

@@ -22,13 +22,15 @@
 
 mod counter;
 mod gauge;
+pub mod limit;
 mod registry;
 mod set;
 mod shard;
 mod timer;
 
+pub use limit::{AdmissionLink, PrefixLimit, Refusal, SeriesLimits};
 pub use registry::{Hot, Registry, TOP_KEPT};
-pub use shard::{Shard, Snapshot};
+pub use shard::{Inserted, Shard, Snapshot};
 pub use timer::{HdrSamples, Timer, TimerSamples};
 
 /// How aggregation behaves; the reference's `delete*` options and the timer bound.
@@ -46,7 +48,18 @@ pub struct AggregateOptions {
     pub delete_gauges: bool,
     /// The reference's `gaugesMaxTTL` (flushes), used with `delete_gauges`.
     pub gauges_max_ttl: u32,
+    /// `[statsd] max_series` and `series_limits` (see [`limit`]).
+    pub limits: SeriesLimits,
+    /// Runtime, not configuration: how the [`Registry`] built from these
+    /// options reaches the [`Shard`]s built from them (see [`limit`]).
+    /// Leave it to `Default`; it never makes two option sets unequal.
+    pub link: AdmissionLink,
 }
+
+/// The default `[statsd] max_series`: about 190 MB of counters at the
+/// ~190 B per series docs/benchmarks.md measures, far above a normal
+/// deployment, far below what a flood of random keys would take.
+pub const DEFAULT_MAX_SERIES: usize = 1_000_000;
 
 impl Default for AggregateOptions {
     fn default() -> Self {
@@ -57,6 +70,11 @@ impl Default for AggregateOptions {
             delete_sets: false,
             delete_gauges: false,
             gauges_max_ttl: 1,
+            limits: SeriesLimits {
+                max_series: DEFAULT_MAX_SERIES,
+                prefixes: Vec::new(),
+            },
+            link: AdmissionLink::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use super::FastMap;
 
 use super::counter;
 use super::gauge::GaugeUpdate;
+use super::limit::{Admission, AdmissionLink};
 use super::set::Members;
 use super::shard::Snapshot;
 use super::timer::Timer;
@@ -27,7 +29,9 @@ pub struct Hot {
 }
 
 /// The index of a type's hit map: counters, gauges, timer-likes, sets.
-fn class(ty: MetricType) -> usize {
+/// Also the type class of a series for the series limits: a counter and a
+/// gauge of the same name are two series, a timer and a histogram one.
+pub(crate) fn class(ty: MetricType) -> usize {
     match ty {
         MetricType::Counter => 0,
         MetricType::Gauge => 1,
@@ -69,15 +73,71 @@ pub struct Registry {
     hits: [FastMap<MetricKey, u64>; 4],
     /// The previous interval's hottest series, hottest first, at most [`TOP_KEPT`].
     last_top: Vec<Hot>,
+    /// The series limits' state (see [`super::limit`]); `None` without limits.
+    admission: Option<Arc<Admission>>,
+    /// Every link the state was published through (the options of the start
+    /// and of each reload), so that a new state reaches every shard.
+    links: Vec<AdmissionLink>,
+}
+
+/// Count `key` as live if it is not (the registry just took it in).
+fn ensure(admission: &Option<Arc<Admission>>, class: usize, key: &MetricKey) {
+    if let Some(a) = admission {
+        a.ensure(class as u8, key.as_bytes());
+    }
+}
+
+/// Free the slot of a series the registry deleted.
+fn forget(admission: &Option<Arc<Admission>>, class: usize, key: &MetricKey) {
+    if let Some(a) = admission {
+        a.forget(class as u8, key.as_bytes());
+    }
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new(opts: &AggregateOptions) -> Registry {
-        Registry {
+        let mut r = Registry {
             opts: opts.clone(),
             ..Registry::default()
+        };
+        r.admission = r.build_admission();
+        opts.link.publish(r.admission.clone());
+        r.links.push(opts.link.clone());
+        r
+    }
+
+    /// A fresh admission state for the current limits that counts every
+    /// series held now, or `None` without limits. (After a reload that
+    /// includes the few `statsd.*` counters the flusher adds itself, which
+    /// are otherwise never counted.)
+    fn build_admission(&self) -> Option<Arc<Admission>> {
+        if self.opts.limits.is_unlimited() {
+            return None;
         }
+        let a = Admission::new(&self.opts.limits);
+        let classes = [
+            (0, self.counters.keys().collect::<Vec<_>>()),
+            (1, self.gauges.keys().collect()),
+            (2, self.timers.keys().collect()),
+            (3, self.sets.keys().collect()),
+        ];
+        for (class, keys) in classes {
+            for k in keys {
+                a.ensure(class, k.as_bytes());
+            }
+        }
+        Some(Arc::new(a))
+    }
+
+    /// Series counted against the limits now, or `None` without limits.
+    pub fn live_series(&self) -> Option<usize> {
+        self.admission.as_ref().map(|a| a.live())
+    }
+
+    /// Live series under a configured `series_limits` prefix.
+    pub fn live_series_under(&self, prefix: &str) -> Option<usize> {
+        self.admission.as_ref().and_then(|a| a.live_under(prefix))
     }
 
     /// Fold a shard's snapshot in.
@@ -91,6 +151,7 @@ impl Registry {
             match entry {
                 Entry::Occupied(mut o) => counter::accumulate(o.get_mut(), v),
                 Entry::Vacant(e) => {
+                    ensure(&self.admission, 0, e.key());
                     e.insert(v);
                 }
             }
@@ -107,6 +168,7 @@ impl Registry {
             match entry {
                 Entry::Occupied(mut o) => o.get_mut().merge(t, limit),
                 Entry::Vacant(e) => {
+                    ensure(&self.admission, 2, e.key());
                     e.insert(t);
                 }
             }
@@ -117,6 +179,7 @@ impl Registry {
             match entry {
                 Entry::Occupied(mut o) => o.get_mut().extend(members),
                 Entry::Vacant(e) => {
+                    ensure(&self.admission, 3, e.key());
                     e.insert(members);
                 }
             }
@@ -196,6 +259,7 @@ impl Registry {
             }
             Entry::Vacant(e) => {
                 let key = e.key().clone();
+                ensure(&self.admission, 1, &key);
                 let value = update.apply(None);
                 e.insert(Gauge { value, ttl });
                 key
@@ -228,9 +292,25 @@ impl Registry {
     }
 
     /// New options from a config reload; they apply from the next merge and
-    /// flush. Series already held are kept.
+    /// flush. Series already held are kept, also past new, lower limits:
+    /// those only refuse new series until enough are deleted.
     pub fn set_options(&mut self, opts: &AggregateOptions) {
+        let limits_changed = opts.limits != self.opts.limits;
         self.opts = opts.clone();
+        if limits_changed {
+            self.admission = self.build_admission();
+            for l in &self.links {
+                l.publish(self.admission.clone());
+            }
+        }
+        // Links nobody but this registry holds served options and shards
+        // that are gone.
+        let current = &self.opts.link;
+        self.links.retain(|l| l.same(current) || !l.orphaned());
+        if !self.links.iter().any(|l| l.same(current)) {
+            current.publish(self.admission.clone());
+            self.links.push(current.clone());
+        }
     }
 
     /// Restore a gauge saved by [`crate::state`]. A gauge that already exists
@@ -259,12 +339,16 @@ impl Registry {
     /// (`clear_metrics` in its stats.js).
     pub fn end_interval(&mut self) {
         self.rotate_hits();
+        let adm = &self.admission;
         if self.opts.delete_counters {
             self.counters.retain(|key, v| {
                 let kept = KEPT_COUNTERS
                     .iter()
                     .any(|name| contains(key.as_bytes(), name));
                 *v = 0.0;
+                if !kept {
+                    forget(adm, 0, key);
+                }
                 kept
             });
         } else {
@@ -272,23 +356,33 @@ impl Registry {
         }
 
         if self.opts.delete_timers {
+            if adm.is_some() {
+                self.timers.keys().for_each(|k| forget(adm, 2, k));
+            }
             self.timers.clear();
         } else {
             self.timers.values_mut().for_each(Timer::reset);
         }
 
         if self.opts.delete_sets {
+            if adm.is_some() {
+                self.sets.keys().for_each(|k| forget(adm, 3, k));
+            }
             self.sets.clear();
         } else {
             self.sets.values_mut().for_each(Members::clear);
         }
 
         // Without delete_gauges no gauge has a TTL: they all persist.
-        self.gauges.retain(|_, g| match &mut g.ttl {
+        self.gauges.retain(|key, g| match &mut g.ttl {
             None => true,
             Some(ttl) => {
                 *ttl = ttl.saturating_sub(1);
-                *ttl >= 1
+                let kept = *ttl >= 1;
+                if !kept {
+                    forget(adm, 1, key);
+                }
+                kept
             }
         });
     }
@@ -347,11 +441,19 @@ impl Registry {
     /// name the timer maps. Returns whether it existed. A deleted series
     /// comes back, from zero, with its next value.
     pub fn remove(&mut self, ty: MetricType, key: &[u8]) -> bool {
-        match class(ty) {
-            0 => self.counters.remove(key).is_some(),
-            1 => self.gauges.remove(key).is_some(),
-            2 => self.timers.remove(key).is_some(),
-            _ => self.sets.remove(key).is_some(),
+        let c = class(ty);
+        let removed = match c {
+            0 => self.counters.remove_entry(key).map(|(k, _)| k),
+            1 => self.gauges.remove_entry(key).map(|(k, _)| k),
+            2 => self.timers.remove_entry(key).map(|(k, _)| k),
+            _ => self.sets.remove_entry(key).map(|(k, _)| k),
+        };
+        match removed {
+            Some(k) => {
+                forget(&self.admission, c, &k);
+                true
+            }
+            None => false,
         }
     }
 

@@ -4,6 +4,8 @@ use super::FastMap;
 
 use super::counter;
 use super::gauge::GaugeUpdate;
+use super::limit::{Refusal, ShardAdmission};
+use super::registry::class;
 use super::set::Members;
 use super::timer::Timer;
 use super::AggregateOptions;
@@ -33,6 +35,18 @@ pub(crate) struct Maps {
 pub struct Shard {
     timer_exact_samples: usize,
     maps: Maps,
+    /// Consulted only for keys the maps do not hold (see [`super::limit`]).
+    admission: ShardAdmission,
+}
+
+/// What [`Shard::insert`] did with a value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// Aggregated (also a value whose variant does not fit its type, which
+    /// is ignored; the parser never produces one).
+    Ok,
+    /// Dropped: it would have created a new series past a limit.
+    Refused(Refusal),
 }
 
 /// What a shard held at the end of an interval, ready to be merged into the
@@ -67,6 +81,7 @@ impl Shard {
         Shard {
             timer_exact_samples: opts.timer_exact_samples,
             maps: Maps::default(),
+            admission: ShardAdmission::new(&opts.link),
         }
     }
 
@@ -74,10 +89,22 @@ impl Shard {
     /// only for a series (or set member) not yet seen this interval, and for
     /// a timer's sample vector as it grows up to its bound.
     ///
+    /// A key the shard does not hold yet is first checked against the
+    /// series limits; a value that would create a series past a limit is
+    /// refused, and nothing is stored.
+    ///
     /// A value whose variant does not fit the type (a set member for a
     /// counter, ...) is ignored; the parser never produces one.
-    pub fn insert(&mut self, m: &MetricRef<'_>) {
+    pub fn insert(&mut self, m: &MetricRef<'_>) -> Inserted {
         let key = m.key;
+        // Only on the path that allocates a new key anyway.
+        macro_rules! admit {
+            () => {
+                if let Err(r) = self.admission.admit(class(m.kind) as u8, key) {
+                    return Inserted::Refused(r);
+                }
+            };
+        }
         match (m.kind, m.value) {
             (MetricType::Counter, Value::Number(v) | Value::GaugeDelta(v)) => {
                 let v = counter::scaled(v, m.sample_rate);
@@ -87,6 +114,7 @@ impl Shard {
                         *hits = hits.saturating_add(1);
                     }
                     None => {
+                        admit!();
                         let mut total = 0.0;
                         counter::accumulate(&mut total, v);
                         self.maps.counters.insert(MetricKey::new(key), (total, 1));
@@ -99,6 +127,7 @@ impl Shard {
                     *hits = hits.saturating_add(1);
                 }
                 None => {
+                    admit!();
                     self.maps
                         .gauges
                         .insert(MetricKey::new(key), (GaugeUpdate::new(v, false), 1));
@@ -110,6 +139,7 @@ impl Shard {
                     *hits = hits.saturating_add(1);
                 }
                 None => {
+                    admit!();
                     self.maps
                         .gauges
                         .insert(MetricKey::new(key), (GaugeUpdate::new(d, true), 1));
@@ -120,6 +150,7 @@ impl Shard {
                 match self.maps.timers.get_mut(key) {
                     Some(t) => t.push(v, m.sample_rate, limit),
                     None => {
+                        admit!();
                         let mut t = Timer::new(kind);
                         t.push(v, m.sample_rate, limit);
                         self.maps.timers.insert(MetricKey::new(key), t);
@@ -132,6 +163,7 @@ impl Shard {
                     *hits = hits.saturating_add(1);
                 }
                 None => {
+                    admit!();
                     let mut s = Members::default();
                     s.insert(member);
                     self.maps.sets.insert(MetricKey::new(key), (s, 1));
@@ -139,6 +171,7 @@ impl Shard {
             },
             _ => {}
         }
+        Inserted::Ok
     }
 
     /// Take the interval's aggregates, leaving the shard empty. O(1): the

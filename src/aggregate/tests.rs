@@ -39,7 +39,9 @@ fn s(key: &str, member: &'static str) -> MetricRef<'static> {
 /// One shard, all values, merged into a fresh registry.
 fn registry(opts: &AggregateOptions, values: &[MetricRef<'_>]) -> Registry {
     let mut shard = Shard::new(opts);
-    values.iter().for_each(|v| shard.insert(v));
+    values.iter().for_each(|v| {
+        shard.insert(v);
+    });
     let mut reg = Registry::new(opts);
     reg.merge(shard.take());
     reg
@@ -166,7 +168,9 @@ fn sets_count_distinct_members() {
     let mut reg = Registry::new(&opts);
     for members in [&["a", "b", "a"][..], &["b", "c"][..]] {
         let mut shard = Shard::new(&opts);
-        members.iter().for_each(|mb| shard.insert(&s("s", mb)));
+        members.iter().for_each(|mb| {
+            shard.insert(&s("s", mb));
+        });
         reg.merge(shard.take());
     }
     assert_eq!(reg.set_len(b"s"), Some(3));
@@ -427,4 +431,168 @@ fn remove_and_set_members() {
     assert_eq!(reg.counter(b"a"), None);
     assert!(reg.remove(MetricType::Set, b"s"));
     assert!(reg.is_empty());
+}
+
+fn limited(max: usize, prefixes: &[(&str, usize)]) -> AggregateOptions {
+    AggregateOptions {
+        limits: SeriesLimits {
+            max_series: max,
+            prefixes: prefixes
+                .iter()
+                .map(|&(p, m)| PrefixLimit {
+                    prefix: p.into(),
+                    max: m,
+                })
+                .collect(),
+        },
+        ..AggregateOptions::default()
+    }
+}
+
+fn refused(r: Inserted) -> bool {
+    matches!(r, Inserted::Refused(_))
+}
+
+#[test]
+fn new_series_past_max_series_are_refused_and_existing_ones_go_on() {
+    let opts = limited(3, &[]);
+    let mut reg = Registry::new(&opts);
+    let mut shard = Shard::new(&opts);
+    assert_eq!(shard.insert(&c("a", 1.0, 1.0)), Inserted::Ok);
+    assert_eq!(shard.insert(&g("b", 1.0)), Inserted::Ok);
+    assert_eq!(
+        shard.insert(&t("c", MetricType::Timer, 1.0, 1.0)),
+        Inserted::Ok
+    );
+    assert!(refused(shard.insert(&s("d", "x"))));
+    // A counter named like the gauge is another series.
+    assert!(refused(shard.insert(&c("b", 1.0, 1.0))));
+    assert_eq!(shard.insert(&c("a", 2.0, 1.0)), Inserted::Ok);
+    reg.merge(shard.take());
+    reg.end_interval();
+    assert_eq!(reg.live_series(), Some(3));
+
+    // Next interval: the shard is empty but the registry knows a, b and c.
+    assert_eq!(shard.insert(&c("a", 5.0, 1.0)), Inserted::Ok);
+    assert_eq!(shard.insert(&gd("b", 1.0)), Inserted::Ok);
+    assert_eq!(
+        shard.insert(&t("c", MetricType::Histogram, 2.0, 1.0)),
+        Inserted::Ok
+    );
+    assert!(refused(shard.insert(&c("e", 1.0, 1.0))));
+    reg.merge(shard.take());
+    assert_eq!(reg.counter(b"a"), Some(5.0));
+    assert_eq!(reg.gauge(b"b"), Some(2.0));
+    assert_eq!(reg.counter(b"e"), None);
+    assert_eq!(reg.len(), 3);
+}
+
+#[test]
+fn deleted_series_free_their_slot() {
+    let opts = AggregateOptions {
+        delete_counters: true,
+        ..limited(2, &[])
+    };
+    let mut reg = Registry::new(&opts);
+    let mut shard = Shard::new(&opts);
+    shard.insert(&c("a", 1.0, 1.0));
+    shard.insert(&g("g", 1.0));
+    assert!(refused(shard.insert(&c("b", 1.0, 1.0))));
+    reg.merge(shard.take());
+    reg.end_interval();
+    // The idle counter was deleted: its slot is free.
+    assert_eq!(reg.live_series(), Some(1));
+    assert_eq!(shard.insert(&c("b", 1.0, 1.0)), Inserted::Ok);
+    reg.merge(shard.take());
+    // The admin console's delete frees a slot too.
+    assert!(reg.remove(MetricType::Gauge, b"g"));
+    assert_eq!(reg.live_series(), Some(1));
+    assert_eq!(shard.insert(&s("set", "m")), Inserted::Ok);
+    assert!(refused(shard.insert(&s("set2", "m"))));
+}
+
+#[test]
+fn a_series_deleted_while_pending_in_a_shard_is_counted_again() {
+    let opts = AggregateOptions {
+        delete_counters: true,
+        ..limited(1, &[])
+    };
+    let mut reg = Registry::new(&opts);
+    let mut shard = Shard::new(&opts);
+    shard.insert(&c("a", 1.0, 1.0));
+    reg.merge(shard.take());
+    // The next value arrives after the take, before the delete.
+    assert_eq!(shard.insert(&c("a", 1.0, 1.0)), Inserted::Ok);
+    reg.end_interval();
+    assert_eq!(reg.live_series(), Some(0));
+    reg.merge(shard.take());
+    assert_eq!(reg.counter(b"a"), Some(1.0));
+    assert_eq!(reg.live_series(), Some(1));
+    assert!(refused(shard.insert(&c("b", 1.0, 1.0))));
+}
+
+#[test]
+fn prefix_limits_apply_to_the_longest_prefix() {
+    let opts = limited(0, &[("app.", 2), ("app.web.", 1)]);
+    let _reg = Registry::new(&opts);
+    let mut shard = Shard::new(&opts);
+    assert_eq!(shard.insert(&c("app.web.a", 1.0, 1.0)), Inserted::Ok);
+    match shard.insert(&c("app.web.b", 1.0, 1.0)) {
+        Inserted::Refused(r) => {
+            assert_eq!(r.prefix.as_deref(), Some("app.web."));
+            assert_eq!(r.limit, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(shard.insert(&c("app.x", 1.0, 1.0)), Inserted::Ok);
+    assert_eq!(shard.insert(&c("app.y", 1.0, 1.0)), Inserted::Ok);
+    assert!(refused(shard.insert(&c("app.z", 1.0, 1.0))));
+    for i in 0..100 {
+        assert_eq!(
+            shard.insert(&c(&format!("other.{i}"), 1.0, 1.0)),
+            Inserted::Ok
+        );
+    }
+}
+
+#[test]
+fn new_limits_from_a_reload_reach_old_and_new_shards() {
+    let old = limited(0, &[]);
+    let mut reg = Registry::new(&old);
+    let mut old_shard = Shard::new(&old);
+    for i in 0..5 {
+        old_shard.insert(&c(&format!("k{i}"), 1.0, 1.0));
+    }
+    reg.merge(old_shard.take());
+    assert_eq!(reg.live_series(), None);
+
+    // A reload: new options (a new link), a shard for a new listener.
+    let new = limited(6, &[]);
+    let mut new_shard = Shard::new(&new);
+    reg.set_options(&new);
+    assert_eq!(reg.live_series(), Some(5));
+    assert_eq!(old_shard.insert(&c("k0", 1.0, 1.0)), Inserted::Ok);
+    assert_eq!(old_shard.insert(&c("n1", 1.0, 1.0)), Inserted::Ok);
+    assert!(refused(new_shard.insert(&c("n2", 1.0, 1.0))));
+    assert_eq!(new_shard.insert(&c("n1", 1.0, 1.0)), Inserted::Ok);
+
+    // Limits off again: everything goes.
+    let off = limited(0, &[]);
+    reg.set_options(&off);
+    assert_eq!(old_shard.insert(&c("n3", 1.0, 1.0)), Inserted::Ok);
+    assert_eq!(new_shard.insert(&c("n4", 1.0, 1.0)), Inserted::Ok);
+}
+
+#[test]
+fn ten_thousand_new_keys_against_a_small_limit() {
+    let opts = limited(100, &[]);
+    let mut reg = Registry::new(&opts);
+    let mut shard = Shard::new(&opts);
+    let mut dropped = 0;
+    for i in 0..10_000 {
+        dropped += refused(shard.insert(&c(&format!("r.{i}"), 1.0, 1.0))) as usize;
+    }
+    assert_eq!(dropped, 9_900);
+    reg.merge(shard.take());
+    assert_eq!(reg.len(), 100);
 }

@@ -179,6 +179,23 @@ pub struct RawStatsd {
     /// any of `influxdb` (`name,k=v`), `librato` (`name#k=v`), `signalfx`
     /// (`name[k=v]`).
     pub tag_dialects: Vec<String>,
+    /// Most live series (counters, gauges, timers and sets together); a line
+    /// that would create one more is dropped and counted. 0: no limit.
+    pub max_series: usize,
+    /// Per-prefix series limits; the longest matching prefix applies.
+    pub series_limits: Vec<RawSeriesLimit>,
+    /// Most tags on one line; a line with more is dropped and counted. 0: no limit.
+    pub max_tags: usize,
+}
+
+/// A `[statsd] series_limits` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeriesLimit {
+    /// Compared with the start of the key (`name;tag=v;...`).
+    pub prefix: String,
+    /// Most live series whose key starts with `prefix`.
+    pub max: usize,
 }
 
 impl Default for RawStatsd {
@@ -197,6 +214,9 @@ impl Default for RawStatsd {
             timer_exact_samples: 10_000,
             dump_messages: false,
             tag_dialects: vec!["influxdb".into(), "librato".into(), "signalfx".into()],
+            max_series: crate::aggregate::DEFAULT_MAX_SERIES,
+            series_limits: Vec::new(),
+            max_tags: crate::parse::statsd::DEFAULT_MAX_TAGS,
         }
     }
 }
@@ -528,6 +548,11 @@ pub struct RawRelay {
     pub max_line_length: usize,
     /// Largest pickle frame in bytes; a larger one closes the connection.
     pub max_frame_bytes: usize,
+    /// Most open line and pickle TCP connections together; more are refused and counted.
+    pub max_connections: usize,
+    /// Close a line or pickle TCP connection idle this long; `"0s"` never does.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Sort the tags of tagged names (`name;k=v`) as carbon does.
     pub normalize_tags: bool,
     /// Accept a line without timestamp, stamped with the current time.
@@ -580,6 +605,8 @@ impl Default for RawRelay {
             pickle: vec!["0.0.0.0:2004".into()],
             max_line_length: 16_384,
             max_frame_bytes: 1 << 20,
+            max_connections: 10_000,
+            idle_timeout: Duration::ZERO,
             normalize_tags: false,
             allow_missing_timestamp: false,
             allow_inf: true,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::listener::carbon::CarbonInputOptions;
 use crate::parse::carbon::{CarbonLineOptions, NameCheck};
 use crate::relay::destination::{OnFull, Protocol, Tuning};
 use crate::relay::hashing::{Destination, Method, Ring};
@@ -20,8 +21,9 @@ pub struct RelayConfig {
     pub line_udp: Vec<SocketAddr>,
     /// Carbon pickle over TCP.
     pub pickle: Vec<SocketAddr>,
-    /// Line checks (also applied to pickled points); holds `max_line_length`.
-    pub line: CarbonLineOptions,
+    /// Line checks (also applied to pickled points; `max_line_length`
+    /// included) and the TCP listeners' `max_connections` and `idle_timeout`.
+    pub line: CarbonInputOptions,
     pub max_frame_bytes: usize,
     pub normalize_tags: bool,
     pub tuning: Tuning,
@@ -115,6 +117,7 @@ pub fn validate(
     for (k, v) in [
         ("max_line_length", r.max_line_length),
         ("max_frame_bytes", r.max_frame_bytes),
+        ("max_connections", r.max_connections),
         ("queue", r.queue),
         ("queue_bytes", r.queue_bytes),
         ("batch", r.batch),
@@ -265,12 +268,16 @@ pub fn validate(
         line_tcp,
         line_udp,
         pickle,
-        line: CarbonLineOptions {
-            minus_one_is_now: r.minus_one_is_now,
-            allow_missing_timestamp: r.allow_missing_timestamp,
-            allow_inf: r.allow_inf,
-            max_line_length: r.max_line_length,
-            name_check,
+        line: CarbonInputOptions {
+            line: CarbonLineOptions {
+                minus_one_is_now: r.minus_one_is_now,
+                allow_missing_timestamp: r.allow_missing_timestamp,
+                allow_inf: r.allow_inf,
+                max_line_length: r.max_line_length,
+                name_check,
+            },
+            max_connections: r.max_connections,
+            idle_timeout: (!r.idle_timeout.is_zero()).then_some(r.idle_timeout),
         },
         max_frame_bytes: r.max_frame_bytes,
         normalize_tags: r.normalize_tags,

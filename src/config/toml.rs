@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawBin, RawConfig, RawLogFormat, RawPrometheus, RawSink, RawSinkType};
+use super::raw::{
+    RawBin, RawConfig, RawLogFormat, RawPrometheus, RawSeriesLimit, RawSink, RawSinkType,
+};
 use super::{Config, ConfigError, ListenConfig, LogConfig, PrometheusConfig, UnixListen};
-use crate::aggregate::AggregateOptions;
+use crate::aggregate::{AggregateOptions, PrefixLimit, SeriesLimits};
 use crate::flush::compute::{Bin, ComputeOptions, HistogramRule, Percentile};
 use crate::flush::naming::Naming;
 use crate::http::mapping::Mapping;
@@ -275,6 +277,8 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         delete_gauges: f.delete_gauges.unwrap_or(f.delete_idle_stats),
         // The reference forces anything below 1 to 1; above u32 is "forever" anyway.
         gauges_max_ttl: f.gauges_max_ttl.clamp(1, i64::from(u32::MAX)) as u32,
+        limits: series_limits(s.max_series, &s.series_limits)?,
+        link: Default::default(),
     };
 
     let n = raw.naming;
@@ -396,6 +400,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
             // Every name was checked above.
             tag_dialects: TagDialects::from_names(&tag_dialects)
                 .map_err(|e| bad("statsd.tag_dialects", e.to_string()))?,
+            max_tags: s.max_tags,
         },
         aggregate,
         compute,
@@ -412,6 +417,40 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
         prometheus,
         relay,
         warnings,
+    })
+}
+
+/// `[statsd] max_series` and `series_limits`, checked: prefixes non-empty
+/// and distinct, each `max` at least 1.
+fn series_limits(max_series: usize, raw: &[RawSeriesLimit]) -> Result<SeriesLimits, Bad> {
+    let mut prefixes: Vec<PrefixLimit> = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        if l.prefix.is_empty() {
+            return Err(bad(
+                format!("statsd.series_limits[{i}].prefix"),
+                "must not be empty (max_series limits every series)",
+            ));
+        }
+        if prefixes.iter().any(|p| p.prefix == l.prefix) {
+            return Err(bad(
+                format!("statsd.series_limits[{i}].prefix"),
+                format!("{:?} is listed twice", l.prefix),
+            ));
+        }
+        if l.max == 0 {
+            return Err(bad(
+                format!("statsd.series_limits[{i}].max"),
+                "must be at least 1",
+            ));
+        }
+        prefixes.push(PrefixLimit {
+            prefix: l.prefix.clone(),
+            max: l.max,
+        });
+    }
+    Ok(SeriesLimits {
+        max_series,
+        prefixes,
     })
 }
 
@@ -921,7 +960,8 @@ mod tests {
             c.parse,
             ParseOptions {
                 sanitize: true,
-                tag_dialects: TagDialects::ALL
+                tag_dialects: TagDialects::ALL,
+                max_tags: 64,
             }
         );
         assert_eq!(c.aggregate, AggregateOptions::default());
@@ -1045,7 +1085,8 @@ mod tests {
             c.parse,
             ParseOptions {
                 sanitize: false,
-                tag_dialects: TagDialects::ALL
+                tag_dialects: TagDialects::ALL,
+                max_tags: 64,
             }
         );
         assert!(c.naming.sanitize_names);
@@ -1085,6 +1126,11 @@ mod tests {
                 delete_sets: true,
                 delete_gauges: false,
                 gauges_max_ttl: 1,
+                limits: SeriesLimits {
+                    max_series: 1_000_000,
+                    prefixes: vec![],
+                },
+                link: Default::default(),
             }
         );
         assert_eq!(c.shutdown_timeout, Duration::from_secs(2));
@@ -1385,6 +1431,21 @@ mod tests {
         ("[statsd]\nunix = [{ path = \"a\", mode = \"\" }]", "statsd.unix[0].mode", "octal"),
         ("[statsd]\nmax_line_length = 0", "statsd.max_line_length", "at least 1"),
         ("[statsd]\nmax_connections = 0", "statsd.max_connections", "at least 1"),
+        (
+            "[statsd]\nseries_limits = [{ prefix = \"\", max = 1 }]",
+            "statsd.series_limits[0].prefix",
+            "empty",
+        ),
+        (
+            "[statsd]\nseries_limits = [{ prefix = \"a\", max = 1 }, { prefix = \"a\", max = 2 }]",
+            "statsd.series_limits[1].prefix",
+            "twice",
+        ),
+        (
+            "[statsd]\nseries_limits = [{ prefix = \"a\", max = 0 }]",
+            "statsd.series_limits[0].max",
+            "at least 1",
+        ),
         ("[flush]\ninterval = \"0s\"", "flush.interval", "at least 1ms"),
         ("[flush]\ninterval = \"500us\"", "flush.interval", "at least 1ms"),
         ("[flush]\npercentiles = [0]", "flush.percentiles[0]", "not a percentile"),
@@ -1634,6 +1695,51 @@ mod tests {
             out.extend(keys.into_iter().map(|k| (section.clone(), k)));
         }
         out
+    }
+
+    #[test]
+    fn limits_are_read() {
+        let c = from_str(
+            "[statsd]\nmax_series = 7\nmax_tags = 3\n\
+             series_limits = [{ prefix = \"app.\", max = 2 }, { prefix = \"b\", max = 9 }]\n\
+             [relay]\nmax_connections = 5\nidle_timeout = \"2s\"\n\
+             [[relay.cluster]]\nname = \"c\"\nmethod = \"forward\"\ndestinations = [\"a:1\"]",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.parse.max_tags, 3);
+        assert_eq!(
+            c.aggregate.limits,
+            SeriesLimits {
+                max_series: 7,
+                prefixes: vec![
+                    PrefixLimit {
+                        prefix: "app.".into(),
+                        max: 2
+                    },
+                    PrefixLimit {
+                        prefix: "b".into(),
+                        max: 9
+                    },
+                ],
+            }
+        );
+        let r = c.relay.unwrap();
+        assert_eq!(r.line.max_connections, 5);
+        assert_eq!(r.line.idle_timeout, Some(Duration::from_secs(2)));
+        let d = Config::embedded();
+        assert_eq!(d.parse.max_tags, 64);
+        assert_eq!(d.aggregate.limits.max_series, 1_000_000);
+        crate::config::assert_invalid(
+            from_str,
+            "t.toml",
+            &[(
+                "[relay]\nmax_connections = 0\n[[relay.cluster]]\nname = \"c\"\n\
+                 method = \"forward\"\ndestinations = [\"a:1\"]",
+                "relay.max_connections",
+                "at least 1",
+            )],
+        );
     }
 
     #[test]

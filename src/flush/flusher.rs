@@ -309,6 +309,10 @@ impl Flusher {
     pub fn flush(&mut self) -> Arc<FlushBatch> {
         let started = Instant::now();
         self.merge_shards();
+        self.stats.series_live.store(
+            self.registry.live_series().unwrap_or(0) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let s = &self.stats;
         let (bad, packets, metrics) = (
@@ -431,6 +435,7 @@ impl Flusher {
             }
         }
         totals.extend(by_addr);
+        totals.extend(s.limit_self_metrics());
         for (name, total) in totals {
             let before = self.self_seen.insert(name.clone(), total).unwrap_or(0);
             let key = format!("{}.statsyard.{name}", self.prefix_stats);
@@ -458,6 +463,7 @@ impl Flusher {
             .map(|k| get(&k.queue_dropped) + get(&k.dropped))
             .sum();
         let total = get(&s.lines_too_long)
+            + get(&s.series_dropped)
             + get(&s.connections_rejected)
             + get(&s.raw_dropped)
             + sink_drops;
@@ -468,6 +474,7 @@ impl Flusher {
                 .collect();
             tracing::warn!(
                 lines_too_long = get(&s.lines_too_long),
+                series_dropped = get(&s.series_dropped),
                 connections_rejected = get(&s.connections_rejected),
                 raw_dropped = get(&s.raw_dropped),
                 sink_queue_plus_buffer_drops = %per_sink.join(","),

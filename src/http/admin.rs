@@ -136,6 +136,7 @@ async fn connection(mut stream: TcpStream, console: &Console) -> std::io::Result
         if buf.len() > MAX_LINE {
             buf.clear();
             if !skipping {
+                crate::stats::incr(&console.shared.stats.admin_errors, 1);
                 stream.write_all(b"ERROR\n").await?;
             }
             skipping = true;
@@ -152,6 +153,9 @@ async fn run_line(
     let text = String::from_utf8_lossy(line);
     match session.answer(&text).await {
         Answer::Text(out) => {
+            if out.starts_with("ERROR") {
+                crate::stats::incr(&session.console.shared.stats.admin_errors, 1);
+            }
             stream.write_all(out.as_bytes()).await?;
             Ok(false)
         }

@@ -130,7 +130,12 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         .iter()
         .map(|t| (t.name.clone(), json!(get(&t.restarts))))
         .collect();
-    Json(json!({
+    let by_prefix: serde_json::Map<String, Value> = st
+        .series_dropped_by_prefix()
+        .into_iter()
+        .map(|(p, n)| (p, n.into()))
+        .collect();
+    let mut body = json!({
         "uptime_seconds": now.saturating_sub(get(&st.started_unix)),
         "health": s.health.as_str(),
         "packets_received": get(&st.packets_received),
@@ -147,6 +152,8 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "reload_failures": get(&st.reload_failures),
         "admin_auth_failures": get(&st.admin_auth_failures),
         "last_flush_micros": get(&st.last_flush_micros),
+        "series_live": get(&st.series_live),
+        "series_dropped_by_prefix": by_prefix,
         "udp_sockets": udp,
         "sinks": sinks,
         "task_restarts": tasks,
@@ -158,7 +165,13 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
             "observe_micros": prom.observe_micros,
             "render_micros": prom.render_micros,
         },
-    }))
+    });
+    if let Some(o) = body.as_object_mut() {
+        for (name, n) in st.limit_counters() {
+            o.insert(name.to_string(), n.into());
+        }
+    }
+    Json(body)
 }
 
 /// `/api/series` parameters.

@@ -78,6 +78,16 @@ pub fn render(r: &RelayStats, s: &mut String) {
             get(&r.disconnects),
         ),
         (
+            "connections_rejected_total",
+            "Carbon TCP connections refused because [relay] max_connections were open.",
+            get(&r.connections_rejected),
+        ),
+        (
+            "connections_idle_closed_total",
+            "Carbon TCP connections closed because they sent nothing for [relay] idle_timeout.",
+            get(&r.connections_idle_closed),
+        ),
+        (
             "timestamp_now_total",
             "Lines with timestamp -1, stamped with the current time.",
             get(&r.timestamp_now),
@@ -105,6 +115,13 @@ pub fn render(r: &RelayStats, s: &mut String) {
         "counter",
         "Lines and frames refused by validation, by reason.",
         &invalid,
+    );
+    family(
+        s,
+        "connections_open",
+        "gauge",
+        "Carbon TCP connections open now (line and pickle).",
+        &plain(get(&r.connections_open)),
     );
     family(
         s,

@@ -93,6 +93,26 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             &stats.raw_dropped,
         ),
         ("flushes_total", "Flushes done.", &stats.flushes),
+        (
+            "series_dropped_total",
+            "Values dropped because they would have created a new series past max_series or a series_limits prefix.",
+            &stats.series_dropped,
+        ),
+        (
+            "too_many_tags_total",
+            "Lines with more than max_tags tags, dropped (also in bad_lines_total).",
+            &stats.too_many_tags,
+        ),
+        (
+            "connections_idle_closed_total",
+            "Stream connections closed because they sent nothing for idle_timeout.",
+            &stats.connections_idle_closed,
+        ),
+        (
+            "admin_errors_total",
+            "Admin console lines answered with ERROR (unknown commands, bad arguments, overlong lines).",
+            &stats.admin_errors,
+        ),
     ];
     for (name, help, c) in counters {
         plain(
@@ -113,6 +133,15 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             help: "Stream connections open now.",
         },
         get(&stats.connections_open) as f64,
+    );
+    plain(
+        &mut s,
+        Fam {
+            name: "series_live",
+            kind: "gauge",
+            help: "Series counted against max_series and series_limits, as of the last flush (0 without limits).",
+        },
+        get(&stats.series_live) as f64,
     );
     plain(
         &mut s,
@@ -142,6 +171,25 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
         },
         get(&stats.last_msg_seen) as f64,
     );
+
+    let by_prefix = stats.series_dropped_by_prefix();
+    if !by_prefix.is_empty() {
+        header(
+            &mut s,
+            &Fam {
+                name: "series_dropped_by_prefix_total",
+                kind: "counter",
+                help: "Values dropped because their series_limits prefix was full, per prefix.",
+            },
+        );
+        for (prefix, n) in &by_prefix {
+            let _ = writeln!(
+                s,
+                "statsyard_series_dropped_by_prefix_total{{prefix=\"{}\"}} {n}",
+                label_value(prefix)
+            );
+        }
+    }
 
     let sockets = stats.udp_sockets();
     if !sockets.is_empty() {
@@ -366,6 +414,8 @@ mod tests {
         let stats = Stats::new();
         incr(&stats.packets_received, 3);
         incr(&stats.bad_lines_seen, 1);
+        incr(&stats.series_dropped, 5);
+        stats.add_series_dropped_under("app.\"x\"", 2);
         let sink = stats.sink("graphite \"a\"");
         incr(&sink.errors, 2);
         stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
@@ -382,6 +432,10 @@ mod tests {
             "statsyard_prometheus_active 0\n",
             "statsyard_prometheus_conflicts_total 0\n",
             "# TYPE statsyard_task_restarts_total counter\nstatsyard_task_restarts_total{task=\"sink/graphite\"} 2\n",
+            "statsyard_series_dropped_total 5\n",
+            "statsyard_too_many_tags_total 0\n",
+            "statsyard_connections_idle_closed_total 0\n",
+            "statsyard_series_dropped_by_prefix_total{prefix=\"app.\\\"x\\\"\"} 2\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }

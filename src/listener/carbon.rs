@@ -12,6 +12,12 @@
 //! At shutdown every connection reads what its client already sent (as the
 //! statsd streams do), no longer waiting for room: what does not fit is
 //! dropped and counted.
+//!
+//! Connections are limited as the statsd streams limit theirs: at most
+//! `[relay] max_connections` line and pickle connections are open together
+//! (more are closed at once and counted), and a connection that sends
+//! nothing for `[relay] idle_timeout` is closed and counted. The open count
+//! lives in the relay's counters, which every relay listener shares.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,12 +40,25 @@ use crate::stats::incr;
 /// After shutdown starts, a read waits at most this long for buffered data.
 const DRAIN_READ: Duration = Duration::from_millis(25);
 
+/// What the relay's listeners check: the line checks, and the TCP
+/// connection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CarbonInputOptions {
+    /// Line checks (also applied to pickled points), `max_line_length` included.
+    pub line: CarbonLineOptions,
+    /// Most open line and pickle TCP connections together; 0 is no limit.
+    pub max_connections: usize,
+    /// Close a TCP connection that sent nothing for this long; `None` never does.
+    pub idle_timeout: Option<Duration>,
+}
+
 /// What every carbon listener and connection shares.
 pub struct CarbonCtx {
     /// Where every accepted point goes.
     pub router: Arc<Router>,
-    /// Line checks, `max_line_length` included (at least 1: a line is never unbounded).
-    pub opts: CarbonLineOptions,
+    /// Line checks (`max_line_length` at least 1: a line is never
+    /// unbounded) and connection limits.
+    pub opts: CarbonInputOptions,
     /// Largest pickle frame accepted, in bytes.
     pub max_frame_bytes: usize,
     /// Tracks connections, so shutdown waits for them to drain.
@@ -96,33 +115,72 @@ pub async fn accept_loop(listener: TcpListener, kind: StreamKind, ctx: Arc<Carbo
     }
 }
 
-/// Read more into `buf`: `Ok(0)` at end of stream (or, during shutdown, when
-/// nothing more is already there).
+/// How a read ended.
+enum Read {
+    /// This many bytes; 0 at end of stream (or, during shutdown, when
+    /// nothing more is already there).
+    Bytes(usize),
+    /// Nothing came for the idle timeout.
+    Idle,
+}
+
+/// Read more into `buf`.
 async fn read_more<S: AsyncRead + Unpin>(
     s: &mut S,
     buf: &mut BytesMut,
     token: &CancellationToken,
-) -> io::Result<usize> {
+    idle: Option<Duration>,
+) -> io::Result<Read> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(64 * 1024);
     }
     if !token.is_cancelled() {
+        let read = async {
+            match idle {
+                Some(d) => match tokio::time::timeout(d, s.read_buf(buf)).await {
+                    Ok(r) => r.map(Read::Bytes),
+                    Err(_) => Ok(Read::Idle),
+                },
+                None => s.read_buf(buf).await.map(Read::Bytes),
+            }
+        };
         tokio::select! {
             biased;
-            r = s.read_buf(buf) => return r,
+            r = read => return r,
             _ = token.cancelled() => {}
         }
     }
     match tokio::time::timeout(DRAIN_READ, s.read_buf(buf)).await {
-        Ok(r) => r,
-        Err(_) => Ok(0),
+        Ok(r) => r.map(Read::Bytes),
+        Err(_) => Ok(Read::Bytes(0)),
     }
 }
 
+/// Add one to `open` unless `max` (0: no limit) are open already.
+fn reserve(open: &std::sync::atomic::AtomicU64, max: usize) -> bool {
+    use std::sync::atomic::Ordering;
+    if max == 0 {
+        open.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        (n < max as u64).then_some(n + 1)
+    })
+    .is_ok()
+}
+
 impl CarbonCtx {
+    /// Serve a connection on its own task if fewer than `max_connections`
+    /// are open; otherwise close it at once and count the refusal.
     fn spawn(self: &Arc<Self>, stream: TcpStream, kind: StreamKind) {
+        let stats = &self.router.stats;
+        if !reserve(&stats.connections_open, self.opts.max_connections) {
+            incr(&stats.connections_rejected, 1);
+            tracing::debug!("carbon connection refused: [relay] max_connections reached");
+            return;
+        }
         let c = self.clone();
-        incr(&self.router.stats.connections, 1);
+        incr(&stats.connections, 1);
         self.tracker.spawn(async move {
             let r = match kind {
                 StreamKind::Line => c.serve_lines(stream).await,
@@ -132,14 +190,32 @@ impl CarbonCtx {
                 tracing::debug!(error = %e, "carbon connection ended with an error");
             }
             incr(&c.router.stats.disconnects, 1);
+            c.router
+                .stats
+                .connections_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
+    }
+
+    /// Read more; `Ok(0)` also when the connection was idle too long (then
+    /// counted), so that it ends as at end of stream.
+    async fn read(&self, s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+        match read_more(s, buf, &self.token, self.opts.idle_timeout).await? {
+            Read::Bytes(n) => Ok(n),
+            Read::Idle => {
+                incr(&self.router.stats.connections_idle_closed, 1);
+                tracing::debug!("closing idle carbon connection");
+                Ok(0)
+            }
+        }
     }
 
     async fn serve_lines(&self, mut s: TcpStream) -> io::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut discarding = false;
+        let max_line_length = self.opts.line.max_line_length;
         loop {
-            let n = read_more(&mut s, &mut buf, &self.token).await?;
+            let n = self.read(&mut s, &mut buf).await?;
             if n == 0 {
                 // A last line without its newline still counts.
                 if !discarding && !buf.is_empty() {
@@ -163,7 +239,7 @@ impl CarbonCtx {
                 let complete = buf.split_to(last + 1);
                 self.stream_lines(&complete[..last]).await;
             }
-            if self.opts.max_line_length != 0 && buf.len() > self.opts.max_line_length {
+            if max_line_length != 0 && buf.len() > max_line_length {
                 incr(self.router.stats.invalid(DropReason::TooLong), 1);
                 buf.clear();
                 discarding = true;
@@ -172,7 +248,7 @@ impl CarbonCtx {
     }
 
     fn lines(&self, data: &[u8]) {
-        route_lines(&self.router, data, &self.opts);
+        route_lines(&self.router, data, &self.opts.line);
     }
 
     /// Route a stream's complete lines, waiting for room where needed (not
@@ -182,7 +258,7 @@ impl CarbonCtx {
         while let Some((n, w)) = route_lines_from(
             &self.router,
             &data[off..],
-            &self.opts,
+            &self.opts.line,
             !self.token.is_cancelled(),
         ) {
             off += n;
@@ -209,8 +285,12 @@ impl CarbonCtx {
             loop {
                 match next_frame(&buf, self.max_frame_bytes) {
                     Ok(Some(frame)) => {
-                        let decoded =
-                            decode_pickle(&self.router, frame.payload, &self.opts, &mut points);
+                        let decoded = decode_pickle(
+                            &self.router,
+                            frame.payload,
+                            &self.opts.line,
+                            &mut points,
+                        );
                         let n = frame.consumed;
                         buf.advance(n);
                         match decoded {
@@ -236,7 +316,7 @@ impl CarbonCtx {
                     }
                 }
             }
-            if read_more(&mut s, &mut buf, &self.token).await? == 0 {
+            if self.read(&mut s, &mut buf).await? == 0 {
                 if !buf.is_empty() {
                     incr(self.router.stats.invalid(DropReason::BadFrame), 1);
                 }

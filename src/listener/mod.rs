@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::aggregate::Shard;
+use crate::aggregate::{Inserted, Refusal, Shard};
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 use crate::sink::SinkMsg;
@@ -90,6 +90,7 @@ pub struct Ingest {
     raw_version: u64,
     dump_messages: bool,
     bad_log: LogLimiter,
+    limit_log: LogLimiter,
 }
 
 impl Ingest {
@@ -110,6 +111,7 @@ impl Ingest {
             raw_version,
             dump_messages,
             bad_log: LogLimiter::new(10, Duration::from_secs(10)),
+            limit_log: LogLimiter::new(10, Duration::from_secs(10)),
         }
     }
 
@@ -139,25 +141,78 @@ impl Ingest {
         let mut handler = ShardHandler {
             shard: &mut shard,
             bad_log: &mut self.bad_log,
+            limit_log: &mut self.limit_log,
+            too_many_tags: 0,
+            refused: 0,
+            refused_under: Vec::new(),
         };
         let counts = self.parser.parse_packet(data, &mut handler);
+        let (too_many_tags, refused, refused_under) = (
+            handler.too_many_tags,
+            handler.refused,
+            std::mem::take(&mut handler.refused_under),
+        );
         drop(shard);
         incr(&self.stats.metrics_received, counts.lines);
         incr(&self.stats.bad_lines_seen, counts.bad);
+        // Counted per packet, not per line: a flood of new keys costs one
+        // add per packet here (and one lock per prefix that refused).
+        if too_many_tags > 0 {
+            incr(&self.stats.too_many_tags, too_many_tags);
+        }
+        if refused > 0 {
+            incr(&self.stats.series_dropped, refused);
+            for (prefix, n) in refused_under {
+                self.stats.add_series_dropped_under(&prefix, n);
+            }
+        }
     }
 }
 
 struct ShardHandler<'a> {
     shard: &'a mut Shard,
     bad_log: &'a mut LogLimiter,
+    limit_log: &'a mut LogLimiter,
+    too_many_tags: u64,
+    /// Values refused by a series limit, all causes.
+    refused: u64,
+    /// Of those, per `series_limits` prefix.
+    refused_under: Vec<(std::sync::Arc<str>, u64)>,
+}
+
+impl ShardHandler<'_> {
+    fn refused(&mut self, m: &MetricRef<'_>, r: Refusal) {
+        self.refused += 1;
+        if let Some(suppressed) = self.limit_log.allow() {
+            tracing::warn!(
+                key = %String::from_utf8_lossy(&m.key[..m.key.len().min(256)]),
+                prefix = r.prefix.as_deref().unwrap_or(""),
+                limit = r.limit,
+                suppressed,
+                "new series dropped: series limit reached (existing series go on)"
+            );
+        }
+        if let Some(p) = r.prefix {
+            match self.refused_under.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, n)) => *n += 1,
+                None => self.refused_under.push((p, 1)),
+            }
+        }
+    }
 }
 
 impl Handler for ShardHandler<'_> {
+    #[inline]
     fn metric(&mut self, m: MetricRef<'_>) {
-        self.shard.insert(&m);
+        if let Inserted::Refused(r) = self.shard.insert(&m) {
+            self.refused(&m, r);
+        }
     }
 
     fn bad_line(&mut self, line: &[u8], err: ParseError) {
+        if err == ParseError::TooManyTags {
+            self.too_many_tags += 1;
+        }
         if let Some(suppressed) = self.bad_log.allow() {
             tracing::warn!(
                 line = %String::from_utf8_lossy(&line[..line.len().min(256)]),

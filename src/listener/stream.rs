@@ -96,6 +96,7 @@ impl StreamCtx {
                 Some(0) => return Ok(()),
                 Some(_) => conn.process(),
                 None => {
+                    incr(&self.stats.connections_idle_closed, 1);
                     tracing::debug!("closing idle connection");
                     return Ok(());
                 }

@@ -57,13 +57,23 @@ pub struct ParseOptions {
     /// Tags written in the name in the InfluxDB, Librato or SignalFX way
     /// (`[statsd] tag_dialects`); all by default, none under a config.js.
     pub tag_dialects: TagDialects,
+    /// Most tags on one line (`[statsd] max_tags`), counted in the canonical
+    /// key (empty tags dropped, duplicates kept); a line with more is
+    /// rejected with [`ParseError::TooManyTags`]. 0: no limit.
+    pub max_tags: usize,
 }
+
+/// The default `[statsd] max_tags`: far more than any client sends (a
+/// DogStatsD client adds a handful of global tags), few enough that one line
+/// cannot make a key of thousands of labels.
+pub const DEFAULT_MAX_TAGS: usize = 64;
 
 impl Default for ParseOptions {
     fn default() -> Self {
         ParseOptions {
             sanitize: true,
             tag_dialects: TagDialects::ALL,
+            max_tags: DEFAULT_MAX_TAGS,
         }
     }
 }
@@ -102,6 +112,9 @@ pub enum ParseError {
     /// The line is a DogStatsD event (`_e{`) or service check (`_sc|`).
     #[error("DogStatsD events and service checks are not metrics")]
     NotAMetric,
+    /// The line has more tags than `max_tags`.
+    #[error("more tags than max_tags")]
+    TooManyTags,
 }
 
 /// What the parser hands each value and each rejected line to.
@@ -206,9 +219,20 @@ impl StatsdParser {
             }
         }
         let key = self.keys.build(name, sanitize);
-        if key_name(key).is_empty() {
+        let name_len = key_name(key).len();
+        if name_len == 0 {
             reject(&mut counts, h, ParseError::EmptyName);
             return counts;
+        }
+        // A canonical key has one `;` before each tag. Untagged keys (most)
+        // have nothing after the name to scan.
+        let max_tags = self.opts.max_tags;
+        if max_tags > 0 && key.len() > name_len {
+            let tags = key[name_len..].iter().filter(|&&b| b == b';').count();
+            if tags > max_tags {
+                reject(&mut counts, h, ParseError::TooManyTags);
+                return counts;
+            }
         }
 
         for seg in segments(rest) {
@@ -496,6 +520,38 @@ mod tests {
             };
             assert_eq!(counts, want_counts, "{shown:?}");
         }
+    }
+
+    #[test]
+    fn too_many_tags() {
+        let opts = ParseOptions {
+            max_tags: 2,
+            ..ParseOptions::default()
+        };
+        check(
+            opts.clone(),
+            &[
+                (b"a:1|c|#x:1,y:2", vec![c("a;x=1;y=2", 1.0)]),
+                (b"a:1|c|#x:1,y:2,z", vec![bad(TooManyTags)]),
+                // Graphite, dialect and DogStatsD tags count together.
+                (b"a;p=1,q=2:1|c|#x", vec![bad(TooManyTags)]),
+                (b"a;p=1:1|c|#x", vec![c("a;p=1;x", 1.0)]),
+                // Empty tags are not tags.
+                (b"a:1|c|#x,,,y,", vec![c("a;x;y", 1.0)]),
+            ],
+        );
+        let many: String = (0..10_000).map(|i| format!("t{i}:v,")).collect();
+        let line = format!("a:1|c|#{many}");
+        check(
+            ParseOptions::default(),
+            &[(line.as_bytes(), vec![bad(TooManyTags)])],
+        );
+        let unlimited = ParseOptions {
+            max_tags: 0,
+            ..ParseOptions::default()
+        };
+        let (got, _, _) = run(unlimited, line.as_bytes());
+        assert!(matches!(&got[..], [Got::Metric { .. }]), "{got:?}");
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub struct RelayStats {
     pub connections: AtomicU64,
     /// Carbon TCP connections ended (c-relay `disconnects`).
     pub disconnects: AtomicU64,
+    /// Carbon TCP connections refused because `[relay] max_connections` were open.
+    pub connections_rejected: AtomicU64,
+    /// Carbon TCP connections open now (line and pickle together).
+    pub connections_open: AtomicU64,
+    /// Carbon TCP connections closed because they sent nothing for `[relay] idle_timeout`.
+    pub connections_idle_closed: AtomicU64,
     /// Lines with no timestamp (dropped, or stamped now when allowed).
     pub invalid_missing_timestamp: AtomicU64,
     /// Lines whose value is NaN or ±Inf, dropped.
@@ -167,6 +173,14 @@ impl RelayStats {
             ("metricsRerouted".to_string(), get(&self.metrics_rerouted)),
             ("framesReceived".to_string(), get(&self.frames_received)),
             ("timestampNow".to_string(), get(&self.timestamp_now)),
+            (
+                "connectionsRejected".to_string(),
+                get(&self.connections_rejected),
+            ),
+            (
+                "connectionsIdleClosed".to_string(),
+                get(&self.connections_idle_closed),
+            ),
         ];
         for (name, c) in [
             ("missingTimestamp", &self.invalid_missing_timestamp),
