@@ -218,7 +218,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     keep!(listen.udp_batch, "[statsd] udp_batch");
     keep!(listen.max_connections, "[statsd] max_connections");
     keep!(listen.idle_timeout, "[statsd] idle_timeout");
-    keep!(parse, "[statsd] key_name_sanitize / tag_dialects");
+    keep!(
+        parse,
+        "[statsd] key_name_sanitize / tag_dialects / max_tags"
+    );
     // The graphite sinks sanitise names exactly when ingest does not: the two
     // must follow the same `key_name_sanitize`.
     if new.parse != old.parse {
@@ -255,7 +258,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             }
             keep_relay!(
                 line,
-                "[relay] max_line_length / allow_missing_timestamp / allow_inf / minus_one_is_now / name_check"
+                "[relay] max_line_length / allow_missing_timestamp / allow_inf / minus_one_is_now / name_check / max_connections / idle_timeout"
             );
             keep_relay!(max_frame_bytes, "[relay] max_frame_bytes");
             // Listeners alone do not need a new routing table.
@@ -301,7 +304,14 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         "[flush] calculated_timer_metrics",
     );
     applied(
-        old.aggregate != eff.aggregate,
+        old.aggregate.limits != eff.aggregate.limits,
+        "[statsd] max_series / series_limits",
+    );
+    applied(
+        crate::aggregate::AggregateOptions {
+            limits: eff.aggregate.limits.clone(),
+            ..old.aggregate.clone()
+        } != eff.aggregate,
         "[flush] delete_* / gauges_max_ttl",
     );
     applied(old.self_metrics != eff.self_metrics, "[flush] self_metrics");
