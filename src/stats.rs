@@ -40,6 +40,11 @@ pub struct Stats {
     pub reload_failures: AtomicU64,
     /// Admin console and `POST /-/reload` requests refused for a missing or wrong token.
     pub admin_auth_failures: AtomicU64,
+    /// HTTP answers with a 4xx status, and HTTP connections that sent bytes
+    /// but were closed unanswered (garbage).
+    pub http_client_errors: AtomicU64,
+    /// HTTP connections closed at once because `MAX_CONNECTIONS` were open.
+    pub http_connections_rejected: AtomicU64,
     /// Values dropped because they would have created a new series past
     /// `max_series` or a `series_limits` prefix (all causes; per prefix in
     /// [`Stats::series_dropped_by_prefix`]).

@@ -151,6 +151,8 @@ pub async fn stats(State(s): State<Shared>) -> Json<Value> {
         "reloads": get(&st.reloads),
         "reload_failures": get(&st.reload_failures),
         "admin_auth_failures": get(&st.admin_auth_failures),
+        "http_client_errors": get(&st.http_client_errors),
+        "http_connections_rejected": get(&st.http_connections_rejected),
         "last_flush_micros": get(&st.last_flush_micros),
         "series_live": get(&st.series_live),
         "series_dropped_by_prefix": by_prefix,

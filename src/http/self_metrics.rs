@@ -68,6 +68,16 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
             &stats.bad_lines_seen,
         ),
         (
+            "http_client_errors_total",
+            "HTTP answers with a 4xx status, and HTTP connections closed unanswered after sending garbage.",
+            &stats.http_client_errors,
+        ),
+        (
+            "http_connections_rejected_total",
+            "HTTP connections closed at once because 1024 were open.",
+            &stats.http_connections_rejected,
+        ),
+        (
             "admin_auth_failures_total",
             "Admin console commands and POST /-/reload refused for a missing or wrong token.",
             &stats.admin_auth_failures,

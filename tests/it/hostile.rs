@@ -352,6 +352,20 @@ fn garbage_on_http_admin_and_pickle_ports_and_hostile_pickles() {
     let mut answer = String::new();
     c.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    // Counted once, whether the parser answered 4xx or closed unanswered;
+    // the good request is not. A garbage request line is answered 400.
+    let mut c = TcpStream::connect(http).unwrap();
+    c.set_read_timeout(Some(secs(5))).unwrap();
+    c.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let http_errors = || get(&rig.stats().http_client_errors);
+    let deadline = Instant::now() + secs(5);
+    while http_errors() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(http_errors(), 2);
 
     // Admin console: garbage lines are answered with ERROR, then a real
     // command still works on the same connection.
