@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod deploy;
 mod differential;
+mod fuzz_corpus;
 mod http;
 mod prometheus;
 mod relay;
