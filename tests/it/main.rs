@@ -9,6 +9,7 @@ mod differential;
 mod fuzz_corpus;
 mod http;
 mod prometheus;
+mod props;
 mod relay;
 mod relay_oracle;
 mod reload;
