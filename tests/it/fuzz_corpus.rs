@@ -146,3 +146,73 @@ fn statsd_format() {
         targets::statsd_roundtrip(l.as_bytes());
     }
 }
+
+/// The pickle frames the fuzzer found crashing the process (a stack
+/// overflow, gigabytes of memory, a panic in a sort) are now bad frames:
+/// counted, and the connection goes on to the next frame.
+#[test]
+fn hostile_pickle_frames_are_counted_bad_frames() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    use crate::support::{config, Graphite, Server};
+
+    let mut graphite = Graphite::start();
+    let s = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+[flush]
+shutdown_timeout = "5s"
+[relay]
+line_tcp = []
+line_udp = []
+pickle = ["127.0.0.1:0"]
+stats_interval = "0s"
+[[relay.cluster]]
+name = "c"
+method = "forward"
+destinations = ["{}"]
+"#,
+        graphite.addr
+    )));
+    let frame = |payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    // 100 000 lists deep.
+    let mut deep = b"\x80\x02".to_vec();
+    deep.extend(std::iter::repeat_n(b']', 100_000));
+    deep.extend(std::iter::repeat_n(b'a', 99_999));
+    deep.push(b'.');
+    // A list of 200 ints referenced 5000 times.
+    let mut wide = b"\x80\x02]q\x00(".to_vec();
+    wide.extend(std::iter::repeat_n(&b"K\x01"[..], 200).flatten());
+    wide.extend_from_slice(b"e]");
+    wide.extend(std::iter::repeat_n(&b"h\x00a"[..], 5000).flatten());
+    wide.push(b'.');
+    // [('s', (1, {nan, 1.0}))], protocol 4.
+    let nan_set = b"\x80\x04\x95\x24\0\0\0\0\0\0\0]\x94\x8c\x01s\x94K\x01\x8f\x94(G\x3f\xf0\0\0\0\0\0\0G\x7f\xf8\0\0\0\0\0\0\x90\x86\x94\x86\x94a.";
+    let good = serde_pickle::to_vec(
+        &vec![("fuzz.after", (1_700_000_000i64, 2.5f64))],
+        serde_pickle::SerOptions::new().proto_v2(),
+    )
+    .unwrap();
+    let mut stream = Vec::new();
+    for payload in [&deep[..], &wide, nan_set, &good] {
+        stream.extend(frame(payload));
+    }
+    let mut conn = std::net::TcpStream::connect(s.running().pickle[0]).unwrap();
+    conn.write_all(&stream).unwrap();
+
+    assert_eq!(
+        graphite.value_of("fuzz.after", Duration::from_secs(10)),
+        "2.5"
+    );
+    let stats = s.running().stats.relay().expect("a relay runs");
+    assert_eq!(stats.invalid_frame.load(Ordering::Relaxed), 3);
+    drop(conn);
+    s.stop();
+}
