@@ -187,7 +187,7 @@ pub fn statsd_roundtrip(data: &[u8]) {
             let again = parse_statsd(opts.clone(), &line);
             assert_eq!(
                 again,
-                [m.clone()],
+                std::slice::from_ref(&m),
                 "round trip through {:?}",
                 String::from_utf8_lossy(&line)
             );
