@@ -46,7 +46,9 @@
 //!   their size. The walk also rewrites the small MARK-built tuples of
 //!   protocols 0 and 1 (and of serde-pickle's own writer, which statsyard's
 //!   sinks use) as TUPLE1..3, since serde-pickle would give each one the
-//!   128-value capacity of a MARK's stack: 8 KiB a point.
+//!   128-value capacity of a MARK's stack: 8 KiB a point. Ints longer than
+//!   4300 decimal digits (Python's `int_max_str_digits`), which would take
+//!   seconds to convert to or from decimal, are refused too.
 
 use serde_pickle::Value;
 
@@ -316,6 +318,12 @@ struct Node {
     /// The last child, which REDUCE of `set`/`list`/... takes as argument.
     last: Option<Item>,
 }
+
+/// Python's `sys.int_max_str_digits`: the longest decimal int CPython 3.11+
+/// converts (so carbon refuses a longer LONG too).
+const MAX_INT_DIGITS: usize = 4300;
+/// The bytes of a two's complement int of [`MAX_INT_DIGITS`] digits.
+const MAX_INT_BYTES: u64 = 1786;
 
 /// The size of one value inside a container (serde-pickle's `Value`).
 const SLOT: u64 = 32;
@@ -668,7 +676,19 @@ impl Walk<'_> {
                 // NONE, NEWFALSE, NEWTRUE
                 b'N' | 0x88 | 0x89 => self.scalar(0, false)?,
                 // INT, LONG, FLOAT, STRING, UNICODE: a line each.
-                b'I' | b'L' | b'S' | b'V' => {
+                // A decimal LONG past Python's own limit (int_max_str_digits)
+                // would take seconds to convert, as would printing a huge
+                // LONG4 in an error message.
+                b'L' => {
+                    let line = self.line();
+                    if line.len() > MAX_INT_DIGITS + 2 {
+                        let head = line[..16].to_vec();
+                        return self.bad(ErrorCode::InvalidLiteral(head));
+                    }
+                    let len = line.len() as u64;
+                    self.scalar(len, false)?;
+                }
+                b'I' | b'S' | b'V' => {
                     let len = self.line().len() as u64;
                     self.scalar(len, false)?;
                 }
@@ -706,6 +726,9 @@ impl Walk<'_> {
                     let Ok(n) = u64::try_from(n) else {
                         return self.bad(ErrorCode::NegativeLength);
                     };
+                    if op == 0x8b && n > MAX_INT_BYTES {
+                        return Err(Refusal::TooLarge);
+                    }
                     self.take(n)?;
                     self.scalar(n, false)?;
                 }
@@ -1358,11 +1381,27 @@ mod tests {
         assert_eq!(skipped, vec![EntryError::BadNumber]);
         decode_frame_into(&frame(1023), &opts, &mut points, &mut |e| skipped.push(e)).unwrap();
         assert_eq!(points[0].value, 2f64.powi(1023));
-        // A million-bit int is refused as quickly.
-        decode_frame_into(&frame(1 << 20), &opts, &mut points, &mut |e| {
-            skipped.push(e)
-        })
-        .unwrap();
+        // Past 4300 digits (1786 bytes) an int refuses the frame, as
+        // Python refuses the decimal form.
+        decode_frame_into(&frame(14_000), &opts, &mut points, &mut |e| skipped.push(e)).unwrap();
         assert_eq!(skipped.len(), 2);
+        assert!(matches!(
+            decode_frame(&frame(1 << 23)),
+            Err(PickleError::TooLarge)
+        ));
+        let long = |digits: usize| {
+            let mut p = b"\x80\x02]q\x00X\x01\x00\x00\x00aK\x01L".to_vec();
+            p.extend(std::iter::repeat_n(b'7', digits));
+            p.extend_from_slice(b"L\n\x86\x86a.");
+            p
+        };
+        decode_frame_into(&long(4300), &opts, &mut points, &mut |e| skipped.push(e)).unwrap();
+        assert_eq!(skipped.len(), 3);
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            decode_frame(&long(1_000_000)),
+            Err(PickleError::Decode(_))
+        ));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }
