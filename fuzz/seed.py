@@ -5,7 +5,11 @@ their SHA-1 as libFuzzer names corpus files. Run from fuzz/ before a first
 
 Seeds come from the repository's own test data (tests/data, deploy/examples,
 the embedded default config) plus a few hand-written carbon lines and pickle
-frames made with Python's pickle module, protocols 0 to 5."""
+frames made with Python's pickle module, protocols 0 to 5, and the inputs
+that once crashed a target (regress-*).
+
+    python3 seed.py                 # seeds and regressions
+    python3 seed.py --regressions   # only the regressions (after cmin)"""
 
 import hashlib
 import os
@@ -17,10 +21,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def put(target, data):
+def put(target, data, name=None):
     d = os.path.join(ROOT, "fuzz", "corpus", target)
     os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, hashlib.sha1(data).hexdigest()), "wb") as f:
+    with open(os.path.join(d, name or hashlib.sha1(data).hexdigest()), "wb") as f:
         f.write(data)
 
 
@@ -124,9 +128,39 @@ def configs():
     put("mapping_yaml", read("tests/data/prometheus/mapping.yml"))
 
 
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def regressions():
+    """Inputs that crashed a target once, named regress-*: `cargo fuzz cmin`
+    keeps only inputs that add coverage, so run `seed.py --regressions`
+    after it to put these back."""
+    deep = b"\x80\x02" + b"]" * 20000 + b"a" * 19999 + b"."
+    put("pickle_frame", frame(deep), "regress-pickle-deep-lists")
+    marks = b"(" * 3000 + b"t" * 3000 + b"."
+    put("pickle_frame", frame(marks), "regress-pickle-deep-marks")
+    wide = b"\x80\x02]q\x00(" + b"K\x01" * 200 + b"e]" + b"h\x00a" * 5000 + b"."
+    put("pickle_frame", frame(wide), "regress-pickle-memo-expansion")
+    dup = b"\x80\x02](" + b"K\x01" * 200 + b"e" + b"2" * 5000 + b"."
+    put("pickle_frame", frame(dup), "regress-pickle-dup-expansion")
+    put("pickle_frame", b"(" * 20000 + b".", "regress-pickle-mark-flood")
+    put("pickle_frame", b"](ta" * 5000 + b".", "regress-pickle-mark-tuples")
+    nan_set = pickle.dumps([("s", (1, {float("nan"), 1.0}))], protocol=4)
+    put("pickle_frame", frame(nan_set), "regress-pickle-nan-set")
+    nan_key = pickle.dumps([("k", (1, {(1, float("nan")): 2}))], protocol=2)
+    put("pickle_frame", frame(nan_key), "regress-pickle-nan-dict-key")
+    put("pickle_frame", b"\x80\x02]L" + b"7" * 5000 + b"L\na.", "regress-pickle-long-decimal")
+    put("config_js", b"{x: " + b"[" * 20000, "regress-config-js-deep-arrays")
+    put("config_js", b"{x: " + b"{a:" * 10000, "regress-config-js-deep-objects")
+    put("config_js", b"{x: 1} // \xe2\x80\xa8" + b"[" * 20000, "regress-config-js-ls-comment")
+
+
 if __name__ == "__main__":
-    statsd()
-    carbon()
-    pickles()
-    configs()
+    if sys.argv[1:] != ["--regressions"]:
+        statsd()
+        carbon()
+        pickles()
+        configs()
+    regressions()
     sys.exit(0)
