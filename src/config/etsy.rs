@@ -75,12 +75,24 @@ const GRAPHITE_KEYS: &[&str] = &[
     "globalSuffix",
 ];
 
+/// The deepest nesting of arrays, objects and parentheses a `config.js` may
+/// have. The reference's own config needs 3.
+const MAX_NESTING: usize = 128;
+
 /// Parse and translate a `config.js` text; `file` names it in errors.
 pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let syntax = |message: String| ConfigError::Syntax {
         file: file.to_string(),
         message,
     };
+    // json5's parser and serde_json's drop both recurse once per level, so
+    // a deep enough nesting would overflow the stack instead of failing.
+    let depth = nesting_depth(text);
+    if depth > MAX_NESTING {
+        return Err(syntax(format!(
+            "brackets nested {depth} deep; at most {MAX_NESTING} levels are supported"
+        )));
+    }
     let value: Value = json5::from_str(&unwrap_expression(text)).map_err(|e| {
         let hint = if e.code() == Some(json5::ErrorCode::LeadingZero) {
             "; write an octal socket_mod as a string, e.g. '0660'"
@@ -119,15 +131,57 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
 /// slicing) keeps the line and column of every later json5 error right.
 fn unwrap_expression(text: &str) -> String {
     let b = text.as_bytes();
-    // Byte offsets of every character outside comments and whitespace (for
-    // strings, the quotes), found with a minimal lexer so that a `;` or `)`
-    // inside a comment or a string is left alone.
+    let sig = significant(text);
+    let mut out = text.to_string();
+    // Every blanked byte is an ASCII punctuation character, so replacing it
+    // with a space keeps the string valid UTF-8 and every offset in place.
+    let mut blank = |at: usize| out.replace_range(at..at + 1, " ");
+    let mut end = sig.len();
+    while end > 0 && b[sig[end - 1]] == b';' {
+        end -= 1;
+        blank(sig[end]);
+    }
+    if end >= 2 && b[sig[0]] == b'(' && b[sig[end - 1]] == b')' {
+        blank(sig[0]);
+        blank(sig[end - 1]);
+    }
+    out
+}
+
+/// The deepest nesting of `[`, `{` and `(` outside strings and comments.
+fn nesting_depth(text: &str) -> usize {
+    let b = text.as_bytes();
+    let (mut depth, mut max) = (0usize, 0usize);
+    for at in significant(text) {
+        match b[at] {
+            b'[' | b'{' | b'(' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Byte offsets of every character outside comments and whitespace (for
+/// strings, the quotes), found with a minimal lexer so that a `;` or `)`
+/// inside a comment or a string is left alone.
+fn significant(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
     let mut sig: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                // JSON5 also ends a line at U+2028 and U+2029.
+                while i < b.len()
+                    && b[i] != b'\n'
+                    && b[i] != b'\r'
+                    && !b[i..].starts_with("\u{2028}".as_bytes())
+                    && !b[i..].starts_with("\u{2029}".as_bytes())
+                {
                     i += 1;
                 }
             }
@@ -159,20 +213,7 @@ fn unwrap_expression(text: &str) -> String {
             }
         }
     }
-    let mut out = text.to_string();
-    // Every blanked byte is an ASCII punctuation character, so replacing it
-    // with a space keeps the string valid UTF-8 and every offset in place.
-    let mut blank = |at: usize| out.replace_range(at..at + 1, " ");
-    let mut end = sig.len();
-    while end > 0 && b[sig[end - 1]] == b';' {
-        end -= 1;
-        blank(sig[end]);
-    }
-    if end >= 2 && b[sig[0]] == b'(' && b[sig[end - 1]] == b')' {
-        blank(sig[0]);
-        blank(sig[end - 1]);
-    }
-    out
+    sig
 }
 
 /// A translation failure, before it is given the file name.
@@ -1582,6 +1623,31 @@ Optional Variables:
                 assert!(msg.contains(p), "{text}: {p:?} not in {msg}");
             }
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_a_syntax_error_not_a_stack_overflow() {
+        // The fuzzer's crash: json5 and serde_json recurse once per level.
+        for open in ["[", "{a:", "(["] {
+            let deep = format!("{{x: {}", open.repeat(100_000));
+            let e = from_str(&deep, "config.js").expect_err("too deep");
+            assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+            assert!(e.to_string().contains("nested"), "{e}");
+        }
+        // At the limit it still parses (on a test thread's small stack).
+        let limit = format!(
+            "{{x: {}1{}}}",
+            "[".repeat(MAX_NESTING - 1),
+            "]".repeat(MAX_NESTING - 1)
+        );
+        from_str(&limit, "config.js").expect("128 levels");
+        // Brackets in strings and comments do not count, except after a
+        // line break JSON5 knows (U+2028 ends a // comment).
+        let quoted = format!("{{x: '{}'}} // {}", "[".repeat(500), "{".repeat(500));
+        from_str(&quoted, "config.js").expect("brackets in a string");
+        let hidden = format!("{{x: 1}} // {}{}", "\u{2028}", "[".repeat(100_000));
+        let e = from_str(&hidden, "config.js").expect_err("U+2028 ends the comment");
+        assert!(e.to_string().contains("nested"), "{e}");
     }
 
     #[test]
