@@ -50,6 +50,9 @@ SETTLE_SECONDS = 10
 WORKLOADS = {
     "W1": ["--mix", "c=1", "--lines-per-packet", "20", "--keys", "1000"],
     "W2": ["--mix", "c=1", "--lines-per-packet", "60", "--keys", "100000"],
+    # W2 at the rate the peers were measured at (the loss target's rate).
+    "W2P": ["--mix", "c=1", "--lines-per-packet", "60", "--keys", "100000",
+            "--rate", "5900000"],
     "MIXED": [
         "--mix", "c=4,ms=3,g=1,s=1,h=1", "--tags", "0.3333",
         "--lines-per-packet", "20", "--keys", "10000", "--rate", "2000000",
