@@ -178,65 +178,15 @@ pub fn render(r: &RelayStats, s: &mut String) {
         "1 while statsyard is connected to the destination, 0 while it is down.",
         &per_dest(&|d| get(&d.up)),
     );
-    type SpoolField = fn(&crate::spool::SpoolStats) -> u64;
-    let spool: [(&str, &str, &str, SpoolField); 9] = [
-        (
-            "destination_spool_spooled_entries_total",
-            "counter",
-            "Records (a batch of points each) a destination wrote to its disk spool.",
-            |k| get(&k.spooled_entries),
-        ),
-        (
-            "destination_spool_spooled_bytes_total",
-            "counter",
-            "Bytes a destination wrote to its disk spool.",
-            |k| get(&k.spooled_bytes),
-        ),
-        (
-            "destination_spool_replayed_entries_total",
-            "counter",
-            "Records delivered from a destination's disk spool.",
-            |k| get(&k.replayed_entries),
-        ),
-        (
-            "destination_spool_replayed_bytes_total",
-            "counter",
-            "Bytes delivered from a destination's disk spool.",
-            |k| get(&k.replayed_bytes),
-        ),
-        (
-            "destination_spool_dropped_entries_total",
-            "counter",
-            "Undelivered records deleted from a destination's spool to stay under spool_bytes.",
-            |k| get(&k.dropped_entries),
-        ),
-        (
-            "destination_spool_dropped_bytes_total",
-            "counter",
-            "Bytes deleted from a destination's spool to stay under spool_bytes.",
-            |k| get(&k.dropped_bytes),
-        ),
-        (
-            "destination_spool_corrupt_records_total",
-            "counter",
-            "Torn or corrupt spool records found and skipped.",
-            |k| get(&k.corrupt_records),
-        ),
-        (
-            "destination_spool_entries",
-            "gauge",
-            "Records waiting in a destination's disk spool.",
-            |k| get(&k.held_entries),
-        ),
-        (
-            "destination_spool_bytes",
-            "gauge",
-            "Bytes of a destination's spool segment files on disk.",
-            |k| get(&k.held_bytes),
-        ),
-    ];
-    for (name, kind, help, field) in spool {
-        family(s, name, kind, help, &per_dest(&|d| field(&d.spool)));
+    for m in &crate::spool::SPOOL_METRICS {
+        let name = format!("destination_spool_{}", m.name);
+        family(
+            s,
+            &name,
+            m.kind,
+            m.help,
+            &per_dest(&|d| (m.value)(&d.spool)),
+        );
     }
 }
 

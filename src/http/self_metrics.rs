@@ -13,13 +13,13 @@ use crate::http::prometheus::push_help;
 use crate::stats::{get, Stats};
 
 /// One family: name (without `statsyard_`), type, help.
-struct Fam {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
+struct Fam<'a> {
+    name: &'a str,
+    kind: &'a str,
+    help: &'a str,
 }
 
-fn header(s: &mut String, f: &Fam) {
+fn header(s: &mut String, f: &Fam<'_>) {
     let name = format!("statsyard_{}", f.name);
     push_help(s, &name, f.help);
     let _ = writeln!(s, "# TYPE {name} {}", f.kind);
@@ -224,7 +224,7 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let sinks = stats.sinks();
     if !sinks.is_empty() {
         type Field = fn(&crate::stats::SinkStats) -> u64;
-        let per_sink: [(&str, &str, &str, Field); 16] = [
+        let per_sink: [(&str, &str, &str, Field); 7] = [
             (
                 "sink_errors_total",
                 "counter",
@@ -264,69 +264,30 @@ pub fn render(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
                 "Bytes a sink holds in memory, waiting for its destination (its queue depth).",
                 |k| get(&k.buffered_bytes),
             ),
-            (
-                "sink_spool_spooled_entries_total",
-                "counter",
-                "Flushes a sink wrote to its disk spool (memory buffer over its bound, or shutdown with the destination down).",
-                |k| get(&k.spool.spooled_entries),
-            ),
-            (
-                "sink_spool_spooled_bytes_total",
-                "counter",
-                "Bytes a sink wrote to its disk spool.",
-                |k| get(&k.spool.spooled_bytes),
-            ),
-            (
-                "sink_spool_replayed_entries_total",
-                "counter",
-                "Flushes delivered from a sink's disk spool.",
-                |k| get(&k.spool.replayed_entries),
-            ),
-            (
-                "sink_spool_replayed_bytes_total",
-                "counter",
-                "Bytes delivered from a sink's disk spool.",
-                |k| get(&k.spool.replayed_bytes),
-            ),
-            (
-                "sink_spool_dropped_entries_total",
-                "counter",
-                "Undelivered flushes deleted from a sink's spool to stay under spool_bytes.",
-                |k| get(&k.spool.dropped_entries),
-            ),
-            (
-                "sink_spool_dropped_bytes_total",
-                "counter",
-                "Bytes deleted from a sink's spool to stay under spool_bytes.",
-                |k| get(&k.spool.dropped_bytes),
-            ),
-            (
-                "sink_spool_corrupt_records_total",
-                "counter",
-                "Torn or corrupt spool records found and skipped (each skips the rest of its segment).",
-                |k| get(&k.spool.corrupt_records),
-            ),
-            (
-                "sink_spool_entries",
-                "gauge",
-                "Flushes waiting in a sink's disk spool.",
-                |k| get(&k.spool.held_entries),
-            ),
-            (
-                "sink_spool_bytes",
-                "gauge",
-                "Bytes of a sink's spool segment files on disk.",
-                |k| get(&k.spool.held_bytes),
-            ),
         ];
-        for (name, kind, help, field) in per_sink {
-            header(&mut s, &Fam { name, kind, help });
-            for k in &sinks {
+        let rows = per_sink.iter().map(|&(name, kind, help, field)| {
+            let values: Vec<u64> = sinks.iter().map(|k| field(k)).collect();
+            (name.to_string(), kind, help, values)
+        });
+        // The spool's families, shared with the relay destinations'.
+        let spool = crate::spool::SPOOL_METRICS.iter().map(|m| {
+            let values: Vec<u64> = sinks.iter().map(|k| (m.value)(&k.spool)).collect();
+            (format!("sink_spool_{}", m.name), m.kind, m.help, values)
+        });
+        for (name, kind, help, values) in rows.chain(spool) {
+            header(
+                &mut s,
+                &Fam {
+                    name: &name,
+                    kind,
+                    help,
+                },
+            );
+            for (k, v) in sinks.iter().zip(values) {
                 let _ = writeln!(
                     s,
-                    "statsyard_{name}{{sink=\"{}\"}} {}",
+                    "statsyard_{name}{{sink=\"{}\"}} {v}",
                     label_value(&k.name),
-                    field(k)
                 );
             }
         }
