@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use statsyard::spool::{Spool, SpoolConfig, SpoolStats};
+use statsyard::spool::{Spool, SpoolConfig};
+use statsyard::stats::spool::SpoolStats;
 
 /// Payload sizes: a relay record of a few points, a small flush, a large one.
 const SIZES: [usize; 3] = [512, 16 * 1024, 1024 * 1024];

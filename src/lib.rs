@@ -20,16 +20,21 @@
 //! - [`stats`]: self-metrics (atomics, no globals).
 //! - [`supervise`]: restarts a task that panicked or failed, with backoff, counted.
 
+pub mod admin;
 pub mod aggregate;
+pub mod check;
 pub mod config;
+pub mod exposition;
 pub mod flush;
+pub mod flusher;
+pub mod front;
 pub mod http;
 pub mod listener;
 pub mod log_limit;
 pub mod metric;
 pub mod parse;
 pub mod relay;
-pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod sink;
@@ -37,3 +42,4 @@ pub mod spool;
 pub mod state;
 pub mod stats;
 pub mod supervise;
+pub mod sys;

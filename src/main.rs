@@ -206,8 +206,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 
 /// How SIGHUP and `POST /-/reload` re-read the config: the same file, with
 /// the same flags applied over it, as at start.
-fn reload_source(cli: &Cli) -> statsyard::reload::Source {
-    use statsyard::reload::Source;
+fn reload_source(cli: &Cli) -> statsyard::server::Source {
+    use statsyard::server::Source;
     let cli = cli.clone();
     match &cli.command {
         Some(Command::Relay(_)) if cli.config.is_none() => {
@@ -234,7 +234,7 @@ fn reload_source(cli: &Cli) -> statsyard::reload::Source {
     }
 }
 
-fn serve(config: Config, source: statsyard::reload::Source) -> anyhow::Result<ExitCode> {
+fn serve(config: Config, source: statsyard::server::Source) -> anyhow::Result<ExitCode> {
     let source = match init_logging(&config.log)? {
         Some(set_level) => source.with_log_level(set_level),
         None => source,
@@ -345,7 +345,7 @@ fn load_by_extension(path: &Path) -> anyhow::Result<Config> {
 ///
 /// Returns how a reload sets `[log] level`; `None` when `RUST_LOG` is set,
 /// since it wins over the file then too.
-fn init_logging(log: &LogConfig) -> anyhow::Result<Option<statsyard::reload::LogFn>> {
+fn init_logging(log: &LogConfig) -> anyhow::Result<Option<statsyard::server::LogFn>> {
     use tracing_subscriber::EnvFilter;
     let (filter, from_env) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => (EnvFilter::try_new(v).context("bad RUST_LOG")?, true),
@@ -359,7 +359,7 @@ fn init_logging(log: &LogConfig) -> anyhow::Result<Option<statsyard::reload::Log
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // The two formats are two types, and so are their reload handles.
-    let set_level: statsyard::reload::LogFn = if log.json {
+    let set_level: statsyard::server::LogFn = if log.json {
         let b = builder
             .json()
             .with_env_filter(filter)

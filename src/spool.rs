@@ -51,13 +51,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::stats::incr;
+use crate::stats::spool::SpoolStats;
 
 /// The first 8 bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"SYSPOOL1";
@@ -79,102 +80,6 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// A segment takes appends until it holds this many bytes.
     pub segment_bytes: u64,
-}
-
-/// One spool counter as a Prometheus family, shared by the sinks' and the
-/// relay destinations' exports: the name after `<owner>_spool_`, its type,
-/// its help (an entry is a flush for a sink, a batch of points for a relay
-/// destination), and how to read it.
-pub struct SpoolMetric {
-    pub name: &'static str,
-    pub kind: &'static str,
-    pub help: &'static str,
-    pub value: fn(&SpoolStats) -> u64,
-}
-
-fn load(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
-}
-
-/// Every spool counter, in export order.
-pub const SPOOL_METRICS: [SpoolMetric; 9] = [
-    SpoolMetric {
-        name: "spooled_entries_total",
-        kind: "counter",
-        help: "Entries (a flush for a sink, a batch of points for a relay destination) written to the disk spool.",
-        value: |k| load(&k.spooled_entries),
-    },
-    SpoolMetric {
-        name: "spooled_bytes_total",
-        kind: "counter",
-        help: "Bytes written to the disk spool.",
-        value: |k| load(&k.spooled_bytes),
-    },
-    SpoolMetric {
-        name: "replayed_entries_total",
-        kind: "counter",
-        help: "Entries delivered from the disk spool.",
-        value: |k| load(&k.replayed_entries),
-    },
-    SpoolMetric {
-        name: "replayed_bytes_total",
-        kind: "counter",
-        help: "Bytes delivered from the disk spool.",
-        value: |k| load(&k.replayed_bytes),
-    },
-    SpoolMetric {
-        name: "dropped_entries_total",
-        kind: "counter",
-        help: "Undelivered entries deleted from the spool to stay under spool_bytes.",
-        value: |k| load(&k.dropped_entries),
-    },
-    SpoolMetric {
-        name: "dropped_bytes_total",
-        kind: "counter",
-        help: "Bytes deleted from the spool to stay under spool_bytes.",
-        value: |k| load(&k.dropped_bytes),
-    },
-    SpoolMetric {
-        name: "corrupt_records_total",
-        kind: "counter",
-        help: "Torn or corrupt spool records found and skipped (each skips the rest of its segment).",
-        value: |k| load(&k.corrupt_records),
-    },
-    SpoolMetric {
-        name: "entries",
-        kind: "gauge",
-        help: "Entries waiting in the disk spool.",
-        value: |k| load(&k.held_entries),
-    },
-    SpoolMetric {
-        name: "bytes",
-        kind: "gauge",
-        help: "Bytes of the spool's segment files on disk.",
-        value: |k| load(&k.held_bytes),
-    },
-];
-
-/// A spool's counters. Totals only grow, except the two `held_*` gauges.
-#[derive(Debug, Default)]
-pub struct SpoolStats {
-    /// Records appended.
-    pub spooled_entries: AtomicU64,
-    /// Payload bytes appended.
-    pub spooled_bytes: AtomicU64,
-    /// Records delivered from the spool.
-    pub replayed_entries: AtomicU64,
-    /// Payload bytes delivered from the spool.
-    pub replayed_bytes: AtomicU64,
-    /// Undelivered records deleted to stay under the cap.
-    pub dropped_entries: AtomicU64,
-    /// Payload bytes of those records.
-    pub dropped_bytes: AtomicU64,
-    /// Torn or corrupt records found (each skips the rest of its segment).
-    pub corrupt_records: AtomicU64,
-    /// Records waiting on disk now.
-    pub held_entries: AtomicU64,
-    /// Bytes of segment files on disk now.
-    pub held_bytes: AtomicU64,
 }
 
 /// Where a record ends: acknowledging it moves the cursor there.

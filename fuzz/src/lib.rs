@@ -9,12 +9,12 @@
 
 use statsyard::aggregate::Shard;
 use statsyard::config;
-use statsyard::http::mapping::{Mapping, MetricClass};
 use statsyard::metric::{MetricRef, MetricType, Value};
 use statsyard::parse::carbon::{self, CarbonLineOptions, NameCheck, Timestamp};
 use statsyard::parse::pickle;
 use statsyard::parse::tags::TagDialects;
 use statsyard::parse::{Handler, PacketCounts, ParseError, ParseOptions, StatsdParser};
+use statsyard::sink::prometheus::mapping::{Mapping, MetricClass};
 
 /// An owned copy of one value the statsd parser handed out.
 #[derive(Debug, Clone, PartialEq)]

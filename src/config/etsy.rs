@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::raw::{RawBin, RawConfig, RawHistogram, RawSink, RawSinkType, RawUnix};
+use super::raw::{RawBin, RawConfig, RawHistogram, RawSink, RawUnix};
 use super::{Config, ConfigError};
 
 type Obj = Map<String, Value>;
@@ -510,7 +510,7 @@ fn socket_mode(key: &str, v: &Value) -> Result<String, Bad> {
             _ => Err(bad(key, format!("{n} is not a file mode (0 to 0o7777)"))),
         },
         Value::String(s) => {
-            super::toml::parse_mode(s).map_err(|r| bad(key, r))?;
+            crate::check::parse_mode(s).map_err(|r| bad(key, r))?;
             Ok(s.clone())
         }
         _ => Err(bad(
@@ -704,9 +704,7 @@ fn sinks(
                 }
             }
             "console" => {
-                let mut sink = RawSink::new(RawSinkType::Console);
-                sink.format = Some("text".to_string());
-                raw.sink.push(sink);
+                raw.sink.push(RawSink::new("console").set("format", "text"));
                 origin.push("backends");
             }
             "repeater" => {
@@ -755,10 +753,11 @@ fn graphite_sink(obj: &Obj, warnings: &mut Vec<String>) -> Result<Option<RawSink
     } else {
         opt_port(obj, "graphitePort")?.unwrap_or(2003)
     };
-    let mut sink = RawSink::new(RawSinkType::Graphite);
-    sink.address = Some(host_port(&host, port));
-    sink.protocol = Some(if pickle { "pickle" } else { "text" }.to_string());
-    Ok(Some(sink))
+    Ok(Some(
+        RawSink::new("graphite")
+            .set("address", host_port(&host, port))
+            .set("protocol", if pickle { "pickle" } else { "text" }),
+    ))
 }
 
 fn repeater_sink(obj: &Obj, warnings: &mut Vec<String>) -> Result<Option<RawSink>, Bad> {
@@ -813,10 +812,11 @@ fn repeater_sink(obj: &Obj, warnings: &mut Vec<String>) -> Result<Option<RawSink
         );
         return Ok(None);
     }
-    let mut sink = RawSink::new(RawSinkType::Repeater);
-    sink.protocol = Some(if proto == "tcp" { "tcp" } else { "udp" }.to_string());
-    sink.destinations = Some(destinations);
-    Ok(Some(sink))
+    Ok(Some(
+        RawSink::new("repeater")
+            .set("protocol", if proto == "tcp" { "tcp" } else { "udp" })
+            .set("destinations", destinations),
+    ))
 }
 
 /// `host:port`, with an IPv6 literal in brackets.
@@ -910,9 +910,9 @@ fn opt_port(obj: &Obj, key: &str) -> Result<Option<u16>, Bad> {
 mod tests {
     use super::*;
     use crate::flush::compute::{Bin, HistogramRule, Percentile};
-    use crate::sink::graphite::GraphiteProtocol;
-    use crate::sink::repeater::RepeaterProtocol;
-    use crate::sink::{SinkKind, SinkSpec};
+    use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
+    use crate::sink::repeater::{RepeaterConfig, RepeaterProtocol};
+    use crate::sink::SinkSpec;
 
     fn ok(text: &str) -> Config {
         match from_str(text, "config.js") {
@@ -928,10 +928,8 @@ mod tests {
     fn graphite(c: &Config) -> Vec<(String, GraphiteProtocol)> {
         c.sinks
             .iter()
-            .filter_map(|s| match &s.kind {
-                SinkKind::Graphite(g) => Some((g.address.clone(), g.protocol)),
-                _ => None,
-            })
+            .filter_map(|s| s.config_of::<GraphiteConfig>())
+            .map(|g| (g.address.clone(), g.protocol))
             .collect()
     }
 
@@ -1309,7 +1307,8 @@ Optional Variables:
             SinkSpec {
                 name: "repeater".into(),
                 queue: 65_536,
-                kind: SinkKind::Repeater(crate::sink::repeater::RepeaterConfig {
+                kind: "repeater",
+                config: std::sync::Arc::new(RepeaterConfig {
                     destinations: vec![
                         "10.10.10.10:8125".into(),
                         "observer:8126".into(),
@@ -1331,7 +1330,7 @@ Optional Variables:
             let c = ok(&format!(
                 "{{ backends: ['repeater'], {proto} repeater: [{{ port: 9 }}] }}"
             ));
-            let SinkKind::Repeater(r) = &c.sinks[0].kind else {
+            let Some(r) = c.sinks[0].config_of::<RepeaterConfig>() else {
                 panic!("{:?}", c.sinks)
             };
             assert_eq!(

@@ -2,8 +2,16 @@
 //! from the reference statsd's `config.js` ([`etsy`]), validated into
 //! [`Config`]. Everything downstream sees only `Config`.
 //!
+//! Each output kind validates its own `[[sink]]` table
+//! ([`crate::sink::SinkKind`]), the Prometheus exporter its `[prometheus]`
+//! section; [`check`] holds the checks they all share. Validated types of a
+//! component are the component's own (`crate::relay::config`,
+//! `crate::sink::*`): this module imports them, they never import it (but
+//! for [`check`], a leaf).
+//!
 //! A bad config fails at start naming the file, the key and the reason.
 
+pub mod diff;
 pub mod etsy;
 pub mod raw;
 pub mod relay;
@@ -16,8 +24,8 @@ use std::time::Duration;
 use crate::aggregate::AggregateOptions;
 use crate::flush::compute::ComputeOptions;
 use crate::flush::naming::Naming;
-use crate::http::prometheus::PromOptions;
 use crate::parse::ParseOptions;
+use crate::sink::prometheus::PrometheusConfig;
 use crate::sink::SinkSpec;
 
 /// The embedded default config, used when no file is given.
@@ -54,7 +62,7 @@ pub struct Config {
     /// What `/metrics` exports.
     pub prometheus: PrometheusConfig,
     /// The carbon relay (`[relay]`, or `statsyard relay` flags); `None` runs none.
-    pub relay: Option<relay::RelayConfig>,
+    pub relay: Option<crate::relay::config::RelayConfig>,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,
@@ -95,31 +103,6 @@ pub struct UnixListen {
     pub path: PathBuf,
     /// File mode applied after binding (the reference's `socket_mod`).
     pub mode: Option<u32>,
-}
-
-/// `[prometheus]`, validated; the mapping file is loaded.
-#[derive(Debug, Clone, Default)]
-pub struct PrometheusConfig {
-    /// The exporter's options, mapping included.
-    pub options: PromOptions,
-    /// Where the mapping came from, if any.
-    pub mapping_file: Option<PathBuf>,
-}
-
-impl PartialEq for PrometheusConfig {
-    /// A loaded [`Mapping`](crate::http::mapping::Mapping) has no equality
-    /// (it holds compiled regexes); the file it came from stands for it.
-    fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (&self.options, &other.options);
-        a.quantiles == b.quantiles
-            && a.buckets == b.buckets
-            && a.observer == b.observer
-            && a.ttl == b.ttl
-            && a.max_series == b.max_series
-            && a.idle_timeout == b.idle_timeout
-            && a.mapping.is_some() == b.mapping.is_some()
-            && self.mapping_file == other.mapping_file
-    }
 }
 
 /// Logging.

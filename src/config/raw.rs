@@ -29,7 +29,7 @@ pub struct RawConfig {
     /// The reference statsd's TCP admin console.
     pub admin: RawAdmin,
     /// What `/metrics` exports and how.
-    pub prometheus: RawPrometheus,
+    pub prometheus: crate::sink::prometheus::RawPrometheus,
     /// The carbon relay; absent means no relay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RawRelay>,
@@ -79,68 +79,6 @@ impl Default for RawAdmin {
             health: "up".into(),
             token: String::new(),
             token_file: String::new(),
-        }
-    }
-}
-
-/// One summary quantile, as statsd_exporter writes it.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawQuantile {
-    /// In [0, 1].
-    pub quantile: f64,
-    /// Allowed rank error, in [0, 1].
-    pub error: f64,
-}
-
-/// `[prometheus]`: the `/metrics` exposition.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RawPrometheus {
-    /// Summary quantiles of timers, histograms and distributions.
-    pub quantiles: Vec<RawQuantile>,
-    /// Histogram bucket upper bounds, in seconds, ascending.
-    pub buckets: Vec<f64>,
-    /// `summary` or `histogram`.
-    pub observer: String,
-    /// Remove a series not updated for this long; `"0s"` never does.
-    #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
-    /// Most series exported; new ones past it are dropped and counted.
-    pub max_series: usize,
-    /// A statsd_exporter mapping file (YAML); empty for none.
-    pub mapping_file: String,
-    /// Free the exporter when `/metrics` was not requested for this long;
-    /// `"0s"` never does.
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-}
-
-impl Default for RawPrometheus {
-    fn default() -> Self {
-        RawPrometheus {
-            quantiles: vec![
-                RawQuantile {
-                    quantile: 0.5,
-                    error: 0.05,
-                },
-                RawQuantile {
-                    quantile: 0.9,
-                    error: 0.01,
-                },
-                RawQuantile {
-                    quantile: 0.99,
-                    error: 0.001,
-                },
-            ],
-            buckets: vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ],
-            observer: "summary".into(),
-            ttl: Duration::from_secs(600),
-            max_series: 1_000_000,
-            mapping_file: String::new(),
-            idle_timeout: crate::http::prometheus::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -427,110 +365,40 @@ pub enum RawLogFormat {
     Json,
 }
 
-/// A `[[sink]]`. One flat table for every type so that a key of another type
-/// is reported as such (with its `sink[N].key` path) rather than as unknown.
+/// A `[[sink]]`: its `type`, `name` and `queue`, and the rest of the table,
+/// which the type's kind reads and checks ([`crate::sink::SinkKind`]).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSink {
-    /// `console`, `graphite`, `repeater` or `relay`.
+    /// The output kind: `console`, `graphite`, `repeater`, `relay`...
     #[serde(rename = "type")]
-    pub kind: RawSinkType,
+    pub kind: String,
     /// Unique name for logs and self-metrics; defaults to the type, then `type-2`, `type-3`...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Queue capacity in messages: flushes (64), or packets for the repeater (65536).
+    /// Queue capacity in messages (the kind's default: 64 flushes, 65536
+    /// packets for the repeater).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<usize>,
-    /// console: `text` (Graphite lines) or `json`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    /// graphite: the carbon receiver, `host:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// graphite: `text` or `pickle`; repeater: `udp` or `tcp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    /// graphite: bytes of flushes held while the destination is down.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub buffer_bytes: Option<usize>,
-    /// graphite: how long a connection attempt may take.
-    #[serde(
-        default,
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub connect_timeout: Option<Duration>,
-    /// graphite: the first reconnect delay.
-    #[serde(
-        default,
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub backoff_min: Option<Duration>,
-    /// graphite, repeater: the longest reconnect delay.
-    #[serde(
-        default,
-        with = "humantime_serde::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub backoff_max: Option<Duration>,
-    /// repeater: `host:port` of each statsd server that gets a copy of every packet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub destinations: Option<Vec<String>>,
-    /// graphite: directory of the disk spool (relative to the config file's
-    /// directory); the sink uses its own subdirectory, named after it. Unset:
-    /// no spool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spool_dir: Option<String>,
-    /// graphite: bytes the spool keeps at most (1 GiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spool_bytes: Option<u64>,
+    /// The kind's own keys.
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 impl RawSink {
     /// A sink of this type with every other key unset.
-    pub fn new(kind: RawSinkType) -> RawSink {
+    pub fn new(kind: &str) -> RawSink {
         RawSink {
-            kind,
+            kind: kind.to_string(),
             name: None,
             queue: None,
-            format: None,
-            address: None,
-            protocol: None,
-            buffer_bytes: None,
-            connect_timeout: None,
-            backoff_min: None,
-            backoff_max: None,
-            destinations: None,
-            spool_dir: None,
-            spool_bytes: None,
+            options: toml::Table::new(),
         }
     }
-}
 
-/// What a `[[sink]]` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawSinkType {
-    /// Prints every flush on stdout.
-    Console,
-    /// Sends every flush to carbon (text or pickle protocol).
-    Graphite,
-    /// Copies every received packet to other statsd servers.
-    Repeater,
-    /// Routes every flushed line through the `[relay]`'s rules and clusters.
-    Relay,
-}
-
-impl RawSinkType {
-    /// The name used in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RawSinkType::Console => "console",
-            RawSinkType::Graphite => "graphite",
-            RawSinkType::Repeater => "repeater",
-            RawSinkType::Relay => "relay",
-        }
+    /// Set one of the kind's keys.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> RawSink {
+        self.options.insert(key.to_string(), value.into());
+        self
     }
 }
 

@@ -1,106 +1,15 @@
-//! The validated `[relay]` section (and the `statsyard relay` flags, which
+//! `[relay]` validated into [`RelayConfig`] (the `statsyard relay` flags
 //! build the same thing).
 
 use std::net::SocketAddr;
-use std::time::Duration;
-
-use crate::listener::carbon::CarbonInputOptions;
-use crate::parse::carbon::{CarbonLineOptions, NameCheck};
-use crate::relay::destination::{OnFull, Protocol, Tuning};
-use crate::relay::hashing::{Destination, Method, Ring};
 
 use super::raw::RawRelay;
-use crate::spool::SpoolConfig;
-
-/// A validated relay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RelayConfig {
-    /// Carbon plaintext over TCP.
-    pub line_tcp: Vec<SocketAddr>,
-    /// Carbon plaintext over UDP.
-    pub line_udp: Vec<SocketAddr>,
-    /// Carbon pickle over TCP.
-    pub pickle: Vec<SocketAddr>,
-    /// Line checks (also applied to pickled points; `max_line_length`
-    /// included) and the TCP listeners' `max_connections` and `idle_timeout`.
-    pub line: CarbonInputOptions,
-    pub max_frame_bytes: usize,
-    pub normalize_tags: bool,
-    pub tuning: Tuning,
-    /// With `{host}` already replaced.
-    pub stats_prefix: String,
-    /// `None`: the relay does not send its own metrics.
-    pub stats_interval: Option<Duration>,
-    pub clusters: Vec<ClusterConfig>,
-    pub rules: Vec<RuleConfig>,
-}
-
-/// A destination cluster.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterConfig {
-    pub name: String,
-    pub method: ClusterMethod,
-    pub destinations: Vec<Destination>,
-    /// Each destination's protocol: its own, or the cluster's.
-    pub protocols: Vec<Protocol>,
-    pub replication: usize,
-    pub diverse: bool,
-    pub protocol: Protocol,
-    /// The cluster's spool directory (`spool_dir/<cluster>`); each
-    /// destination uses a subdirectory of it. `None`: no spool.
-    pub spool: Option<SpoolConfig>,
-}
-
-/// How a cluster chooses destinations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterMethod {
-    /// Consistent hashing.
-    Hash(Method),
-    /// Every destination gets every point.
-    Forward,
-    /// One destination per name (hash-sticky), another while it is down.
-    AnyOf,
-    /// The first destination that is up, in the order listed.
-    Failover,
-}
-
-impl ClusterMethod {
-    /// From a config name.
-    pub fn parse(s: &str) -> Result<ClusterMethod, String> {
-        Ok(match s {
-            "forward" => ClusterMethod::Forward,
-            "any_of" => ClusterMethod::AnyOf,
-            "failover" => ClusterMethod::Failover,
-            m => ClusterMethod::Hash(m.parse().map_err(|_| {
-                format!(
-                    "unknown method {m:?} (expected carbon_ch, fnv1a_ch, jump_fnv1a_ch, \
-                     carbon_c_relay_ch, forward, any_of or failover)"
-                )
-            })?),
-        })
-    }
-}
-
-/// A rule, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleConfig {
-    /// A regular expression (checked to compile).
-    pub pattern: String,
-    pub action: RuleAction,
-    /// Evaluate the next rules after a match.
-    pub continue_: bool,
-}
-
-/// What a matching rule does.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RuleAction {
-    /// Send to these clusters (indices into [`RelayConfig::clusters`]).
-    Send(Vec<usize>),
-    /// Drop, counted as blackholed.
-    Blackhole,
-    /// Replace the name (capture groups allowed), then go on with the next rule.
-    Rewrite(String),
-}
+use crate::parse::carbon::{CarbonLineOptions, NameCheck};
+use crate::relay::config::{
+    CarbonInputOptions, ClusterConfig, ClusterMethod, RelayConfig, RuleAction, RuleConfig,
+};
+use crate::relay::destination::{OnFull, Protocol, Tuning};
+use crate::relay::hashing::{Destination, Ring};
 
 /// A validation failure: the key below `relay.` and the reason.
 pub type Bad = (String, String);
@@ -196,7 +105,7 @@ pub fn validate(
             });
         }
         // Relative to the config file: resolved by the caller, which knows it.
-        let spool = super::toml::spool_config(
+        let spool = crate::check::spool_config(
             "",
             c.spool_dir.as_deref(),
             c.spool_bytes,
@@ -204,8 +113,7 @@ pub fn validate(
             &format!("relay.{}", k("spool_dir")),
             &format!("relay.{}", k("spool_bytes")),
         )
-        .map_err(|(key, why)| (key.trim_start_matches("relay.").to_string(), why))
-        .map_err(|(key, why)| b(&key, why))?;
+        .map_err(|e| b(e.key.trim_start_matches("relay."), e.reason))?;
         clusters.push(ClusterConfig {
             name: c.name.clone(),
             spool,
@@ -293,7 +201,7 @@ pub fn validate(
         },
         stats_prefix: r
             .stats_prefix
-            .replace("{host}", &crate::relay::stats::short_hostname()),
+            .replace("{host}", &crate::sys::short_hostname()),
         stats_interval: (!r.stats_interval.is_zero()).then_some(r.stats_interval),
         clusters,
         rules,

@@ -3,35 +3,22 @@
 //! `RawConfig` too.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::raw::{
-    RawBin, RawConfig, RawLogFormat, RawPrometheus, RawSeriesLimit, RawSink, RawSinkType,
-};
-use super::{Config, ConfigError, ListenConfig, LogConfig, PrometheusConfig, UnixListen};
+use std::path::PathBuf;
+
+use super::raw::{RawBin, RawConfig, RawLogFormat, RawSeriesLimit, RawSink};
+use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
 use crate::aggregate::{AggregateOptions, PrefixLimit, SeriesLimits};
+use crate::check::{
+    bad, check_interval, check_nonzero, check_percentile, listen_addrs, parse_listen_addr,
+    parse_mode, relative_to, Bad,
+};
 use crate::flush::compute::{Bin, ComputeOptions, HistogramRule, Percentile};
 use crate::flush::naming::Naming;
-use crate::http::mapping::Mapping;
-use crate::http::prometheus::{BadObserverType, ObserverType, PromOptions, Quantile};
 use crate::parse::tags::TagDialects;
 use crate::parse::ParseOptions;
-use crate::sink::console::{ConsoleConfig, ConsoleFormat};
-use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
-use crate::sink::repeater::{RepeaterConfig, RepeaterProtocol};
-use crate::sink::{SinkKind, SinkSpec};
-use crate::spool::SpoolConfig;
-
-/// Default queue of a flush-fed sink, in flushes.
-const DEFAULT_QUEUE: usize = 64;
-/// Default queue of the repeater, in packets: it sees every packet, not one message per flush.
-const DEFAULT_REPEATER_QUEUE: usize = 65_536;
-const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+use crate::sink::prometheus::PrometheusConfig;
+use crate::sink::{Kinds, SinkSpec, ValidateCx};
 
 /// The timer statistics `calculated_timer_metrics` may name: the reference's
 /// timer_data keys, with `_percent` standing for every percentile's variant.
@@ -54,33 +41,14 @@ pub const TIMER_METRICS: &[&str] = &[
     "sum_squares_percent",
 ];
 
-/// The keys each sink type accepts, for the "not a <type> sink key" error.
-const CONSOLE_KEYS: &[&str] = &["type", "name", "queue", "format"];
-const GRAPHITE_KEYS: &[&str] = &[
-    "type",
-    "name",
-    "queue",
-    "address",
-    "protocol",
-    "buffer_bytes",
-    "connect_timeout",
-    "backoff_min",
-    "backoff_max",
-    "spool_dir",
-    "spool_bytes",
-];
-const RELAY_KEYS: &[&str] = &["type", "name", "queue"];
-const REPEATER_KEYS: &[&str] = &[
-    "type",
-    "name",
-    "queue",
-    "destinations",
-    "protocol",
-    "backoff_max",
-];
-
 /// Parse and validate TOML text; `file` names it in errors.
 pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    from_str_with(text, file, &Kinds::default())
+}
+
+/// [`from_str`], with an embedding program's output kinds besides the
+/// built-in ones.
+pub fn from_str_with(text: &str, file: &str, kinds: &Kinds) -> Result<Config, ConfigError> {
     let raw: RawConfig = ::toml::from_str(text).map_err(|e| {
         // The toml crate's message names the line and column and quotes the
         // line; the key path is added because that line alone does not say
@@ -95,7 +63,7 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             message: format!("{path}{}", e.to_string().trim_end()),
         }
     })?;
-    validate(raw, file, Vec::new())
+    validate_with(raw, file, Vec::new(), kinds)
 }
 
 /// The dotted path (`flush.histogram[0].bins[1]`) of the key or array element
@@ -161,30 +129,32 @@ fn key_path(text: &str, pos: usize) -> Option<String> {
     search.best.map(|(_, p)| p).filter(|p| !p.is_empty())
 }
 
-/// A validation failure before it is given the file name.
-struct Bad {
-    key: String,
-    reason: String,
-}
-
-fn bad(key: impl Into<String>, reason: impl Into<String>) -> Bad {
-    Bad {
-        key: key.into(),
-        reason: reason.into(),
-    }
-}
-
 /// Validate a raw config into a [`Config`]. Errors name `file` and the TOML
 /// key path (`flush.interval`, `sink[1].address`; list indexes count from 0).
 pub fn validate(raw: RawConfig, file: &str, warnings: Vec<String>) -> Result<Config, ConfigError> {
-    validate_inner(raw, file, warnings).map_err(|b| ConfigError::Invalid {
+    validate_with(raw, file, warnings, &Kinds::default())
+}
+
+/// [`validate`], with these output kinds.
+pub fn validate_with(
+    raw: RawConfig,
+    file: &str,
+    warnings: Vec<String>,
+    kinds: &Kinds,
+) -> Result<Config, ConfigError> {
+    validate_inner(raw, file, warnings, kinds).map_err(|b| ConfigError::Invalid {
         file: file.to_string(),
         key: b.key,
         reason: b.reason,
     })
 }
 
-fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Result<Config, Bad> {
+fn validate_inner(
+    raw: RawConfig,
+    file: &str,
+    mut warnings: Vec<String>,
+    kinds: &Kinds,
+) -> Result<Config, Bad> {
     let s = raw.statsd;
     let udp = listen_addrs(&s.udp, "statsd.udp")?;
     let tcp = listen_addrs(&s.tcp, "statsd.tcp")?;
@@ -362,7 +332,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
             counters: f.persist_counters,
         })
     };
-    let prometheus = prometheus(&raw.prometheus, file, &mut warnings)?;
+    let prometheus = PrometheusConfig::validate(&raw.prometheus, file, &mut warnings)?;
 
     let relay = match &raw.relay {
         None => None,
@@ -378,15 +348,7 @@ fn validate_inner(raw: RawConfig, file: &str, mut warnings: Vec<String>) -> Resu
             Some(rc)
         }
     };
-    let sinks = sinks(&raw.sink, file)?;
-    if relay.is_none() {
-        if let Some(i) = sinks.iter().position(|s| s.kind == SinkKind::Relay) {
-            return Err(bad(
-                format!("sink[{i}].type"),
-                "a relay sink needs a [relay] section to route through",
-            ));
-        }
-    }
+    let sinks = sinks(raw.sink, file, relay.is_some(), kinds)?;
     // With HTTP on, flushes feed /metrics even without a sink.
     if sinks.is_empty() && relay.is_none() && http.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
@@ -457,88 +419,6 @@ fn series_limits(max_series: usize, raw: &[RawSeriesLimit]) -> Result<SeriesLimi
 /// The tag dialects `[statsd] tag_dialects` accepts.
 const TAG_DIALECTS: [&str; 3] = ["influxdb", "librato", "signalfx"];
 
-/// `[prometheus]` → the exporter's options; loads the mapping file (a
-/// relative path is taken from the config file's directory).
-fn prometheus(
-    p: &RawPrometheus,
-    file: &str,
-    warnings: &mut Vec<String>,
-) -> Result<PrometheusConfig, Bad> {
-    let mut quantiles = Vec::with_capacity(p.quantiles.len());
-    for (i, q) in p.quantiles.iter().enumerate() {
-        if !(0.0..=1.0).contains(&q.quantile) {
-            return Err(bad(
-                format!("prometheus.quantiles[{i}].quantile"),
-                "must be from 0 to 1",
-            ));
-        }
-        if !(0.0..=1.0).contains(&q.error) {
-            return Err(bad(
-                format!("prometheus.quantiles[{i}].error"),
-                "must be from 0 to 1",
-            ));
-        }
-        quantiles.push(Quantile {
-            quantile: q.quantile,
-            error: q.error,
-        });
-    }
-    for (i, b) in p.buckets.iter().enumerate() {
-        if !b.is_finite() {
-            return Err(bad(
-                format!("prometheus.buckets[{i}]"),
-                "must be a finite number (+Inf is always added)",
-            ));
-        }
-        if i > 0 && *b <= p.buckets[i - 1] {
-            return Err(bad(
-                format!("prometheus.buckets[{i}]"),
-                "buckets must be in increasing order",
-            ));
-        }
-    }
-    let observer: ObserverType = p
-        .observer
-        .parse()
-        .map_err(|e: BadObserverType| bad("prometheus.observer", e.to_string()))?;
-    if p.max_series == 0 {
-        return Err(bad("prometheus.max_series", "must be at least 1"));
-    }
-    let (mapping, mapping_file) = if p.mapping_file.is_empty() {
-        (None, None)
-    } else {
-        let path = relative_to(file, &p.mapping_file);
-        let (mapping, unsupported) = Mapping::from_file(&path).map_err(|e| {
-            bad(
-                "prometheus.mapping_file",
-                format!("{}: {e}", path.display()),
-            )
-        })?;
-        if !unsupported.is_empty() {
-            warnings.push(format!(
-                "mapping file {}: keys statsyard does not support are ignored: {}",
-                path.display(),
-                unsupported.join(", ")
-            ));
-        }
-        (Some(mapping), Some(path))
-    };
-    Ok(PrometheusConfig {
-        options: PromOptions {
-            quantiles,
-            buckets: p.buckets.clone(),
-            observer,
-            ttl: p.ttl,
-            max_series: p.max_series,
-            mapping,
-            idle_timeout: p.idle_timeout,
-        },
-        mapping_file,
-    })
-}
-
-/// `path` as written in the config file `file`: relative paths start at the
-/// file's directory (the embedded config has none: the working directory).
 /// `[admin] token` or `token_file` (its first line, trimmed).
 fn admin_token(a: &crate::config::raw::RawAdmin, file: &str) -> Result<Option<String>, Bad> {
     let token = match (a.token.is_empty(), a.token_file.is_empty()) {
@@ -572,84 +452,6 @@ fn admin_token(a: &crate::config::raw::RawAdmin, file: &str) -> Result<Option<St
     Ok(Some(token))
 }
 
-fn relative_to(file: &str, path: &str) -> PathBuf {
-    let p = PathBuf::from(path);
-    if p.is_absolute() {
-        return p;
-    }
-    match Path::new(file).parent() {
-        Some(dir) if !file.starts_with('<') => dir.join(p),
-        _ => p,
-    }
-}
-
-fn listen_addrs(list: &[String], key: &str) -> Result<Vec<SocketAddr>, Bad> {
-    let mut out: Vec<SocketAddr> = Vec::with_capacity(list.len());
-    for (i, a) in list.iter().enumerate() {
-        let addr = parse_listen_addr(a).map_err(|r| bad(format!("{key}[{i}]"), r))?;
-        if out.contains(&addr) {
-            return Err(bad(format!("{key}[{i}]"), format!("{a:?} is listed twice")));
-        }
-        out.push(addr);
-    }
-    Ok(out)
-}
-
-/// A listener address: an IP literal and a port (`0.0.0.0:8125`, `[::]:8125`).
-pub(super) fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!("{s:?} is not an IP:port address (e.g. \"0.0.0.0:8125\" or \"[::]:8125\")")
-    })
-}
-
-/// A destination address: `host:port`, an IPv6 host in brackets, port 1-65535.
-/// Host names are resolved by the sink when it connects.
-pub(super) fn check_host_port(s: &str) -> Result<(), String> {
-    crate::sink::check_address(s)
-}
-
-/// A unix socket mode written in octal (`"0660"`, `"660"`).
-pub(super) fn parse_mode(s: &str) -> Result<u32, String> {
-    match u32::from_str_radix(s, 8) {
-        Ok(m) if m <= 0o7777 && !s.is_empty() => Ok(m),
-        _ => Err(format!(
-            "{s:?} is not an octal file mode between \"0\" and \"7777\" (e.g. \"0660\")"
-        )),
-    }
-}
-
-/// A flush interval: at least 1ms (the reference's timer cannot do less).
-pub(super) fn check_interval(d: Duration) -> Result<(), String> {
-    if d < Duration::from_millis(1) {
-        Err(format!(
-            "{} is too short: the flush interval must be at least 1ms",
-            humantime_serde::re::humantime::format_duration(d)
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_nonzero(d: Duration) -> Result<(), String> {
-    if d.is_zero() {
-        Err("must be longer than 0s".to_string())
-    } else {
-        Ok(())
-    }
-}
-
-/// A percentile: finite, non-zero, in (-100, 100]. Outside this the reference
-/// reads past its sorted samples or skips the value.
-pub(super) fn check_percentile(p: f64) -> Result<(), String> {
-    if !p.is_finite() || p == 0.0 || p <= -100.0 || p > 100.0 {
-        Err(format!(
-            "{p} is not a percentile: must be in (0, 100], or in (-100, 0) for the top N%"
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// Histogram bins: finite and strictly ascending, `inf` only last.
 pub(super) fn check_bins(bins: &[RawBin]) -> Result<Vec<Bin>, String> {
     let mut out = Vec::with_capacity(bins.len());
@@ -673,65 +475,29 @@ pub(super) fn check_bins(bins: &[RawBin]) -> Result<Vec<Bin>, String> {
     Ok(out)
 }
 
-/// The smallest `spool_bytes`: room for a few segments of a few records.
-const MIN_SPOOL_BYTES: u64 = 64 * 1024;
-
-/// A spool from its two keys: `dir` (relative to the config file's
-/// directory) joined with `sub` (the sink's name, or the relay cluster and
-/// destination), so that no two spools share files; `max_bytes` defaults to
-/// 1 GiB. Segments roll at 8 MiB, or at an eighth of a smaller cap, so that
-/// dropping the oldest for the cap frees a part, not all, of the spool.
-pub(super) fn spool_config(
+/// The `[[sink]]` tables, each checked by its kind.
+fn sinks(
+    raw: Vec<RawSink>,
     file: &str,
-    dir: Option<&str>,
-    max_bytes: Option<u64>,
-    sub: &[&str],
-    dir_key: &str,
-    bytes_key: &str,
-) -> Result<Option<SpoolConfig>, (String, String)> {
-    let Some(dir) = dir else {
-        if max_bytes.is_some() {
-            let dir = dir_key.rsplit('.').next().unwrap_or(dir_key);
-            return Err((bytes_key.into(), format!("needs `{dir}` too")));
-        }
-        return Ok(None);
-    };
-    if dir.is_empty() {
-        return Err((
-            dir_key.into(),
-            "must not be empty (leave it out for no spool)".into(),
-        ));
-    }
-    let max_bytes = max_bytes.unwrap_or(crate::spool::DEFAULT_MAX_BYTES);
-    if max_bytes < MIN_SPOOL_BYTES {
-        return Err((
-            bytes_key.into(),
-            format!("must be at least {MIN_SPOOL_BYTES}"),
-        ));
-    }
-    let mut path = relative_to(file, dir);
-    for s in sub {
-        path.push(s);
-    }
-    Ok(Some(SpoolConfig {
-        dir: path,
-        max_bytes,
-        segment_bytes: crate::spool::DEFAULT_SEGMENT_BYTES.min(max_bytes / 8),
-    }))
-}
-
-fn sinks(raw: &[RawSink], file: &str) -> Result<Vec<SinkSpec>, Bad> {
+    has_relay: bool,
+    kinds: &Kinds,
+) -> Result<Vec<SinkSpec>, Bad> {
     let mut out: Vec<SinkSpec> = Vec::with_capacity(raw.len());
     // How many sinks of each type came so far: the default name's number.
-    let mut seen: HashMap<RawSinkType, usize> = HashMap::new();
-    for (i, s) in raw.iter().enumerate() {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, s) in raw.into_iter().enumerate() {
         let key = |k: &str| format!("sink[{i}].{k}");
+        let Some(kind) = kinds.get(&s.kind) else {
+            return Err(bad(
+                key("type"),
+                format!("unknown sink type {:?} (known: {})", s.kind, kinds.names()),
+            ));
+        };
         let ordinal = {
-            let n = seen.entry(s.kind).or_insert(0);
+            let n = seen.entry(s.kind.clone()).or_insert(0);
             *n += 1;
             *n
         };
-        check_keys(s, i)?;
         let name = match &s.name {
             Some(n) => {
                 if n.is_empty()
@@ -746,8 +512,8 @@ fn sinks(raw: &[RawSink], file: &str) -> Result<Vec<SinkSpec>, Bad> {
                 }
                 n.clone()
             }
-            None if ordinal == 1 => s.kind.as_str().to_string(),
-            None => format!("{}-{ordinal}", s.kind.as_str()),
+            None if ordinal == 1 => kind.name().to_string(),
+            None => format!("{}-{ordinal}", kind.name()),
         };
         if let Some(j) = out.iter().position(|o| o.name == name) {
             return Err(bad(
@@ -755,151 +521,29 @@ fn sinks(raw: &[RawSink], file: &str) -> Result<Vec<SinkSpec>, Bad> {
                 format!("sink name {name:?} is already used by sink[{j}]; give each sink a unique `name`"),
             ));
         }
-        let default_queue = match s.kind {
-            RawSinkType::Repeater => DEFAULT_REPEATER_QUEUE,
-            _ => DEFAULT_QUEUE,
-        };
-        let queue = s.queue.unwrap_or(default_queue);
+        let queue = s.queue.unwrap_or_else(|| kind.default_queue());
         if queue == 0 {
             return Err(bad(key("queue"), "must be at least 1"));
         }
-        let kind = match s.kind {
-            RawSinkType::Console => {
-                let format = match s.format.as_deref() {
-                    None | Some("text") => ConsoleFormat::Text,
-                    Some("json") => ConsoleFormat::Json,
-                    Some(other) => {
-                        return Err(bad(
-                            key("format"),
-                            format!("{other:?}: expected \"text\" or \"json\""),
-                        ))
-                    }
-                };
-                SinkKind::Console(ConsoleConfig { format })
-            }
-            RawSinkType::Graphite => {
-                let Some(address) = &s.address else {
-                    return Err(bad(
-                        key("address"),
-                        "a graphite sink needs `address = \"host:port\"`",
-                    ));
-                };
-                check_host_port(address).map_err(|r| bad(key("address"), r))?;
-                let protocol = match s.protocol.as_deref() {
-                    None | Some("text") => GraphiteProtocol::Text,
-                    Some("pickle") => GraphiteProtocol::Pickle,
-                    Some(other) => {
-                        return Err(bad(
-                            key("protocol"),
-                            format!("{other:?}: a graphite sink speaks \"text\" or \"pickle\""),
-                        ))
-                    }
-                };
-                let connect_timeout = s.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-                check_nonzero(connect_timeout).map_err(|r| bad(key("connect_timeout"), r))?;
-                let backoff_min = s.backoff_min.unwrap_or(DEFAULT_BACKOFF_MIN);
-                check_nonzero(backoff_min).map_err(|r| bad(key("backoff_min"), r))?;
-                let backoff_max = s.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
-                if backoff_max < backoff_min {
-                    return Err(bad(
-                        key("backoff_max"),
-                        format!(
-                            "{} is shorter than backoff_min ({})",
-                            humantime_serde::re::humantime::format_duration(backoff_max),
-                            humantime_serde::re::humantime::format_duration(backoff_min)
-                        ),
-                    ));
-                }
-                let spool = spool_config(
-                    file,
-                    s.spool_dir.as_deref(),
-                    s.spool_bytes,
-                    &[&name],
-                    &key("spool_dir"),
-                    &key("spool_bytes"),
-                )
-                .map_err(|(k, r)| bad(k, r))?;
-                SinkKind::Graphite(GraphiteConfig {
-                    address: address.clone(),
-                    protocol,
-                    buffer_bytes: s.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
-                    connect_timeout,
-                    backoff_min,
-                    backoff_max,
-                    spool,
-                })
-            }
-            RawSinkType::Repeater => {
-                let destinations = s.destinations.clone().unwrap_or_default();
-                if destinations.is_empty() {
-                    return Err(bad(
-                        key("destinations"),
-                        "a repeater sink needs at least one `host:port` destination",
-                    ));
-                }
-                for (j, d) in destinations.iter().enumerate() {
-                    check_host_port(d)
-                        .map_err(|r| bad(format!("sink[{i}].destinations[{j}]"), r))?;
-                }
-                let protocol = match s.protocol.as_deref() {
-                    None | Some("udp") => RepeaterProtocol::Udp,
-                    Some("tcp") => RepeaterProtocol::Tcp,
-                    Some(other) => {
-                        return Err(bad(
-                            key("protocol"),
-                            format!("{other:?}: a repeater sink speaks \"udp\" or \"tcp\""),
-                        ))
-                    }
-                };
-                let backoff_max = s.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
-                check_nonzero(backoff_max).map_err(|r| bad(key("backoff_max"), r))?;
-                SinkKind::Repeater(RepeaterConfig {
-                    destinations,
-                    protocol,
-                    backoff_max,
-                })
-            }
-            RawSinkType::Relay => SinkKind::Relay,
+        let mut keys: Vec<String> = ["type", "name", "queue"].map(String::from).into();
+        keys.extend(kind.keys());
+        let cx = ValidateCx {
+            file,
+            index: i,
+            name: &name,
+            kind: kind.name(),
+            keys,
+            has_relay,
         };
-        out.push(SinkSpec { name, queue, kind });
+        let config = kind.validate(s.options, &cx)?;
+        out.push(SinkSpec {
+            name,
+            queue,
+            kind: kind.name(),
+            config,
+        });
     }
     Ok(out)
-}
-
-/// Refuse keys that belong to another sink type.
-fn check_keys(s: &RawSink, i: usize) -> Result<(), Bad> {
-    let allowed = match s.kind {
-        RawSinkType::Console => CONSOLE_KEYS,
-        RawSinkType::Graphite => GRAPHITE_KEYS,
-        RawSinkType::Repeater => REPEATER_KEYS,
-        RawSinkType::Relay => RELAY_KEYS,
-    };
-    let set: [(&str, bool); 10] = [
-        ("format", s.format.is_some()),
-        ("address", s.address.is_some()),
-        ("protocol", s.protocol.is_some()),
-        ("buffer_bytes", s.buffer_bytes.is_some()),
-        ("connect_timeout", s.connect_timeout.is_some()),
-        ("backoff_min", s.backoff_min.is_some()),
-        ("backoff_max", s.backoff_max.is_some()),
-        ("destinations", s.destinations.is_some()),
-        ("spool_dir", s.spool_dir.is_some()),
-        ("spool_bytes", s.spool_bytes.is_some()),
-    ];
-    match set
-        .iter()
-        .find(|(k, present)| *present && !allowed.contains(k))
-    {
-        None => Ok(()),
-        Some((k, _)) => Err(bad(
-            format!("sink[{i}].{k}"),
-            format!(
-                "not a key of a {} sink (its keys: {})",
-                s.kind.as_str(),
-                allowed.join(", ")
-            ),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -909,6 +553,24 @@ mod tests {
         RawAdmin, RawFlush, RawHistogram, RawHttp, RawLog, RawNaming, RawStatsd, RawUnix,
     };
     use crate::config::raw::{RawCluster, RawRelay, RawRule};
+    use crate::sink::console::{ConsoleConfig, ConsoleFormat};
+    use crate::sink::graphite::{GraphiteConfig, GraphiteProtocol};
+    use crate::sink::prometheus::options::ObserverType;
+    use crate::sink::repeater::{RepeaterConfig, RepeaterProtocol};
+    use crate::sink::SinkConfig;
+    use crate::spool::SpoolConfig;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn spec(name: &str, queue: usize, kind: &'static str, c: impl SinkConfig) -> SinkSpec {
+        SinkSpec {
+            name: name.into(),
+            queue,
+            kind,
+            config: Arc::new(c),
+        }
+    }
 
     fn ok(text: &str) -> Config {
         match from_str(text, "test.toml") {
@@ -927,13 +589,14 @@ mod tests {
         assert_eq!(c.flush_interval(), Duration::from_secs(10));
         assert_eq!(
             c.sinks,
-            vec![SinkSpec {
-                name: "console".into(),
-                queue: 64,
-                kind: SinkKind::Console(ConsoleConfig {
+            vec![spec(
+                "console",
+                64,
+                "console",
+                ConsoleConfig {
                     format: ConsoleFormat::Text
-                }),
-            }]
+                }
+            )]
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
@@ -1004,7 +667,7 @@ mod tests {
         assert_eq!(full.sinks.len(), 4, "{:?}", full.sinks);
         assert!(full.warnings.is_empty(), "{:?}", full.warnings);
         let graphite = ok(include_str!("../../deploy/examples/graphite.toml"));
-        assert!(matches!(graphite.sinks[0].kind, SinkKind::Graphite(_)));
+        assert!(graphite.sinks[0].config_of::<GraphiteConfig>().is_some());
         assert!(graphite.warnings.is_empty(), "{:?}", graphite.warnings);
     }
 
@@ -1225,8 +888,14 @@ mod tests {
         assert_eq!(c.admin, Some("127.0.0.1:8126".parse().unwrap()));
         assert_eq!(c.parse.tag_dialects, TagDialects::ALL);
         let p = &c.prometheus.options;
-        assert_eq!(p.quantiles, crate::http::prometheus::default_quantiles());
-        assert_eq!(p.buckets, crate::http::prometheus::default_buckets());
+        assert_eq!(
+            p.quantiles,
+            crate::sink::prometheus::options::default_quantiles()
+        );
+        assert_eq!(
+            p.buckets,
+            crate::sink::prometheus::options::default_buckets()
+        );
         assert_eq!(p.observer, ObserverType::Summary);
         assert_eq!(p.ttl, Duration::from_secs(600));
         assert_eq!(p.max_series, 1_000_000);
@@ -1332,9 +1001,9 @@ mod tests {
         let spools: Vec<Option<SpoolConfig>> = c
             .sinks
             .iter()
-            .map(|s| match &s.kind {
-                SinkKind::Graphite(g) => g.spool.clone(),
-                k => panic!("{k:?}"),
+            .map(|s| match s.config_of::<GraphiteConfig>() {
+                Some(g) => g.spool.clone(),
+                None => panic!("{s:?}"),
             })
             .collect();
         assert_eq!(
@@ -1386,35 +1055,39 @@ mod tests {
         assert_eq!(
             c.sinks,
             vec![
-                SinkSpec {
-                    name: "graphite".into(),
-                    queue: 64,
-                    kind: SinkKind::Graphite(graphite("carbon:2003", GraphiteProtocol::Text)),
-                },
-                SinkSpec {
-                    name: "graphite-2".into(),
-                    queue: 64,
-                    kind: SinkKind::Graphite(graphite("[::1]:2004", GraphiteProtocol::Pickle)),
-                },
-                SinkSpec {
-                    name: "repeater".into(),
-                    queue: 65_536,
-                    kind: SinkKind::Repeater(RepeaterConfig {
+                spec(
+                    "graphite",
+                    64,
+                    "graphite",
+                    graphite("carbon:2003", GraphiteProtocol::Text)
+                ),
+                spec(
+                    "graphite-2",
+                    64,
+                    "graphite",
+                    graphite("[::1]:2004", GraphiteProtocol::Pickle)
+                ),
+                spec(
+                    "repeater",
+                    65_536,
+                    "repeater",
+                    RepeaterConfig {
                         destinations: vec![
                             "10.0.0.1:8125".into(),
                             "statsd.example.com:8125".into()
                         ],
                         protocol: RepeaterProtocol::Tcp,
                         backoff_max: Duration::from_secs(30),
-                    }),
-                },
-                SinkSpec {
-                    name: "debug_out".into(),
-                    queue: 3,
-                    kind: SinkKind::Console(ConsoleConfig {
+                    }
+                ),
+                spec(
+                    "debug_out",
+                    3,
+                    "console",
+                    ConsoleConfig {
                         format: ConsoleFormat::Json
-                    }),
-                },
+                    }
+                ),
             ]
         );
     }
@@ -1460,7 +1133,10 @@ mod tests {
         ("[flush]\ncalculated_timer_metrics = [\"count\", \"p99\"]", "flush.calculated_timer_metrics[1]", "unknown timer metric"),
         ("[flush]\nshutdown_timeout = \"0s\"", "flush.shutdown_timeout", "longer than 0s"),
         ("[log]\nlevel = \"statsyard=loud\"", "log.level", "filter directive"),
+        ("[[sink]]\ntype = \"console\"\nport = 1", "sink[0].port", "not a key of a console sink (its keys: type, name, queue, format)"),
+        ("[[sink]]\ntype = \"x\"", "sink[0].type", "unknown sink type \"x\" (known: \"console\", \"graphite\""),
         ("[[sink]]\ntype = \"graphite\"", "sink[0].address", "needs `address"),
+        ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbuffer_bytes = \"big\"", "sink[0].buffer_bytes", "invalid type"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon\"", "sink[0].address", "no port"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon:0\"", "sink[0].address", "not a port"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"carbon:x\"", "sink[0].address", "not a port"),
@@ -1516,16 +1192,8 @@ mod tests {
             &["key `stats`", "unknown field `stats`"],
         ),
         (
-            "[[sink]]\ntype = \"x\"",
-            &["key `sink[0].type`", "unknown variant `x`"],
-        ),
-        (
             "[[sink]]\ntype = \"console\"\n[[sink]]\nname = \"a\"",
             &["key `sink[1]`", "line 3", "missing field `type`"],
-        ),
-        (
-            "[[sink]]\ntype = \"console\"\nport = 1",
-            &["key `sink[0].port`", "unknown field `port`"],
         ),
         (
             "[flush]\nhistogram = [\n  { metric = \"a\", bins = [1, \"x\"] },\n]",
@@ -1580,7 +1248,7 @@ mod tests {
             "[::1]:2003",
             "host_1.:65535",
         ] {
-            assert_eq!(check_host_port(good), Ok(()), "{good}");
+            assert_eq!(crate::check::check_address(good), Ok(()), "{good}");
         }
         for bad in [
             "a",
@@ -1592,7 +1260,7 @@ mod tests {
             "a/b:1",
             "[1.2.3.4]:1",
         ] {
-            assert!(check_host_port(bad).is_err(), "{bad}");
+            assert!(crate::check::check_address(bad).is_err(), "{bad}");
         }
     }
 
@@ -1624,26 +1292,12 @@ mod tests {
                 ..RawNaming::default()
             },
             log: RawLog::default(),
-            sink: vec![RawSink {
-                kind: RawSinkType::Graphite,
-                name: Some("n".into()),
-                queue: Some(1),
-                format: Some("text".into()),
-                address: Some("a:1".into()),
-                protocol: Some("text".into()),
-                buffer_bytes: Some(1),
-                connect_timeout: Some(Duration::from_secs(1)),
-                backoff_min: Some(Duration::from_secs(1)),
-                backoff_max: Some(Duration::from_secs(1)),
-                destinations: Some(vec!["a:1".into()]),
-                spool_dir: Some("spool".into()),
-                spool_bytes: Some(1 << 30),
-            }],
+            sink: Vec::new(),
             http: RawHttp::default(),
             admin: RawAdmin::default(),
-            prometheus: RawPrometheus {
+            prometheus: crate::sink::prometheus::RawPrometheus {
                 mapping_file: "m.yml".into(),
-                ..RawPrometheus::default()
+                ..Default::default()
             },
             relay: Some(RawRelay {
                 cluster: vec![RawCluster {
@@ -1684,6 +1338,8 @@ mod tests {
         for (table, v) in &value {
             let (section, inner) = match v {
                 ::toml::Value::Table(t) => (format!("[{table}]"), t),
+                // `[[sink]]`: each kind's keys are added below.
+                ::toml::Value::Array(a) if a.is_empty() => continue,
                 ::toml::Value::Array(a) => (
                     format!("[[{table}]]"),
                     a[0].as_table().expect("sink is an array of tables"),
@@ -1693,6 +1349,17 @@ mod tests {
             let mut keys = Vec::new();
             walk("", inner, &mut keys);
             out.extend(keys.into_iter().map(|k| (section.clone(), k)));
+        }
+        // Each output kind's table: the common keys, then its own.
+        for kind in crate::sink::builtin().iter() {
+            let section = format!("[[sink]] type = \"{}\"", kind.name());
+            for k in ["type", "name", "queue"]
+                .map(String::from)
+                .into_iter()
+                .chain(kind.keys())
+            {
+                out.push((section.clone(), k));
+            }
         }
         out
     }
@@ -1753,10 +1420,13 @@ mod tests {
                 .lines()
                 .position(|l| l.starts_with('#') && l.contains(&format!("`{section}`")))
                 .unwrap_or_else(|| panic!("no heading for {section} in docs/configuration.md"));
+            // ... and runs to the next heading of its level or above.
+            let level = |l: &str| l.chars().take_while(|&c| c == '#').count();
+            let own = level(docs.lines().nth(heading).unwrap_or(""));
             let body: Vec<&str> = docs
                 .lines()
                 .skip(heading + 1)
-                .take_while(|l| !l.starts_with("## "))
+                .take_while(|l| !(l.starts_with('#') && level(l) <= own))
                 .collect();
             let row = format!("| `{key}` |");
             assert!(

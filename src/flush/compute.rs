@@ -109,7 +109,6 @@ pub fn compute(reg: &Registry, opts: &ComputeOptions, timestamp: u64) -> FlushBa
 
     FlushBatch {
         timestamp,
-        interval_ms: u64::try_from(opts.interval.as_millis()).unwrap_or(u64::MAX),
         counters,
         timers,
         gauges,
@@ -1143,7 +1142,6 @@ mod tests {
         };
         let batch = compute(&reg, &copts, 1_700_000_000);
         assert_eq!(batch.timestamp, 1_700_000_000);
-        assert_eq!(batch.interval_ms, 1234);
         assert_eq!(batch.num_stats(), 4);
         let mut counters: Vec<_> = batch
             .counters

@@ -1,8 +1,10 @@
 //! Flush: turn the merged aggregates into a [`FlushBatch`] (pure), and name
-//! its values for Graphite the way the reference does.
+//! its values for Graphite the way the reference does. The thread that
+//! flushes on a timer is the runtime's (`crate::runtime::flusher`).
+//!
+//! Imports: [`crate::aggregate`] and [`crate::metric`]; nothing async.
 
 pub mod compute;
-pub mod flusher;
 pub mod naming;
 pub mod number;
 
@@ -15,8 +17,6 @@ use crate::metric::{MetricKey, MetricType};
 pub struct FlushBatch {
     /// Unix seconds, rounded as the reference rounds them.
     pub timestamp: u64,
-    /// The flush interval the rates were computed over, in milliseconds.
-    pub interval_ms: u64,
     pub counters: Vec<CounterOut>,
     pub timers: Vec<TimerOut>,
     pub gauges: Vec<GaugeOut>,

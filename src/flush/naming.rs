@@ -294,7 +294,6 @@ mod tests {
         let key = |i: usize| MetricKey::new(keys[i].as_bytes());
         FlushBatch {
             timestamp: 100,
-            interval_ms: 10_000,
             counters: vec![
                 CounterOut {
                     key: key(0),

@@ -8,11 +8,15 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{self_metrics, Shared};
+use std::sync::Arc;
+
 use crate::aggregate::TOP_KEPT;
-use crate::flush::flusher::FlusherBusy;
+use crate::flusher::FlusherBusy;
+use crate::front::Front;
 use crate::metric::MetricType;
-use crate::stats::{get, incr, unix_now};
+use crate::stats::{get, incr, render, unix_now};
+
+type Shared = Arc<Front>;
 
 /// `/api/series` without `limit`.
 pub const DEFAULT_SERIES_LIMIT: usize = 1000;
@@ -48,20 +52,24 @@ pub async fn health(State(s): State<Shared>) -> Response {
 /// or after `idle_timeout` freed the exporter, the request asks the flusher
 /// for a rendering (and a new exporter) and waits for it.
 pub async fn metrics(State(s): State<Shared>) -> Response {
-    s.exporter.scraped();
-    let mut rendered = s.exporter.rendered();
-    if !rendered.stats.active {
-        let live = s.exporter.clone();
-        match s.flusher.run(move |reg| live.activate(reg)).await {
-            Ok(r) => rendered = r,
-            // Served without client series; the next scrape tries again.
-            Err(e) => tracing::debug!(error = %e, "prometheus: could not activate the exporter"),
+    let mut rendered = None;
+    if let Some(live) = s.scrape() {
+        live.scraped();
+        let mut r = live.rendered();
+        if !r.stats.active {
+            match s.flusher.run(move |reg| live.activate(reg)).await {
+                Ok(now) => r = now,
+                // Served without client series; the next scrape tries again.
+                Err(e) => {
+                    tracing::debug!(error = %e, "prometheus: could not activate the exporter")
+                }
+            }
         }
+        rendered = Some(r);
     }
     let mut own = Vec::with_capacity(8 * 1024);
-    self_metrics::render(&s.stats, Some(&rendered.stats), &mut own);
-    let text = rendered.text.clone();
-    drop(rendered);
+    render::prometheus(&s.stats, rendered.as_ref().map(|r| &r.stats), &mut own);
+    let text = rendered.map(|r| r.text.clone()).unwrap_or_default();
     let body = if text.len() < 1 << 20 {
         join(&text, &own)
     } else {
@@ -83,97 +91,16 @@ fn join(text: &[u8], own: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A spool's counters (all zero without a spool).
-pub fn spool_json(s: &crate::spool::SpoolStats) -> Value {
-    json!({
-        "spooled_entries": get(&s.spooled_entries),
-        "spooled_bytes": get(&s.spooled_bytes),
-        "replayed_entries": get(&s.replayed_entries),
-        "replayed_bytes": get(&s.replayed_bytes),
-        "dropped_entries": get(&s.dropped_entries),
-        "dropped_bytes": get(&s.dropped_bytes),
-        "corrupt_records": get(&s.corrupt_records),
-        "held_entries": get(&s.held_entries),
-        "held_bytes": get(&s.held_bytes),
-    })
-}
-
 /// `/api/stats`: the self-metrics as JSON.
 pub async fn stats(State(s): State<Shared>) -> Json<Value> {
-    let st = &s.stats;
-    let now = unix_now();
-    let prom = s.exporter.rendered().stats;
-    let sinks: Vec<Value> = st
-        .sinks()
-        .iter()
-        .map(|k| {
-            json!({
-                "name": k.name,
-                "flushes_sent": get(&k.flushes_sent),
-                "lines_sent": get(&k.lines_sent),
-                "bytes_sent": get(&k.bytes_sent),
-                "errors": get(&k.errors),
-                "dropped": get(&k.dropped),
-                "queue_dropped": get(&k.queue_dropped),
-                "buffered_bytes": get(&k.buffered_bytes),
-                "spool": spool_json(&k.spool),
-            })
-        })
-        .collect();
-    let udp: Vec<Value> = st
-        .udp_sockets()
-        .iter()
-        .map(|u| json!({ "address": u.addr.to_string(), "kernel_drops": get(&u.kernel_drops) }))
-        .collect();
-    let tasks: serde_json::Map<String, Value> = st
-        .tasks()
-        .iter()
-        .map(|t| (t.name.clone(), json!(get(&t.restarts))))
-        .collect();
-    let by_prefix: serde_json::Map<String, Value> = st
-        .series_dropped_by_prefix()
-        .into_iter()
-        .map(|(p, n)| (p, n.into()))
-        .collect();
-    let mut body = json!({
-        "uptime_seconds": now.saturating_sub(get(&st.started_unix)),
-        "health": s.health.as_str(),
-        "packets_received": get(&st.packets_received),
-        "metrics_received": get(&st.metrics_received),
-        "bad_lines_seen": get(&st.bad_lines_seen),
-        "last_msg_seen": get(&st.last_msg_seen),
-        "lines_too_long": get(&st.lines_too_long),
-        "connections_accepted": get(&st.connections_accepted),
-        "connections_rejected": get(&st.connections_rejected),
-        "connections_open": get(&st.connections_open),
-        "raw_dropped": get(&st.raw_dropped),
-        "flushes": get(&st.flushes),
-        "reloads": get(&st.reloads),
-        "reload_failures": get(&st.reload_failures),
-        "admin_auth_failures": get(&st.admin_auth_failures),
-        "http_client_errors": get(&st.http_client_errors),
-        "http_connections_rejected": get(&st.http_connections_rejected),
-        "last_flush_micros": get(&st.last_flush_micros),
-        "series_live": get(&st.series_live),
-        "series_dropped_by_prefix": by_prefix,
-        "udp_sockets": udp,
-        "sinks": sinks,
-        "task_restarts": tasks,
-        "prometheus": {
-            "active": prom.active,
-            "series": prom.series,
-            "conflicts": prom.conflicts,
-            "over_limit": prom.over_limit,
-            "observe_micros": prom.observe_micros,
-            "render_micros": prom.render_micros,
-        },
-    });
-    if let Some(o) = body.as_object_mut() {
-        for (name, n) in st.limit_counters() {
-            o.insert(name.to_string(), n.into());
-        }
-    }
-    Json(body)
+    let prom = s.scrape().map(|l| l.rendered().stats).unwrap_or_default();
+    let mut body = render::json(&s.stats, &prom);
+    body.insert(
+        "uptime_seconds".into(),
+        unix_now().saturating_sub(get(&s.stats.started_unix)).into(),
+    );
+    body.insert("health".into(), s.health.as_str().into());
+    Json(Value::Object(body))
 }
 
 /// `/api/series` parameters.
@@ -261,7 +188,7 @@ pub async fn top(State(s): State<Shared>, Query(q): Query<TopQuery>) -> Response
         Ok(x) => x,
         Err(e) => return busy(e),
     };
-    let window = s.interval.as_secs_f64();
+    let window = s.settings().interval.as_secs_f64();
     let top: Vec<Value> = hot
         .iter()
         .map(|h| {
@@ -281,13 +208,10 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint (see docs/http.md)")
 }
 
-/// `POST /-/reload`: 200 with the [`ReloadReport`](crate::reload::ReloadReport);
-/// 400 when the new config is refused, 503 when the server cannot take it now.
-pub async fn reload(
-    r: std::sync::Arc<crate::reload::Reloader>,
-    shared: Shared,
-    headers: axum::http::HeaderMap,
-) -> Response {
+/// `POST /-/reload`: 200 with the
+/// [`ReloadReport`](crate::config::diff::ReloadReport); 400 when the new
+/// config is refused, 503 when the server cannot take it now.
+pub async fn reload(State(shared): State<Shared>, headers: axum::http::HeaderMap) -> Response {
     // `[admin] token`, as `Authorization: Bearer TOKEN`.
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -305,9 +229,12 @@ pub async fn reload(
         );
         return resp;
     }
+    let Some(r) = shared.reloader() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "this server cannot reload");
+    };
     match r.reload().await {
         Ok(report) => (StatusCode::OK, Json(report)).into_response(),
-        Err(e) if e.is_config() => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) if e.config => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::reload::Reloader;
+use crate::front::Front;
 use crate::shutdown::CancellationToken;
 use crate::stats::{incr, Stats};
 use axum::routing::{get, post};
@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{api, Shared};
+use super::api;
 
 /// Open HTTP connections at most; more are closed at once and counted
 /// (`http_connections_rejected`). Prometheus and a few operators need a
@@ -166,8 +166,9 @@ async fn run(listener: TcpListener, stats: Arc<Stats>, app: Router, token: Cance
     }
 }
 
-/// Every route.
-pub fn router(shared: Shared) -> Router {
+/// Every route; `POST /-/reload` answers 503 where the server has no
+/// reload hook.
+pub fn router(front: Arc<Front>) -> Router {
     // Bad query strings are answered by axum's own `Query` rejection: 400.
     Router::new()
         .route("/metrics", get(api::metrics))
@@ -175,33 +176,14 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/series", get(api::series))
         .route("/api/top", get(api::top))
+        .route("/-/reload", post(api::reload))
         .fallback(api::not_found)
-        .with_state(shared)
+        .with_state(front)
 }
 
 /// Serve HTTP on `listener` until `token` is cancelled; requests in flight
 /// are finished first.
-pub async fn serve(listener: TcpListener, shared: Shared, token: CancellationToken) {
-    let stats = shared.stats.clone();
-    run(listener, stats, router(shared), token).await
-}
-
-/// [`router`] plus `POST /-/reload`.
-pub fn router_with_reload(shared: Shared, reload: Arc<Reloader>) -> Router {
-    let s = shared.clone();
-    router(shared).route(
-        "/-/reload",
-        post(move |headers: axum::http::HeaderMap| api::reload(reload.clone(), s.clone(), headers)),
-    )
-}
-
-/// [`serve`], with `POST /-/reload`.
-pub async fn serve_with_reload(
-    listener: TcpListener,
-    shared: Shared,
-    reload: Arc<Reloader>,
-    token: CancellationToken,
-) {
-    let stats = shared.stats.clone();
-    run(listener, stats, router_with_reload(shared, reload), token).await
+pub async fn serve(listener: TcpListener, front: Arc<Front>, token: CancellationToken) {
+    let stats = front.stats.clone();
+    run(listener, stats, router(front), token).await
 }

@@ -29,28 +29,16 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::task::TaskTracker;
 
-use crate::parse::carbon::CarbonLineOptions;
 use crate::parse::pickle::{next_frame, PickleError};
+use crate::relay::config::CarbonInputOptions;
 use crate::relay::ingest::{decode_pickle, route_lines, route_lines_from, route_points_from};
 use crate::relay::router::Router;
-use crate::relay::stats::DropReason;
 use crate::shutdown::CancellationToken;
 use crate::stats::incr;
+use crate::stats::relay::DropReason;
 
 /// After shutdown starts, a read waits at most this long for buffered data.
 const DRAIN_READ: Duration = Duration::from_millis(25);
-
-/// What the relay's listeners check: the line checks, and the TCP
-/// connection limits.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct CarbonInputOptions {
-    /// Line checks (also applied to pickled points), `max_line_length` included.
-    pub line: CarbonLineOptions,
-    /// Most open line and pickle TCP connections together; 0 is no limit.
-    pub max_connections: usize,
-    /// Close a TCP connection that sent nothing for this long; `None` never does.
-    pub idle_timeout: Option<Duration>,
-}
 
 /// What every carbon listener and connection shares.
 pub struct CarbonCtx {

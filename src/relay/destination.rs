@@ -45,11 +45,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Notify};
 
-use super::stats::{DestinationStats, RelayStats};
 use super::Point;
 use crate::shutdown::CancellationToken;
 use crate::spool::{Pos, Record, SpoolConfig, SpoolHandle};
 use crate::stats::incr;
+use crate::stats::relay::{DestinationStats, RelayStats};
 
 /// Marks a queued point that stays with its destination whatever happens
 /// (hashed and `forward` clusters).

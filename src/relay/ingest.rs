@@ -23,10 +23,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::router::{Router, Wait};
-use super::stats::DropReason;
 use crate::parse::carbon::{parse_line, CarbonError, CarbonLineOptions, Timestamp};
 use crate::parse::pickle::{decode_frame_into, EntryError, PickleError};
 use crate::stats::incr;
+use crate::stats::relay::DropReason;
 
 /// Seconds since the epoch, now.
 pub fn now() -> i64 {
@@ -146,26 +146,6 @@ pub fn route_points_from(
         }
     }
     None
-}
-
-/// Decode one pickle frame payload (without its length prefix) and route
-/// its points; bad entries are counted and skipped.
-pub fn route_pickle(
-    router: &Router,
-    payload: &[u8],
-    opts: &CarbonLineOptions,
-    points: &mut Vec<crate::parse::pickle::Point>,
-) -> Result<(), PickleError> {
-    points.clear();
-    decode_frame_into(payload, opts, points, &mut |e| {
-        count(router, entry_reason(e))
-    })?;
-    incr(&router.stats.frames_received, 1);
-    for p in points.drain(..) {
-        let ts = resolve(router, p.timestamp);
-        router.route(p.name.as_bytes(), p.value, ts);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

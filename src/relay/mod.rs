@@ -5,9 +5,11 @@
 //! [`crate::parse::carbon`] and [`crate::parse::pickle`]) and counts what it
 //! refuses; [`router`] decides where each point goes (rules, rewrites,
 //! clusters and their methods, placement by [`hashing`]); [`destination`]
-//! holds one bounded queue and writer per destination; [`stats`] counts
-//! everything under carbon-c-relay's names; [`sink`] routes the statsd flush
-//! output through the same clusters. The listeners
+//! holds one bounded queue and writer per destination; [`config`] is the
+//! validated `[relay]`; `crate::stats::relay` counts everything under
+//! carbon-c-relay's names; the `relay` sink
+//! (`crate::sink::relay`) routes the statsd flush output through the same
+//! clusters. The listeners
 //! (`crate::listener::carbon`) call [`router::Router::route`] (UDP, never
 //! waits) or [`router::Router::route_stream`] (TCP line and pickle, which
 //! wait for room at a live destination with `on_full = "block"`).
@@ -15,12 +17,11 @@
 //! every [`DROP_LOG_EVERY`]) when points were dropped, and stops them in
 //! order.
 
+pub mod config;
 pub mod destination;
 pub mod hashing;
 pub mod ingest;
 pub mod router;
-pub mod sink;
-pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,10 +30,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::relay::RelayConfig;
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
 use crate::supervise::Backoff;
+use config::RelayConfig;
 use router::Router;
 
 /// One carbon data point on its way through the relay.
@@ -221,7 +222,7 @@ pub fn report_drops(router: &Router, seen: &mut [u64]) {
 pub fn send_self_metrics(router: &Router, prefix: &str) {
     let now = ingest::now();
     let mut name = String::new();
-    for (n, v) in router.stats.values() {
+    for (n, v) in crate::stats::render::relay_values(&router.stats) {
         name.clear();
         name.push_str(prefix);
         name.push('.');

@@ -32,13 +32,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use regex::bytes::Regex;
 
+use super::config::{ClusterMethod, RelayConfig, RuleAction};
 use super::destination::spool_subdir;
 use super::destination::{DestQueue, Item, OnFull, HELD};
 use super::hashing::{HashError, Ring};
-use super::stats::RelayStats;
 use super::Point;
-use crate::config::relay::{ClusterMethod, RelayConfig, RuleAction};
 use crate::stats::incr;
+use crate::stats::relay::RelayStats;
 
 /// Why a router could not be built (the config validation checks all of
 /// these first, so they only show for configs built in code).
@@ -485,7 +485,7 @@ fn fnv1a64(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::relay::{ClusterConfig, RuleConfig};
+    use crate::relay::config::{ClusterConfig, RuleConfig};
     use crate::relay::destination::{Protocol, Tuning};
     use crate::relay::hashing::{Destination, Method};
     use std::time::Duration;

@@ -8,20 +8,75 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::graphite::push_text_line;
-use super::{BoxFuture, Sink, SinkMsg};
+use super::{
+    keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
+};
+use crate::check::Bad;
 use crate::flush::naming::{for_each_graphite_line, Naming};
 use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::metric::{MetricKey, MetricType};
 use crate::stats::{incr, SinkStats};
 
+/// `[[sink]] type = "console"`.
+pub struct Kind;
+
+/// The console sink's table.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    /// `text` (Graphite lines) or `json`.
+    format: Option<String>,
+}
+
+impl SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "console"
+    }
+
+    fn keys(&self) -> Vec<String> {
+        keys_of::<RawConsole>()
+    }
+
+    fn validate(
+        &self,
+        table: toml::Table,
+        cx: &ValidateCx<'_>,
+    ) -> Result<Arc<dyn SinkConfig>, Bad> {
+        let raw: RawConsole = cx.table(table)?;
+        let format = match raw.format.as_deref() {
+            None | Some("text") => ConsoleFormat::Text,
+            Some("json") => ConsoleFormat::Json,
+            Some(other) => {
+                return Err(cx.bad(
+                    "format",
+                    format!("{other:?}: expected \"text\" or \"json\""),
+                ))
+            }
+        };
+        Ok(Arc::new(ConsoleConfig { format }))
+    }
+}
+
 /// Console sink settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleConfig {
     pub format: ConsoleFormat,
+}
+
+impl SinkConfig for ConsoleConfig {
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
+        Ok(Built::sink(ConsoleSink::new(
+            cx.name.clone(),
+            self.clone(),
+            cx.naming.clone(),
+            cx.stats.clone(),
+        )))
+    }
 }
 
 /// How the console prints a flush.
@@ -33,7 +88,7 @@ pub enum ConsoleFormat {
     Json,
 }
 
-/// The console sink. Built by [`super::build`].
+/// The console sink.
 pub struct ConsoleSink {
     name: String,
     config: ConsoleConfig,
@@ -221,7 +276,6 @@ mod tests {
         let key = |s: &str| MetricKey::new(s.as_bytes());
         let batch = FlushBatch {
             timestamp: 1_700_000_000,
-            interval_ms: 10_000,
             counters: vec![CounterOut {
                 key: key("foo;a=b"),
                 value: 1.0,

@@ -15,8 +15,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use serde::{Deserialize, Serialize};
+
 use super::outlet::{self, Entry, Feed, OutletConfig};
-use super::{BoxFuture, Sink, SinkMsg};
+use super::{
+    keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
+};
+use crate::check::{check_address, check_backoff, check_nonzero, Bad};
 use crate::flush::naming::{
     for_each_graphite_line, graphite_lines, graphite_stats_name, GraphiteLine, Naming,
 };
@@ -24,6 +29,99 @@ use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::spool::SpoolConfig;
 use crate::stats::{incr, SinkStats};
+
+/// `[[sink]] type = "graphite"`.
+pub struct Kind;
+
+/// The graphite sink's table.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraphite {
+    /// The carbon receiver, `host:port`.
+    address: Option<String>,
+    /// `text` or `pickle`.
+    protocol: Option<String>,
+    /// Bytes of flushes held while the destination is down.
+    buffer_bytes: Option<usize>,
+    /// How long a connection attempt may take.
+    #[serde(default, with = "humantime_serde::option")]
+    connect_timeout: Option<Duration>,
+    /// The first reconnect delay.
+    #[serde(default, with = "humantime_serde::option")]
+    backoff_min: Option<Duration>,
+    /// The longest reconnect delay.
+    #[serde(default, with = "humantime_serde::option")]
+    backoff_max: Option<Duration>,
+    /// Directory of the disk spool (relative to the config file's directory);
+    /// the sink uses its own subdirectory, named after it. Unset: no spool.
+    spool_dir: Option<String>,
+    /// Bytes the spool keeps at most (1 GiB).
+    spool_bytes: Option<u64>,
+}
+
+const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "graphite"
+    }
+
+    fn keys(&self) -> Vec<String> {
+        keys_of::<RawGraphite>()
+    }
+
+    fn validate(
+        &self,
+        table: toml::Table,
+        cx: &ValidateCx<'_>,
+    ) -> Result<Arc<dyn SinkConfig>, Bad> {
+        let raw: RawGraphite = cx.table(table)?;
+        let Some(address) = raw.address else {
+            return Err(cx.bad("address", "a graphite sink needs `address = \"host:port\"`"));
+        };
+        check_address(&address).map_err(|r| cx.bad("address", r))?;
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("text") => GraphiteProtocol::Text,
+            Some("pickle") => GraphiteProtocol::Pickle,
+            Some(other) => {
+                return Err(cx.bad(
+                    "protocol",
+                    format!("{other:?}: a graphite sink speaks \"text\" or \"pickle\""),
+                ))
+            }
+        };
+        let connect_timeout = raw.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        check_nonzero(connect_timeout).map_err(|r| cx.bad("connect_timeout", r))?;
+        let backoff_min = raw.backoff_min.unwrap_or(DEFAULT_BACKOFF_MIN);
+        check_nonzero(backoff_min).map_err(|r| cx.bad("backoff_min", r))?;
+        let backoff_max = raw.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
+        check_backoff(backoff_min, backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
+        Ok(Arc::new(GraphiteConfig {
+            address,
+            protocol,
+            buffer_bytes: raw.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+            connect_timeout,
+            backoff_min,
+            backoff_max,
+            spool: cx.spool(raw.spool_dir.as_deref(), raw.spool_bytes)?,
+        }))
+    }
+}
+
+impl SinkConfig for GraphiteConfig {
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
+        Ok(Built::sink(GraphiteSink::new(
+            cx.name.clone(),
+            self.clone(),
+            cx.naming.clone(),
+            cx.stats.clone(),
+            cx.shutdown_timeout,
+        )))
+    }
+}
 
 /// Graphite sink settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +146,7 @@ pub enum GraphiteProtocol {
     Pickle,
 }
 
-/// The graphite sink. Built by [`super::build`].
+/// The graphite sink.
 pub struct GraphiteSink {
     name: String,
     config: GraphiteConfig,
@@ -60,7 +158,7 @@ pub struct GraphiteSink {
 }
 
 impl GraphiteSink {
-    /// A sink for `config`; the address is not checked here (see [`super::build`]).
+    /// A sink for `config`; the address is checked by [`Kind`]'s validation.
     pub fn new(
         name: String,
         config: GraphiteConfig,
@@ -278,7 +376,6 @@ mod tests {
     fn batch(ts: u64) -> Arc<FlushBatch> {
         Arc::new(FlushBatch {
             timestamp: ts,
-            interval_ms: 10_000,
             counters: vec![CounterOut {
                 key: MetricKey::new(b"foo;env=prod"),
                 value: 10.0,

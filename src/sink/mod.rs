@@ -1,27 +1,241 @@
-//! Sinks: where flushes (and, for the repeater, raw packets) go.
+//! Outputs ("sinks" in the config file): where flushes, and for the
+//! repeater raw packets, go. This module is the surface every output kind
+//! implements; each kind lives in its own module and owns its config table,
+//! its keys, their validation, how it is built and how it reloads.
 //!
-//! Every sink runs as its own task fed by its own bounded queue, so a slow or
-//! dead destination never holds up the flusher, ingest, or another sink. The
+//! - [`SinkKind`]: a kind, as `[[sink]] type = "..."` names it. It turns its
+//!   table into a [`SinkConfig`] ([`SinkKind::validate`]).
+//! - [`SinkConfig`]: one configured output's settings. The runtime builds it
+//!   ([`SinkConfig::build`]) at start, at a reload that adds or changes it
+//!   (a reload diffs configs with [`SinkSpec`]'s equality), and again after
+//!   its task panicked.
+//! - [`Built`]: what a build gives the runtime: a [`Sink`] task fed by its
+//!   own bounded queue, and/or an [`Observer`] that sees every flush with
+//!   the registry on the flusher thread (the Prometheus exporter, which has
+//!   no task), and what `GET /metrics` serves.
+//!
+//! Registering a kind is one line in [`builtin`]. docs/architecture.md
+//! ("Adding an output") walks through it; `tests/it/output_surface.rs`
+//! builds an output outside the crate through this surface alone.
+//!
+//! Every sink task runs with its own bounded queue, so a slow or dead
+//! destination never holds up the flusher, ingest, or another sink. The
 //! queue closing is the shutdown signal: a sink then delivers what it still
 //! holds, within its shutdown deadline, and returns.
+//!
+//! Imports: the flush's data ([`crate::flush`]), the registry for observers,
+//! the relay's router (for the `relay` kind), the delivery engines, the
+//! counters ([`crate::stats`]) and the config checks
+//! ([`crate::config::check`]); never listeners, the runtime or HTTP.
 
 pub mod console;
 pub mod graphite;
-mod outlet;
+pub(crate) mod outlet;
 pub mod pickle;
+pub mod prometheus;
+pub mod relay;
 pub mod repeater;
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::aggregate::Registry;
+use crate::check::Bad;
 use crate::flush::naming::Naming;
 use crate::flush::FlushBatch;
+use crate::relay::router::Router;
 use crate::stats::SinkStats;
+
+/// Every output kind `[[sink]] type = "..."` may name. Registering a kind is
+/// one line here.
+pub fn builtin() -> Kinds {
+    Kinds::new(vec![
+        Arc::new(console::Kind),
+        Arc::new(graphite::Kind),
+        Arc::new(repeater::Kind),
+        Arc::new(relay::Kind),
+    ])
+}
+
+/// The output kinds a config may use: [`builtin`], or those plus an
+/// embedding program's own ([`Kinds::with`]).
+#[derive(Clone)]
+pub struct Kinds(Vec<Arc<dyn SinkKind>>);
+
+impl Kinds {
+    pub fn new(kinds: Vec<Arc<dyn SinkKind>>) -> Kinds {
+        Kinds(kinds)
+    }
+
+    /// These kinds and `kind`.
+    pub fn with(mut self, kind: Arc<dyn SinkKind>) -> Kinds {
+        self.0.push(kind);
+        self
+    }
+
+    /// The kind `type = name` names.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn SinkKind>> {
+        self.0.iter().find(|k| k.name() == name)
+    }
+
+    /// Every kind, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn SinkKind>> {
+        self.0.iter()
+    }
+
+    /// `"a"`, `"b"` or `"c"`, for errors.
+    pub fn names(&self) -> String {
+        let names: Vec<String> = self.0.iter().map(|k| format!("{:?}", k.name())).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    }
+}
+
+impl Default for Kinds {
+    fn default() -> Kinds {
+        builtin()
+    }
+}
+
+impl fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|k| k.name()))
+            .finish()
+    }
+}
+
+/// A kind of output: what `[[sink]] type = "..."` names.
+pub trait SinkKind: Send + Sync + 'static {
+    /// The `type` value.
+    fn name(&self) -> &'static str;
+    /// The keys of its table besides `type`, `name` and `queue` (for the
+    /// error that names a key of another kind, and the docs test). For a
+    /// table read with [`ValidateCx::table`], [`keys_of`] lists its fields.
+    fn keys(&self) -> Vec<String>;
+    /// Queue capacity, in messages, when `queue` is not set.
+    fn default_queue(&self) -> usize {
+        DEFAULT_QUEUE
+    }
+    /// Check the table (`type`, `name` and `queue` taken out) and turn it
+    /// into the output's settings. Errors name the key
+    /// ([`ValidateCx::bad`]).
+    fn validate(&self, table: toml::Table, cx: &ValidateCx<'_>)
+        -> Result<Arc<dyn SinkConfig>, Bad>;
+}
+
+/// Queue capacity of a flush-fed output, in flushes.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// What an output is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Every flush ([`SinkMsg::Flush`]).
+    Flush,
+    /// Every received statsd packet as it arrived ([`SinkMsg::Raw`]).
+    Raw,
+}
+
+/// One configured output's settings, as its kind validated them.
+pub trait SinkConfig: fmt::Debug + Send + Sync + DynEq {
+    /// What it is fed.
+    fn input(&self) -> Input {
+        Input::Flush
+    }
+    /// Whether what it writes depends on `[naming]`: a naming change then
+    /// rebuilds it.
+    fn uses_naming(&self) -> bool {
+        true
+    }
+    /// Whether its counters are listed among the sinks' (`/api/stats`
+    /// `sinks`, `statsyard_sink_*`); the Prometheus exporter has its own.
+    fn counted(&self) -> bool {
+        true
+    }
+    /// Build it. Runs at start, at a reload that adds or changes it, and
+    /// again after its task panicked (the same counters each time).
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError>;
+}
+
+/// Equality between settings of any kind: a reload rebuilds an output whose
+/// settings changed. Implemented for every `PartialEq` type.
+pub trait DynEq: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn dyn_eq(&self, other: &dyn Any) -> bool;
+}
+
+impl<T: PartialEq + Any> DynEq for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn dyn_eq(&self, other: &dyn Any) -> bool {
+        other.downcast_ref::<T>() == Some(self)
+    }
+}
+
+/// What a build needs from the running server.
+#[derive(Clone)]
+pub struct BuildCx {
+    /// The output's name.
+    pub name: String,
+    /// Graphite names, as the reference builds them.
+    pub naming: Naming,
+    /// Its counters (kept across rebuilds and reloads).
+    pub stats: Arc<SinkStats>,
+    /// How long it may take to deliver what it holds once its queue closes.
+    pub shutdown_timeout: Duration,
+    /// The relay's router, when `[relay]` runs.
+    pub relay: Option<Arc<Router>>,
+}
+
+/// What a build gives the runtime.
+#[derive(Default)]
+pub struct Built {
+    /// The task, fed by its own queue; `None` for an output that only observes.
+    pub sink: Option<Box<dyn Sink>>,
+    /// Runs on the flusher thread at every flush.
+    pub observer: Option<Box<dyn Observer>>,
+    /// What `GET /metrics` serves (the Prometheus exporter).
+    pub scrape: Option<Arc<prometheus::live::Live>>,
+}
+
+impl Built {
+    /// An output that is a task only.
+    pub fn sink(s: impl Sink + 'static) -> Built {
+        Built {
+            sink: Some(Box::new(s)),
+            ..Built::default()
+        }
+    }
+}
+
+/// What an [`Observer`] sees of one flush, on the flusher thread, after the
+/// sinks were handed the batch and before the registry ends the interval.
+pub struct FlushView<'a> {
+    pub batch: &'a Arc<FlushBatch>,
+    /// The aggregation state the batch was computed from.
+    pub registry: &'a Registry,
+    pub now: Instant,
+}
+
+/// Sees every flush on the flusher thread. It must be quick (the next flush
+/// and every admin/API job wait for it) and must never block on I/O: an
+/// observer that ships data hands it to its own task.
+pub trait Observer: Send {
+    fn observe(&mut self, flush: &FlushView<'_>);
+}
 
 /// What a sink's queue carries.
 #[derive(Debug, Clone)]
@@ -35,51 +249,49 @@ pub enum SinkMsg {
 /// A boxed future, for trait objects.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// One destination. Built from a [`SinkSpec`], then `run` until its queue closes.
+/// One running output: consumes its queue until it closes.
 pub trait Sink: Send {
     /// The configured name, used in logs and self-metrics.
     fn name(&self) -> &str;
-    /// Whether this sink wants [`SinkMsg::Raw`] packets rather than flushes.
-    fn wants_raw(&self) -> bool {
-        false
-    }
     /// Consume messages until the queue closes, then deliver what is held
     /// (bounded by the shutdown deadline) and return.
     fn run(self: Box<Self>, rx: mpsc::Receiver<SinkMsg>) -> BoxFuture;
 }
 
-/// A configured sink.
-#[derive(Debug, Clone, PartialEq)]
+/// A configured output.
+#[derive(Debug, Clone)]
 pub struct SinkSpec {
     /// Unique among sinks; defaults to the type (`graphite`, `graphite-2`, ...).
     pub name: String,
     /// Capacity of the sink's queue, in messages. A full queue drops the newest
     /// message and counts it.
     pub queue: usize,
-    pub kind: SinkKind,
+    /// The `type`.
+    pub kind: &'static str,
+    pub config: Arc<dyn SinkConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkKind {
-    Console(console::ConsoleConfig),
-    Graphite(graphite::GraphiteConfig),
-    Repeater(repeater::RepeaterConfig),
-    /// Flushed lines go through the relay's rules and clusters
-    /// ([`crate::relay::sink::RelaySink`], built by the server, which owns the relay).
-    Relay,
+impl PartialEq for SinkSpec {
+    fn eq(&self, o: &SinkSpec) -> bool {
+        self.name == o.name
+            && self.queue == o.queue
+            && self.kind == o.kind
+            && self.config.dyn_eq(o.config.as_any())
+    }
+}
+
+impl SinkSpec {
+    /// Its settings, if they are of type `T`.
+    pub fn config_of<T: 'static>(&self) -> Option<&T> {
+        self.config.as_any().downcast_ref::<T>()
+    }
 }
 
 /// Errors building a sink.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// A destination address that cannot be used.
-    #[error("sink {sink}: bad address {addr:?}: {reason}")]
-    BadAddress {
-        sink: String,
-        addr: String,
-        reason: String,
-    },
-    /// A `relay` sink without a relay to route through.
+    /// A `relay` sink without a relay to route through (the config check
+    /// refuses it first; an embedding program may not).
     #[error("sink {sink}: a relay sink needs a [relay] section")]
     NoRelay { sink: String },
     /// An I/O error setting the sink up.
@@ -89,168 +301,101 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// An embedding program's output could not be built.
+    #[error("sink {sink}: {reason}")]
+    Other { sink: String, reason: String },
 }
 
-/// A destination address: `host:port`, an IPv6 host in brackets, port 1-65535.
-/// Host names are resolved by the sink when it connects.
-pub fn check_address(s: &str) -> Result<(), String> {
-    let usage = "(expected host:port, e.g. \"graphite.example.com:2003\" or \"[::1]:2003\")";
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s:?} has no port {usage}"));
-    };
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => {}
-        _ => {
-            return Err(format!(
-                "{s:?}: {port:?} is not a port number 1-65535 {usage}"
-            ))
+/// What a kind's validation knows of the file and the table it reads.
+pub struct ValidateCx<'a> {
+    /// The config file, for relative paths (`<...>` for none).
+    pub file: &'a str,
+    /// The table's index among `[[sink]]`s.
+    pub index: usize,
+    /// The sink's name (defaulted already).
+    pub name: &'a str,
+    /// Its `type`.
+    pub kind: &'a str,
+    /// Every key the kind takes (with `type`, `name` and `queue`), for errors.
+    pub keys: Vec<String>,
+    /// Whether the config has a `[relay]`.
+    pub has_relay: bool,
+}
+
+impl ValidateCx<'_> {
+    /// The key path of `key` (`sink[1].address`).
+    pub fn key(&self, key: &str) -> String {
+        format!("sink[{}].{key}", self.index)
+    }
+
+    /// A validation error at `key`.
+    pub fn bad(&self, key: &str, reason: impl Into<String>) -> Bad {
+        Bad {
+            key: self.key(key),
+            reason: reason.into(),
         }
     }
-    if let Some(inner) = host.strip_prefix('[') {
-        match inner.strip_suffix(']') {
-            Some(ip) if ip.parse::<std::net::Ipv6Addr>().is_ok() => Ok(()),
-            _ => Err(format!("{s:?}: bad IPv6 address in brackets {usage}")),
-        }
-    } else if host.is_empty() {
-        Err(format!("{s:?} has no host {usage}"))
-    } else if host.contains(':') {
-        Err(format!("{s:?}: write an IPv6 address in brackets {usage}"))
-    } else if host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host) {
-        Ok(())
-    } else {
-        Err(format!("{s:?}: {host:?} is not a host name {usage}"))
-    }
-}
 
-/// Letters, digits, '-' and '_' in non-empty dot-separated labels of at most
-/// 63 bytes, 253 in all; one trailing dot allowed.
-fn is_dns_name(host: &str) -> bool {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    host.len() <= 253 && name.split('.').all(label_ok)
-}
-
-/// Build the sink a spec describes.
-pub fn build(
-    spec: &SinkSpec,
-    naming: &Naming,
-    stats: Arc<SinkStats>,
-    shutdown_timeout: Duration,
-) -> Result<Box<dyn Sink>, SinkError> {
-    let bad = |addr: &str, reason: String| SinkError::BadAddress {
-        sink: spec.name.clone(),
-        addr: addr.to_string(),
-        reason,
-    };
-    let sink: Box<dyn Sink> = match &spec.kind {
-        SinkKind::Console(c) => Box::new(console::ConsoleSink::new(
-            spec.name.clone(),
-            c.clone(),
-            naming.clone(),
-            stats,
-        )),
-        SinkKind::Graphite(g) => {
-            check_address(&g.address).map_err(|r| bad(&g.address, r))?;
-            Box::new(graphite::GraphiteSink::new(
-                spec.name.clone(),
-                g.clone(),
-                naming.clone(),
-                stats,
-                shutdown_timeout,
-            ))
+    /// Read the table into `T` (whose fields are the kind's keys): a key of
+    /// another kind is refused naming it, a value of the wrong type naming
+    /// its key.
+    pub fn table<T: DeserializeOwned>(&self, table: toml::Table) -> Result<T, Bad> {
+        if let Some(k) = table.keys().find(|k| !self.keys.contains(k)) {
+            return Err(self.bad(
+                k,
+                format!(
+                    "not a key of a {} sink (its keys: {})",
+                    self.kind,
+                    self.keys.join(", ")
+                ),
+            ));
         }
-        SinkKind::Repeater(r) => {
-            for d in &r.destinations {
-                check_address(d).map_err(|why| bad(d, why))?;
+        let keys: Vec<String> = table.keys().cloned().collect();
+        T::deserialize(toml::Value::Table(table)).map_err(|e| {
+            // The toml crate's message names the key; fall back to the table.
+            let msg = e.to_string();
+            let key = keys
+                .iter()
+                .find(|k| msg.contains(&format!("`{k}`")))
+                .cloned();
+            match key {
+                Some(k) => self.bad(&k, msg.trim().to_string()),
+                None => Bad {
+                    key: format!("sink[{}]", self.index),
+                    reason: msg.trim().to_string(),
+                },
             }
-            Box::new(repeater::RepeaterSink::new(
-                spec.name.clone(),
-                r.clone(),
-                stats,
-                shutdown_timeout,
-            ))
-        }
-        SinkKind::Relay => {
-            return Err(SinkError::NoRelay {
-                sink: spec.name.clone(),
-            })
-        }
-    };
-    Ok(sink)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(kind: SinkKind) -> SinkSpec {
-        SinkSpec {
-            name: "s".into(),
-            queue: 16,
-            kind,
-        }
-    }
-
-    fn graphite(addr: &str) -> SinkKind {
-        SinkKind::Graphite(graphite::GraphiteConfig {
-            address: addr.into(),
-            protocol: graphite::GraphiteProtocol::Text,
-            buffer_bytes: 1 << 20,
-            connect_timeout: Duration::from_secs(1),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(10),
-            spool: None,
         })
     }
 
-    fn repeater(dests: &[&str]) -> SinkKind {
-        SinkKind::Repeater(repeater::RepeaterConfig {
-            destinations: dests.iter().map(|d| d.to_string()).collect(),
-            protocol: repeater::RepeaterProtocol::Udp,
-            backoff_max: Duration::from_secs(10),
-        })
+    /// `path` as written in the config file: relative to its directory.
+    pub fn path(&self, path: &str) -> PathBuf {
+        crate::check::relative_to(self.file, path)
     }
 
-    #[test]
-    fn builds_each_kind_and_checks_addresses() {
-        let console = SinkKind::Console(console::ConsoleConfig {
-            format: console::ConsoleFormat::Text,
-        });
-        // (kind, Ok(wants_raw) or Err(bad address))
-        let cases: Vec<(SinkKind, Result<bool, &str>)> = vec![
-            (console, Ok(false)),
-            (graphite("localhost:2003"), Ok(false)),
-            (graphite("[::1]:2004"), Ok(false)),
-            (graphite("localhost"), Err("localhost")),
-            (repeater(&["127.0.0.1:8125", "statsd-2:8125"]), Ok(true)),
-            (
-                repeater(&["127.0.0.1:8125", "statsd 2:8125"]),
-                Err("statsd 2:8125"),
-            ),
-        ];
-        for (kind, want) in cases {
-            let got = build(
-                &spec(kind.clone()),
-                &Naming::default(),
-                Arc::new(SinkStats::default()),
-                Duration::from_secs(1),
-            );
-            match (got, want) {
-                (Ok(s), Ok(raw)) => {
-                    assert_eq!(s.name(), "s");
-                    assert_eq!(s.wants_raw(), raw, "{kind:?}");
-                }
-                (Err(SinkError::BadAddress { sink, addr, .. }), Err(bad)) => {
-                    assert_eq!(sink, "s");
-                    assert_eq!(addr, bad);
-                }
-                (got, want) => panic!("{kind:?}: got {:?}, want {want:?}", got.err()),
-            }
-        }
+    /// The sink's disk spool from `spool_dir` and `spool_bytes`: its own
+    /// subdirectory `spool_dir/<name>`.
+    pub fn spool(
+        &self,
+        dir: Option<&str>,
+        max_bytes: Option<u64>,
+    ) -> Result<Option<crate::spool::SpoolConfig>, Bad> {
+        crate::check::spool_config(
+            self.file,
+            dir,
+            max_bytes,
+            &[self.name],
+            &self.key("spool_dir"),
+            &self.key("spool_bytes"),
+        )
+    }
+}
+
+/// The field names of a table type: `T::default()` serialised to JSON,
+/// where every field appears (an unset `Option` as `null`).
+pub fn keys_of<T: Default + Serialize>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }

@@ -895,7 +895,7 @@ mod tests {
             ("bad host:2003", false),
             ("http://x:2003", false),
         ] {
-            assert_eq!(crate::sink::check_address(addr).is_ok(), ok, "{addr}");
+            assert_eq!(crate::check::check_address(addr).is_ok(), ok, "{addr}");
         }
     }
 

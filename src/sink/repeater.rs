@@ -17,9 +17,105 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::outlet::{self, Entry, Feed, OutletConfig};
-use super::{BoxFuture, Sink, SinkMsg};
+use super::{
+    keys_of, BoxFuture, BuildCx, Built, Input, Sink, SinkConfig, SinkError, SinkKind, SinkMsg,
+    ValidateCx,
+};
+use crate::check::{check_address, check_nonzero, Bad};
 use crate::stats::{incr, SinkStats};
+
+/// `[[sink]] type = "repeater"`.
+pub struct Kind;
+
+/// The repeater's table.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepeater {
+    /// `host:port` of each statsd server that gets a copy of every packet.
+    destinations: Option<Vec<String>>,
+    /// `udp` or `tcp`.
+    protocol: Option<String>,
+    /// The longest reconnect delay (tcp).
+    #[serde(default, with = "humantime_serde::option")]
+    backoff_max: Option<Duration>,
+}
+
+/// Default queue of the repeater, in packets: it sees every packet, not one
+/// message per flush.
+const DEFAULT_QUEUE: usize = 65_536;
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "repeater"
+    }
+
+    fn keys(&self) -> Vec<String> {
+        keys_of::<RawRepeater>()
+    }
+
+    fn default_queue(&self) -> usize {
+        DEFAULT_QUEUE
+    }
+
+    fn validate(
+        &self,
+        table: toml::Table,
+        cx: &ValidateCx<'_>,
+    ) -> Result<Arc<dyn SinkConfig>, Bad> {
+        let raw: RawRepeater = cx.table(table)?;
+        let destinations = raw.destinations.unwrap_or_default();
+        if destinations.is_empty() {
+            return Err(cx.bad(
+                "destinations",
+                "a repeater sink needs at least one `host:port` destination",
+            ));
+        }
+        for (j, d) in destinations.iter().enumerate() {
+            check_address(d).map_err(|r| cx.bad(&format!("destinations[{j}]"), r))?;
+        }
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("udp") => RepeaterProtocol::Udp,
+            Some("tcp") => RepeaterProtocol::Tcp,
+            Some(other) => {
+                return Err(cx.bad(
+                    "protocol",
+                    format!("{other:?}: a repeater sink speaks \"udp\" or \"tcp\""),
+                ))
+            }
+        };
+        let backoff_max = raw.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
+        check_nonzero(backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
+        Ok(Arc::new(RepeaterConfig {
+            destinations,
+            protocol,
+            backoff_max,
+        }))
+    }
+}
+
+impl SinkConfig for RepeaterConfig {
+    fn input(&self) -> Input {
+        Input::Raw
+    }
+
+    /// It copies packets as they arrived: names play no part.
+    fn uses_naming(&self) -> bool {
+        false
+    }
+
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
+        Ok(Built::sink(RepeaterSink::new(
+            cx.name.clone(),
+            self.clone(),
+            cx.stats.clone(),
+            cx.shutdown_timeout,
+        )))
+    }
+}
 
 /// Repeater sink settings: raw packets copied to other statsd servers.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +150,7 @@ const UDP_RESOLVE_EVERY: Duration = Duration::from_secs(60);
 /// Minimum time between two warnings about the same kind of per-packet failure.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The repeater sink. Built by [`super::build`].
+/// The repeater sink.
 pub struct RepeaterSink {
     name: String,
     config: RepeaterConfig,
@@ -63,7 +159,7 @@ pub struct RepeaterSink {
 }
 
 impl RepeaterSink {
-    /// A sink for `config`; the addresses are not checked here (see [`super::build`]).
+    /// A sink for `config`; the addresses are checked by [`Kind`]'s validation.
     pub fn new(
         name: String,
         config: RepeaterConfig,
@@ -82,10 +178,6 @@ impl RepeaterSink {
 impl Sink for RepeaterSink {
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn wants_raw(&self) -> bool {
-        true
     }
 
     fn run(self: Box<Self>, rx: mpsc::Receiver<SinkMsg>) -> BoxFuture {
@@ -338,7 +430,15 @@ mod tests {
             b.local_addr().unwrap().to_string(),
         ];
         let (sink, stats) = sink(dests, RepeaterProtocol::Udp);
-        assert!(sink.wants_raw());
+        assert_eq!(
+            RepeaterConfig {
+                destinations: Vec::new(),
+                protocol: RepeaterProtocol::Udp,
+                backoff_max: Duration::from_secs(1)
+            }
+            .input(),
+            Input::Raw
+        );
         let (tx, rx) = mpsc::channel(16);
         let task = tokio::spawn(sink.run(rx));
         for p in PACKETS {

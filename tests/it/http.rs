@@ -95,7 +95,7 @@ fn health_follows_the_admin_console() {
     assert_eq!(admin(console, "health down", "\n"), "health: down\n");
     let (status, _, body) = get(http, "/health");
     assert_eq!((status, body.as_str()), (503, "down\n"));
-    assert!(!server.running().health.is_up());
+    assert!(!server.running().front.health.is_up());
     assert_eq!(admin(console, "health UP", "\n"), "health: up\n");
     assert_eq!(get(http, "/health").0, 200);
     server.stop();

@@ -12,10 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use statsyard::aggregate::{AggregateOptions, Registry, Shard};
-use statsyard::http::mapping::Mapping;
-use statsyard::http::prometheus::{Exporter, ObserverType, PromOptions};
 use statsyard::metric::MetricRef;
 use statsyard::parse::{Handler, ParseError, ParseOptions, StatsdParser};
+use statsyard::sink::prometheus::exporter::{Exporter, PromOptions};
+use statsyard::sink::prometheus::mapping::Mapping;
+use statsyard::sink::prometheus::options::ObserverType;
 
 use crate::support::{config, free_tcp_port, relay_section, send_udp, Server};
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use statsyard::relay::hashing::{Destination, Method, Ring};
-use statsyard::relay::stats::RelayStats;
+use statsyard::stats::relay::RelayStats;
 
 use crate::support::{bin, config, free_tcp_port, relay_section, send_udp, Server};
 

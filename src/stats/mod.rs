@@ -1,6 +1,24 @@
 //! Self-metrics: plain atomics, owned by the server and passed down by `Arc`.
 //! No globals. Totals only ever grow; the flusher turns them into per-interval
 //! deltas for the reference's `statsd.*` counters.
+//!
+//! Every stats struct lives here with its table ([`table::Metric`] rows):
+//! [`Stats`] ([`PROCESS`]), [`SinkStats`] ([`SINK`]), [`TaskStats`],
+//! [`UdpSocketStats`], [`spool::SpoolStats`], [`relay::RelayStats`] and
+//! [`prometheus::PromStats`]. [`render`] turns the tables into each format:
+//! `/metrics`, `/api/stats`, Graphite self-metrics and the admin `stats`
+//! command. This folder imports nothing of the rest of the crate but the
+//! Prometheus text writer; every component imports its counters from here.
+
+pub mod atomic;
+pub mod prometheus;
+pub mod relay;
+pub mod render;
+pub mod spool;
+pub mod table;
+
+pub use atomic::{get, incr, unix_now};
+use table::{Kind, Metric};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +80,7 @@ pub struct Stats {
     series_dropped_by_prefix: Mutex<Vec<(String, u64)>>,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
-    relay: Mutex<Option<Arc<crate::relay::stats::RelayStats>>>,
+    relay: Mutex<Option<Arc<relay::RelayStats>>>,
     /// Supervised tasks, by name ([`crate::supervise`]).
     tasks: Mutex<Vec<Arc<TaskStats>>>,
 }
@@ -98,47 +116,6 @@ impl Stats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// The counters of refused or cut-off input added with the limits, by
-    /// their self-metric names (the `/api/stats` keys and, under
-    /// `<prefix_stats>.statsyard.`, the Graphite names).
-    pub fn limit_counters(&self) -> [(&'static str, u64); 4] {
-        [
-            ("series_dropped", get(&self.series_dropped)),
-            ("too_many_tags", get(&self.too_many_tags)),
-            (
-                "connections_idle_closed",
-                get(&self.connections_idle_closed),
-            ),
-            ("admin_errors", get(&self.admin_errors)),
-        ]
-    }
-
-    /// [`Stats::limit_counters`] plus one `series_dropped_prefix.<prefix>`
-    /// per prefix that dropped any, as Graphite self-metric names: the
-    /// prefix with every character but `A-Z a-z 0-9 _ -` made `_`, so that
-    /// `app.` stays one path node (`series_dropped_prefix.app_`).
-    pub fn limit_self_metrics(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self
-            .limit_counters()
-            .iter()
-            .map(|(n, c)| (n.to_string(), *c))
-            .collect();
-        for (prefix, n) in self.series_dropped_by_prefix() {
-            let node: String = prefix
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            v.push((format!("series_dropped_prefix.{node}"), n));
-        }
-        v
     }
 
     /// Register a sink's counters under its name.
@@ -216,13 +193,12 @@ impl Stats {
     }
 
     /// Register the relay's counters (at most one relay per process).
-    pub fn set_relay(&self, relay: Arc<crate::relay::stats::RelayStats>) {
+    pub fn set_relay(&self, relay: Arc<relay::RelayStats>) {
         *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
     }
 
-    /// The relay's counters, if this process runs a relay. Their names and
-    /// values for export: [`crate::relay::stats::RelayStats::values`].
-    pub fn relay(&self) -> Option<Arc<crate::relay::stats::RelayStats>> {
+    /// The relay's counters, if this process runs a relay.
+    pub fn relay(&self) -> Option<Arc<relay::RelayStats>> {
         self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -340,28 +316,167 @@ pub struct SinkStats {
     /// Bytes held in memory, waiting for the destination.
     pub buffered_bytes: AtomicU64,
     /// The sink's disk spool (all zero without one).
-    pub spool: Arc<crate::spool::SpoolStats>,
+    pub spool: Arc<spool::SpoolStats>,
 }
 
-/// Unix time in whole seconds, rounded as the reference rounds it.
-pub fn unix_now() -> u64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64 / 1000.0).round() as u64
-}
+/// Every process-wide counter, in export order (`statsyard_*` on
+/// `/metrics`, top-level keys of `/api/stats`).
+pub const PROCESS: &[Metric<Stats>] = &[
+    Metric::new("packets_received", "packets_received_total", Kind::Counter,
+        "UDP datagrams and stream reads holding at least one full line.",
+        |s: &Stats| get(&s.packets_received)),
+    Metric::new("metrics_received", "lines_received_total", Kind::Counter,
+        "Non-empty statsd lines received (the reference's metrics_received).",
+        |s: &Stats| get(&s.metrics_received)),
+    Metric::new("bad_lines_seen", "bad_lines_total", Kind::Counter,
+        "Lines or values rejected by the parser (the reference's bad_lines_seen).",
+        |s: &Stats| get(&s.bad_lines_seen)),
+    Metric::new("last_msg_seen", "last_message_seen_seconds", Kind::Gauge,
+        "When lines last arrived, in Unix seconds, to within one flush interval.",
+        |s: &Stats| get(&s.last_msg_seen)),
+    Metric::new("http_client_errors", "http_client_errors_total", Kind::Counter,
+        "HTTP answers with a 4xx status, and HTTP connections closed unanswered after sending garbage.",
+        |s: &Stats| get(&s.http_client_errors)),
+    Metric::new("http_connections_rejected", "http_connections_rejected_total", Kind::Counter,
+        "HTTP connections closed at once because 1024 were open.",
+        |s: &Stats| get(&s.http_connections_rejected)),
+    Metric::new("admin_auth_failures", "admin_auth_failures_total", Kind::Counter,
+        "Admin console commands and POST /-/reload refused for a missing or wrong token.",
+        |s: &Stats| get(&s.admin_auth_failures)),
+    Metric::new("lines_too_long", "lines_too_long_total", Kind::Counter,
+        "Stream lines longer than max_line_length, dropped.",
+        |s: &Stats| get(&s.lines_too_long)).graphite(),
+    Metric::new("connections_accepted", "connections_accepted_total", Kind::Counter,
+        "Stream connections accepted.",
+        |s: &Stats| get(&s.connections_accepted)),
+    Metric::new("connections_rejected", "connections_rejected_total", Kind::Counter,
+        "Stream connections refused because max_connections were open.",
+        |s: &Stats| get(&s.connections_rejected)).graphite(),
+    Metric::new("connections_open", "connections_open", Kind::Gauge,
+        "Stream connections open now.",
+        |s: &Stats| get(&s.connections_open)),
+    Metric::new("raw_dropped", "raw_dropped_total", Kind::Counter,
+        "Raw packets dropped because a raw sink's queue was full.",
+        |s: &Stats| get(&s.raw_dropped)).graphite(),
+    Metric::new("sink_dropped", "sink_dropped_sum", Kind::Counter,
+        "Flushes and packets dropped by every sink, queue and buffer together.",
+        |s: &Stats| s.sinks().iter().map(|k| get(&k.queue_dropped) + get(&k.dropped)).sum()).graphite_only(),
+    Metric::new("task_restarts", "task_restarts_sum", Kind::Counter,
+        "Restarts of every supervised task together.",
+        |s: &Stats| s.tasks().iter().map(|t| get(&t.restarts)).sum()).graphite_only(),
+    Metric::new("flushes", "flushes_total", Kind::Counter,
+        "Flushes done.",
+        |s: &Stats| get(&s.flushes)),
+    Metric::new("last_flush_micros", "flush_duration_seconds", Kind::Gauge,
+        "How long the last flush's compute took.",
+        |s: &Stats| get(&s.last_flush_micros)).scaled(1e-6),
+    Metric::new("reloads", "reloads_total", Kind::Counter,
+        "Reloads asked for (SIGHUP, POST /-/reload), refused ones included.",
+        |s: &Stats| get(&s.reloads)),
+    Metric::new("reload_failures", "reload_failures_total", Kind::Counter,
+        "Reloads refused (an invalid config, a sink that cannot be built...); the old config kept running.",
+        |s: &Stats| get(&s.reload_failures)),
+    Metric::new("started_unix", "start_time_seconds", Kind::Gauge,
+        "When statsyard started, in Unix seconds.",
+        |s: &Stats| get(&s.started_unix)),
+    Metric::new("series_live", "series_live", Kind::Gauge,
+        "Series counted against max_series and series_limits, as of the last flush (0 without limits).",
+        |s: &Stats| get(&s.series_live)),
+    Metric::new("series_dropped", "series_dropped_total", Kind::Counter,
+        "Values dropped because they would have created a new series past max_series or a series_limits prefix.",
+        |s: &Stats| get(&s.series_dropped)).graphite(),
+    Metric::new("too_many_tags", "too_many_tags_total", Kind::Counter,
+        "Lines with more than max_tags tags, dropped (also in bad_lines_total).",
+        |s: &Stats| get(&s.too_many_tags)).graphite(),
+    Metric::new("connections_idle_closed", "connections_idle_closed_total", Kind::Counter,
+        "Stream connections closed because they sent nothing for idle_timeout.",
+        |s: &Stats| get(&s.connections_idle_closed)).graphite(),
+    Metric::new("admin_errors", "admin_errors_total", Kind::Counter,
+        "Admin console lines answered with ERROR (unknown commands, bad arguments, overlong lines).",
+        |s: &Stats| get(&s.admin_errors)).graphite(),
+];
 
-/// Shorthand for a relaxed increment.
-#[inline]
-pub fn incr(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
+/// Every per-sink counter, in export order (`statsyard_sink_*{sink="..."}`,
+/// the `sinks` list of `/api/stats`, `<sink>.<key>` in the admin console).
+/// The sink's spool follows ([`spool::SPOOL`]).
+pub const SINK: &[Metric<SinkStats>] = &[
+    Metric::new(
+        "flushes_sent",
+        "sink_flushes_total",
+        Kind::Counter,
+        "Flushes a sink wrote out completely.",
+        |k: &SinkStats| get(&k.flushes_sent),
+    )
+    .admin(),
+    Metric::new(
+        "lines_sent",
+        "sink_lines_total",
+        Kind::Counter,
+        "Metric lines or raw packets a sink wrote.",
+        |k: &SinkStats| get(&k.lines_sent),
+    )
+    .admin(),
+    Metric::new(
+        "bytes_sent",
+        "sink_bytes_total",
+        Kind::Counter,
+        "Bytes a sink wrote.",
+        |k: &SinkStats| get(&k.bytes_sent),
+    )
+    .admin(),
+    Metric::new(
+        "errors",
+        "sink_errors_total",
+        Kind::Counter,
+        "Connect or write failures of a sink.",
+        |k: &SinkStats| get(&k.errors),
+    )
+    .admin(),
+    Metric::new(
+        "dropped",
+        "sink_dropped_total",
+        Kind::Counter,
+        "Flushes or raw packets a sink discarded (buffer bound, shutdown deadline).",
+        |k: &SinkStats| get(&k.dropped),
+    )
+    .admin(),
+    Metric::new(
+        "queue_dropped",
+        "sink_queue_dropped_total",
+        Kind::Counter,
+        "Messages dropped because a sink's queue was full.",
+        |k: &SinkStats| get(&k.queue_dropped),
+    )
+    .admin(),
+    Metric::new(
+        "buffered_bytes",
+        "sink_buffered_bytes",
+        Kind::Gauge,
+        "Bytes a sink holds in memory, waiting for its destination (its queue depth).",
+        |k: &SinkStats| get(&k.buffered_bytes),
+    ),
+];
 
-/// Shorthand for a relaxed read.
-#[inline]
-pub fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
-}
+/// A supervised task's counter (`statsyard_task_restarts_total{task="..."}`,
+/// the `task_restarts` object of `/api/stats`).
+pub const TASK: &[Metric<TaskStats>] = &[Metric::new(
+    "restarts",
+    "task_restarts_total",
+    Kind::Counter,
+    "Panics and failures of a supervised task that it was restarted after (or, for UDP receive threads and the flusher, that abandoned one datagram, flush or job).",
+    |t: &TaskStats| get(&t.restarts),
+)];
+
+/// A UDP socket's counter (`statsyard_kernel_drops_total{socket="..."}`,
+/// the `udp_sockets` list of `/api/stats`, and per address in Graphite).
+pub const UDP_SOCKET: &[Metric<UdpSocketStats>] = &[Metric::new(
+    "kernel_drops",
+    "kernel_drops_total",
+    Kind::Counter,
+    "Datagrams the kernel dropped on a UDP socket because its receive buffer was full.",
+    |u: &UdpSocketStats| get(&u.kernel_drops),
+)
+.graphite()];
 
 #[cfg(test)]
 mod tests {

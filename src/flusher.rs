@@ -32,11 +32,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
-use super::compute::{compute, ComputeOptions};
-use super::FlushBatch;
 use crate::aggregate::{Registry, Shard};
-use crate::http::prometheus::live::Live;
-use crate::sink::SinkMsg;
+use crate::flush::compute::{compute, ComputeOptions};
+use crate::flush::FlushBatch;
+use crate::sink::{FlushView, Observer, SinkMsg};
+use crate::stats::table::Kind;
 use crate::stats::{get, incr, SinkStats, Stats};
 
 /// Work run on the flusher thread with the registry, after the shards are merged.
@@ -48,7 +48,7 @@ pub enum FlusherMsg {
     Stop,
     /// Merge the shards, then run the job.
     Run(Job),
-    /// New options and sinks from a config reload ([`crate::reload`]).
+    /// New options and outputs from a config reload (or the start).
     Reconfigure(Box<Reconfigure>, tokio::sync::oneshot::Sender<()>),
 }
 
@@ -57,10 +57,11 @@ pub struct Reconfigure {
     pub compute: ComputeOptions,
     pub aggregate: crate::aggregate::AggregateOptions,
     pub self_metrics: bool,
-    /// Sinks (by name) whose queue to close: they deliver what they hold and stop.
+    /// Outputs (by name) to let go: a sink's queue closes (it delivers what
+    /// it holds and stops), an observer is dropped.
     pub remove: Vec<String>,
-    /// New sink queues, fed from the next flush on.
-    pub add: Vec<SinkQueue>,
+    /// New outputs, fed from the next flush on.
+    pub add: Vec<Output>,
     /// Shards of new listeners, merged from the next flush on.
     pub shards: Vec<Arc<Mutex<Shard>>>,
 }
@@ -135,6 +136,14 @@ pub struct SinkQueue {
     pub stats: Arc<SinkStats>,
 }
 
+/// One output, as the flusher sees it: a queue to hand each flush to,
+/// and/or an observer that sees each flush with the registry.
+pub struct Output {
+    pub name: String,
+    pub queue: Option<SinkQueue>,
+    pub observer: Option<Box<dyn Observer>>,
+}
+
 /// Names of the reference's own counters and gauge, under `prefixStats`.
 struct InternalNames {
     bad_lines_seen: String,
@@ -159,7 +168,7 @@ pub struct Flusher {
     shards: Vec<Arc<Mutex<Shard>>>,
     registry: Registry,
     compute: ComputeOptions,
-    sinks: Vec<SinkQueue>,
+    outputs: Vec<Output>,
     stats: Arc<Stats>,
     names: InternalNames,
     seen: Seen,
@@ -170,9 +179,6 @@ pub struct Flusher {
     prefix_stats: String,
     /// Totals of the self-metric counters at the previous flush, by name.
     self_seen: std::collections::HashMap<String, u64>,
-    /// The Prometheus view, fed and rendered every flush while active;
-    /// shared with `/metrics`.
-    exporter: Option<Arc<Live>>,
     /// `metrics_received` at the last merge, for `last_msg_seen`.
     lines_at_merge: u64,
     /// `[flush] state_file`: saved after the final flush.
@@ -184,7 +190,7 @@ impl Flusher {
         shards: Vec<Arc<Mutex<Shard>>>,
         registry: Registry,
         compute: ComputeOptions,
-        sinks: Vec<SinkQueue>,
+        outputs: Vec<Output>,
         stats: Arc<Stats>,
         prefix_stats: &str,
         self_metrics: bool,
@@ -194,7 +200,7 @@ impl Flusher {
             shards,
             registry,
             compute,
-            sinks,
+            outputs,
             stats,
             names: InternalNames {
                 bad_lines_seen: name("bad_lines_seen"),
@@ -207,7 +213,6 @@ impl Flusher {
             self_metrics,
             prefix_stats: prefix_stats.to_string(),
             self_seen: std::collections::HashMap::new(),
-            exporter: None,
             lines_at_merge: 0,
             state: None,
         }
@@ -267,12 +272,6 @@ impl Flusher {
         }
     }
 
-    /// Feed `exporter` every flush (while it is active).
-    pub fn with_exporter(mut self, exporter: Arc<Live>) -> Flusher {
-        self.exporter = Some(exporter);
-        self
-    }
-
     /// Apply a reload. Dropping a queue's sender closes it, which is the
     /// sink's signal to deliver what it holds and stop.
     fn reconfigure(&mut self, r: Reconfigure) {
@@ -282,8 +281,8 @@ impl Flusher {
         self.compute = r.compute;
         self.registry.set_options(&r.aggregate);
         self.self_metrics = r.self_metrics;
-        self.sinks.retain(|s| !r.remove.contains(&s.stats.name));
-        self.sinks.extend(r.add);
+        self.outputs.retain(|o| !r.remove.contains(&o.name));
+        self.outputs.extend(r.add);
         self.shards.extend(r.shards);
     }
 
@@ -353,15 +352,7 @@ impl Flusher {
         self.old_timestamp = timestamp;
 
         let batch = Arc::new(compute(&self.registry, &self.compute, timestamp));
-        // Nothing to do while nobody scrapes; only this thread takes the
-        // exporter's lock, so neither receive threads nor scrapes wait on it.
-        let observed = self
-            .exporter
-            .as_ref()
-            .and_then(|e| e.observe(&self.registry, Instant::now()));
-        self.registry.end_interval();
-
-        for sink in &self.sinks {
+        for sink in self.outputs.iter().filter_map(|o| o.queue.as_ref()) {
             match sink.tx.try_send(SinkMsg::Flush(batch.clone())) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
@@ -374,13 +365,19 @@ impl Flusher {
                 }
             }
         }
-        // Rendered once here, after the sinks have their batch, rather than
-        // per scrape: scrapes then only clone the text and never hold the
-        // exporter while a client reads slowly.
-        let render_micros = match (&self.exporter, observed) {
-            (Some(e), Some(observe_micros)) => e.publish(observe_micros).stats.render_micros,
-            _ => 0,
+        // The sinks have their batch; observers see it with the registry
+        // before the interval ends.
+        let view = FlushView {
+            batch: &batch,
+            registry: &self.registry,
+            now: Instant::now(),
         };
+        for o in &mut self.outputs {
+            if let Some(observer) = o.observer.as_mut() {
+                observer.observe(&view);
+            }
+        }
+        self.registry.end_interval();
         self.report_drops(&kernel_grew);
         incr(&self.stats.flushes, 1);
         self.stats.last_flush_micros.store(
@@ -390,57 +387,26 @@ impl Flusher {
         tracing::debug!(
             series = batch.num_stats(),
             micros = started.elapsed().as_micros() as u64,
-            prometheus_observe_micros = observed.unwrap_or(0),
-            prometheus_render_micros = render_micros,
             "flushed"
         );
         batch
     }
 
-    /// statsyard's own counters, as per-interval counts under
-    /// `<prefixStats>.statsyard.`, next to the reference's `metrics_received`:
-    /// datagrams the kernel dropped per UDP listen address (before statsyard
-    /// could read them), overlong stream lines, refused connections, raw
-    /// packets and flushes that sinks dropped.
+    /// statsyard's own counters under `<prefixStats>.statsyard.`, next to
+    /// the reference's `metrics_received`: the rows of the self-metric
+    /// tables shown in Graphite ([`crate::stats::render::graphite`]);
+    /// counters as per-interval counts, gauges as they are.
     fn add_self_metrics(&mut self) {
-        let s = &self.stats;
-        let mut totals: Vec<(String, u64)> = vec![
-            ("lines_too_long".into(), get(&s.lines_too_long)),
-            ("connections_rejected".into(), get(&s.connections_rejected)),
-            ("raw_dropped".into(), get(&s.raw_dropped)),
-            (
-                "sink_dropped".into(),
-                s.sinks()
-                    .iter()
-                    .map(|k| get(&k.queue_dropped) + get(&k.dropped))
-                    .sum(),
-            ),
-            (
-                "task_restarts".into(),
-                s.tasks().iter().map(|t| get(&t.restarts)).sum(),
-            ),
-        ];
-        // Several SO_REUSEPORT sockets share an address: one series per address.
-        let mut by_addr: Vec<(String, u64)> = Vec::new();
-        for sock in s.udp_sockets() {
-            let name = format!(
-                "udp.{}_{}.kernel_drops",
-                sock.addr.ip().to_string().replace([':', '.'], "_"),
-                sock.addr.port()
-            );
-            let n = get(&sock.kernel_drops);
-            match by_addr.iter_mut().find(|(a, _)| *a == name) {
-                Some((_, total)) => *total += n,
-                None => by_addr.push((name, n)),
-            }
-        }
-        totals.extend(by_addr);
-        totals.extend(s.limit_self_metrics());
-        for (name, total) in totals {
-            let before = self.self_seen.insert(name.clone(), total).unwrap_or(0);
+        for (name, total, kind) in crate::stats::render::graphite(&self.stats) {
             let key = format!("{}.statsyard.{name}", self.prefix_stats);
-            self.registry
-                .add_counter(key.as_bytes(), total.saturating_sub(before) as f64);
+            match kind {
+                Kind::Counter => {
+                    let before = self.self_seen.insert(name, total).unwrap_or(0);
+                    self.registry
+                        .add_counter(key.as_bytes(), total.saturating_sub(before) as f64);
+                }
+                Kind::Gauge | Kind::Flag => self.registry.set_gauge(key.as_bytes(), total as f64),
+            }
         }
     }
 
@@ -603,9 +569,13 @@ mod tests {
                 interval: Duration::from_secs(3600),
                 ..ComputeOptions::default()
             },
-            vec![SinkQueue {
-                tx,
-                stats: sink_stats,
+            vec![Output {
+                name: "q".into(),
+                queue: Some(SinkQueue {
+                    tx,
+                    stats: sink_stats,
+                }),
+                observer: None,
             }],
             stats.clone(),
             "statsd",

@@ -7,67 +7,16 @@
 //! Conflicts never fail the endpoint: a series whose name is already taken by
 //! another type, or by another set of label names, is dropped and counted.
 
-use crate::log_limit::LogLimiter;
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::mapping::{Mapping, MetricClass};
+use super::options::{default_buckets, default_quantiles, ObserverType, Quantile};
 use crate::aggregate::{Registry, Timer, TimerSamples};
-use crate::http::mapping::{Mapping, MetricClass};
+use crate::exposition::{escape_name, push_escaped, push_sample, Out};
+use crate::log_limit::LogLimiter;
 use crate::metric::{MetricKey, MetricType};
-
-/// How timers, histograms and distributions are exported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ObserverType {
-    /// Quantiles over the last flush window, with cumulative `_sum` and `_count`.
-    #[default]
-    Summary,
-    /// Cumulative buckets, `_sum` and `_count`.
-    Histogram,
-}
-
-/// The observer type named in config or a mapping file is not one we know.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown observer type {0:?} (expected \"summary\" or \"histogram\")")]
-pub struct BadObserverType(pub String);
-
-impl FromStr for ObserverType {
-    type Err = BadObserverType;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "summary" => Ok(ObserverType::Summary),
-            "histogram" => Ok(ObserverType::Histogram),
-            other => Err(BadObserverType(other.to_string())),
-        }
-    }
-}
-
-/// One quantile of a summary, with the error statsd_exporter's config carries.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantile {
-    /// In [0, 1].
-    pub quantile: f64,
-    /// The allowed rank error. Kept so that mapping files and configs carry
-    /// over; quantiles here are exact over the window (or within the timer
-    /// histogram's 0.1%), so it is not needed.
-    pub error: f64,
-}
-
-/// statsd_exporter's default quantiles: 0.5, 0.9 and 0.99.
-pub fn default_quantiles() -> Vec<Quantile> {
-    [(0.5, 0.05), (0.9, 0.01), (0.99, 0.001)]
-        .into_iter()
-        .map(|(quantile, error)| Quantile { quantile, error })
-        .collect()
-}
-
-/// The Prometheus client libraries' default buckets (`DefBuckets`), in seconds.
-pub fn default_buckets() -> Vec<f64> {
-    vec![
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ]
-}
 
 /// How the exporter behaves.
 #[derive(Debug, Clone)]
@@ -1043,140 +992,6 @@ fn resolve(
     }))
 }
 
-/// A metric or label name escaped as statsd_exporter escapes it: bytes
-/// outside `[A-Za-z0-9_]` become `_` (a `--` run becomes one `_`), and a
-/// leading digit gets a `_` in front.
-pub fn escape_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 1);
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        out.push('_');
-    }
-    let mut prev = '\0';
-    for c in name.chars() {
-        if c.is_ascii_alphanumeric() || c == '_' {
-            out.push(c);
-        } else if !(c == '-' && prev == '-') {
-            out.push('_');
-        }
-        prev = c;
-    }
-    out
-}
-
-/// Somewhere exposition text goes: the cached rendering (bytes) or the
-/// self-metrics (a String).
-pub(crate) trait Out {
-    fn put(&mut self, s: &str);
-}
-
-impl Out for String {
-    fn put(&mut self, s: &str) {
-        self.push_str(s);
-    }
-}
-
-impl Out for Vec<u8> {
-    fn put(&mut self, s: &str) {
-        self.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// Append `v` as the exposition format writes floats.
-fn push_number(s: &mut impl Out, v: f64) {
-    if v.is_nan() {
-        s.put("NaN");
-    } else if v.is_infinite() {
-        s.put(if v > 0.0 { "+Inf" } else { "-Inf" });
-    } else {
-        s.put(ryu_js::Buffer::new().format(v));
-    }
-}
-
-/// Append `text` with `\` and newlines escaped, and `"` too if `quote`.
-/// Copies unescaped runs whole: label values rarely need escaping.
-fn push_escaped(s: &mut impl Out, text: &str, quote: bool) {
-    if !text
-        .bytes()
-        .any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
-    {
-        s.put(text);
-        return;
-    }
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        let esc = match c {
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '"' if quote => "\\\"",
-            _ => continue,
-        };
-        s.put(&text[start..i]);
-        s.put(esc);
-        start = i + c.len_utf8();
-    }
-    s.put(&text[start..]);
-}
-
-/// Append `{a="1",b="2",extra="x"}` (nothing if there are no labels).
-fn push_labels(
-    s: &mut impl Out,
-    names: &[Box<str>],
-    values: &[Box<str>],
-    extra: Option<(&str, f64)>,
-) {
-    if names.is_empty() && extra.is_none() {
-        return;
-    }
-    s.put("{");
-    let mut first = true;
-    for (k, v) in names.iter().zip(values) {
-        if !first {
-            s.put(",");
-        }
-        first = false;
-        s.put(k);
-        s.put("=\"");
-        push_escaped(s, v, true);
-        s.put("\"");
-    }
-    if let Some((k, v)) = extra {
-        if !first {
-            s.put(",");
-        }
-        s.put(k);
-        s.put("=\"");
-        push_number(s, v);
-        s.put("\"");
-    }
-    s.put("}");
-}
-
-/// Append the `# HELP` line: `\` and newlines escaped.
-pub(crate) fn push_help(s: &mut impl Out, name: &str, help: &str) {
-    s.put("# HELP ");
-    s.put(name);
-    s.put(" ");
-    push_escaped(s, help, false);
-    s.put("\n");
-}
-
-fn push_sample(
-    s: &mut impl Out,
-    name: &str,
-    suffix: &str,
-    names: &[Box<str>],
-    values: &[Box<str>],
-    extra: Option<(&str, f64)>,
-    v: f64,
-) {
-    s.put(name);
-    s.put(suffix);
-    push_labels(s, names, values, extra);
-    s.put(" ");
-    push_number(s, v);
-    s.put("\n");
-}
-
 fn render_family(s: &mut Vec<u8>, fam: &Family, slots: &[Slot]) {
     let name = &*fam.name;
     s.put("# HELP ");
@@ -1227,6 +1042,5 @@ fn render_family(s: &mut Vec<u8>, fam: &Family, slots: &[Slot]) {
     });
 }
 
-pub mod live;
 #[cfg(test)]
 mod tests;

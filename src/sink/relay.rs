@@ -5,12 +5,67 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::router::Router;
+use super::{
+    keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
+};
+use crate::check::Bad;
 use crate::flush::naming::{for_each_graphite_line, Naming};
-use crate::sink::{BoxFuture, Sink, SinkMsg};
+use crate::relay::router::Router;
 use crate::stats::{incr, SinkStats};
+
+/// `[[sink]] type = "relay"`: only `name` and `queue`.
+pub struct Kind;
+
+/// The relay sink's table: no keys of its own.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelaySink {}
+
+impl SinkKind for Kind {
+    fn name(&self) -> &'static str {
+        "relay"
+    }
+
+    fn keys(&self) -> Vec<String> {
+        keys_of::<RawRelaySink>()
+    }
+
+    fn validate(
+        &self,
+        table: toml::Table,
+        cx: &ValidateCx<'_>,
+    ) -> Result<Arc<dyn SinkConfig>, Bad> {
+        let RawRelaySink {} = cx.table(table)?;
+        if !cx.has_relay {
+            return Err(cx.bad(
+                "type",
+                "a relay sink needs a [relay] section to route through",
+            ));
+        }
+        Ok(Arc::new(RelaySinkConfig))
+    }
+}
+
+/// A relay sink's settings: none; it routes through the running relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelaySinkConfig;
+
+impl SinkConfig for RelaySinkConfig {
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
+        let router = cx.relay.clone().ok_or_else(|| SinkError::NoRelay {
+            sink: cx.name.clone(),
+        })?;
+        Ok(Built::sink(RelaySink::new(
+            cx.name.clone(),
+            router,
+            cx.naming.clone(),
+            cx.stats.clone(),
+        )))
+    }
+}
 
 /// Routes every flushed line; never waits (the relay's queues are bounded
 /// and count their drops).

@@ -13,6 +13,9 @@
 //! reference prints it with node's `util.inspect`; [`inspect`] reproduces that
 //! formatting for the shapes these commands produce. Differences from the
 //! reference are listed in docs/compatibility.md#admin-console.
+//!
+//! Imports: [`crate::front`] (what the front ends share), the registry's
+//! types and the counters' renderers; never the runtime or HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +26,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::Shared;
 use crate::aggregate::{Registry, TimerSamples};
+use crate::front::Front;
 use crate::metric::MetricType;
 use crate::stats::{get, unix_now};
+
+type Shared = Arc<Front>;
 
 /// Longest command line read; a longer one gets `ERROR` and is skipped.
 pub const MAX_LINE: usize = 4096;
@@ -42,16 +47,8 @@ const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(200);
 pub const HELP: &str = "Commands: stats, counters, timers, gauges, sets, delcounters, deltimers, \
                         delgauges, delsets, health, config, reload, auth, quit\n\n";
 
-/// What a console connection works with.
-#[derive(Clone)]
-pub struct Console {
-    pub shared: Shared,
-    /// Runs `reload`; `None` where the server has no reloader.
-    pub reload: Option<Arc<crate::reload::Reloader>>,
-}
-
 /// Accept console connections until `token` is cancelled.
-pub async fn serve(listener: TcpListener, console: Console, token: CancellationToken) {
+pub async fn serve(listener: TcpListener, console: Shared, token: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -88,7 +85,7 @@ pub async fn serve(listener: TcpListener, console: Console, token: CancellationT
 }
 
 /// One console connection: commands in, answers out, until `quit` or EOF.
-async fn connection(mut stream: TcpStream, console: &Console) -> std::io::Result<()> {
+async fn connection(mut stream: TcpStream, console: &Shared) -> std::io::Result<()> {
     let mut session = Session {
         console,
         authed: false,
@@ -136,7 +133,7 @@ async fn connection(mut stream: TcpStream, console: &Console) -> std::io::Result
         if buf.len() > MAX_LINE {
             buf.clear();
             if !skipping {
-                crate::stats::incr(&console.shared.stats.admin_errors, 1);
+                crate::stats::incr(&console.stats.admin_errors, 1);
                 stream.write_all(b"ERROR\n").await?;
             }
             skipping = true;
@@ -154,7 +151,7 @@ async fn run_line(
     match session.answer(&text).await {
         Answer::Text(out) => {
             if out.starts_with("ERROR") {
-                crate::stats::incr(&session.console.shared.stats.admin_errors, 1);
+                crate::stats::incr(&session.console.stats.admin_errors, 1);
             }
             stream.write_all(out.as_bytes()).await?;
             Ok(false)
@@ -186,7 +183,7 @@ fn split(line: &str) -> (&str, Vec<&str>) {
 
 /// One connection's state: whether it has sent the token.
 struct Session<'a> {
-    console: &'a Console,
+    console: &'a Shared,
     authed: bool,
 }
 
@@ -196,7 +193,7 @@ const NEEDS_TOKEN: &str = "ERROR: this command needs the admin token: send `auth
 impl Session<'_> {
     async fn answer(&mut self, line: &str) -> Answer {
         let (cmd, params) = split(line);
-        let shared = &self.console.shared;
+        let shared = self.console;
         let mutating = match cmd {
             "delcounters" | "deltimers" | "delgauges" | "delsets" | "reload" => true,
             "health" => !params.is_empty(),
@@ -221,7 +218,7 @@ impl Session<'_> {
             return Answer::Text(NEEDS_TOKEN.to_string());
         }
         if cmd == "reload" {
-            return Answer::Text(match &self.console.reload {
+            return Answer::Text(match shared.reloader() {
                 None => "ERROR: this server cannot reload\n".to_string(),
                 Some(r) => match r.reload().await {
                     Ok(report) => format!(
@@ -255,7 +252,7 @@ pub async fn answer(line: &str, shared: &Shared) -> Answer {
         "help" => HELP.to_string(),
         "config" => {
             let mut out = String::from("\n");
-            for l in shared.config_lines.iter() {
+            for l in shared.settings().config_lines.iter() {
                 out.push_str(l);
                 out.push('\n');
             }
@@ -309,7 +306,8 @@ fn type_of(plural: &str) -> MetricType {
     }
 }
 
-/// `stats`: uptime, the reference's `messages.*`, and per sink what it counts.
+/// `stats`: uptime, the reference's `messages.*`, and per sink what it
+/// counts (the sink table's admin rows).
 fn stats(shared: &Shared) -> String {
     let s = &shared.stats;
     let now = unix_now();
@@ -322,18 +320,7 @@ fn stats(shared: &Shared) -> String {
         "messages.bad_lines_seen: {}\n",
         get(&s.bad_lines_seen)
     ));
-    for k in s.sinks() {
-        for (stat, v) in [
-            ("flushes_sent", get(&k.flushes_sent)),
-            ("lines_sent", get(&k.lines_sent)),
-            ("bytes_sent", get(&k.bytes_sent)),
-            ("errors", get(&k.errors)),
-            ("dropped", get(&k.dropped)),
-            ("queue_dropped", get(&k.queue_dropped)),
-        ] {
-            out.push_str(&format!("{}.{stat}: {v}\n", k.name));
-        }
-    }
+    crate::stats::render::admin(s, &mut out);
     out.push_str("END\n\n");
     out
 }

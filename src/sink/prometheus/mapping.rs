@@ -13,7 +13,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde_yaml_ng::{Mapping as YamlMap, Value};
 
-use crate::http::prometheus::{ObserverType, Quantile};
+use super::options::{ObserverType, Quantile};
 
 /// Why a mapping file could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::aggregate::{AggregateOptions, Shard};
+use crate::exposition::push_labels;
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 

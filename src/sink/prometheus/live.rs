@@ -19,21 +19,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Exporter, PromOptions};
+use super::exporter::{Exporter, PromOptions};
 use crate::aggregate::Registry;
-
-/// The exporter's figures, for the self-metrics and `/api/stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PromStats {
-    /// Whether the exporter is observing (someone scraped within `idle_timeout`).
-    pub active: bool,
-    pub series: usize,
-    pub conflicts: u64,
-    pub over_limit: u64,
-    /// How long the last observe() and render took, in microseconds.
-    pub observe_micros: u64,
-    pub render_micros: u64,
-}
+use crate::stats::prometheus::PromStats;
 
 /// The exposition of one flush, as scrapes serve it.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,344 @@
+//! Every listener kind, bound and started the same way at start and at a
+//! reload: [`bind`] (everything that can fail, before anything changes),
+//! then [`Listeners::start`]; [`Listeners::stop`] for the ones a reload
+//! removes, and [`Listeners::drain`] at shutdown.
+//!
+//! Each listener stops on its own token (a child of the server's), so a
+//! reload can remove it: a UDP thread reads what the kernel holds first;
+//! stream connections of a removed listener end as at shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::ReloadError;
+use crate::aggregate::Shard;
+use crate::config::diff::ListenAddr;
+use crate::config::Config;
+use crate::listener::stream::StreamCtx;
+use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::relay::router::Router;
+use crate::shutdown::CancellationToken;
+use crate::stats::Stats;
+use crate::supervise::supervise_socket;
+
+/// A listener's socket(s), bound.
+enum Socket {
+    /// One per receive thread (SO_REUSEPORT), each with its own shard.
+    Udp(Vec<(std::net::UdpSocket, SharedShard)>),
+    Tcp(TcpListener),
+    Unix(UnixListener),
+    Carbon(TcpListener, carbon::StreamKind),
+    CarbonUdp(UdpSocket),
+}
+
+/// Listeners bound by [`bind`], not started yet.
+pub struct Bound(Vec<(ListenAddr, Socket)>);
+
+impl Bound {
+    /// The shards of the new UDP receive threads: the flusher merges them
+    /// from the next flush on.
+    pub fn shards(&self) -> Vec<SharedShard> {
+        self.0
+            .iter()
+            .flat_map(|(_, s)| match s {
+                Socket::Udp(group) => group.iter().map(|(_, sh)| sh.clone()).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// Bind `addrs` as `c` describes them. The first that fails refuses the
+/// whole change; the ones bound before it are closed again.
+pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        let err = |source| ReloadError::Bind {
+            proto: a.proto(),
+            addr: match a {
+                ListenAddr::Unix(p) => p.display().to_string(),
+                ListenAddr::Udp(s)
+                | ListenAddr::Tcp(s)
+                | ListenAddr::CarbonTcp(s)
+                | ListenAddr::CarbonUdp(s)
+                | ListenAddr::Pickle(s) => s.to_string(),
+            },
+            source,
+        };
+        let l = &c.listen;
+        let socket = match a {
+            ListenAddr::Udp(addr) => Socket::Udp(
+                udp::bind_group(*addr, l.udp_threads, l.udp_recv_buffer)
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|s| (s, Arc::new(Mutex::new(Shard::new(&c.aggregate)))))
+                    .collect(),
+            ),
+            ListenAddr::Tcp(addr) => Socket::Tcp(tcp::bind(*addr).map_err(err)?),
+            ListenAddr::Unix(path) => {
+                let mode = l.unix.iter().find(|u| u.path == *path).and_then(|u| u.mode);
+                Socket::Unix(unix::bind(path, mode).map_err(err)?)
+            }
+            ListenAddr::CarbonTcp(addr) => {
+                Socket::Carbon(tcp::bind(*addr).map_err(err)?, carbon::StreamKind::Line)
+            }
+            ListenAddr::Pickle(addr) => {
+                Socket::Carbon(tcp::bind(*addr).map_err(err)?, carbon::StreamKind::Pickle)
+            }
+            ListenAddr::CarbonUdp(addr) => Socket::CarbonUdp(carbon::bind_udp(*addr).map_err(err)?),
+        };
+        out.push((a.clone(), socket));
+    }
+    Ok(Bound(out))
+}
+
+/// Where started listeners are, as bound (with port 0, the port the kernel
+/// chose): one entry per listener, one address per UDP receive thread's
+/// socket.
+pub type Started = Vec<(ListenAddr, Vec<SocketAddr>)>;
+
+/// The running listeners and what they share.
+pub struct Listeners {
+    stops: Vec<(ListenAddr, CancellationToken)>,
+    /// Every UDP receive thread; [`Listeners::drain`] joins them.
+    udp_threads: Vec<std::thread::JoinHandle<()>>,
+    /// Stream connections share one shard: they are many and mostly quiet.
+    stream_shard: SharedShard,
+    /// One permit per open statsd stream connection (`max_connections`).
+    connections: Arc<Semaphore>,
+    /// Accept loops and connections, so shutdown waits for them to drain.
+    tracker: TaskTracker,
+    /// The repeaters' queues: every statsd listener copies its packets there.
+    pub raw: RawTap,
+}
+
+impl Listeners {
+    /// No listener yet; `c` fixes what only a restart changes (the stream
+    /// connections' bound and the stream shard's options).
+    pub fn new(c: &Config) -> Listeners {
+        Listeners {
+            stops: Vec::new(),
+            udp_threads: Vec::new(),
+            stream_shard: Arc::new(Mutex::new(Shard::new(&c.aggregate))),
+            connections: Arc::new(Semaphore::new(c.listen.max_connections)),
+            tracker: TaskTracker::new(),
+            raw: RawTap::default(),
+        }
+    }
+
+    /// The shard every stream connection feeds.
+    pub fn stream_shard(&self) -> SharedShard {
+        self.stream_shard.clone()
+    }
+
+    /// Start what [`bind`] bound (its UDP shards are already the
+    /// flusher's). `router` feeds the carbon listeners.
+    pub fn start(
+        &mut self,
+        bound: Bound,
+        c: &Config,
+        stats: &Arc<Stats>,
+        parent: &CancellationToken,
+        router: Option<&Arc<Router>>,
+    ) -> Started {
+        let mut started = Vec::new();
+        for (key, socket) in bound.0 {
+            let stop = parent.child_token();
+            self.stops.push((key.clone(), stop.clone()));
+            let addrs = match socket {
+                Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
+                Socket::Tcp(l) => {
+                    let addr = l.local_addr().ok();
+                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let name = format!("tcp/{}", shown(addr, &key));
+                    self.spawn(stats, &name, stop, l, move |l| {
+                        tcp::accept_loop(l, ctx.clone())
+                    });
+                    addr.into_iter().collect()
+                }
+                Socket::Unix(l) => {
+                    let ListenAddr::Unix(path) = key.clone() else {
+                        continue;
+                    };
+                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let name = format!("unix/{}", path.display());
+                    self.spawn(stats, &name, stop, l, move |l| {
+                        unix::accept_loop(l, path.clone(), ctx.clone())
+                    });
+                    Vec::new()
+                }
+                Socket::Carbon(l, kind) => {
+                    let addr = l.local_addr().ok();
+                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone()) else {
+                        continue;
+                    };
+                    let proto = key.proto().replace(' ', "-");
+                    let name = format!("{proto}/{}", shown(addr, &key));
+                    self.spawn(stats, &name, stop, l, move |l| {
+                        carbon::accept_loop(l, kind, ctx.clone())
+                    });
+                    addr.into_iter().collect()
+                }
+                Socket::CarbonUdp(u) => {
+                    let addr = u.local_addr().ok();
+                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone()) else {
+                        continue;
+                    };
+                    let name = format!("carbon-udp/{}", shown(addr, &key));
+                    self.spawn(stats, &name, stop, u, move |u| {
+                        carbon::udp_loop(u, ctx.clone())
+                    });
+                    addr.into_iter().collect()
+                }
+            };
+            match addrs.first() {
+                Some(a) => tracing::info!(proto = key.proto(), addr = %a, "listening"),
+                None => tracing::info!(proto = key.proto(), listener = ?key, "listening"),
+            }
+            started.push((key, addrs));
+        }
+        started
+    }
+
+    /// One receive thread per socket of the group, each into its own shard.
+    fn start_udp(
+        &mut self,
+        key: &ListenAddr,
+        group: Vec<(std::net::UdpSocket, SharedShard)>,
+        c: &Config,
+        stats: &Arc<Stats>,
+        stop: CancellationToken,
+    ) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for (socket, shard) in group {
+            let addr = match (socket.local_addr(), key) {
+                (Ok(a), _) => a,
+                (Err(_), ListenAddr::Udp(a)) => *a,
+                (Err(_), _) => continue,
+            };
+            let ingest = Ingest::new(
+                &c.parse,
+                shard,
+                stats.clone(),
+                self.raw.clone(),
+                c.log.dump_messages,
+            );
+            stats.udp_socket(addr, udp::inode(&socket));
+            let task = stats.task(&format!("udp/{addr}"));
+            match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
+                Ok(h) => self.udp_threads.push(h),
+                Err(e) => {
+                    tracing::error!(proto = "udp", %addr, error = %e, "cannot start a receive thread")
+                }
+            }
+            addrs.push(addr);
+        }
+        addrs
+    }
+
+    fn stream_ctx(
+        &self,
+        c: &Config,
+        stats: &Arc<Stats>,
+        stop: CancellationToken,
+    ) -> Arc<StreamCtx> {
+        Arc::new(StreamCtx {
+            parse: c.parse.clone(),
+            shard: self.stream_shard.clone(),
+            stats: stats.clone(),
+            raw: self.raw.clone(),
+            dump_messages: c.log.dump_messages,
+            max_line_length: c.listen.max_line_length,
+            idle_timeout: c.listen.idle_timeout,
+            connections: self.connections.clone(),
+            tracker: self.tracker.clone(),
+            token: stop,
+        })
+    }
+
+    /// `None` without a relay (the config check makes that impossible).
+    fn carbon_ctx(
+        &self,
+        c: &Config,
+        router: Option<&Arc<Router>>,
+        stop: CancellationToken,
+    ) -> Option<Arc<carbon::CarbonCtx>> {
+        let (Some(router), Some(rc)) = (router, &c.relay) else {
+            tracing::error!("a carbon listener without a relay; not listening");
+            return None;
+        };
+        Some(Arc::new(carbon::CarbonCtx {
+            router: router.clone(),
+            opts: rc.line,
+            max_frame_bytes: rc.max_frame_bytes,
+            tracker: self.tracker.clone(),
+            token: stop,
+        }))
+    }
+
+    /// Run an accept loop on the tracker under the supervisor: restarted on
+    /// the same socket if it panics, until `stop`.
+    fn spawn<S, F, Fut>(
+        &self,
+        stats: &Stats,
+        name: &str,
+        stop: CancellationToken,
+        socket: S,
+        run: F,
+    ) where
+        S: crate::supervise::Reopen,
+        F: FnMut(S) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = stats.task(name);
+        self.tracker
+            .spawn(supervise_socket(task, Some(stop), socket, run));
+    }
+
+    /// Stop the listeners of `addrs`; each reads what it already holds first.
+    pub fn stop(&mut self, addrs: &[ListenAddr], stats: &Stats) {
+        for addr in addrs {
+            if let Some(i) = self.stops.iter().position(|(a, _)| a == addr) {
+                self.stops.swap_remove(i).1.cancel();
+                tracing::info!(listener = ?addr, "listener removed by the reload");
+            }
+            if let ListenAddr::Udp(a) = addr {
+                stats.remove_udp_socket(*a);
+            }
+        }
+    }
+
+    /// At shutdown, once the server's token is cancelled: wait (up to
+    /// `deadline`) for the receive threads to read what the kernel holds and
+    /// for stream connections to end; then close the raw tap so that the
+    /// repeaters' queues close. Returns whether they stopped in time.
+    pub async fn drain(&mut self, deadline: std::time::Duration) -> bool {
+        self.tracker.close();
+        let threads = std::mem::take(&mut self.udp_threads);
+        let udp_done = tokio::task::spawn_blocking(move || {
+            for h in threads {
+                let _ = h.join();
+            }
+        });
+        let tracker = self.tracker.clone();
+        let drained = crate::shutdown::with_deadline(deadline, async {
+            let _ = udp_done.await;
+            tracker.wait().await;
+        })
+        .await;
+        self.raw.close();
+        drained.is_some()
+    }
+}
+
+/// A listener's address for a task name: as bound, else as configured.
+fn shown(bound: Option<SocketAddr>, key: &ListenAddr) -> String {
+    match (bound, key) {
+        (Some(a), _) => a.to_string(),
+        (None, k) => format!("{k:?}"),
+    }
+}

@@ -1,0 +1,416 @@
+//! The self-metric tables rendered in each format: `/metrics`
+//! ([`prometheus`]), `/api/stats` ([`json`]), the flush's Graphite lines
+//! ([`graphite`]), the admin console's `stats` ([`admin`]) and the relay's
+//! carbon-c-relay lines ([`relay_values`]). One generic walk per format over
+//! [`Metric`] rows; nothing here names a counter.
+
+use serde_json::{json, Map, Value};
+
+use super::prometheus::{PromStats, PROMETHEUS};
+use super::relay::{graphite_safe, RelayStats, DESTINATION, RELAY};
+use super::spool::{SpoolStats, SPOOL};
+use super::table::{Kind, Metric};
+use super::{get, Stats, PROCESS, SINK, TASK, UDP_SOCKET};
+use crate::exposition::{push_header, push_number, Out};
+
+/// Every self-metric family under `statsyard_`, in the text exposition
+/// format, appended to `out`. `exporter` adds the exporter's figures.
+pub fn prometheus(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
+    let mut s = String::with_capacity(16 * 1024);
+    plain(&mut s, "statsyard_", PROCESS, stats);
+    let prefixes = stats.series_dropped_by_prefix();
+    family(
+        &mut s,
+        "statsyard_series_dropped_by_prefix_total",
+        Kind::Counter,
+        "Values dropped because their series_limits prefix was full, per prefix.",
+        prefixes
+            .iter()
+            .map(|(p, n)| (Some(("prefix", p.as_str())), *n as f64)),
+    );
+    let sockets = stats.udp_sockets();
+    let labelled = sockets
+        .iter()
+        .map(|u| (u.addr.to_string(), u.as_ref()))
+        .collect::<Vec<_>>();
+    grouped(&mut s, "statsyard_", "socket", UDP_SOCKET, &labelled);
+    let sinks = stats.sinks();
+    let labelled = sinks
+        .iter()
+        .map(|k| (k.name.clone(), k.as_ref()))
+        .collect::<Vec<_>>();
+    grouped(&mut s, "statsyard_", "sink", SINK, &labelled);
+    let spools = labelled
+        .iter()
+        .map(|(n, k)| (n.clone(), k.spool.as_ref()))
+        .collect::<Vec<_>>();
+    grouped(&mut s, "statsyard_sink_spool_", "sink", &SPOOL, &spools);
+    let tasks = stats.tasks();
+    let labelled = tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.as_ref()))
+        .collect::<Vec<_>>();
+    grouped(&mut s, "statsyard_", "task", TASK, &labelled);
+    if let Some(e) = exporter {
+        plain(&mut s, "statsyard_", PROMETHEUS, e);
+    }
+    if let Some(r) = stats.relay() {
+        plain(&mut s, "statsyard_relay_", RELAY, &r);
+        let dests = r
+            .destinations
+            .iter()
+            .map(|d| (d.name.clone(), d.as_ref()))
+            .collect::<Vec<_>>();
+        grouped(
+            &mut s,
+            "statsyard_relay_",
+            "destination",
+            DESTINATION,
+            &dests,
+        );
+        let spools = dests
+            .iter()
+            .map(|(n, d)| (n.clone(), d.spool.as_ref()))
+            .collect::<Vec<_>>();
+        grouped(
+            &mut s,
+            "statsyard_relay_destination_spool_",
+            "destination",
+            &SPOOL,
+            &spools,
+        );
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// The families of one struct: rows sharing a name (a labelled row per
+/// reason) are one family.
+fn plain<S: ?Sized>(s: &mut String, prefix: &str, rows: &[Metric<S>], of: &S) {
+    let mut i = 0;
+    while i < rows.len() {
+        let first = &rows[i];
+        let n = rows[i..]
+            .iter()
+            .take_while(|r| r.prom == first.prom)
+            .count();
+        if first.show.prom {
+            family(
+                s,
+                &format!("{prefix}{}", first.prom),
+                first.kind,
+                first.help,
+                rows[i..i + n]
+                    .iter()
+                    .map(|r| (r.label, (r.value)(of) as f64 * r.prom_scale)),
+            );
+        }
+        i += n;
+    }
+}
+
+/// One family per row, one sample per instance, labelled `label="name"`;
+/// nothing without instances.
+fn grouped<S: ?Sized>(
+    s: &mut String,
+    prefix: &str,
+    label: &str,
+    rows: &[Metric<S>],
+    instances: &[(String, &S)],
+) {
+    if instances.is_empty() {
+        return;
+    }
+    for r in rows.iter().filter(|r| r.show.prom) {
+        family(
+            s,
+            &format!("{prefix}{}", r.prom),
+            r.kind,
+            r.help,
+            instances.iter().map(|(name, of)| {
+                (
+                    Some((label, name.as_str())),
+                    (r.value)(of) as f64 * r.prom_scale,
+                )
+            }),
+        );
+    }
+}
+
+/// A family's header and samples; nothing without samples.
+fn family<'a>(
+    s: &mut String,
+    name: &str,
+    kind: Kind,
+    help: &str,
+    samples: impl Iterator<Item = (Option<(&'a str, &'a str)>, f64)>,
+) {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    push_header(s, name, kind.as_str(), help);
+    for (label, v) in samples {
+        s.put(name);
+        if let Some((k, value)) = label {
+            s.put("{");
+            s.put(k);
+            s.put("=\"");
+            crate::exposition::push_escaped(s, value, true);
+            s.put("\"}");
+        }
+        s.put(" ");
+        push_number(s, v);
+        s.put("\n");
+    }
+}
+
+/// `/api/stats`: every row shown in JSON, as an object. The caller adds
+/// what is not a counter (`health`, `uptime_seconds`).
+pub fn json(stats: &Stats, exporter: &PromStats) -> Map<String, Value> {
+    let mut o = object(PROCESS, stats);
+    o.insert(
+        "series_dropped_by_prefix".into(),
+        stats
+            .series_dropped_by_prefix()
+            .into_iter()
+            .map(|(p, n)| (p, Value::from(n)))
+            .collect::<Map<_, _>>()
+            .into(),
+    );
+    o.insert(
+        "udp_sockets".into(),
+        stats
+            .udp_sockets()
+            .iter()
+            .map(|u| {
+                let mut e = object(UDP_SOCKET, u.as_ref());
+                e.insert("address".into(), u.addr.to_string().into());
+                Value::Object(e)
+            })
+            .collect(),
+    );
+    o.insert(
+        "sinks".into(),
+        stats
+            .sinks()
+            .iter()
+            .map(|k| {
+                let mut e = Map::new();
+                e.insert("name".into(), k.name.clone().into());
+                e.extend(object(SINK, k.as_ref()));
+                e.insert("spool".into(), spool_json(&k.spool));
+                Value::Object(e)
+            })
+            .collect(),
+    );
+    o.insert(
+        "task_restarts".into(),
+        stats
+            .tasks()
+            .iter()
+            .map(|t| (t.name.clone(), Value::from(get(&t.restarts))))
+            .collect::<Map<_, _>>()
+            .into(),
+    );
+    o.insert("prometheus".into(), object(PROMETHEUS, exporter).into());
+    if let Some(r) = stats.relay() {
+        let mut relay = object(RELAY, r.as_ref());
+        relay.insert(
+            "destinations".into(),
+            r.destinations
+                .iter()
+                .map(|d| {
+                    let mut e = Map::new();
+                    e.insert("name".into(), d.name.clone().into());
+                    e.extend(object(DESTINATION, d.as_ref()));
+                    e.insert("spool".into(), spool_json(&d.spool));
+                    Value::Object(e)
+                })
+                .collect(),
+        );
+        o.insert("relay".into(), relay.into());
+    }
+    o
+}
+
+/// A spool's counters as an object (all zero without a spool).
+pub fn spool_json(s: &SpoolStats) -> Value {
+    object(&SPOOL, s).into()
+}
+
+/// The rows shown in JSON, by key.
+fn object<S: ?Sized>(rows: &[Metric<S>], of: &S) -> Map<String, Value> {
+    rows.iter()
+        .filter(|r| r.show.json)
+        .map(|r| {
+            let v = (r.value)(of);
+            let v = match r.kind {
+                Kind::Flag => json!(v != 0),
+                _ => json!(v),
+            };
+            (r.key.to_string(), v)
+        })
+        .collect()
+}
+
+/// The flush's self-metrics: `(name below <prefix_stats>.statsyard., value,
+/// kind)`. Counters are totals: the flusher sends their growth per interval.
+/// Several SO_REUSEPORT sockets of one address are one series, summed.
+pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
+    let mut out: Vec<(String, u64, Kind)> = PROCESS
+        .iter()
+        .filter(|r| r.show.graphite)
+        .map(|r| (r.key.to_string(), (r.value)(stats), r.kind))
+        .collect();
+    for sock in stats.udp_sockets() {
+        let node = format!(
+            "udp.{}_{}",
+            sock.addr.ip().to_string().replace([':', '.'], "_"),
+            sock.addr.port()
+        );
+        for r in UDP_SOCKET.iter().filter(|r| r.show.graphite) {
+            let name = format!("{node}.{}", r.key);
+            let v = (r.value)(&sock);
+            match out.iter_mut().find(|(n, ..)| *n == name) {
+                Some((_, total, _)) => *total += v,
+                None => out.push((name, v, r.kind)),
+            }
+        }
+    }
+    for (prefix, n) in stats.series_dropped_by_prefix() {
+        // The prefix as one path node: `app.` stays one node (`app_`).
+        let node: String = prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        out.push((format!("series_dropped_prefix.{node}"), n, Kind::Counter));
+    }
+    out
+}
+
+/// The admin console's per-sink `stats` lines: `<sink>.<key>: <value>`.
+pub fn admin(stats: &Stats, out: &mut String) {
+    for k in stats.sinks() {
+        for r in SINK.iter().filter(|r| r.show.admin) {
+            out.push_str(&format!("{}.{}: {}\n", k.name, r.key, (r.value)(&k)));
+        }
+    }
+}
+
+/// The relay's counters as carbon-c-relay names them, relative to
+/// `stats_prefix`: what the relay sends through itself.
+pub fn relay_values(r: &RelayStats) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = RELAY
+        .iter()
+        .filter(|m| m.show.graphite)
+        .map(|m| (m.key.to_string(), (m.value)(r)))
+        .collect();
+    for d in &r.destinations {
+        let n = graphite_safe(&d.name);
+        for m in DESTINATION.iter().filter(|m| m.show.graphite) {
+            v.push((format!("destinations.{n}.{}", m.key), (m.value)(d)));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::incr;
+
+    #[test]
+    fn renders_counters_sinks_and_exporter() {
+        let stats = Stats::new();
+        incr(&stats.packets_received, 3);
+        incr(&stats.bad_lines_seen, 1);
+        incr(&stats.series_dropped, 5);
+        stats.add_series_dropped_under("app.\"x\"", 2);
+        let sink = stats.sink("graphite \"a\"");
+        incr(&sink.errors, 2);
+        stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
+        incr(&stats.task("sink/graphite").restarts, 2);
+        let mut out = Vec::new();
+        prometheus(&stats, Some(&PromStats::default()), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "# TYPE statsyard_packets_received_total counter\nstatsyard_packets_received_total 3\n",
+            "statsyard_bad_lines_total 1\n",
+            "statsyard_sink_errors_total{sink=\"graphite \\\"a\\\"\"} 2\n",
+            "statsyard_kernel_drops_total{socket=\"127.0.0.1:8125\"} 0\n",
+            "statsyard_prometheus_series 0\n",
+            "statsyard_prometheus_active 0\n",
+            "statsyard_prometheus_conflicts_total 0\n",
+            "# TYPE statsyard_task_restarts_total counter\nstatsyard_task_restarts_total{task=\"sink/graphite\"} 2\n",
+            "statsyard_series_dropped_total 5\n",
+            "statsyard_too_many_tags_total 0\n",
+            "statsyard_connections_idle_closed_total 0\n",
+            "statsyard_series_dropped_by_prefix_total{prefix=\"app.\\\"x\\\"\"} 2\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        assert!(
+            !text.contains("_sum "),
+            "graphite-only rows stay off /metrics"
+        );
+        let j = json(&stats, &PromStats::default());
+        assert_eq!(j["packets_received"], 3);
+        assert_eq!(j["sinks"][0]["errors"], 2);
+        assert_eq!(j["sinks"][0]["spool"]["held_entries"], 0);
+        assert_eq!(j["prometheus"]["active"], false);
+        assert_eq!(j["task_restarts"]["sink/graphite"], 2);
+        let g = graphite(&stats);
+        let get = |n: &str| g.iter().find(|(k, ..)| k == n).map(|(_, v, _)| *v);
+        assert_eq!(get("series_dropped"), Some(5));
+        assert_eq!(get("task_restarts"), Some(2));
+        assert_eq!(get("udp.127_0_0_1_8125.kernel_drops"), Some(0));
+        assert_eq!(get("series_dropped_prefix.app__x_"), Some(2));
+        assert_eq!(get("packets_received"), None);
+        let mut a = String::new();
+        admin(&stats, &mut a);
+        assert!(a.contains("graphite \"a\".errors: 2\n"), "{a}");
+    }
+
+    #[test]
+    fn relay_families_have_headers_and_labels() {
+        use std::sync::atomic::Ordering;
+        let r = RelayStats::new(["10.0.0.1:2004:a".to_string()]);
+        r.metrics_received.store(7, Ordering::Relaxed);
+        r.invalid_nan_inf.store(2, Ordering::Relaxed);
+        r.destinations[0].up.store(1, Ordering::Relaxed);
+        let stats = Stats::new();
+        stats.set_relay(std::sync::Arc::new(r));
+        let mut out = Vec::new();
+        prometheus(&stats, None, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        for line in [
+            "# TYPE statsyard_relay_points_received_total counter",
+            "statsyard_relay_points_received_total 7",
+            "statsyard_relay_points_invalid_total{reason=\"nan_inf\"} 2",
+            "# TYPE statsyard_relay_destination_up gauge",
+            "statsyard_relay_destination_up{destination=\"10.0.0.1:2004:a\"} 1",
+            "statsyard_relay_destination_spool_entries{destination=\"10.0.0.1:2004:a\"} 0",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} missing in\n{s}");
+        }
+        assert_eq!(
+            s.matches("# TYPE statsyard_relay_points_invalid_total")
+                .count(),
+            1
+        );
+        let names: Vec<String> = relay_values(&stats.relay().unwrap())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.contains(&"destinations.10_0_0_1_2004_a.sent".to_string()));
+        assert!(names.contains(&"metricsReceived".to_string()));
+        assert!(names.contains(&"metricsInvalid.nanInf".to_string()));
+        assert!(!names.contains(&"connections".to_string()));
+    }
+}
