@@ -10,6 +10,7 @@ mod fuzz_corpus;
 mod hostile;
 mod http;
 mod limits;
+mod output_surface;
 mod persist;
 mod prometheus;
 mod props;

@@ -579,3 +579,62 @@ fn reload_adds_changes_and_removes_a_repeater() {
     assert_eq!(v["metrics_received"], 3, "{v}");
     assert_eq!(v["raw_dropped"], 0, "{v}");
 }
+
+/// What the front ends show follows a reload: `/api/top`'s window (and so
+/// its rates) and the console's `config` lines are the new config's, not
+/// the start's.
+#[test]
+fn the_interval_and_config_lines_the_front_ends_show_follow_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("statsyard.toml");
+    let udp_port = free_port(true).expect("free UDP port");
+    let http_port = free_tcp_port();
+    let admin_port = free_tcp_port();
+    let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let text = |interval: &str| {
+        format!(
+            "[statsd]\nudp = [\"127.0.0.1:{udp_port}\"]\ntcp = []\n\
+             [http]\naddress = \"127.0.0.1:{http_port}\"\n\
+             [admin]\naddress = \"127.0.0.1:{admin_port}\"\n\
+             [flush]\ninterval = \"{interval}\"\n"
+        )
+    };
+    write(&file, &text("10s"));
+    let p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
+    p.wait_tcp(http);
+    let top = || -> serde_json::Value {
+        let (status, _, body) = get(http, "/api/top?n=1");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    assert_eq!(top()["window_seconds"], 10.0);
+    let config = crate::http::admin(admin, "config", "admin > address");
+    assert!(config.contains("flush > interval: 10000"), "{config}");
+
+    write(&file, &text("2s"));
+    let (status, report) = post_reload(http);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], serde_json::json!(["[flush] interval"]));
+    assert_eq!(top()["window_seconds"], 2.0);
+    let config = crate::http::admin(admin, "config", "admin > address");
+    assert!(config.contains("flush > interval: 2000"), "{config}");
+
+    // The rate of a hot series is over the new window: 40 lines in one
+    // 2 s interval are 20 per second.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let end = Instant::now() + secs(15);
+    loop {
+        for _ in 0..40 {
+            s.send_to(b"front.hot:1|c", udp).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2100));
+        let t = top();
+        if t["top"][0]["key"] == "front.hot" && t["top"][0]["lines"].as_u64() == Some(40) {
+            assert_eq!(t["top"][0]["lines_per_second"], 20.0, "{t}");
+            break;
+        }
+        assert!(Instant::now() < end, "no full interval of front.hot: {t}");
+    }
+}
