@@ -23,7 +23,7 @@
 //!   incarnation through a one-slot inner channel ([`HOP`]), so the queue
 //!   bound still means what it says (the queue, plus one message in the hop
 //!   and the one being processed). On a panic it builds the sink again from
-//!   its spec with a factory (`sink::build` with the same spec and the same
+//!   its spec with a factory (`SinkConfig::build` with the same settings and the same
 //!   counters) and starts it after the backoff. The message the sink was
 //!   processing is lost, with whatever the sink held in its own buffer:
 //!   the supervisor counts as `dropped` (in the sink's counters) every
@@ -37,7 +37,7 @@
 //!   socket, the shard, and the flusher's registry and job receiver): the
 //!   panic is caught around the unit of work ([`catch`]: one datagram, one
 //!   flush, one job), counted under the task's name, logged, and the
-//!   thread goes on. See `listener::udp` and `flush::flusher` for what the
+//!   thread goes on. See `listener::udp` and `flusher` for what the
 //!   lost unit costs.
 //!
 //! Backoff ([`Backoff`]): 100 ms, doubling to 30 s, back to 100 ms once an

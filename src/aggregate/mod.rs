@@ -10,7 +10,7 @@
 //! hash maps rather than the shared dashmap the architecture suggests for
 //! persistent state: nothing else reads it yet, and a single owner needs no
 //! locking at all. The HTTP API and the admin console get live views of it by
-//! sending jobs to the flusher (`flush::flusher::FlusherHandle`) rather than
+//! sending jobs to the flusher (`flusher::FlusherHandle`) rather than
 //! sharing the maps.
 //!
 //! Each series also counts the values it received in the current interval
