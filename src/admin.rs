@@ -47,8 +47,14 @@ const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(200);
 pub const HELP: &str = "Commands: stats, counters, timers, gauges, sets, delcounters, deltimers, \
                         delgauges, delsets, health, config, reload, auth, quit\n\n";
 
-/// Accept console connections until `token` is cancelled.
-pub async fn serve(listener: TcpListener, console: Shared, token: CancellationToken) {
+/// Accept console connections from clients `gate` admits until `token` is
+/// cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    console: Shared,
+    gate: Arc<crate::gate::Gate>,
+    token: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -64,6 +70,9 @@ pub async fn serve(listener: TcpListener, console: Shared, token: CancellationTo
                 continue;
             }
         };
+        if !gate.admits(peer.ip()) {
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "admin console: too many connections, closing");
             continue;

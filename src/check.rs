@@ -204,3 +204,80 @@ pub fn spool_config(
         segment_bytes: crate::spool::DEFAULT_SEGMENT_BYTES.min(max_bytes / 8),
     }))
 }
+
+/// Networks whose clients a listener serves (`allow = [...]`); empty serves
+/// every client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowList(Vec<ipnet::IpNet>);
+
+impl AllowList {
+    /// Networks as written: `"10.0.0.0/8"`, `"2001:db8::/32"`, or an address
+    /// alone (`"127.0.0.1"`, one host). Errors name `key[i]`.
+    pub fn parse(list: &[String], key: &str) -> Result<AllowList, Bad> {
+        let mut nets = Vec::with_capacity(list.len());
+        for (i, n) in list.iter().enumerate() {
+            let net = match n.parse::<ipnet::IpNet>() {
+                Ok(net) => net,
+                Err(_) => match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => {
+                        return Err(bad(
+                            format!("{key}[{i}]"),
+                            format!("{n:?} is not a network (e.g. \"10.0.0.0/8\", \"::1/128\") or an IP address"),
+                        ))
+                    }
+                },
+            };
+            nets.push(net.trunc());
+        }
+        Ok(AllowList(nets))
+    }
+
+    /// Whether every client is served.
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a client at `ip` is served. An IPv4 client seen on an IPv6
+    /// socket (`::ffff:10.0.0.1`) is checked as the IPv4 address it is.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists() {
+        let l = AllowList::parse(
+            &["10.0.0.0/8".into(), "::1".into(), "192.168.1.7".into()],
+            "statsd.allow",
+        )
+        .unwrap();
+        for (ip, ok) in [
+            ("10.1.2.3", true),
+            ("11.0.0.1", false),
+            ("::1", true),
+            ("::2", false),
+            ("192.168.1.7", true),
+            ("192.168.1.8", false),
+            ("::ffff:10.9.9.9", true),
+        ] {
+            assert_eq!(l.allows(ip.parse().unwrap()), ok, "{ip}");
+        }
+        assert!(AllowList::default().allows("1.2.3.4".parse().unwrap()));
+        let e = AllowList::parse(&["10.0.0.0/33".into()], "http.allow").unwrap_err();
+        assert_eq!(e.key, "http.allow[0]");
+    }
+}

@@ -18,6 +18,7 @@ use crate::config::diff::ReloadReport;
 use crate::flusher::FlusherHandle;
 use crate::sink::prometheus::live::Live;
 use crate::stats::Stats;
+use crate::web_config::WebConfig;
 
 /// What the HTTP handlers and the admin console share; one per server.
 pub struct Front {
@@ -33,6 +34,13 @@ pub struct Front {
     /// What `GET /metrics` serves: the Prometheus exporter output's, while
     /// one runs.
     scrape: RwLock<Option<Arc<Live>>>,
+    /// The HTTP server's users and headers (`web_config_file`).
+    web: RwLock<Option<Arc<WebConfig>>>,
+    /// Rate limit of the "refused: wrong credentials" log line.
+    auth_log: std::sync::Mutex<crate::log_limit::LogLimiter>,
+    /// Credentials that passed bcrypt, by user, so that each request does
+    /// not pay for bcrypt again; cleared when the web config changes.
+    verified: std::sync::Mutex<std::collections::HashMap<String, String>>,
     reload: OnceLock<Arc<dyn Reload>>,
 }
 
@@ -73,6 +81,12 @@ impl Front {
             admin_token: AdminToken::new(None),
             settings: RwLock::new(Arc::new(Settings::default())),
             scrape: RwLock::new(None),
+            web: RwLock::new(None),
+            auth_log: std::sync::Mutex::new(crate::log_limit::LogLimiter::new(
+                10,
+                Duration::from_secs(60),
+            )),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             reload: OnceLock::new(),
         }
     }
@@ -103,6 +117,63 @@ impl Front {
         *self.scrape.write().unwrap_or_else(|e| e.into_inner()) = live;
     }
 
+    /// The HTTP server's web config, if one is set.
+    pub fn web(&self) -> Option<Arc<WebConfig>> {
+        self.web.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A new web config (start, a reload that changed it).
+    pub fn set_web(&self, web: Option<WebConfig>) {
+        *self.web.write().unwrap_or_else(|e| e.into_inner()) = web.map(Arc::new);
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Whether `user` and `password` are a user of the web config (by its
+    /// bcrypt hash), or no users are configured. A pair that passed is
+    /// remembered, so bcrypt runs once per user and password, not per request.
+    pub fn authorized(&self, credentials: Option<(&str, &str)>) -> bool {
+        let Some(web) = self.web().filter(|w| !w.users.is_empty()) else {
+            return true;
+        };
+        let Some((user, password)) = credentials else {
+            return false;
+        };
+        let Some(hash) = web.users.get(user) else {
+            // The same cost as a known user, so the answer's time does not
+            // tell which users exist.
+            let _ = bcrypt::verify(password, DUMMY_HASH);
+            return false;
+        };
+        {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = verified.get(user) {
+                if crate::front::same(p.as_bytes(), password.as_bytes()) {
+                    return true;
+                }
+            }
+        }
+        if bcrypt::verify(password, hash).unwrap_or(false) {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(user.to_string(), password.to_string());
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether to log one more refused request now (and how many were not).
+    pub fn auth_log(&self) -> Option<u64> {
+        self.auth_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow()
+    }
+
     /// The reload hook, if the server has one.
     pub fn reloader(&self) -> Option<&Arc<dyn Reload>> {
         self.reload.get()
@@ -112,6 +183,19 @@ impl Front {
     pub fn set_reloader(&self, r: Arc<dyn Reload>) {
         let _ = self.reload.set(r);
     }
+}
+
+/// A bcrypt hash of nothing in particular (cost 10), verified against for
+/// unknown users.
+const DUMMY_HASH: &str = "$2b$10$wq6Xn/8SW1ZFSiVZ9H6uKOmJr3V3Ks/uDXEQv6oTUWyEzFtJ6dsxy";
+
+/// Equal bytes, in a time that does not depend on where they differ.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for (i, &x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
 }
 
 /// The admin `health` state, which `/health` follows.
@@ -170,14 +254,7 @@ impl AdminToken {
         match (want, given) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(w), Some(g)) => {
-                let w = w.as_bytes();
-                let mut diff = (w.len() != g.len()) as u8;
-                for (i, &b) in w.iter().enumerate() {
-                    diff |= b ^ g.get(i).copied().unwrap_or(0);
-                }
-                diff == 0
-            }
+            (Some(w), Some(g)) => same(w.as_bytes(), g),
         }
     }
 }

@@ -37,6 +37,11 @@ struct Cli {
     #[arg(long, value_name = "ADDR", global = true)]
     admin_address: Option<String>,
 
+    /// A Prometheus exporter-toolkit web config file (TLS, basic auth,
+    /// headers) for the HTTP server; overrides `[http] web_config_file`.
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    web_config_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -182,8 +187,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         if args.test {
             return relay_test(&config);
         }
-        override_addr("--http-address", &cli.http_address, &mut config.http)?;
-        override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
+        apply_flags(&cli, &mut config)?;
         return serve(config, reload_source(&cli));
     }
 
@@ -199,9 +203,21 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         (None, Some(path)) => Config::load_statsd_js(path)?,
         (None, None) => Config::embedded(),
     };
+    apply_flags(cli, &mut config)?;
+    Ok(config)
+}
+
+/// The flags that override the config file's keys.
+fn apply_flags(cli: &Cli, config: &mut Config) -> anyhow::Result<()> {
     override_addr("--http-address", &cli.http_address, &mut config.http)?;
     override_addr("--admin-address", &cli.admin_address, &mut config.admin)?;
-    Ok(config)
+    if let Some(path) = &cli.web_config_file {
+        let (web, warnings) = statsyard::web_config::WebConfig::load(path)
+            .map_err(|e| anyhow::anyhow!("--web.config.file: {e}"))?;
+        config.warnings.extend(warnings);
+        config.web = Some(web);
+    }
+    Ok(())
 }
 
 /// How SIGHUP and `POST /-/reload` re-read the config: the same file, with
@@ -217,11 +233,7 @@ fn reload_source(cli: &Cli) -> statsyard::server::Source {
             let args = args.clone();
             Source::new(Box::new(move || {
                 let mut config = relay_config(&cli, &args).map_err(|e| format!("{e:#}"))?;
-                override_addr("--http-address", &cli.http_address, &mut config.http)
-                    .and_then(|()| {
-                        override_addr("--admin-address", &cli.admin_address, &mut config.admin)
-                    })
-                    .map_err(|e| format!("{e:#}"))?;
+                apply_flags(&cli, &mut config).map_err(|e| format!("{e:#}"))?;
                 Ok(config)
             }))
         }
@@ -290,11 +302,15 @@ fn relay_config(cli: &Cli, args: &RelayArgs) -> anyhow::Result<Config> {
     }
     if let Some(r) = raw.relay.as_mut() {
         if !args.listen.is_empty() {
-            r.line_tcp = args.listen.clone();
+            r.line_tcp = args.listen.iter().map(|a| a.as_str().into()).collect();
             r.line_udp = args.listen.clone();
         }
         if !args.pickle_listen.is_empty() {
-            r.pickle = args.pickle_listen.clone();
+            r.pickle = args
+                .pickle_listen
+                .iter()
+                .map(|a| a.as_str().into())
+                .collect();
         }
     }
     if !args.with_statsd {

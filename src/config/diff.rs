@@ -70,6 +70,19 @@ impl ListenAddr {
         }
     }
 
+    /// The config key it comes from, and its address (`[statsd] tcp
+    /// 0.0.0.0:8125`).
+    pub fn key(&self) -> String {
+        match self {
+            ListenAddr::Udp(a) => format!("[statsd] udp {a}"),
+            ListenAddr::Tcp(a) => format!("[statsd] tcp {a}"),
+            ListenAddr::Unix(p) => format!("[statsd] unix {}", p.display()),
+            ListenAddr::CarbonTcp(a) => format!("[relay] line_tcp {a}"),
+            ListenAddr::CarbonUdp(a) => format!("[relay] line_udp {a}"),
+            ListenAddr::Pickle(a) => format!("[relay] pickle {a}"),
+        }
+    }
+
     /// Every listener a config describes, in config order.
     pub fn all(c: &Config) -> Vec<ListenAddr> {
         let mut v: Vec<ListenAddr> = Vec::new();
@@ -117,6 +130,11 @@ pub struct Plan {
     pub listen: Vec<ListenAddr>,
     /// Listeners to stop.
     pub unlisten: Vec<ListenAddr>,
+    /// Listeners that stay, with new TLS settings (a rotated certificate,
+    /// TLS turned on or off): swapped in place, not rebound.
+    pub tls: Vec<ListenAddr>,
+    /// The HTTP server's web config (TLS, users, headers) changed.
+    pub web: bool,
     /// The HTTP server's new address (`Some(None)`: stop it), if it changes.
     pub http: Option<Option<SocketAddr>>,
     /// The admin console's new address, if it changes.
@@ -153,6 +171,8 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
             stop: Vec::new(),
             listen: ListenAddr::all(new),
             unlisten: Vec::new(),
+            tls: Vec::new(),
+            web: new.web.is_some(),
             http: new.http.map(Some),
             admin: new.admin.map(Some),
             relay: if new.relay.is_some() {
@@ -307,6 +327,14 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     );
     applied(old.admin != eff.admin, "[admin] enabled / address");
     applied(old.admin_token != eff.admin_token, "[admin] token");
+    applied(old.web != eff.web, "[http] web_config_file");
+    applied(old.http_allow != eff.http_allow, "[http] allow");
+    applied(old.admin_allow != eff.admin_allow, "[admin] allow");
+    applied(old.listen.allow != eff.listen.allow, "[statsd] allow");
+    applied(
+        old.relay.as_ref().map(|r| &r.allow) != eff.relay.as_ref().map(|r| &r.allow),
+        "[relay] allow",
+    );
     applied(
         relay == RelayChange::Replace,
         "[relay] rules / clusters / tuning / normalize_tags / stats_*",
@@ -356,12 +384,24 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     let (was, now) = (ListenAddr::all(old), ListenAddr::all(&eff));
     let listen = now.iter().filter(|a| !was.contains(a)).cloned().collect();
     let unlisten = was.iter().filter(|a| !now.contains(a)).cloned().collect();
+    let tls_of =
+        |c: &Config, k: &ListenAddr| c.tls.iter().find(|(a, _)| a == k).map(|(_, t)| t.clone());
+    let tls: Vec<ListenAddr> = now
+        .iter()
+        .filter(|a| was.contains(a) && tls_of(old, a) != tls_of(&eff, a))
+        .cloned()
+        .collect();
+    for a in &tls {
+        report.applied.push(format!("{} tls", a.key()));
+    }
     Plan {
         report,
         start,
         stop,
         listen,
         unlisten,
+        tls,
+        web: old.web != eff.web,
         http: (old.http != eff.http).then_some(eff.http),
         admin: (old.admin != eff.admin).then_some(eff.admin),
         relay,

@@ -450,7 +450,7 @@ fn listeners(
             raw.statsd.unix.push(RawUnix { path, mode });
         } else {
             let addr = listen_addr(&key("address"), address.as_deref(), port, Family::Tcp)?;
-            raw.statsd.tcp.push(addr.to_string());
+            raw.statsd.tcp.push(addr.to_string().into());
         }
     }
     Ok(())

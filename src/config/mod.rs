@@ -52,6 +52,14 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// The admin console's address; `None` when it is disabled.
     pub admin: Option<SocketAddr>,
+    /// TLS of the TCP listeners that have it (statsd, carbon line and pickle).
+    pub tls: Vec<(diff::ListenAddr, crate::tls::TlsServer)>,
+    /// HTTPS, basic auth and headers of the HTTP server (`web_config_file`).
+    pub web: Option<crate::web_config::WebConfig>,
+    /// Networks whose clients the HTTP server serves.
+    pub http_allow: crate::check::AllowList,
+    /// Networks whose clients the admin console serves.
+    pub admin_allow: crate::check::AllowList,
     /// The `health` state at start (`[admin] health`, config.js `healthStatus`).
     pub health_up: bool,
     /// The token mutating admin commands and `POST /-/reload` require
@@ -95,6 +103,8 @@ pub struct ListenConfig {
     pub max_connections: usize,
     /// Close a stream connection idle this long; `None` never does.
     pub idle_timeout: Option<Duration>,
+    /// Networks whose clients the UDP and TCP listeners serve.
+    pub allow: crate::check::AllowList,
 }
 
 /// A unix stream socket listener.

@@ -43,6 +43,12 @@ pub struct RawHttp {
     pub enabled: bool,
     /// Listen address (`IP:port`).
     pub address: String,
+    /// A Prometheus exporter-toolkit web config file (YAML: TLS, basic
+    /// auth, response headers), relative to this file; `""` for none.
+    pub web_config_file: String,
+    /// Networks whose clients may connect (`"10.0.0.0/8"`, `"::1/128"`, or
+    /// an address alone); `[]` allows every client.
+    pub allow: Vec<String>,
 }
 
 impl Default for RawHttp {
@@ -50,6 +56,8 @@ impl Default for RawHttp {
         RawHttp {
             enabled: true,
             address: "127.0.0.1:9102".into(),
+            web_config_file: String::new(),
+            allow: Vec::new(),
         }
     }
 }
@@ -69,6 +77,8 @@ pub struct RawAdmin {
     pub token: String,
     /// A file holding the token (its first line), instead of `token`.
     pub token_file: String,
+    /// Networks whose clients may connect; `[]` allows every client.
+    pub allow: Vec<String>,
 }
 
 impl Default for RawAdmin {
@@ -79,6 +89,7 @@ impl Default for RawAdmin {
             health: "up".into(),
             token: String::new(),
             token_file: String::new(),
+            allow: Vec::new(),
         }
     }
 }
@@ -89,8 +100,12 @@ impl Default for RawAdmin {
 pub struct RawStatsd {
     /// UDP listen addresses (`IP:port`, IPv6 as `[::]:8125`); `[]` disables UDP.
     pub udp: Vec<String>,
-    /// TCP listen addresses (`IP:port`); `[]` disables TCP. Lines end with `\n`.
-    pub tcp: Vec<String>,
+    /// TCP listeners: `IP:port`, or `{ address = "IP:port", tls = { ... } }`
+    /// for TLS; `[]` disables TCP. Lines end with `\n`.
+    pub tcp: Vec<RawListen>,
+    /// Networks whose clients may send (UDP) or connect (TCP); `[]` allows
+    /// every client. Unix sockets are not checked.
+    pub allow: Vec<String>,
     /// Unix stream socket listeners.
     pub unix: Vec<RawUnix>,
     /// Longest accepted TCP/unix line, in bytes; longer lines are dropped and counted.
@@ -126,6 +141,72 @@ pub struct RawStatsd {
     pub max_tags: usize,
 }
 
+/// A TCP listener entry: its address, or a table with its TLS.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawListen {
+    /// `IP:port`, plaintext.
+    Address(String),
+    /// `{ address = "IP:port", tls = { ... } }`.
+    Table(RawListenTable),
+}
+
+/// `{ address = "IP:port", tls = { cert_file, key_file, client_ca_file } }`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTable {
+    /// `IP:port`.
+    pub address: String,
+    /// TLS for this listener; absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+/// A listener's TLS: its certificate, key, and the CA of client
+/// certificates (mutual TLS when set). Paths are relative to the config
+/// file; the files are read again at every reload.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain, PEM.
+    pub cert_file: String,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Client certificates must be signed by this CA (PEM); unset: none asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
+}
+
+impl RawListen {
+    /// The address part.
+    pub fn address(&self) -> &str {
+        match self {
+            RawListen::Address(a) => a,
+            RawListen::Table(t) => &t.address,
+        }
+    }
+
+    /// Its TLS, if any.
+    pub fn tls(&self) -> Option<&RawTls> {
+        match self {
+            RawListen::Address(_) => None,
+            RawListen::Table(t) => t.tls.as_ref(),
+        }
+    }
+}
+
+impl From<&str> for RawListen {
+    fn from(s: &str) -> Self {
+        RawListen::Address(s.to_string())
+    }
+}
+
+impl From<String> for RawListen {
+    fn from(s: String) -> Self {
+        RawListen::Address(s)
+    }
+}
+
 /// A `[statsd] series_limits` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +222,7 @@ impl Default for RawStatsd {
         RawStatsd {
             udp: vec!["0.0.0.0:8125".into()],
             tcp: vec!["0.0.0.0:8125".into()],
+            allow: Vec::new(),
             unix: Vec::new(),
             max_line_length: 65_536,
             udp_recv_buffer: 32 * 1024 * 1024,
@@ -406,12 +488,15 @@ impl RawSink {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawRelay {
-    /// Carbon plaintext over TCP: listen addresses.
-    pub line_tcp: Vec<String>,
+    /// Carbon plaintext over TCP: `IP:port`, or `{ address, tls }`.
+    pub line_tcp: Vec<RawListen>,
     /// Carbon plaintext over UDP: listen addresses.
     pub line_udp: Vec<String>,
-    /// Carbon pickle over TCP: listen addresses.
-    pub pickle: Vec<String>,
+    /// Carbon pickle over TCP: `IP:port`, or `{ address, tls }`.
+    pub pickle: Vec<RawListen>,
+    /// Networks whose clients may send (UDP) or connect (TCP); `[]` allows
+    /// every client.
+    pub allow: Vec<String>,
     /// Longest plaintext line in bytes; longer lines are dropped and counted.
     pub max_line_length: usize,
     /// Largest pickle frame in bytes; a larger one closes the connection.
@@ -471,6 +556,7 @@ impl Default for RawRelay {
             line_tcp: vec!["0.0.0.0:2003".into()],
             line_udp: vec!["0.0.0.0:2003".into()],
             pickle: vec!["0.0.0.0:2004".into()],
+            allow: Vec::new(),
             max_line_length: 16_384,
             max_frame_bytes: 1 << 20,
             max_connections: 10_000,

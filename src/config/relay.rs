@@ -20,9 +20,14 @@ pub fn validate(
     listen: impl Fn(&[String], &str) -> Result<Vec<SocketAddr>, Bad>,
 ) -> Result<RelayConfig, Bad> {
     let b = |k: &str, why: String| (format!("relay.{k}"), why);
-    let line_tcp = listen(&r.line_tcp, "relay.line_tcp")?;
+    let addrs = |l: &[crate::config::raw::RawListen]| -> Vec<String> {
+        l.iter().map(|e| e.address().to_string()).collect()
+    };
+    let line_tcp = listen(&addrs(&r.line_tcp), "relay.line_tcp")?;
     let line_udp = listen(&r.line_udp, "relay.line_udp")?;
-    let pickle = listen(&r.pickle, "relay.pickle")?;
+    let pickle = listen(&addrs(&r.pickle), "relay.pickle")?;
+    let allow =
+        crate::check::AllowList::parse(&r.allow, "relay.allow").map_err(|e| (e.key, e.reason))?;
     for (k, v) in [
         ("max_line_length", r.max_line_length),
         ("max_frame_bytes", r.max_frame_bytes),
@@ -176,6 +181,7 @@ pub fn validate(
         line_tcp,
         line_udp,
         pickle,
+        allow,
         line: CarbonInputOptions {
             line: CarbonLineOptions {
                 minus_one_is_now: r.minus_one_is_now,

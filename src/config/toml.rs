@@ -6,9 +6,11 @@ use std::collections::HashMap;
 
 use std::path::PathBuf;
 
-use super::raw::{RawBin, RawConfig, RawLogFormat, RawSeriesLimit, RawSink};
+use super::diff::ListenAddr;
+use super::raw::{RawBin, RawConfig, RawLogFormat, RawSeriesLimit, RawSink, RawTls};
 use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
 use crate::aggregate::{AggregateOptions, PrefixLimit, SeriesLimits};
+use crate::check::AllowList;
 use crate::check::{
     bad, check_interval, check_nonzero, check_percentile, listen_addrs, parse_listen_addr,
     parse_mode, relative_to, Bad,
@@ -19,6 +21,8 @@ use crate::parse::tags::TagDialects;
 use crate::parse::ParseOptions;
 use crate::sink::prometheus::PrometheusConfig;
 use crate::sink::{Kinds, SinkSpec, ValidateCx};
+use crate::tls::TlsServer;
+use crate::web_config::WebConfig;
 
 /// The timer statistics `calculated_timer_metrics` may name: the reference's
 /// timer_data keys, with `_percent` standing for every percentile's variant.
@@ -157,7 +161,17 @@ fn validate_inner(
 ) -> Result<Config, Bad> {
     let s = raw.statsd;
     let udp = listen_addrs(&s.udp, "statsd.udp")?;
-    let tcp = listen_addrs(&s.tcp, "statsd.tcp")?;
+    let tcp_addrs: Vec<String> = s.tcp.iter().map(|e| e.address().to_string()).collect();
+    let tcp = listen_addrs(&tcp_addrs, "statsd.tcp")?;
+    let mut tls = Vec::new();
+    for (i, (e, addr)) in s.tcp.iter().zip(&tcp).enumerate() {
+        if let Some(t) = e.tls() {
+            tls.push((
+                ListenAddr::Tcp(*addr),
+                tls_server(t, file, &format!("statsd.tcp[{i}].tls"))?,
+            ));
+        }
+    }
     let mut unix = Vec::with_capacity(s.unix.len());
     for (i, u) in s.unix.iter().enumerate() {
         if u.path.is_empty() {
@@ -203,6 +217,7 @@ fn validate_inner(
         udp_batch: s.udp_batch,
         max_connections: s.max_connections,
         idle_timeout: (!s.idle_timeout.is_zero()).then_some(s.idle_timeout),
+        allow: AllowList::parse(&s.allow, "statsd.allow")?,
     };
 
     let f = raw.flush;
@@ -318,6 +333,14 @@ fn validate_inner(
         }
     };
     let admin_token = admin_token(&raw.admin, file)?;
+    let web = if raw.http.web_config_file.is_empty() {
+        None
+    } else {
+        let path = relative_to(file, &raw.http.web_config_file);
+        let (web, more) = WebConfig::load(&path).map_err(|r| bad("http.web_config_file", r))?;
+        warnings.extend(more);
+        Some(web)
+    };
     let state = if f.state_file.is_empty() {
         if f.persist_counters {
             return Err(bad(
@@ -343,6 +366,24 @@ fn validate_inner(
             for c in &mut rc.clusters {
                 if let Some(sp) = &mut c.spool {
                     sp.dir = relative_to(file, &sp.dir.to_string_lossy());
+                }
+            }
+            for (list, addrs, key, which) in [
+                (
+                    &r.line_tcp,
+                    &rc.line_tcp,
+                    "relay.line_tcp",
+                    ListenAddr::CarbonTcp as fn(_) -> _,
+                ),
+                (&r.pickle, &rc.pickle, "relay.pickle", ListenAddr::Pickle),
+            ] {
+                for (i, (e, addr)) in list.iter().zip(addrs).enumerate() {
+                    if let Some(t) = e.tls() {
+                        tls.push((
+                            which(*addr),
+                            tls_server(t, file, &format!("{key}[{i}].tls"))?,
+                        ));
+                    }
                 }
             }
             Some(rc)
@@ -373,6 +414,10 @@ fn validate_inner(
         log,
         http,
         admin,
+        tls,
+        web,
+        http_allow: AllowList::parse(&raw.http.allow, "http.allow")?,
+        admin_allow: AllowList::parse(&raw.admin.allow, "admin.allow")?,
         health_up,
         admin_token,
         state,
@@ -418,6 +463,19 @@ fn series_limits(max_series: usize, raw: &[RawSeriesLimit]) -> Result<SeriesLimi
 
 /// The tag dialects `[statsd] tag_dialects` accepts.
 const TAG_DIALECTS: [&str; 3] = ["influxdb", "librato", "signalfx"];
+
+/// A listener's `tls = { ... }`: the files read and checked now (relative
+/// to the config file), so a bad certificate fails at start, or refuses a
+/// reload, naming the key.
+fn tls_server(t: &RawTls, file: &str, key: &str) -> Result<TlsServer, Bad> {
+    TlsServer::load(
+        relative_to(file, &t.cert_file),
+        relative_to(file, &t.key_file),
+        t.client_ca_file.as_deref().map(|p| relative_to(file, p)),
+        None,
+    )
+    .map_err(|r| bad(key, r))
+}
 
 /// `[admin] token` or `token_file` (its first line, trimmed).
 fn admin_token(a: &crate::config::raw::RawAdmin, file: &str) -> Result<Option<String>, Bad> {
@@ -617,6 +675,7 @@ mod tests {
                 udp_batch: 32,
                 max_connections: 10_000,
                 idle_timeout: None,
+                allow: AllowList::default(),
             }
         );
         assert_eq!(

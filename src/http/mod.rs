@@ -8,5 +8,6 @@
 //! Imports: [`crate::front`] (what the front ends share), the counters and
 //! their renderers; never the runtime.
 
+pub mod access;
 pub mod api;
 pub mod server;

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::front::Front;
+use crate::gate::Gate;
 use crate::shutdown::CancellationToken;
 use crate::stats::{incr, Stats};
+use crate::tls::MaybeTls;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::api;
 
@@ -23,11 +25,18 @@ use super::api;
 /// handful; this bounds what a flood of idle connections can hold.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// The HTTP listener: bounds the open connections and counts client errors.
+/// The HTTP listener: serves only clients its gate admits, finishes TLS
+/// handshakes (when the web config file asks for TLS) on their own tasks so
+/// that a slow one holds up no other client, bounds the open connections and
+/// counts client errors.
 struct Guarded {
     inner: TcpListener,
     stats: Arc<Stats>,
     slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
+    /// Connections whose handshake finished, from their tasks.
+    ready: mpsc::Receiver<(MaybeTls<TcpStream>, SocketAddr, OwnedSemaphorePermit)>,
+    ready_tx: mpsc::Sender<(MaybeTls<TcpStream>, SocketAddr, OwnedSemaphorePermit)>,
 }
 
 impl axum::serve::Listener for Guarded {
@@ -36,26 +45,30 @@ impl axum::serve::Listener for Guarded {
 
     async fn accept(&mut self) -> (CountedIo, SocketAddr) {
         loop {
-            // Retries (and backs off on) accept errors itself.
-            let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-            match self.slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    return (
-                        CountedIo {
-                            inner: stream,
-                            stats: self.stats.clone(),
-                            _permit: permit,
-                            read_any: false,
-                            answered: false,
-                        },
-                        addr,
-                    )
+            let (stream, addr) = tokio::select! {
+                Some((io, addr, permit)) = self.ready.recv() => {
+                    return (self.counted(io, permit), addr);
                 }
-                Err(_) => {
-                    incr(&self.stats.http_connections_rejected, 1);
-                    drop(stream);
-                }
+                // Retries (and backs off on) accept errors itself.
+                a = axum::serve::Listener::accept(&mut self.inner) => a,
+            };
+            if !self.gate.admits(addr.ip()) {
+                continue;
             }
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                incr(&self.stats.http_connections_rejected, 1);
+                continue;
+            };
+            if !self.gate.is_tls() {
+                return (self.counted(MaybeTls::Plain(stream), permit), addr);
+            }
+            let (gate, tx) = (self.gate.clone(), self.ready_tx.clone());
+            tokio::spawn(async move {
+                // A failed or slow handshake was counted and logged by the gate.
+                if let Some(io) = gate.open(stream, &addr.to_string()).await {
+                    let _ = tx.send((io, addr, permit)).await;
+                }
+            });
         }
     }
 
@@ -64,12 +77,24 @@ impl axum::serve::Listener for Guarded {
     }
 }
 
+impl Guarded {
+    fn counted(&self, inner: MaybeTls<TcpStream>, permit: OwnedSemaphorePermit) -> CountedIo {
+        CountedIo {
+            inner,
+            stats: self.stats.clone(),
+            _permit: permit,
+            read_any: false,
+            answered: false,
+        }
+    }
+}
+
 /// One HTTP connection. Counts in `http_client_errors` every answer with a
 /// 4xx status (the parser's 400 and 431 for garbage, unknown paths, bad
 /// parameters, a missing token), and a connection that sent bytes but was
 /// closed without any answer (garbage the parser gave up on).
 struct CountedIo {
-    inner: TcpStream,
+    inner: MaybeTls<TcpStream>,
     stats: Arc<Stats>,
     _permit: OwnedSemaphorePermit,
     read_any: bool,
@@ -152,11 +177,21 @@ impl AsyncWrite for CountedIo {
 }
 
 /// Serve `app` on `listener` until `token` is cancelled.
-async fn run(listener: TcpListener, stats: Arc<Stats>, app: Router, token: CancellationToken) {
+async fn run(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    gate: Arc<Gate>,
+    app: Router,
+    token: CancellationToken,
+) {
+    let (ready_tx, ready) = mpsc::channel(64);
     let guarded = Guarded {
         inner: listener,
         stats,
         slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        gate,
+        ready,
+        ready_tx,
     };
     if let Err(e) = axum::serve(guarded, app)
         .with_graceful_shutdown(token.cancelled_owned())
@@ -167,7 +202,8 @@ async fn run(listener: TcpListener, stats: Arc<Stats>, app: Router, token: Cance
 }
 
 /// Every route; `POST /-/reload` answers 503 where the server has no
-/// reload hook.
+/// reload hook. With a web config file's users, every route needs basic
+/// auth; its headers go on every answer.
 pub fn router(front: Arc<Front>) -> Router {
     // Bad query strings are answered by axum's own `Query` rejection: 400.
     Router::new()
@@ -178,12 +214,21 @@ pub fn router(front: Arc<Front>) -> Router {
         .route("/api/top", get(api::top))
         .route("/-/reload", post(api::reload))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            front.clone(),
+            super::access::check,
+        ))
         .with_state(front)
 }
 
 /// Serve HTTP on `listener` until `token` is cancelled; requests in flight
 /// are finished first.
-pub async fn serve(listener: TcpListener, front: Arc<Front>, token: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    front: Arc<Front>,
+    gate: Arc<Gate>,
+    token: CancellationToken,
+) {
     let stats = front.stats.clone();
-    run(listener, stats, router(front), token).await
+    run(listener, stats, gate, router(front), token).await
 }

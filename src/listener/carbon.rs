@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::task::TaskTracker;
 
@@ -53,6 +53,8 @@ pub struct CarbonCtx {
     pub tracker: TaskTracker,
     /// Cancelled when the server shuts down.
     pub token: CancellationToken,
+    /// The listener's allow-list and, for TCP, its TLS.
+    pub gate: Arc<crate::gate::Gate>,
 }
 
 /// Bind a UDP socket for carbon lines.
@@ -81,18 +83,22 @@ pub async fn accept_loop(listener: TcpListener, kind: StreamKind, ctx: Arc<Carbo
             _ = ctx.token.cancelled() => {
                 // Connections the kernel already completed may hold data
                 // their clients consider sent: take them before stopping.
-                while let Ok(Ok((stream, _))) =
+                while let Ok(Ok((stream, peer))) =
                     tokio::time::timeout(DRAIN_READ, listener.accept()).await
                 {
-                    ctx.spawn(stream, kind);
+                    if ctx.gate.admits(peer.ip()) {
+                        ctx.spawn(stream, peer, kind);
+                    }
                 }
                 return;
             }
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                ctx.spawn(stream, kind);
+                if ctx.gate.admits(peer.ip()) {
+                    ctx.spawn(stream, peer, kind);
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "carbon accept failed");
@@ -160,7 +166,7 @@ fn reserve(open: &std::sync::atomic::AtomicU64, max: usize) -> bool {
 impl CarbonCtx {
     /// Serve a connection on its own task if fewer than `max_connections`
     /// are open; otherwise close it at once and count the refusal.
-    fn spawn(self: &Arc<Self>, stream: TcpStream, kind: StreamKind) {
+    fn spawn(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, kind: StreamKind) {
         let stats = &self.router.stats;
         if !reserve(&stats.connections_open, self.opts.max_connections) {
             incr(&stats.connections_rejected, 1);
@@ -170,12 +176,16 @@ impl CarbonCtx {
         let c = self.clone();
         incr(&stats.connections, 1);
         self.tracker.spawn(async move {
-            let r = match kind {
-                StreamKind::Line => c.serve_lines(stream).await,
-                StreamKind::Pickle => c.serve_pickle(stream).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "carbon connection ended with an error");
+            // With TLS, the handshake (bounded in time) comes first; one
+            // that fails was counted and logged by the gate.
+            if let Some(stream) = c.gate.open(stream, &peer.to_string()).await {
+                let r = match kind {
+                    StreamKind::Line => c.serve_lines(stream).await,
+                    StreamKind::Pickle => c.serve_pickle(stream).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "carbon connection ended with an error");
+                }
             }
             incr(&c.router.stats.disconnects, 1);
             c.router
@@ -187,7 +197,7 @@ impl CarbonCtx {
 
     /// Read more; `Ok(0)` also when the connection was idle too long (then
     /// counted), so that it ends as at end of stream.
-    async fn read(&self, s: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    async fn read<S: AsyncRead + Unpin>(&self, s: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
         match read_more(s, buf, &self.token, self.opts.idle_timeout).await? {
             Read::Bytes(n) => Ok(n),
             Read::Idle => {
@@ -198,7 +208,7 @@ impl CarbonCtx {
         }
     }
 
-    async fn serve_lines(&self, mut s: TcpStream) -> io::Result<()> {
+    async fn serve_lines<S: AsyncRead + AsyncWrite + Unpin>(&self, mut s: S) -> io::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut discarding = false;
         let max_line_length = self.opts.line.max_line_length;
@@ -265,7 +275,7 @@ impl CarbonCtx {
         }
     }
 
-    async fn serve_pickle(&self, mut s: TcpStream) -> io::Result<()> {
+    async fn serve_pickle<S: AsyncRead + AsyncWrite + Unpin>(&self, mut s: S) -> io::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut points = Vec::new();
         loop {
@@ -321,15 +331,18 @@ pub async fn udp_loop(sock: UdpSocket, ctx: Arc<CarbonCtx>) {
     loop {
         let r = tokio::select! {
             biased;
-            r = sock.recv(&mut buf) => r,
+            r = sock.recv_from(&mut buf) => r,
             _ = ctx.token.cancelled() => break,
         };
         match r {
-            Ok(n) => ctx.lines(&buf[..n]),
+            Ok((n, from)) if ctx.gate.admits(from.ip()) => ctx.lines(&buf[..n]),
+            Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "carbon udp receive failed"),
         }
     }
-    while let Ok(n) = sock.try_recv(&mut buf) {
-        ctx.lines(&buf[..n]);
+    while let Ok((n, from)) = sock.try_recv_from(&mut buf) {
+        if ctx.gate.admits(from.ip()) {
+            ctx.lines(&buf[..n]);
+        }
     }
 }

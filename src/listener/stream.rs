@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -37,6 +37,9 @@ pub struct StreamCtx {
     pub connections: Arc<Semaphore>,
     pub tracker: TaskTracker,
     pub token: CancellationToken,
+    /// The listener's allow-list (checked by its accept loop) and TLS
+    /// (each connection's handshake runs on its own task, after its permit).
+    pub gate: Arc<crate::gate::Gate>,
 }
 
 impl StreamCtx {
@@ -54,7 +57,7 @@ impl StreamCtx {
     /// otherwise close it at once and count the refusal.
     pub fn accept<S>(self: &Arc<Self>, stream: S, peer: String)
     where
-        S: AsyncRead + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let permit = match self.connections.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -68,8 +71,12 @@ impl StreamCtx {
         incr(&self.stats.connections_open, 1);
         let ctx = self.clone();
         self.tracker.spawn(async move {
-            if let Err(e) = ctx.serve(stream).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // With TLS, the handshake (bounded in time) comes first; one
+            // that fails was counted and logged by the gate.
+            if let Some(stream) = ctx.gate.open(stream, &peer).await {
+                if let Err(e) = ctx.serve(stream).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
             ctx.stats
                 .connections_open

@@ -34,7 +34,9 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<StreamCtx>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                ctx.accept(stream, peer.to_string());
+                if ctx.gate.admits(peer.ip()) {
+                    ctx.accept(stream, peer.to_string());
+                }
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

@@ -20,6 +20,8 @@ pub struct RelayConfig {
     pub line_udp: Vec<SocketAddr>,
     /// Carbon pickle over TCP.
     pub pickle: Vec<SocketAddr>,
+    /// Networks whose clients the carbon listeners serve.
+    pub allow: crate::check::AllowList,
     /// Line checks (also applied to pickled points; `max_line_length`
     /// included) and the TCP listeners' `max_connections` and `idle_timeout`.
     pub line: CarbonInputOptions,

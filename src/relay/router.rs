@@ -495,6 +495,7 @@ mod tests {
             line_tcp: vec![],
             line_udp: vec![],
             pickle: vec![],
+            allow: Default::default(),
             line: Default::default(),
             max_frame_bytes: 100,
             normalize_tags: true,

@@ -16,8 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use super::ReloadError;
 use crate::aggregate::Shard;
+use crate::check::AllowList;
 use crate::config::diff::ListenAddr;
 use crate::config::Config;
+use crate::gate::Gate;
 use crate::listener::stream::StreamCtx;
 use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
 use crate::relay::router::Router;
@@ -101,9 +103,26 @@ pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
 /// socket.
 pub type Started = Vec<(ListenAddr, Vec<SocketAddr>)>;
 
+/// TLS settings built for listeners (by [`super::Runtime::prepare`]).
+pub type TlsConfigs = Vec<(ListenAddr, Option<Arc<rustls::ServerConfig>>)>;
+
+/// The allow-list that applies to a listener.
+fn allow_of(c: &Config, key: &ListenAddr) -> AllowList {
+    match key {
+        ListenAddr::Udp(_) | ListenAddr::Tcp(_) | ListenAddr::Unix(_) => c.listen.allow.clone(),
+        ListenAddr::CarbonTcp(_) | ListenAddr::CarbonUdp(_) | ListenAddr::Pickle(_) => c
+            .relay
+            .as_ref()
+            .map(|r| r.allow.clone())
+            .unwrap_or_default(),
+    }
+}
+
 /// The running listeners and what they share.
 pub struct Listeners {
     stops: Vec<(ListenAddr, CancellationToken)>,
+    /// Each listener's allow-list and TLS, which a reload changes in place.
+    gates: Vec<(ListenAddr, Arc<Gate>)>,
     /// Every UDP receive thread; [`Listeners::drain`] joins them.
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Stream connections share one shard: they are many and mostly quiet.
@@ -122,6 +141,7 @@ impl Listeners {
     pub fn new(c: &Config) -> Listeners {
         Listeners {
             stops: Vec::new(),
+            gates: Vec::new(),
             udp_threads: Vec::new(),
             stream_shard: Arc::new(Mutex::new(Shard::new(&c.aggregate))),
             connections: Arc::new(Semaphore::new(c.listen.max_connections)),
@@ -136,11 +156,13 @@ impl Listeners {
     }
 
     /// Start what [`bind`] bound (its UDP shards are already the
-    /// flusher's). `router` feeds the carbon listeners.
+    /// flusher's), with its TLS from `tls`. `router` feeds the carbon
+    /// listeners.
     pub fn start(
         &mut self,
         bound: Bound,
         c: &Config,
+        tls: &TlsConfigs,
         stats: &Arc<Stats>,
         parent: &CancellationToken,
         router: Option<&Arc<Router>>,
@@ -149,11 +171,20 @@ impl Listeners {
         for (key, socket) in bound.0 {
             let stop = parent.child_token();
             self.stops.push((key.clone(), stop.clone()));
+            let gate = Arc::new(Gate::new(
+                format!("{} {}", key.proto(), shown(None, &key)),
+                stats.clone(),
+            ));
+            gate.set_allow(allow_of(c, &key));
+            if let Some((_, t)) = tls.iter().find(|(k, _)| *k == key) {
+                gate.set_tls(t.clone());
+            }
+            self.gates.push((key.clone(), gate.clone()));
             let addrs = match socket {
                 Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
                 Socket::Tcp(l) => {
                     let addr = l.local_addr().ok();
-                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let ctx = self.stream_ctx(c, stats, stop.clone(), gate);
                     let name = format!("tcp/{}", shown(addr, &key));
                     self.spawn(stats, &name, stop, l, move |l| {
                         tcp::accept_loop(l, ctx.clone())
@@ -164,7 +195,7 @@ impl Listeners {
                     let ListenAddr::Unix(path) = key.clone() else {
                         continue;
                     };
-                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let ctx = self.stream_ctx(c, stats, stop.clone(), gate);
                     let name = format!("unix/{}", path.display());
                     self.spawn(stats, &name, stop, l, move |l| {
                         unix::accept_loop(l, path.clone(), ctx.clone())
@@ -173,7 +204,7 @@ impl Listeners {
                 }
                 Socket::Carbon(l, kind) => {
                     let addr = l.local_addr().ok();
-                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone()) else {
+                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone(), gate) else {
                         continue;
                     };
                     let proto = key.proto().replace(' ', "-");
@@ -185,7 +216,7 @@ impl Listeners {
                 }
                 Socket::CarbonUdp(u) => {
                     let addr = u.local_addr().ok();
-                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone()) else {
+                    let Some(ctx) = self.carbon_ctx(c, router, stop.clone(), gate) else {
                         continue;
                     };
                     let name = format!("carbon-udp/{}", shown(addr, &key));
@@ -245,6 +276,7 @@ impl Listeners {
         c: &Config,
         stats: &Arc<Stats>,
         stop: CancellationToken,
+        gate: Arc<Gate>,
     ) -> Arc<StreamCtx> {
         Arc::new(StreamCtx {
             parse: c.parse.clone(),
@@ -257,6 +289,7 @@ impl Listeners {
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),
             token: stop,
+            gate,
         })
     }
 
@@ -266,6 +299,7 @@ impl Listeners {
         c: &Config,
         router: Option<&Arc<Router>>,
         stop: CancellationToken,
+        gate: Arc<Gate>,
     ) -> Option<Arc<carbon::CarbonCtx>> {
         let (Some(router), Some(rc)) = (router, &c.relay) else {
             tracing::error!("a carbon listener without a relay; not listening");
@@ -277,7 +311,29 @@ impl Listeners {
             max_frame_bytes: rc.max_frame_bytes,
             tracker: self.tracker.clone(),
             token: stop,
+            gate,
         }))
+    }
+
+    /// A change kept these listeners: give them the allow-lists of `c`,
+    /// and the new TLS of those in `tls` (a rotated certificate, TLS turned
+    /// on or off). Connections already open keep what they were accepted with.
+    pub fn refresh(&self, c: &Config, tls: &TlsConfigs) {
+        for (key, gate) in &self.gates {
+            gate.set_allow(allow_of(c, key));
+            if let Some((_, t)) = tls.iter().find(|(k, _)| k == key) {
+                gate.set_tls(t.clone());
+            }
+        }
+    }
+
+    /// The gate of a statsd UDP address (its allow-list), for the receive
+    /// threads.
+    pub fn gate(&self, key: &ListenAddr) -> Option<Arc<Gate>> {
+        self.gates
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, g)| g.clone())
     }
 
     /// Run an accept loop on the tracker under the supervisor: restarted on
@@ -306,6 +362,7 @@ impl Listeners {
                 self.stops.swap_remove(i).1.cancel();
                 tracing::info!(listener = ?addr, "listener removed by the reload");
             }
+            self.gates.retain(|(a, _)| a != addr);
             if let ListenAddr::Udp(a) = addr {
                 stats.remove_udp_socket(*a);
             }

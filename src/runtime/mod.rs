@@ -46,6 +46,7 @@ use crate::config::diff::{self, ListenAddr, Plan, RelayChange, EXPORTER};
 use crate::config::Config;
 use crate::flusher::{Flusher, FlusherBusy, FlusherHandle, FlusherMsg, Reconfigure};
 use crate::front::{Front, Settings};
+use crate::gate::Gate;
 use crate::relay::router::Router;
 use crate::relay::RelayRuntime;
 use crate::shutdown::{with_deadline, CancellationToken};
@@ -53,7 +54,7 @@ use crate::sink::BuildCx;
 use crate::sink::SinkError;
 use crate::stats::Stats;
 use crate::supervise::supervise_socket;
-use listeners::{Bound, Listeners, Started};
+use listeners::{Bound, Listeners, Started, TlsConfigs};
 use outputs::{ExtraSink, Outputs, Prepared};
 use reload::{Reloader, Source};
 
@@ -90,6 +91,10 @@ pub enum ReloadError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A listener's TLS settings cannot be used (the certificate files
+    /// changed since they were checked).
+    #[error("TLS of {listener}: {reason}")]
+    Tls { listener: String, reason: String },
     /// An output that is not in the config has the name of another output.
     #[error("sink {0}: another sink has this name")]
     SinkName(String),
@@ -110,6 +115,7 @@ impl ReloadError {
                 | ReloadError::Bind { .. }
                 | ReloadError::LogLevel { .. }
                 | ReloadError::SinkName(_)
+                | ReloadError::Tls { .. }
         )
     }
 }
@@ -149,6 +155,10 @@ pub struct Change {
     outputs: Vec<Prepared>,
     fronts: Vec<(FrontEnd, Option<TcpListener>)>,
     bound: Bound,
+    /// TLS of the new listeners and of the kept ones whose TLS changed.
+    tls: TlsConfigs,
+    /// The HTTP server's new TLS, when its web config changed.
+    web_tls: Option<Option<Arc<rustls::ServerConfig>>>,
 }
 
 /// Everything that runs, and the config it runs.
@@ -171,6 +181,8 @@ pub struct Runtime {
     relay: Option<RelayRuntime>,
     /// Stops the running HTTP server and admin console, and where each listens.
     fronts: [Option<(CancellationToken, Option<SocketAddr>)>; 2],
+    /// Their allow-lists (and HTTP's TLS), kept across moves and reloads.
+    gates: [Arc<Gate>; 2],
 }
 
 /// A started server.
@@ -244,6 +256,10 @@ pub async fn start(
         router: None,
         relay: None,
         fronts: [None, None],
+        gates: [
+            Arc::new(Gate::new("http", stats.clone())),
+            Arc::new(Gate::new("admin", stats.clone())),
+        ],
     };
     let plan = diff::plan(None, &config);
     let mut prepared = rt.prepare(&plan)?;
@@ -357,11 +373,42 @@ impl Runtime {
             fronts.push((end, l));
         }
         let bound = listeners::bind(&plan.listen, eff)?;
+        let mut tls = Vec::new();
+        for key in plan.listen.iter().chain(&plan.tls) {
+            let built = eff
+                .tls
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, t)| t.server_config())
+                .transpose()
+                .map_err(|reason| ReloadError::Tls {
+                    listener: key.key(),
+                    reason,
+                })?;
+            tls.push((key.clone(), built));
+        }
+        let web_tls = if plan.web {
+            let built = eff
+                .web
+                .as_ref()
+                .and_then(|w| w.tls.as_ref())
+                .map(|t| t.server_config())
+                .transpose()
+                .map_err(|reason| ReloadError::Tls {
+                    listener: "[http] web_config_file".into(),
+                    reason,
+                })?;
+            Some(built)
+        } else {
+            None
+        };
         Ok(Change {
             router,
             outputs,
             fronts,
             bound,
+            tls,
+            web_tls,
         })
     }
 
@@ -448,13 +495,22 @@ impl Runtime {
         if wiring.scrape.is_some() || removed.iter().any(|n| n == EXPORTER) {
             self.front.set_scrape(wiring.scrape);
         }
+        self.listeners.refresh(&eff, &p.tls);
         let started = self.listeners.start(
             p.bound,
             &eff,
+            &p.tls,
             &self.stats,
             &self.token,
             self.router.as_ref(),
         );
+        let [http_gate, admin_gate] = &self.gates;
+        http_gate.set_allow(eff.http_allow.clone());
+        admin_gate.set_allow(eff.admin_allow.clone());
+        if let Some(t) = p.web_tls {
+            http_gate.set_tls(t);
+            self.front.set_web(eff.web.clone());
+        }
         self.listeners.stop(&plan.unlisten, &self.stats);
         for (end, l) in p.fronts {
             match l {
@@ -513,15 +569,16 @@ impl Runtime {
         // Supervised: a panic serves again on the same socket after the backoff.
         let task = self.stats.task(end.proto());
         let (front, st) = (self.front.clone(), stop.clone());
+        let gate = self.gates[end as usize].clone();
         match end {
             FrontEnd::Http => {
                 tokio::spawn(supervise_socket(task, Some(stop.clone()), l, move |l| {
-                    crate::http::server::serve(l, front.clone(), st.clone())
+                    crate::http::server::serve(l, front.clone(), gate.clone(), st.clone())
                 }))
             }
             FrontEnd::Admin => {
                 tokio::spawn(supervise_socket(task, Some(stop.clone()), l, move |l| {
-                    crate::admin::serve(l, front.clone(), st.clone())
+                    crate::admin::serve(l, front.clone(), gate.clone(), st.clone())
                 }))
             }
         };

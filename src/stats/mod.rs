@@ -77,6 +77,15 @@ pub struct Stats {
     /// Admin console lines answered with `ERROR` (unknown commands, bad
     /// arguments, overlong lines).
     pub admin_errors: AtomicU64,
+    /// TLS handshakes that failed or timed out (the connection is closed).
+    pub tls_handshake_failures: AtomicU64,
+    /// Of those, client certificates missing or refused (mutual TLS).
+    pub tls_client_certs_refused: AtomicU64,
+    /// HTTP requests refused for missing or wrong basic-auth credentials.
+    pub http_auth_failures: AtomicU64,
+    /// Datagrams and connections refused because their source is not in the
+    /// listener's `allow` list.
+    pub refused_by_allow: AtomicU64,
     series_dropped_by_prefix: Mutex<Vec<(String, u64)>>,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
@@ -391,6 +400,18 @@ pub const PROCESS: &[Metric<Stats>] = &[
     Metric::new("connections_idle_closed", "connections_idle_closed_total", Kind::Counter,
         "Stream connections closed because they sent nothing for idle_timeout.",
         |s: &Stats| get(&s.connections_idle_closed)).graphite(),
+    Metric::new("tls_handshake_failures", "tls_handshake_failures_total", Kind::Counter,
+        "TLS handshakes that failed or timed out (the connection was closed).",
+        |s: &Stats| get(&s.tls_handshake_failures)),
+    Metric::new("tls_client_certs_refused", "tls_client_certs_refused_total", Kind::Counter,
+        "TLS clients whose certificate was missing or refused (mutual TLS).",
+        |s: &Stats| get(&s.tls_client_certs_refused)),
+    Metric::new("http_auth_failures", "http_auth_failures_total", Kind::Counter,
+        "HTTP requests refused for missing or wrong basic-auth credentials (web config file).",
+        |s: &Stats| get(&s.http_auth_failures)),
+    Metric::new("refused_by_allow", "refused_by_allow_total", Kind::Counter,
+        "Datagrams and connections refused because their source is not in the listener's allow list.",
+        |s: &Stats| get(&s.refused_by_allow)),
     Metric::new("admin_errors", "admin_errors_total", Kind::Counter,
         "Admin console lines answered with ERROR (unknown commands, bad arguments, overlong lines).",
         |s: &Stats| get(&s.admin_errors)).graphite(),

@@ -22,3 +22,4 @@ mod spool;
 mod statsd;
 mod supervise;
 mod support;
+mod tls;
