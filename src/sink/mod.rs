@@ -7,8 +7,6 @@
 
 pub mod console;
 pub mod graphite;
-mod outlet;
-pub mod pickle;
 pub mod repeater;
 
 use std::future::Future;
