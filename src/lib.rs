@@ -13,8 +13,8 @@
 //! - [`flush`]: the reference's `process_metrics` and graphite naming, pure.
 //! - [`sink`]: console, graphite (text and pickle), repeater.
 //! - [`deliver`]: the one delivery engine of every output that sends over a
-//!   connection (graphite, repeater TCP, relay destinations): buffer, backoff,
-//!   spool, shutdown deadline, counters; and the carbon encoders.
+//!   connection (graphite, repeater TCP, relay destinations) or HTTP: buffer,
+//!   backoff, spool, shutdown deadline, counters; and the carbon encoders.
 //! - [`spool`]: the disk spool behind the delivery engines.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].

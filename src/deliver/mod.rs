@@ -1,6 +1,7 @@
 //! Delivery: the one way statsyard gets bytes to a destination that may be
 //! slow, down or gone, for every output that delivers over a connection
-//! (graphite, the repeater's TCP mode, relay destinations).
+//! (graphite, the repeater's TCP mode, relay destinations) or over HTTP (the
+//! InfluxDB and Prometheus remote-write outputs to come).
 //!
 //! What it owns, and the only place each exists:
 //!
@@ -13,7 +14,9 @@
 //!   source for sinks (a queue of flushes or packets, encoded by a
 //!   [`feed::Feed`]); the relay's destination queue is the other
 //!   (`crate::relay::destination`).
-//! - Inside: `outbox` (entries in memory, bounded,
+//! - [`http`]: the same contract for batched HTTP outputs: request bodies
+//!   posted in order, retried with backoff, refused ones counted.
+//! - Inside, shared by both engines: `outbox` (entries in memory, bounded,
 //!   with how much of the front one went out), `store` (memory, the spool
 //!   behind it, and what is loaded back for replay) and `warnings` (the
 //!   rate-limited failure and drop warnings).
@@ -31,6 +34,7 @@
 pub mod backoff;
 pub mod carbon;
 pub mod feed;
+pub mod http;
 mod outbox;
 mod store;
 pub mod stream;

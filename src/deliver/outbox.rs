@@ -71,6 +71,11 @@ impl<T> Outbox<T> {
         self.written > 0
     }
 
+    /// Mark the front entry as tried (its request was sent).
+    pub fn mark_tried(&mut self) {
+        self.tried = !self.entries.is_empty();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -87,6 +92,10 @@ impl<T> Outbox<T> {
     /// Bytes held, counting the front entry whole.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    pub fn front(&self) -> Option<&Entry<T>> {
+        self.entries.front()
     }
 
     /// Append `entry`, then drop the oldest entries while over the bound.
@@ -167,6 +176,15 @@ impl<T> Outbox<T> {
                 done(e);
             }
         }
+    }
+
+    /// Remove the front entry (delivered, or given up).
+    pub fn pop(&mut self) -> Option<Entry<T>> {
+        let e = self.entries.pop_front()?;
+        self.bytes -= e.data.len();
+        self.written = 0;
+        self.tried = false;
+        Some(e)
     }
 
     /// Start the front entry over (the connection it was going out on is gone).
@@ -298,5 +316,17 @@ mod tests {
         }
         let mut s = [IoSlice::new(&[]); 4];
         assert_eq!(o.slices(&mut s), 4);
+    }
+
+    #[test]
+    fn a_tried_request_stays_ahead_and_pop_forgets_it() {
+        let mut o = Outbox::new(4);
+        o.push(entry("aaaa"));
+        o.mark_tried();
+        let over = o.push_with(entry("bbbb"), true);
+        assert!(over.is_empty(), "the newest and the tried front stay");
+        assert_eq!(o.pop().map(|e| e.data), Some(Bytes::from_static(b"aaaa")));
+        assert!(!o.front_tried());
+        assert_eq!(o.bytes(), 4);
     }
 }
