@@ -27,9 +27,12 @@
 //! up counted by the caller's counters.
 //!
 //! Imports: [`crate::spool`] (the disk level), [`crate::stats`] (the
-//! counters it fills), [`crate::log_limit`] and [`crate::shutdown`]. Nothing
-//! here knows a sink, the flusher, the relay or a listener: those implement
-//! the traits here, not the other way round.
+//! [`SinkStats`](crate::stats::SinkStats) that [`feed`] and [`http`] fill)
+//! and [`crate::log_limit`]; nothing else (tests aside, which compare with
+//! the flush path's numbers and the sinks' address check). Nothing here
+//! knows a sink, the flusher, the relay or a listener: those implement the
+//! traits here ([`stream::Source`], [`feed::Feed`], [`http::Encoder`]), not
+//! the other way round.
 
 pub mod backoff;
 pub mod carbon;
