@@ -12,7 +12,10 @@
 //! - [`aggregate`]: shards on the hot path, the registry that persists across flushes.
 //! - [`flush`]: the reference's `process_metrics` and graphite naming, pure.
 //! - [`sink`]: console, graphite (text and pickle), repeater.
-//! - [`spool`]: the disk spool behind graphite sinks and relay destinations.
+//! - [`deliver`]: the one delivery engine of every output that sends over a
+//!   connection (graphite, repeater TCP, relay destinations) or HTTP: buffer,
+//!   backoff, spool, shutdown deadline, counters; and the carbon encoders.
+//! - [`spool`]: the disk spool behind the delivery engines.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
 //! - [`reload`]: SIGHUP / `POST /-/reload`: diff the new config, apply what is live.
@@ -24,6 +27,7 @@ pub mod admin;
 pub mod aggregate;
 pub mod check;
 pub mod config;
+pub mod deliver;
 pub mod exposition;
 pub mod flush;
 pub mod flusher;

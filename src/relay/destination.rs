@@ -1,5 +1,7 @@
-//! One destination: a bounded queue of points and the task that writes them
-//! out over TCP, as carbon plaintext lines or pickle frames (protocol 2).
+//! One destination: a bounded queue of points, and the source through which
+//! the stream engine ([`crate::deliver::stream`], pull mode) writes them out
+//! over TCP as carbon plaintext lines or pickle frames (protocol 2, encoded
+//! by [`crate::deliver::carbon`]).
 //!
 //! [`DestQueue::push`] never waits: a full queue drops the newest point and
 //! counts it (a rate-limited warning names the destination, see
@@ -9,45 +11,46 @@
 //! points) has no room, wait for room with [`DestQueue::wait_for_room`]
 //! (carbon's flow control). A destination that is down or stalled never makes
 //! anyone wait: its queue fills to the bound and the rest is dropped, counted.
-//! The writer task connects,
-//! writes batches, and on any failure reconnects with exponential backoff. A
-//! batch that failed to write goes back to the front of the queue, so a reset
-//! connection loses nothing that fits the queue (carbon may then see a few
-//! points twice, which it overwrites with the same value).
 //!
-//! Carbon never writes back on these connections, so a readable socket means
-//! the peer closed it (or reset it): the writer checks that before each batch,
-//! so points are not written into a connection that is already dead.
+//! The writer ([`run`]) is the engine: it stays connected, takes a batch of
+//! up to `batch` points when the previous one is written, checks before
+//! each write that carbon has not closed the connection, and on any failure
+//! reconnects with exponential backoff. A batch that failed to write goes
+//! back to the front of the queue, so a reset connection loses nothing that
+//! fits the queue (carbon may then see a few points twice, which it
+//! overwrites with the same value).
 //!
 //! While a destination is down, the points in its queue that belong to an
-//! `any_of` or `failover` cluster are handed back to the router (the
-//! `reroute` channel), which sends them to another destination of their
-//! cluster. Points of hashed clusters stay, up to the bound.
+//! `any_of` or `failover` cluster (those of the failed batch included) are
+//! handed back to the router (the `reroute` channel), which sends them to
+//! another destination of their cluster. Points of hashed clusters stay, up
+//! to the bound.
 //!
 //! With a spool ([`crate::spool`], `cluster[].spool_dir`), the points that a
 //! full queue cannot take while the destination is down (and what a failed
 //! batch cannot put back) are spilled into a second bounded buffer instead
-//! of being dropped; the writer task moves them to the spool in records of
+//! of being dropped; the engine moves them to the spool in records of
 //! `batch` points, encoded for the destination. Connected, it sends one
 //! spooled record after each batch from the queue, and all of them while the
-//! queue is empty. Down at shutdown, it spools the queue at once. All spool
-//! I/O runs on tokio's blocking pool.
+//! queue is empty. Down at shutdown, it spools the queue at once; too slow
+//! to deliver it by the spool deadline ([`Closing`]), it spools what is left.
+//! All spool I/O runs on tokio's blocking pool.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::ser::{SerializeSeq, Serializer};
-use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use super::Point;
+use crate::deliver::carbon;
+use crate::deliver::stream::{self, Input, Mode, Source, StreamConfig};
+use crate::deliver::{Entry, Tag};
 use crate::shutdown::CancellationToken;
-use crate::spool::{Pos, Record, SpoolConfig, SpoolHandle};
+use crate::spool::SpoolConfig;
 use crate::stats::incr;
 use crate::stats::relay::{DestinationStats, RelayStats};
 
@@ -468,352 +471,242 @@ impl DestQueue {
 /// Where a down destination hands back its movable points: `(from, item)`.
 pub type Reroute = mpsc::UnboundedSender<(usize, Item)>;
 
-/// Run one destination's writer until `closing` is cancelled and its queue is
-/// empty. The caller bounds how long that may take. With a spool, the writer
-/// also moves spilled points to it, replays it while connected, and at
-/// shutdown spools what a down destination still holds.
+/// The relay's stop signal for its writers: cancelled when shutdown begins,
+/// after the instants by which the writers give up have been set.
+#[derive(Debug, Clone, Default)]
+pub struct Closing {
+    token: CancellationToken,
+    /// `(spool_at, end)`: a writer with a spool stops delivering at
+    /// `spool_at` and spools what is left; one without stops at `end` and
+    /// drops (and counts) what is left.
+    at: Arc<OnceLock<(tokio::time::Instant, tokio::time::Instant)>>,
+}
+
+impl Closing {
+    pub fn new() -> Closing {
+        Closing::default()
+    }
+
+    /// The token a supervisor watches.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Begin the shutdown: writers deliver until `spool_at` (with a spool)
+    /// or `end` (without).
+    pub fn close(&self, spool_at: tokio::time::Instant, end: tokio::time::Instant) {
+        let _ = self.at.set((spool_at, end));
+        self.token.cancel();
+    }
+
+    fn deadline(&self, spooled: bool) -> tokio::time::Instant {
+        // Only `close` cancels the token, after setting the instants.
+        let (spool_at, end) = self.at.get().copied().unwrap_or_else(|| {
+            let now = tokio::time::Instant::now();
+            (now, now)
+        });
+        if spooled {
+            spool_at
+        } else {
+            end
+        }
+    }
+}
+
+/// Run one destination's writer: the stream engine ([`crate::deliver::stream`])
+/// in pull mode, fed by the destination's queue, until `closing` and
+/// the queue is delivered or the deadline set at closing passes. With a
+/// spool, the engine also moves spilled points to it, replays it while
+/// connected, and at shutdown spools what a down destination still holds.
 pub async fn run(
     index: usize,
     dest: Arc<DestQueue>,
     tuning: Tuning,
     stats: Arc<RelayStats>,
     reroute: Reroute,
-    closing: CancellationToken,
-    spool_now: CancellationToken,
+    closing: Closing,
 ) {
-    let mut spool = match &dest.spool {
-        None => None,
-        Some(cfg) => {
-            // A relay that a reload is replacing may still hold the
-            // directory while it delivers.
-            let wait = Duration::from_secs(15);
-            match SpoolHandle::open(cfg.clone(), dest.stats.spool.clone(), wait).await {
-                Ok(h) => Some(Spooled {
-                    handle: h,
-                    pending: VecDeque::new(),
-                }),
-                Err(e) => {
-                    tracing::error!(
-                        destination = %format!("{}:{}", dest.host, dest.port),
-                        error = %e,
-                        "cannot open the spool; running without it"
-                    );
-                    None
-                }
-            }
-        }
+    let cfg = StreamConfig {
+        output: "relay".into(),
+        addr: format!("{}:{}", dest.host, dest.port),
+        mode: Mode::Pull,
+        connect_timeout: tuning.connect_timeout,
+        backoff_min: tuning.backoff_min,
+        backoff_max: tuning.backoff_max,
+        spool: dest.spool.clone(),
+        spool_stats: dest.stats.spool.clone(),
+        // A relay that a reload is replacing may still hold the directory
+        // while it delivers.
+        spool_wait: Duration::from_secs(15),
     };
-    let mut backoff = tuning.backoff_min;
-    let mut batch = Vec::with_capacity(tuning.batch);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    loop {
-        if closing.is_cancelled() && dest.is_empty() && dest.spill_is_empty() {
-            break;
-        }
-        let addr = format!("{}:{}", dest.host, dest.port);
-        let conn = tokio::time::timeout(tuning.connect_timeout, TcpStream::connect(&addr)).await;
-        let why = match conn {
-            Ok(Ok(mut stream)) => {
-                let _ = stream.set_nodelay(true);
-                tracing::info!(destination = %addr, "relay destination connected");
-                dest.set_up(true);
-                backoff = tuning.backoff_min;
-                let r = serve(
-                    &mut stream,
-                    &dest,
-                    &tuning,
-                    &stats,
-                    &closing,
-                    &mut batch,
-                    &mut buf,
-                    &mut spool,
-                    &spool_now,
-                )
-                .await;
-                match r {
-                    Ok(()) => break,
-                    Err(e) => {
-                        if !batch.is_empty() {
-                            dest.unshift(std::mem::take(&mut batch), &stats);
-                        }
-                        e.to_string()
-                    }
-                }
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "connect timed out".to_string(),
-        };
-        down(index, &dest, &reroute, &addr, &why);
-        if let Some(sp) = spool.as_mut() {
-            sp.take_spill(&dest, &tuning, &stats).await;
-            if closing.is_cancelled() {
-                // Down at shutdown: what the queue holds goes to the
-                // spool now, for the next start, rather than to the drop
-                // counter after the deadline.
-                sp.take_queue(&dest, &tuning, &stats).await;
-                break;
-            }
-        }
-        if !pause(
-            &dest,
-            &closing,
-            &mut backoff,
-            &tuning,
-            spool.as_mut(),
-            &stats,
-        )
-        .await
-        {
-            break;
-        }
-    }
-    if let Some(sp) = spool {
-        sp.close(&dest, &tuning, &stats).await;
-    }
+    let source = DestSource {
+        index,
+        dest,
+        tuning,
+        stats,
+        reroute,
+        closing,
+        closed: false,
+        spare: Vec::new(),
+        encoded_hint: 0,
+    };
+    stream::run(cfg, source).await;
 }
 
-/// A destination's open spool, and the records loaded from it but not
-/// delivered yet (they stay on disk until acknowledged).
-struct Spooled {
-    handle: SpoolHandle,
-    pending: VecDeque<Record>,
+/// One destination's queue as the engine's source: a batch of up to
+/// `batch` points per entry, encoded in the destination's protocol, the
+/// points kept with it until it is written.
+struct DestSource {
+    index: usize,
+    dest: Arc<DestQueue>,
+    tuning: Tuning,
+    stats: Arc<RelayStats>,
+    reroute: Reroute,
+    closing: Closing,
+    closed: bool,
+    /// The points vector of the last written batch, reused for the next.
+    spare: Vec<Item>,
+    /// Bytes the last batch encoded to: the next one's starting capacity.
+    encoded_hint: usize,
 }
 
-/// Bytes loaded from a relay spool at a time.
-const REPLAY_BYTES: usize = 256 * 1024;
+/// A batch's points ride with its entry; a batch replayed from the spool has none.
+impl Tag for Vec<Item> {}
 
-impl Spooled {
-    /// Append points, `batch` per record, encoded for the destination.
-    async fn append(
-        &mut self,
-        items: Vec<Item>,
-        dest: &DestQueue,
-        tuning: &Tuning,
-        stats: &RelayStats,
-    ) {
-        if items.is_empty() {
-            return;
-        }
-        let mut records = Vec::new();
-        let mut failed = 0u64;
-        for chunk in items.chunks(tuning.batch.max(1)) {
+impl DestSource {
+    /// Encode `items` in records of `batch` points, for the spool. What
+    /// cannot be encoded is counted as dropped.
+    fn records(&self, items: Vec<Item>) -> Vec<Entry<Vec<Item>>> {
+        let mut out = Vec::new();
+        for chunk in items.chunks(self.tuning.batch.max(1)) {
             let mut buf = Vec::new();
-            match encode(dest.protocol, chunk, &mut buf) {
-                Ok(()) => records.push((bytes::Bytes::from(buf), chunk.len() as u64)),
-                Err(_) => failed += chunk.len() as u64,
+            match encode(self.dest.protocol, chunk, &mut buf) {
+                Ok(()) => out.push(Entry {
+                    data: Bytes::from(buf),
+                    lines: chunk.len() as u64,
+                    tag: Vec::new(),
+                }),
+                Err(e) => self.lost(chunk.len() as u64, &e),
             }
         }
-        let n: u64 = records.iter().map(|(_, l)| *l).sum();
-        if let Err(e) = self.handle.append(records).await {
-            tracing::error!(
-                destination = %format!("{}:{}", dest.host, dest.port),
-                error = %e,
-                points = n,
-                "cannot spool; points dropped"
-            );
-            failed += n;
-        }
-        if failed > 0 {
-            incr(&dest.stats.dropped, failed);
-            incr(&stats.metrics_dropped, failed);
-        }
+        out
     }
 
-    /// Move the spilled points to the spool.
-    async fn take_spill(&mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
-        let items = dest.take_spill();
-        self.append(items, dest, tuning, stats).await;
-    }
-
-    /// Move everything queued to the spool (behind the spilled points,
-    /// which are older... or newer: carbon orders points by timestamp).
-    async fn take_queue(&mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
-        let mut items = Vec::new();
-        dest.take(usize::MAX, &mut items);
-        items.extend(dest.take_spill());
-        let n = items.len();
-        self.append(items, dest, tuning, stats).await;
-        if n > 0 {
-            tracing::info!(
-                destination = %format!("{}:{}", dest.host, dest.port),
-                points = n,
-                "relay destination down at shutdown; its queue is spooled"
-            );
-        }
-    }
-
-    /// Whether anything is waiting on disk or loaded.
-    fn has_data(&self) -> bool {
-        !self.pending.is_empty() || self.handle.has_unread()
-    }
-
-    /// Write the oldest spooled record, then acknowledge it.
-    async fn replay_one(
-        &mut self,
-        stream: &mut TcpStream,
-        dest: &DestQueue,
-        stats: &RelayStats,
-        scratch: &mut [u8],
-    ) -> io::Result<()> {
-        if self.pending.is_empty() {
-            self.pending.extend(self.handle.read(REPLAY_BYTES).await);
-        }
-        let Some(r) = self.pending.front() else {
-            return Ok(());
-        };
-        check_open(stream, scratch)?;
-        stream.write_all(&r.data).await?;
-        let (pos, len, lines) = (r.pos, r.data.len() as u64, r.lines);
-        self.pending.pop_front();
-        self.handle.ack(vec![(pos, len)]).await;
-        incr(&dest.stats.sent, lines);
-        incr(&stats.metrics_sent, lines);
-        Ok(())
-    }
-
-    /// Spool the spilled points and loaded records whose segment the cap
-    /// dropped meanwhile (the others are still on disk), then close.
-    async fn close(mut self, dest: &DestQueue, tuning: &Tuning, stats: &RelayStats) {
-        self.take_spill(dest, tuning, stats).await;
-        let positions: Vec<Pos> = self.pending.iter().map(|r| r.pos).collect();
-        let gone = self.handle.gone(&positions);
-        let again: Vec<(bytes::Bytes, u64)> = self
-            .pending
-            .drain(..)
-            .zip(gone)
-            .filter(|(_, g)| *g)
-            .map(|(r, _)| (r.data, r.lines))
-            .collect();
-        if !again.is_empty() {
-            let n: u64 = again.iter().map(|(_, l)| *l).sum();
-            if self.handle.append(again).await.is_err() {
-                incr(&dest.stats.dropped, n);
-                incr(&stats.metrics_dropped, n);
-            }
-        }
-        self.handle.close().await;
+    /// Points that could not be encoded: counted and logged.
+    fn lost(&self, n: u64, e: &io::Error) {
+        incr(&self.dest.stats.dropped, n);
+        incr(&self.stats.metrics_dropped, n);
+        tracing::error!(
+            destination = %format!("{}:{}", self.dest.host, self.dest.port),
+            points = n,
+            error = %e,
+            "cannot encode points; dropped"
+        );
     }
 }
 
-/// Mark the destination down and hand its movable points to the router.
-fn down(index: usize, dest: &DestQueue, reroute: &Reroute, addr: &str, why: &str) {
-    if dest.is_up() {
-        tracing::warn!(destination = %addr, error = %why, "relay destination down");
-    }
-    dest.set_up(false);
-    incr(&dest.stats.errors, 1);
-    for item in dest.take_movable() {
-        incr(&dest.stats.rerouted, 1);
-        // The router outlives every destination task; if it is gone the
-        // process is stopping and the point is lost with it.
-        let _ = reroute.send((index, item));
-    }
-}
+impl Source for DestSource {
+    type Tag = Vec<Item>;
 
-/// Sleep the backoff (doubling it); `false` when shutting down and nothing is
-/// left to deliver, or nothing can be delivered. With a spool, spilled points
-/// are moved to it while waiting, and shutdown ends the wait.
-async fn pause(
-    dest: &DestQueue,
-    closing: &CancellationToken,
-    backoff: &mut Duration,
-    tuning: &Tuning,
-    mut spool: Option<&mut Spooled>,
-    stats: &RelayStats,
-) -> bool {
-    if closing.is_cancelled() && dest.is_empty() && dest.spill_is_empty() {
-        return false;
-    }
-    // During shutdown keep retrying until the caller's deadline.
-    let until = tokio::time::Instant::now() + *backoff;
-    *backoff = (*backoff * 2).min(tuning.backoff_max);
-    match spool.as_mut() {
-        None => tokio::time::sleep_until(until).await,
-        Some(sp) => loop {
+    async fn wait(&mut self) -> Input {
+        if !self.closed {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                _ = dest.notify.notified() => sp.take_spill(dest, tuning, stats).await,
-                _ = closing.cancelled(), if !closing.is_cancelled() => break,
+                _ = self.dest.notify.notified() => return Input::More,
+                _ = self.closing.token.cancelled() => {}
             }
-        },
+            self.closed = true;
+            return Input::Closed {
+                deadline: self.closing.deadline(self.dest.spool.is_some()),
+            };
+        }
+        // Points rerouted here during the shutdown.
+        self.dest.notify.notified().await;
+        Input::More
     }
-    true
-}
 
-/// Write batches until shutdown empties the queue (`Ok`) or the connection
-/// fails. With a spool, spooled records go out in turns with queued batches
-/// (one record after each batch, and all of them while the queue is empty),
-/// except during shutdown, when the spool is left for the next start.
-#[allow(clippy::too_many_arguments)]
-async fn serve(
-    stream: &mut TcpStream,
-    dest: &DestQueue,
-    tuning: &Tuning,
-    stats: &RelayStats,
-    closing: &CancellationToken,
-    batch: &mut Vec<Item>,
-    buf: &mut Vec<u8>,
-    spool: &mut Option<Spooled>,
-    spool_now: &CancellationToken,
-) -> io::Result<()> {
-    let mut scratch = [0u8; 512];
-    let spooled = spool.is_some();
-    loop {
-        if let Some(sp) = spool.as_mut().filter(|_| spool_now.is_cancelled()) {
-            // The shutdown deadline is near and the queue is not drained:
-            // spool it rather than lose it.
-            sp.take_queue(dest, tuning, stats).await;
-            let _ = stream.shutdown().await;
-            return Ok(());
-        }
-        if let Some(sp) = spool.as_mut() {
-            if !dest.spill_is_empty() {
-                sp.take_spill(dest, tuning, stats).await;
+    fn next(&mut self) -> Option<Entry<Vec<Item>>> {
+        loop {
+            let mut batch = std::mem::take(&mut self.spare);
+            self.dest.take(self.tuning.batch, &mut batch);
+            if batch.is_empty() {
+                self.spare = batch;
+                return None;
             }
-        }
-        let replay = spool
-            .as_mut()
-            .filter(|sp| sp.has_data() && !closing.is_cancelled());
-        dest.take(tuning.batch, batch);
-        if batch.is_empty() {
-            if let Some(sp) = replay {
-                sp.replay_one(stream, dest, stats, &mut scratch).await?;
-                continue;
-            }
-            if closing.is_cancelled() {
-                let _ = stream.shutdown().await;
-                return Ok(());
-            }
-            tokio::select! {
-                _ = dest.notify.notified() => {}
-                _ = closing.cancelled() => {}
-                r = stream.readable() => {
-                    r?;
-                    check_open(stream, &mut scratch)?;
+            let mut buf = Vec::with_capacity(self.encoded_hint);
+            match encode(self.dest.protocol, &batch, &mut buf) {
+                Ok(()) => {
+                    self.encoded_hint = buf.len() + buf.len() / 8;
+                    return Some(Entry {
+                        data: Bytes::from(buf),
+                        lines: batch.len() as u64,
+                        tag: batch,
+                    });
                 }
-            }
-            continue;
-        }
-        check_open(stream, &mut scratch)?;
-        buf.clear();
-        encode(dest.protocol, batch, buf)?;
-        tokio::select! {
-            r = stream.write_all(buf) => r?,
-            _ = spool_now.cancelled(), if spooled => {
-                // A destination too slow to take this batch before the
-                // deadline: the batch goes back (it may arrive twice) and
-                // is spooled with the queue at the top of the loop.
-                dest.unshift(std::mem::take(batch), stats);
-                continue;
+                Err(e) => self.lost(batch.len() as u64, &e),
             }
         }
-        let n = batch.len() as u64;
-        batch.clear();
-        incr(&dest.stats.sent, n);
-        incr(&stats.metrics_sent, n);
-        if let Some(sp) = replay {
-            sp.replay_one(stream, dest, stats, &mut scratch).await?;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.dest.is_empty() && self.dest.spill_is_empty()
+    }
+
+    fn overflow(&mut self) -> Vec<Entry<Vec<Item>>> {
+        if self.dest.spool.is_none() {
+            return Vec::new();
         }
+        let items = self.dest.take_spill();
+        if items.is_empty() {
+            return Vec::new();
+        }
+        self.records(items)
+    }
+
+    fn rest(&mut self) -> Vec<Entry<Vec<Item>>> {
+        // The queue, then the spilled points (newer... or older: carbon
+        // orders points by timestamp), in records of `batch` points.
+        let mut items = Vec::new();
+        self.dest.take(usize::MAX, &mut items);
+        items.extend(self.dest.take_spill());
+        self.records(items)
+    }
+
+    fn connected(&mut self) {
+        self.dest.set_up(true);
+    }
+
+    /// Put the batch that was not written back at the front of the queue,
+    /// mark the destination down and hand its movable points to the router
+    /// (those of the batch included: they reach another destination).
+    fn failed(&mut self, unsent: Vec<Entry<Vec<Item>>>) {
+        let items: Vec<Item> = unsent.into_iter().flat_map(|e| e.tag).collect();
+        if !items.is_empty() {
+            self.dest.unshift(items, &self.stats);
+        }
+        self.dest.set_up(false);
+        incr(&self.dest.stats.errors, 1);
+        for item in self.dest.take_movable() {
+            incr(&self.dest.stats.rerouted, 1);
+            // The router outlives every destination task; if it is gone the
+            // process is stopping and the point is lost with it.
+            let _ = self.reroute.send((self.index, item));
+        }
+    }
+
+    fn written(&mut self, entry: Entry<Vec<Item>>, _took: Duration) {
+        incr(&self.dest.stats.sent, entry.lines);
+        incr(&self.stats.metrics_sent, entry.lines);
+        let mut points = entry.tag;
+        points.clear();
+        if points.capacity() > self.spare.capacity() {
+            self.spare = points;
+        }
+    }
+
+    fn dropped(&mut self, entries: &[Entry<Vec<Item>>]) {
+        let n: u64 = entries.iter().map(|e| e.lines).sum();
+        incr(&self.dest.stats.dropped, n);
+        incr(&self.stats.metrics_dropped, n);
     }
 }
 
@@ -831,69 +724,37 @@ pub fn spool_subdir(dest: &str) -> String {
         .collect()
 }
 
-/// Err if the peer has closed or reset the connection. Anything it sent is
-/// read and ignored.
-fn check_open(stream: &TcpStream, scratch: &mut [u8]) -> io::Result<()> {
-    loop {
-        match stream.try_read(scratch) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "closed by the destination",
-                ))
-            }
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Append `items` to `out` in `protocol`.
+/// Append `items` to `out` in `protocol` (one pickle frame for the whole
+/// batch, whose size `batch` bounds).
 pub fn encode(protocol: Protocol, items: &[Item], out: &mut Vec<u8>) -> io::Result<()> {
     match protocol {
         Protocol::Plain => {
+            // Points of a batch mostly share their timestamp: format it once.
+            let mut ts = Vec::with_capacity(20);
+            let mut last = None;
             for i in items {
-                push_line(&i.point, out);
+                if last != Some(i.point.timestamp) {
+                    ts.clear();
+                    let _ = write!(ts, "{}", i.point.timestamp);
+                    last = Some(i.point.timestamp);
+                }
+                carbon::push_line(out, &i.point.name, i.point.value, &ts);
             }
             Ok(())
         }
-        Protocol::Pickle => {
-            let start = out.len();
-            out.extend_from_slice(&[0; 4]);
-            let opts = serde_pickle::SerOptions::new().proto_v2();
-            serde_pickle::to_writer(out, &Frame(items), opts).map_err(io::Error::other)?;
-            let len = out.len() - start - 4;
-            let prefix = u32::try_from(len).map_err(io::Error::other)?;
-            out[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
-            Ok(())
-        }
-    }
-}
-
-/// `path value timestamp\n`, the value printed shortest-round-trip.
-pub fn push_line(p: &Point, out: &mut Vec<u8>) {
-    out.extend_from_slice(&p.name);
-    out.push(b' ');
-    let mut b = ryu_js::Buffer::new();
-    out.extend_from_slice(b.format(p.value).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(p.timestamp.to_string().as_bytes());
-    out.push(b'\n');
-}
-
-struct Frame<'a>(&'a [Item]);
-
-impl Serialize for Frame<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for i in self.0 {
-            // Carbon reads the path as a str; names are UTF-8 in practice,
-            // and a stray byte becomes U+FFFD rather than a refused frame.
-            let name = String::from_utf8_lossy(&i.point.name);
-            seq.serialize_element(&(name.as_ref(), (i.point.timestamp, i.point.value)))?;
-        }
-        seq.end()
+        Protocol::Pickle => carbon::push_pickle_frame(
+            items.iter().map(|i| {
+                // Carbon reads the path as a str; names are UTF-8 in practice,
+                // and a stray byte becomes U+FFFD rather than a refused frame.
+                (
+                    String::from_utf8_lossy(&i.point.name),
+                    i.point.timestamp,
+                    i.point.value,
+                )
+            }),
+            out,
+        )
+        .map_err(io::Error::other),
     }
 }
 

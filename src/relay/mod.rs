@@ -5,11 +5,11 @@
 //! [`crate::parse::carbon`] and [`crate::parse::pickle`]) and counts what it
 //! refuses; [`router`] decides where each point goes (rules, rewrites,
 //! clusters and their methods, placement by [`hashing`]); [`destination`]
-//! holds one bounded queue and writer per destination; [`config`] is the
-//! validated `[relay]`; `crate::stats::relay` counts everything under
-//! carbon-c-relay's names; the `relay` sink
-//! (`crate::sink::relay`) routes the statsd flush output through the same
-//! clusters. The listeners
+//! holds one bounded queue per destination and runs its writer on the
+//! stream engine ([`crate::deliver::stream`]); [`config`] is the validated
+//! `[relay]`; `crate::stats::relay` counts everything under carbon-c-relay's
+//! names; the `relay` sink (`crate::sink::relay`) routes the statsd flush
+//! output through the same clusters. The listeners
 //! (`crate::listener::carbon`) call [`router::Router::route`] (UDP, never
 //! waits) or [`router::Router::route_stream`] (TCP line and pickle, which
 //! wait for room at a live destination with `on_full = "block"`).
@@ -30,10 +30,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
 use crate::supervise::Backoff;
 use config::RelayConfig;
+use destination::Closing;
 use router::Router;
 
 /// One carbon data point on its way through the relay.
@@ -49,14 +49,17 @@ pub struct Point {
 /// How often dropped points are logged (per destination, when any were).
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long after the shutdown deadline a writer may take to finish: each
+/// stops delivering by itself at the deadline (or spools before it), and
+/// this covers only counting what it drops and closing its connection.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
 /// A running relay: one writer task per destination, the task that moves
 /// points off down destinations, the self-metrics task and the drop logger.
 pub struct RelayRuntime {
     router: Arc<Router>,
-    closing: CancellationToken,
-    /// Cancelled shortly before the shutdown deadline: writers with a spool
-    /// then spool what they still hold instead of losing it to the deadline.
-    spool_now: CancellationToken,
+    /// The writers' stop signal, with the instants by which they give up.
+    closing: Closing,
     writers: Vec<JoinHandle<()>>,
     stats_task: Option<JoinHandle<()>>,
     drop_log: JoinHandle<()>,
@@ -69,21 +72,19 @@ impl RelayRuntime {
     /// `relay-destination/<host>:<port>`. The batch it was writing then may
     /// be lost (up to `batch` points; carbon may also see some twice).
     pub fn start(router: Arc<Router>, cfg: &RelayConfig, stats: &Stats) -> RelayRuntime {
-        let closing = CancellationToken::new();
-        let spool_now = CancellationToken::new();
+        let closing = Closing::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, destination::Item)>();
         let mut writers = Vec::new();
         for (i, d) in router.dests.iter().enumerate() {
             let task = stats.task(&format!("relay-destination/{}:{}", d.host, d.port));
-            let (d, tuning, rstats, tx, closing, spool_now) = (
+            let (d, tuning, rstats, tx, closing) = (
                 d.clone(),
                 cfg.tuning.clone(),
                 router.stats.clone(),
                 tx.clone(),
                 closing.clone(),
-                spool_now.clone(),
             );
-            let stop = Some(closing.clone());
+            let stop = Some(closing.token().clone());
             writers.push(tokio::spawn(async move {
                 crate::supervise::supervise(task, stop, Backoff::default(), move || {
                     let run = destination::run(
@@ -93,7 +94,6 @@ impl RelayRuntime {
                         rstats.clone(),
                         tx.clone(),
                         closing.clone(),
-                        spool_now.clone(),
                     );
                     async move {
                         run.await;
@@ -138,7 +138,6 @@ impl RelayRuntime {
         RelayRuntime {
             router,
             closing,
-            spool_now,
             writers,
             stats_task,
             drop_log,
@@ -157,21 +156,21 @@ impl RelayRuntime {
             t.abort();
         }
         self.drop_log.abort();
-        self.closing.cancel();
-        let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
         // Writers with a spool get the last quarter of the deadline (at most
-        // a second) to spool what they could not deliver.
+        // a second) to spool what they could not deliver; the others deliver
+        // until the end, then drop and count what is left.
         let started = tokio::time::Instant::now();
         let spool_at = started + deadline - (deadline / 4).min(Duration::from_secs(1));
         let end = started + deadline;
+        self.closing.close(spool_at, end);
+        let aborts: Vec<_> = self.writers.iter().map(|w| w.abort_handle()).collect();
         let mut writers = self.writers;
         let mut all_done = true;
         for w in &mut writers {
-            if tokio::time::timeout_at(spool_at, &mut *w).await.is_ok() {
-                continue;
-            }
-            self.spool_now.cancel();
-            if tokio::time::timeout_at(end, &mut *w).await.is_err() {
+            if tokio::time::timeout_at(end + SHUTDOWN_GRACE, &mut *w)
+                .await
+                .is_err()
+            {
                 all_done = false;
                 break;
             }

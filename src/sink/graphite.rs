@@ -7,8 +7,10 @@
 //! describe the writes before this one. Unlike the reference, which opens a
 //! connection per flush and loses the flush when that fails, flushes wait in
 //! a bounded buffer while the destination is down and go out in order when
-//! it is back (see the private `sink::outlet` module).
+//! it is back (see [`crate::deliver::feed`] and [`crate::deliver::stream`]).
+//! Lines and pickle frames are written by [`crate::deliver::carbon`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,15 +19,16 @@ use tokio::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
-use super::outlet::{self, Entry, Feed, OutletConfig};
 use super::{
     keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
 };
 use crate::check::{check_address, check_backoff, check_nonzero, Bad};
+use crate::deliver::carbon::{self, PickleError};
+use crate::deliver::feed::{self, Feed, FeedConfig};
+use crate::deliver::Entry;
 use crate::flush::naming::{
     for_each_graphite_line, graphite_lines, graphite_stats_name, GraphiteLine, Naming,
 };
-use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::spool::SpoolConfig;
 use crate::stats::{incr, SinkStats};
@@ -184,7 +187,7 @@ impl Sink for GraphiteSink {
 
     fn run(self: Box<Self>, rx: mpsc::Receiver<SinkMsg>) -> BoxFuture {
         let s = *self;
-        let cfg = OutletConfig {
+        let cfg = FeedConfig {
             sink: s.name.clone(),
             addr: s.config.address.clone(),
             buffer_bytes: s.config.buffer_bytes,
@@ -201,7 +204,7 @@ impl Sink for GraphiteSink {
             s.stats.clone(),
             s.started,
         );
-        Box::pin(outlet::run(cfg, s.stats, rx, feed))
+        Box::pin(feed::run(cfg, s.stats, rx, feed))
     }
 }
 
@@ -259,10 +262,7 @@ impl GraphiteFeed {
 
     /// The flush's lines plus the `graphiteStats` lines, encoded, and how
     /// many lines that is.
-    fn encode_batch(
-        &mut self,
-        batch: &FlushBatch,
-    ) -> Result<(Vec<u8>, u64), super::pickle::PickleError> {
+    fn encode_batch(&mut self, batch: &FlushBatch) -> Result<(Vec<u8>, u64), PickleError> {
         let w = self.write;
         let values = [w.last_exception, w.last_flush, w.flush_time, w.flush_length];
         let mut out = Vec::new();
@@ -270,10 +270,9 @@ impl GraphiteFeed {
             GraphiteProtocol::Text => {
                 // Straight into the output buffer: no per-line allocation.
                 let ts = batch.timestamp.to_string();
-                let mut value = String::new();
                 let mut n = 0u64;
                 let mut emit = |name: &str, v: f64| {
-                    push_text_line(&mut out, &mut value, name, v, &ts);
+                    carbon::push_line(&mut out, name.as_bytes(), v, ts.as_bytes());
                     n += 1;
                 };
                 for_each_graphite_line(batch, &self.naming, &mut emit);
@@ -291,7 +290,12 @@ impl GraphiteFeed {
                         value: value as f64,
                     });
                 }
-                super::pickle::encode(&self.lines, batch.timestamp, &mut out)?;
+                let ts = batch.timestamp;
+                carbon::push_pickle_frames(
+                    &self.lines,
+                    |l| (Cow::Borrowed(l.name.as_str()), ts, l.value),
+                    &mut out,
+                )?;
                 Ok((out, self.lines.len() as u64))
             }
         }
@@ -306,10 +310,7 @@ impl Feed for GraphiteFeed {
             return None;
         };
         match self.encode_batch(&batch) {
-            Ok((out, lines)) => Some(Entry {
-                data: Bytes::from(out),
-                lines,
-            }),
+            Ok((out, lines)) => Some(Entry::new(Bytes::from(out), lines)),
             Err(e) => {
                 incr(&self.stats.dropped, 1);
                 tracing::error!(sink = %self.sink, error = %e, "cannot encode flush; dropped");
@@ -331,25 +332,18 @@ impl Feed for GraphiteFeed {
 }
 
 /// Append `lines` as Graphite plaintext: `name value timestamp\n` each, the
-/// value formatted as the reference prints numbers.
+/// value formatted as the reference prints numbers ([`carbon::push_line`]).
 pub fn encode_text(lines: &[GraphiteLine], timestamp: u64, out: &mut Vec<u8>) {
     let ts = timestamp.to_string();
-    let mut value = String::new();
     for l in lines {
-        push_text_line(out, &mut value, &l.name, l.value, &ts);
+        carbon::push_line(out, l.name.as_bytes(), l.value, ts.as_bytes());
     }
 }
 
-/// One plaintext line, `name value timestamp\n`; `scratch` formats the value.
-pub fn push_text_line(out: &mut Vec<u8>, scratch: &mut String, name: &str, value: f64, ts: &str) {
-    scratch.clear();
-    push_js_number(scratch, value);
-    out.extend_from_slice(name.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(scratch.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(ts.as_bytes());
-    out.push(b'\n');
+/// One plaintext line, `name value timestamp\n` ([`carbon::push_line`]).
+/// `_scratch` is no longer needed; the console sink still passes one.
+pub fn push_text_line(out: &mut Vec<u8>, _scratch: &mut String, name: &str, value: f64, ts: &str) {
+    carbon::push_line(out, name.as_bytes(), value, ts.as_bytes());
 }
 
 /// Unix seconds, rounded to the nearest as the reference's

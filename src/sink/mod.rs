@@ -30,8 +30,6 @@
 
 pub mod console;
 pub mod graphite;
-pub(crate) mod outlet;
-pub mod pickle;
 pub mod prometheus;
 pub mod relay;
 pub mod repeater;

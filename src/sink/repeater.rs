@@ -3,7 +3,7 @@
 //!
 //! UDP sends one datagram per packet per destination. TCP keeps one
 //! connection per destination, each with its own task and bounded buffer
-//! (see the private `sink::outlet` module), and sends each packet followed by a
+//! (see [`crate::deliver::feed`]), and sends each packet followed by a
 //! newline, as the reference does.
 
 use std::io;
@@ -19,12 +19,13 @@ use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::outlet::{self, Entry, Feed, OutletConfig};
 use super::{
     keys_of, BoxFuture, BuildCx, Built, Input, Sink, SinkConfig, SinkError, SinkKind, SinkMsg,
     ValidateCx,
 };
 use crate::check::{check_address, check_nonzero, Bad};
+use crate::deliver::feed::{self, Feed, FeedConfig};
+use crate::deliver::Entry;
 use crate::stats::{incr, SinkStats};
 
 /// `[[sink]] type = "repeater"`.
@@ -333,10 +334,7 @@ impl Feed for LineFeed {
         let mut b = BytesMut::with_capacity(packet.len() + 1);
         b.put_slice(&packet);
         b.put_u8(b'\n');
-        Some(Entry {
-            data: b.freeze(),
-            lines: 1,
-        })
+        Some(Entry::new(b.freeze(), 1))
     }
 }
 
@@ -345,7 +343,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
     let mut tasks = Vec::new();
     for dest in &s.config.destinations {
         let (tx, drx) = mpsc::channel::<Bytes>(TCP_QUEUE);
-        let cfg = OutletConfig {
+        let cfg = FeedConfig {
             sink: s.name.clone(),
             addr: dest.clone(),
             buffer_bytes: TCP_BUFFER_BYTES,
@@ -355,12 +353,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
             shutdown_timeout: s.shutdown_timeout,
             spool: None,
         };
-        tasks.push(tokio::spawn(outlet::run(
-            cfg,
-            s.stats.clone(),
-            drx,
-            LineFeed,
-        )));
+        tasks.push(tokio::spawn(feed::run(cfg, s.stats.clone(), drx, LineFeed)));
         outs.push((dest.as_str(), tx, Throttle::new()));
     }
     while let Some(msg) = rx.recv().await {

@@ -326,6 +326,11 @@ pub struct SinkStats {
     pub buffered_bytes: AtomicU64,
     /// The sink's disk spool (all zero without one).
     pub spool: Arc<spool::SpoolStats>,
+    /// Requests sent again after a failed try (HTTP outputs).
+    pub retries: AtomicU64,
+    /// Points dropped for good because the destination refused them: a 4xx
+    /// answer, or a 5xx on every try (HTTP outputs).
+    pub refused: AtomicU64,
 }
 
 /// Every process-wide counter, in export order (`statsyard_*` on
