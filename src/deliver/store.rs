@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::outbox::{Entry, Outbox};
-use super::warnings::DropLog;
+use super::warnings::{DropLog, Label};
 use crate::spool::{Pos, SpoolConfig, SpoolHandle};
 use crate::stats::spool::SpoolStats;
 use bytes::Bytes;
@@ -40,14 +40,6 @@ pub trait Tag: Default + Send + Sync + 'static {
 }
 
 impl Tag for () {}
-
-/// Who owns a store, for logs: the output (a sink's name, `relay`) and the
-/// destination (`host:port`, a URL).
-#[derive(Debug, Clone)]
-pub(crate) struct Label {
-    pub output: String,
-    pub addr: String,
-}
 
 /// Memory, spool, and what was loaded back from the spool.
 #[derive(Debug)]

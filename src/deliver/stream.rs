@@ -59,8 +59,9 @@ use tokio::time::Instant;
 
 use super::backoff::{retry_due, Backoff};
 use super::outbox::{Entry, Outbox};
-use super::store::{Label, Store, Tag};
+use super::store::{Store, Tag};
 use super::warnings::FailLog;
+use super::warnings::Label;
 use crate::spool::SpoolConfig;
 use crate::stats::spool::SpoolStats;
 

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::store::Label;
+/// Who owns a store, for logs: the output (a sink's name, `relay`) and the
+/// destination (`host:port`, a URL).
+#[derive(Debug, Clone)]
+pub(crate) struct Label {
+    pub output: String,
+    pub addr: String,
+}
 
 /// While failures go on, a warning at most this often.
 const FAIL_LOG_EVERY: Duration = Duration::from_secs(60);

@@ -10,9 +10,10 @@ use tokio::task::JoinHandle;
 
 use crate::flusher::{Output, SinkQueue};
 use crate::sink::prometheus::live::Live;
+use crate::sink::supervise::SinkFactory;
 use crate::sink::{BuildCx, Built, Input, Sink, SinkError, SinkMsg, SinkSpec};
 use crate::stats::{SinkStats, Stats};
-use crate::supervise::{self, Backoff, SinkFactory};
+use crate::supervise::Backoff;
 
 /// An output that is not in the config, added by the embedding program (or a
 /// test) with [`crate::server::start_with_extra_sinks`]. It runs like a
@@ -175,6 +176,6 @@ fn spawn(
     let task = stats.task(&format!("sink/{}", s.name()));
     tracing::info!(sink = s.name(), "sink started");
     tokio::spawn(async move {
-        supervise::sink(s, factory, rx, sink_stats, task, Backoff::default()).await;
+        crate::sink::supervise::run(s, factory, rx, sink_stats, task, Backoff::default()).await;
     })
 }

@@ -33,6 +33,7 @@ pub mod graphite;
 pub mod prometheus;
 pub mod relay;
 pub mod repeater;
+pub mod supervise;
 
 use std::any::Any;
 use std::fmt;
