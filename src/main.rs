@@ -294,6 +294,7 @@ fn relay_config(cli: &Cli, args: &RelayArgs) -> anyhow::Result<Config> {
             protocol: args.protocol.clone(),
             spool_dir: None,
             spool_bytes: None,
+            tls: None,
         }];
         relay.rule.clear();
         raw.relay = Some(relay);

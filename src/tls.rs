@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -353,5 +353,203 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// A destination's `tls = { ca_file, cert_file, key_file, server_name,
+/// insecure_skip_verify }`, as written (paths relative to the config file).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsClient {
+    /// The CA that signed the destination's certificate (PEM); unset: the
+    /// system's trusted CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// A client certificate to present (PEM), for destinations that require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// Its private key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// The name the certificate must carry (and the SNI); unset: the host
+    /// of the destination's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any certificate (encryption without authentication: for
+    /// tests only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A destination's validated TLS settings, with the files' bytes as loaded
+/// (a rewritten file is a change, and a reload reconnects with it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsClient {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+    pem: Arc<ClientPem>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ClientPem {
+    ca: Option<Vec<u8>>,
+    cert: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+}
+
+impl TlsClient {
+    /// Read and check the files named in `raw`; relative paths start at
+    /// `file`'s directory.
+    pub fn load(raw: &RawTlsClient, file: &str) -> Result<TlsClient, String> {
+        let at = |p: &Option<String>| p.as_deref().map(|p| crate::check::relative_to(file, p));
+        let (ca_file, cert_file, key_file) =
+            (at(&raw.ca_file), at(&raw.cert_file), at(&raw.key_file));
+        if cert_file.is_some() != key_file.is_some() {
+            return Err("cert_file and key_file go together".into());
+        }
+        if let Some(n) = &raw.server_name {
+            ServerName::try_from(n.clone()).map_err(|e| format!("server_name {n:?}: {e}"))?;
+        }
+        let read_opt =
+            |what: &str, p: &Option<PathBuf>| p.as_deref().map(|p| read(what, p)).transpose();
+        let pem = ClientPem {
+            ca: read_opt("CA", &ca_file)?,
+            cert: read_opt("certificate", &cert_file)?,
+            key: read_opt("key", &key_file)?,
+        };
+        let t = TlsClient {
+            ca_file,
+            cert_file,
+            key_file,
+            server_name: raw.server_name.clone(),
+            insecure_skip_verify: raw.insecure_skip_verify,
+            pem: Arc::new(pem),
+        };
+        t.client_config()?;
+        Ok(t)
+    }
+
+    /// The name to check the certificate against: `server_name`, or `host`
+    /// (the destination's, without its port).
+    pub fn server_name(&self, host: &str) -> Result<ServerName<'static>, String> {
+        let name = self.server_name.clone().unwrap_or_else(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
+        ServerName::try_from(name.clone()).map_err(|e| format!("server name {name:?}: {e}"))
+    }
+
+    /// The rustls settings: the CA (or the system's), the client
+    /// certificate if any.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let provider = Arc::new(provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?;
+        let builder = if self.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            match (&self.pem.ca, &self.ca_file) {
+                (Some(ca), Some(path)) => {
+                    for c in CertificateDer::pem_slice_iter(ca) {
+                        let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+                        roots
+                            .add(c)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    if roots.is_empty() {
+                        return Err(format!("{}: no PEM certificate in it", path.display()));
+                    }
+                }
+                _ => {
+                    let found = rustls_native_certs::load_native_certs();
+                    for c in found.certs {
+                        let _ = roots.add(c);
+                    }
+                    if roots.is_empty() {
+                        return Err(
+                            "no ca_file, and the system has no trusted CA certificates".into()
+                        );
+                    }
+                }
+            }
+            builder.with_root_certificates(roots)
+        };
+        let config = match (&self.pem.cert, &self.pem.key) {
+            (Some(cert), Some(key)) => {
+                let shown = |p: &Option<PathBuf>| {
+                    p.as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                };
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("{}: {e}", shown(&self.cert_file)))?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| format!("{}: no PEM private key: {e}", shown(&self.key_file)))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| format!("{}: {e}", shown(&self.key_file)))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is taken (signatures are still
+/// checked, so the handshake is real TLS; who is at the other end is not).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

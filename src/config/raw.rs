@@ -611,6 +611,10 @@ pub struct RawCluster {
     /// Bytes each destination's spool keeps at most (1 GiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_bytes: Option<u64>,
+    /// TLS to every destination of the cluster (a destination's own `tls`
+    /// wins); unset: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::RawTlsClient>,
 }
 
 /// A relay destination: its address, or a table with its own protocol.
@@ -631,6 +635,9 @@ pub struct RawDestinationTable {
     pub address: String,
     /// `plain` or `pickle`; the cluster's `protocol` when absent.
     pub protocol: Option<String>,
+    /// TLS to this destination; the cluster's `tls` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::RawTlsClient>,
 }
 
 impl RawDestination {
@@ -647,6 +654,14 @@ impl RawDestination {
         match self {
             RawDestination::Address(_) => None,
             RawDestination::Table(t) => t.protocol.as_deref(),
+        }
+    }
+
+    /// Its own TLS, if it has one.
+    pub fn tls(&self) -> Option<&crate::tls::RawTlsClient> {
+        match self {
+            RawDestination::Address(_) => None,
+            RawDestination::Table(t) => t.tls.as_ref(),
         }
     }
 }

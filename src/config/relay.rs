@@ -17,6 +17,7 @@ pub type Bad = (String, String);
 /// Validate `[relay]`. `listen` parses a listen address.
 pub fn validate(
     r: &RawRelay,
+    file: &str,
     listen: impl Fn(&[String], &str) -> Result<Vec<SocketAddr>, Bad>,
 ) -> Result<RelayConfig, Bad> {
     let b = |k: &str, why: String| (format!("relay.{k}"), why);
@@ -101,6 +102,20 @@ pub fn validate(
                 .map_err(|e| b(&k("destinations"), e.to_string()))?;
         }
         let protocol = parse_protocol(&c.protocol).map_err(|e| b(&k("protocol"), e))?;
+        let mut tls = Vec::new();
+        for (j, d) in c.destinations.iter().enumerate() {
+            let t = match d.tls().or(c.tls.as_ref()) {
+                None => None,
+                Some(raw) => {
+                    let key = match d.tls() {
+                        Some(_) => format!("cluster[{i}].destinations[{j}].tls"),
+                        None => k("tls"),
+                    };
+                    Some(crate::tls::TlsClient::load(raw, file).map_err(|e| b(&key, e))?)
+                }
+            };
+            tls.push(t);
+        }
         let mut protocols = Vec::new();
         for (j, d) in c.destinations.iter().enumerate() {
             protocols.push(match d.protocol() {
@@ -125,6 +140,7 @@ pub fn validate(
             method,
             destinations: dests,
             protocols,
+            tls,
             replication: c.replication,
             diverse: c.diverse_replicas,
             protocol,

@@ -360,9 +360,10 @@ fn validate_inner(
     let relay = match &raw.relay {
         None => None,
         Some(r) => {
-            let mut rc =
-                super::relay::validate(r, |l, k| listen_addrs(l, k).map_err(|b| (b.key, b.reason)))
-                    .map_err(|(key, reason)| bad(key, reason))?;
+            let mut rc = super::relay::validate(r, file, |l, k| {
+                listen_addrs(l, k).map_err(|b| (b.key, b.reason))
+            })
+            .map_err(|(key, reason)| bad(key, reason))?;
             for c in &mut rc.clusters {
                 if let Some(sp) = &mut c.spool {
                     sp.dir = relative_to(file, &sp.dir.to_string_lossy());
@@ -1110,6 +1111,7 @@ mod tests {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             spool: None,
+            tls: None,
         };
         assert_eq!(
             c.sinks,
@@ -1368,6 +1370,7 @@ mod tests {
                     protocol: "plain".into(),
                     spool_dir: Some("spool".into()),
                     spool_bytes: Some(1 << 30),
+                    tls: Some(Default::default()),
                 }],
                 rule: vec![RawRule {
                     pattern: "x".into(),

@@ -49,6 +49,8 @@ pub struct FeedConfig {
     pub shutdown_timeout: Duration,
     /// Where what overflows `buffer_bytes` goes; `None`: it is dropped.
     pub spool: Option<SpoolConfig>,
+    /// TLS to the destination; `None`: plaintext.
+    pub tls: Option<super::transport::TlsConnect>,
 }
 
 /// Run one destination of a sink until `rx` closes, then deliver what is
@@ -73,6 +75,7 @@ pub async fn run<F: Feed>(
         // A sink that a reload is replacing may still hold the directory
         // while it delivers: wait for it as long as it may take.
         spool_wait: cfg.shutdown_timeout + Duration::from_secs(2),
+        tls: cfg.tls,
     };
     let source = FeedSource {
         rx,
@@ -234,6 +237,7 @@ mod tests {
             backoff_max: Duration::from_millis(40),
             shutdown_timeout: shutdown,
             spool: None,
+            tls: None,
         }
     }
 

@@ -43,6 +43,7 @@ mod store;
 pub mod stream;
 #[cfg(test)]
 mod testing;
+pub mod transport;
 mod warnings;
 
 pub use outbox::Entry;

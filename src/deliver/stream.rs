@@ -54,12 +54,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::backoff::{retry_due, Backoff};
 use super::outbox::{Entry, Outbox};
 use super::store::{Store, Tag};
+use super::transport::{TlsConnect, Transport};
 use super::warnings::FailLog;
 use super::warnings::Label;
 use crate::spool::SpoolConfig;
@@ -99,6 +99,8 @@ pub struct StreamConfig {
     /// How long to wait for the spool directory's lock: the engine a reload
     /// is replacing may still hold it while it delivers.
     pub spool_wait: Duration,
+    /// TLS to the destination; `None`: plaintext.
+    pub tls: Option<TlsConnect>,
 }
 
 /// What [`Source::wait`] saw.
@@ -271,7 +273,7 @@ enum Src {
     Nothing,
 }
 
-type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<Transport>> + Send>>;
 
 enum Conn {
     /// No connection; try again at `retry_at` (in buffer mode, once there
@@ -280,13 +282,13 @@ enum Conn {
         retry_at: Instant,
     },
     Connecting(ConnectFuture),
-    Up(TcpStream),
+    Up(Transport),
 }
 
 /// What moved the connection forward.
 enum Event {
     RetryDue,
-    Connected(io::Result<TcpStream>),
+    Connected(io::Result<Transport>),
     /// A write returned; `started` is when it began waiting to write.
     Wrote {
         started: Instant,
@@ -413,20 +415,12 @@ impl<S: Source> Engine<S> {
             Event::RetryDue => {
                 let addr = self.cfg.addr.clone();
                 let timeout = self.cfg.connect_timeout;
+                let tls = self.cfg.tls.clone();
                 self.conn = Conn::Connecting(Box::pin(async move {
-                    match tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await {
-                        Ok(r) => r,
-                        Err(_) => Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("connect timed out after {timeout:?}"),
-                        )),
-                    }
+                    Transport::connect(&addr, tls.as_ref(), timeout).await
                 }));
             }
             Event::Connected(Ok(stream)) => {
-                // Entries go out whole in vectored writes: Nagle would only
-                // hold back the tail of each.
-                let _ = stream.set_nodelay(true);
                 tracing::info!(output = %self.cfg.output, addr = %self.cfg.addr, "connected");
                 self.store.buffer.rewind();
                 self.store.replay.rewind();
@@ -539,12 +533,12 @@ impl<S: Source> Engine<S> {
             self.source.dropped(&lost);
         }
         self.source.held(0);
-        if let Conn::Up(mut stream) = self.conn {
-            // Send our FIN so the receiver sees a clean end of stream; what
-            // the kernel still holds is delivered after the socket is dropped.
+        if let Conn::Up(stream) = self.conn {
+            // Send our FIN (and TLS close_notify) so the receiver sees a
+            // clean end of stream; what the kernel still holds is delivered
+            // after the socket is dropped.
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ =
-                tokio::time::timeout(left, tokio::io::AsyncWriteExt::shutdown(&mut stream)).await;
+            let _ = tokio::time::timeout(left, stream.shutdown()).await;
         }
     }
 }
@@ -567,14 +561,14 @@ async fn progress<T>(conn: &mut Conn, src: Option<(&Outbox<T>, usize)>, wanted: 
                 (started, result) = write_some(stream, src), if src.is_some() => {
                     Event::Wrote { started, result }
                 }
-                e = watch_close(stream) => Event::Closed(e),
+                e = stream.watch_close() => Event::Closed(e),
             }
         }
     }
 }
 
 async fn write_some<T>(
-    stream: &TcpStream,
+    stream: &Transport,
     src: Option<(&Outbox<T>, usize)>,
 ) -> (Instant, io::Result<usize>) {
     let started = Instant::now();
@@ -582,56 +576,7 @@ async fn write_some<T>(
         // Not polled without a source (see `progress`).
         return (started, Ok(0));
     };
-    let mut scratch = [0u8; 512];
-    loop {
-        if let Err(e) = stream.writable().await {
-            return (started, Err(e));
-        }
-        // Free unless the socket is readable, which on these connections
-        // means the peer is gone: then write nothing into it.
-        if let Err(e) = check_open(stream, &mut scratch) {
-            return (started, Err(e));
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let n = outbox.slices_of(max_entries, &mut slices);
-        match stream.try_write_vectored(&slices[..n]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            r => return (started, r),
-        }
-    }
-}
-
-/// Err if the peer has closed or reset the connection. Anything it sent is
-/// read and ignored.
-fn check_open(stream: &TcpStream, scratch: &mut [u8]) -> io::Result<()> {
-    loop {
-        match stream.try_read(scratch) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    "closed by the destination",
-                ))
-            }
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Resolve when the peer closes (`None`) or resets (`Some`) the connection.
-/// Graphite receivers send nothing, so anything read is discarded.
-async fn watch_close(stream: &TcpStream) -> Option<io::Error> {
-    let mut buf = [0u8; 1024];
-    loop {
-        if let Err(e) = stream.readable().await {
-            return Some(e);
-        }
-        match stream.try_read(&mut buf) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Some(e),
-        }
-    }
+    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+    let n = outbox.slices_of(max_entries, &mut slices);
+    (started, stream.write_some(&slices[..n]).await)
 }

@@ -44,6 +44,8 @@ pub struct ClusterConfig {
     pub destinations: Vec<Destination>,
     /// Each destination's protocol: its own, or the cluster's.
     pub protocols: Vec<Protocol>,
+    /// Each destination's TLS: its own, or the cluster's; `None`: plaintext.
+    pub tls: Vec<Option<crate::tls::TlsClient>>,
     pub replication: usize,
     pub diverse: bool,
     pub protocol: Protocol,

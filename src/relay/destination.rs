@@ -48,6 +48,7 @@ use tokio::sync::{mpsc, Notify};
 use super::Point;
 use crate::deliver::carbon;
 use crate::deliver::stream::{self, Input, Mode, Source, StreamConfig};
+use crate::deliver::transport::TlsConnect;
 use crate::deliver::{Entry, Tag};
 use crate::shutdown::CancellationToken;
 use crate::spool::SpoolConfig;
@@ -152,6 +153,8 @@ pub struct DestQueue {
     /// Where points go that a full queue cannot take while the destination
     /// is down; `None`: they are dropped and counted.
     spool: Option<SpoolConfig>,
+    /// TLS to the destination; `None`: plaintext.
+    tls: Option<TlsConnect>,
     /// Those points, until the writer task appends them to the spool
     /// (bounded like the queue; past that they are dropped and counted).
     spill: Mutex<Queue>,
@@ -187,7 +190,14 @@ impl DestQueue {
             stats,
             spool: None,
             spill: Mutex::new(Queue::default()),
+            tls: None,
         }
+    }
+
+    /// Speak TLS to the destination.
+    pub fn with_tls(mut self, tls: TlsConnect) -> DestQueue {
+        self.tls = Some(tls);
+        self
     }
 
     /// Give the destination a disk spool.
@@ -538,6 +548,7 @@ pub async fn run(
         // A relay that a reload is replacing may still hold the directory
         // while it delivers.
         spool_wait: Duration::from_secs(15),
+        tls: dest.tls.clone(),
     };
     let source = DestSource {
         index,

@@ -51,6 +51,10 @@ pub enum RouterError {
         #[source]
         source: HashError,
     },
+    /// A destination's TLS settings cannot be used (its files changed
+    /// since they were checked).
+    #[error("destination {destination}: TLS: {reason}")]
+    Tls { destination: String, reason: String },
     /// A rule's regular expression does not compile.
     #[error("rule {pattern:?}: {source}")]
     Regex {
@@ -163,7 +167,7 @@ impl Router {
                 _ => None,
             };
             let mut idx = Vec::new();
-            for (d, protocol) in c.destinations.iter().zip(&c.protocols) {
+            for (j, (d, protocol)) in c.destinations.iter().zip(&c.protocols).enumerate() {
                 idx.push(dests.len());
                 let mut q = DestQueue::new(
                     d.host.clone(),
@@ -174,6 +178,19 @@ impl Router {
                     cfg.tuning.block_timeout,
                     stats.destinations[dests.len()].clone(),
                 );
+                if let Some(Some(t)) = c.tls.get(j) {
+                    let connect = crate::deliver::transport::TlsConnect {
+                        config: t.client_config().map_err(|reason| RouterError::Tls {
+                            destination: d.to_string(),
+                            reason: reason.clone(),
+                        })?,
+                        server_name: t.server_name(&d.host).map_err(|reason| RouterError::Tls {
+                            destination: d.to_string(),
+                            reason,
+                        })?,
+                    };
+                    q = q.with_tls(connect);
+                }
                 if let Some(sp) = &c.spool {
                     // Each destination of the cluster its own directory.
                     let mut sp = sp.clone();
@@ -525,6 +542,7 @@ mod tests {
                 .map(|d| Destination::parse(d).unwrap())
                 .collect(),
             protocols: vec![Protocol::Plain; dests.len()],
+            tls: vec![None; dests.len()],
             replication: rep,
             diverse: true,
             protocol: Protocol::Plain,

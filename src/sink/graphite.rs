@@ -25,6 +25,7 @@ use super::{
 use crate::check::{check_address, check_backoff, check_nonzero, Bad};
 use crate::deliver::carbon::{self, PickleError};
 use crate::deliver::feed::{self, Feed, FeedConfig};
+use crate::deliver::transport::TlsConnect;
 use crate::deliver::Entry;
 use crate::flush::naming::{
     for_each_graphite_line, graphite_lines, graphite_stats_name, GraphiteLine, Naming,
@@ -32,6 +33,7 @@ use crate::flush::naming::{
 use crate::flush::FlushBatch;
 use crate::spool::SpoolConfig;
 use crate::stats::{incr, SinkStats};
+use crate::tls::{RawTlsClient, TlsClient};
 
 /// `[[sink]] type = "graphite"`.
 pub struct Kind;
@@ -60,6 +62,9 @@ struct RawGraphite {
     spool_dir: Option<String>,
     /// Bytes the spool keeps at most (1 GiB).
     spool_bytes: Option<u64>,
+    /// TLS to the carbon receiver: `{ ca_file, cert_file, key_file,
+    /// server_name, insecure_skip_verify }`; unset: plaintext.
+    tls: Option<RawTlsClient>,
 }
 
 const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
@@ -110,20 +115,44 @@ impl SinkKind for Kind {
             backoff_min,
             backoff_max,
             spool: cx.spool(raw.spool_dir.as_deref(), raw.spool_bytes)?,
+            tls: raw
+                .tls
+                .as_ref()
+                .map(|t| TlsClient::load(t, cx.file))
+                .transpose()
+                .map_err(|r| cx.bad("tls", r))?,
         }))
     }
 }
 
 impl SinkConfig for GraphiteConfig {
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
-        Ok(Built::sink(GraphiteSink::new(
+        let mut s = GraphiteSink::new(
             cx.name.clone(),
             self.clone(),
             cx.naming.clone(),
             cx.stats.clone(),
             cx.shutdown_timeout,
-        )))
+        );
+        if let Some(t) = &self.tls {
+            s.tls = Some(
+                tls_connect(t, &self.address).map_err(|reason| SinkError::Other {
+                    sink: cx.name.clone(),
+                    reason,
+                })?,
+            );
+        }
+        Ok(Built::sink(s))
     }
+}
+
+/// How to speak TLS to `address` (`host:port`) with `t`.
+pub fn tls_connect(t: &TlsClient, address: &str) -> Result<TlsConnect, String> {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    Ok(TlsConnect {
+        config: t.client_config()?,
+        server_name: t.server_name(host)?,
+    })
 }
 
 /// Graphite sink settings.
@@ -141,6 +170,8 @@ pub struct GraphiteConfig {
     /// Where flushes that overflow `buffer_bytes` go (this sink's own
     /// directory); `None`: they are dropped and counted.
     pub spool: Option<SpoolConfig>,
+    /// TLS to the receiver; `None`: plaintext.
+    pub tls: Option<TlsClient>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +189,7 @@ pub struct GraphiteSink {
     shutdown_timeout: Duration,
     /// Unix seconds at build time: `last_flush` until the first write.
     started: u64,
+    tls: Option<TlsConnect>,
 }
 
 impl GraphiteSink {
@@ -176,6 +208,7 @@ impl GraphiteSink {
             stats,
             shutdown_timeout,
             started: unix_now_rounded(),
+            tls: None,
         }
     }
 }
@@ -196,6 +229,7 @@ impl Sink for GraphiteSink {
             backoff_max: s.config.backoff_max,
             shutdown_timeout: s.shutdown_timeout,
             spool: s.config.spool.clone(),
+            tls: s.tls.clone(),
         };
         let feed = GraphiteFeed::new(
             s.name,
@@ -394,6 +428,7 @@ mod tests {
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(40),
             spool: None,
+            tls: None,
         };
         let s = GraphiteSink::new(
             "graphite".into(),

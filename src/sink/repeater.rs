@@ -352,6 +352,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
             backoff_max: s.config.backoff_max,
             shutdown_timeout: s.shutdown_timeout,
             spool: None,
+            tls: None,
         };
         tasks.push(tokio::spawn(feed::run(cfg, s.stats.clone(), drx, LineFeed)));
         outs.push((dest.as_str(), tx, Throttle::new()));

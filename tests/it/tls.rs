@@ -447,3 +447,87 @@ fn allow_lists_refuse_and_count_clients_of_other_networks() {
     assert_eq!(get(&stats.metrics_received), 0);
     server.stop();
 }
+
+/// `openssl s_server` on a free port, printing what it receives; with
+/// `client_ca`, clients must present a certificate signed by it.
+struct SServer {
+    proc: Proc,
+    addr: SocketAddr,
+    out: PathBuf,
+}
+
+impl SServer {
+    fn start(openssl: &Path, pki: &Pki, client_ca: bool) -> SServer {
+        let port = free_tcp_port();
+        let out = pki.path(&format!("s_server-{port}.out"));
+        let mut cmd = Command::new(openssl);
+        cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet"])
+            .arg("-cert")
+            .arg(pki.path("server.pem"))
+            .arg("-key")
+            .arg(pki.path("server.key"));
+        if client_ca {
+            cmd.args(["-Verify", "1", "-verify_return_error"])
+                .arg("-CAfile")
+                .arg(pki.path("ca.pem"));
+        }
+        let proc = Proc(
+            cmd.stdin(Stdio::piped())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openssl s_server runs"),
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let end = Instant::now() + secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < end, "s_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SServer { proc, addr, out }
+    }
+
+    fn received(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+#[test]
+fn graphite_sink_and_relay_destinations_deliver_over_tls() {
+    let Some(openssl) = tool("openssl") else {
+        return;
+    };
+    let pki = Pki::new("carbon receiver");
+    // The graphite sink verifies the receiver against the test CA.
+    let carbon = SServer::start(&openssl, &pki, false);
+    // The relay's destination requires a client certificate.
+    let mutual = SServer::start(&openssl, &pki, true);
+    let relay_port = free_tcp_port();
+    let server = Server::start(config(&format!(
+        "[statsd]\nudp = [\"127.0.0.1:0\"]\ntcp = []\n[flush]\ninterval = \"200ms\"\n\
+         [http]\nenabled = false\n[admin]\nenabled = false\n\
+         [[sink]]\ntype = \"graphite\"\naddress = \"{carbon}\"\ntls = {{ ca_file = {ca:?} }}\n\
+         [relay]\nline_tcp = [\"127.0.0.1:{relay_port}\"]\nline_udp = []\npickle = []\n\
+         [[relay.cluster]]\nname = \"c\"\nmethod = \"forward\"\ndestinations = [\"{mutual}\"]\n\
+         tls = {{ ca_file = {ca:?}, cert_file = {cert:?}, key_file = {key:?} }}\n\
+         [[relay.rule]]\nmatch = \".\"\nsend_to = [\"c\"]\n",
+        carbon = carbon.addr,
+        mutual = mutual.addr,
+        ca = pki.path("ca.pem"),
+        cert = pki.path("client.pem"),
+        key = pki.path("client.key"),
+    )));
+    send_udp(server.running().udp[0], &[b"over.tls:4|c"]);
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", relay_port)).unwrap();
+        s.write_all(b"relayed.tls 42 1700000000\n").unwrap();
+    }
+    wait("the sink's lines over TLS", || {
+        carbon.received().contains("stats_counts.over.tls 4 ")
+    });
+    wait("the relayed point over mutual TLS", || {
+        mutual.received().contains("relayed.tls 42 1700000000")
+    });
+    server.stop();
+    drop((carbon.proc, mutual.proc));
+}
