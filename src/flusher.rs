@@ -55,6 +55,7 @@ pub enum FlusherMsg {
 /// What a config reload changes in the flusher. The registry is kept.
 pub struct Reconfigure {
     pub compute: ComputeOptions,
+    pub timing: Timing,
     pub aggregate: crate::aggregate::AggregateOptions,
     pub self_metrics: bool,
     /// Outputs (by name) to let go: a sink's queue closes (it delivers what
@@ -174,6 +175,11 @@ pub struct Flusher {
     seen: Seen,
     /// The previous flush's timestamp, for `timestamp_lag`; 0 before the first.
     old_timestamp: u64,
+    /// When flushes happen.
+    timing: Timing,
+    /// The timestamp the next flush carries (Unix seconds); `None`: the
+    /// time it runs, rounded as the reference rounds it.
+    stamp: Option<u64>,
     /// Add statsyard's own drop counters to every flush (`flush.self_metrics`).
     self_metrics: bool,
     prefix_stats: String,
@@ -210,6 +216,8 @@ impl Flusher {
             },
             seen: Seen::default(),
             old_timestamp: 0,
+            timing: Timing::default(),
+            stamp: None,
             self_metrics,
             prefix_stats: prefix_stats.to_string(),
             self_seen: std::collections::HashMap::new(),
@@ -279,6 +287,7 @@ impl Flusher {
         // merge it first, so it is flushed under the same rules as the rest.
         self.merge_shards();
         self.compute = r.compute;
+        self.timing = r.timing;
         self.registry.set_options(&r.aggregate);
         self.self_metrics = r.self_metrics;
         self.outputs.retain(|o| !r.remove.contains(&o.name));
@@ -340,7 +349,7 @@ impl Flusher {
             self.add_self_metrics();
         }
 
-        let timestamp = unix_seconds_rounded();
+        let timestamp = self.stamp.take().unwrap_or_else(unix_seconds_rounded);
         if self.old_timestamp > 0 {
             // As the reference: how late this flush is against the interval, in seconds.
             let lag = timestamp as f64
@@ -479,7 +488,9 @@ impl Flusher {
         std::thread::Builder::new()
             .name("flusher".into())
             .spawn(move || {
-                let mut next = Instant::now() + self.compute.interval;
+                // The interval that ends next (Unix ms), and when it is flushed.
+                let mut end = self.timing.first_end(self.compute.interval, unix_ms());
+                let mut next = instant_at(end + self.timing.grace_ms());
                 loop {
                     let wait = next.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
@@ -493,7 +504,7 @@ impl Flusher {
                             });
                         }
                         Ok(FlusherMsg::Reconfigure(r, done)) => {
-                            let before = self.compute.interval;
+                            let before = (self.compute.interval, self.timing);
                             let mut r = Some(r);
                             let mut done = Some(done);
                             guard("a reload", &mut || {
@@ -504,23 +515,23 @@ impl Flusher {
                                     let _ = done.send(());
                                 }
                             });
-                            if self.compute.interval != before {
-                                // A new interval starts counting now.
-                                next = Instant::now() + self.compute.interval;
+                            if (self.compute.interval, self.timing) != before {
+                                // A new interval starts counting now (or at
+                                // the next boundary, aligned).
+                                end = self.timing.first_end(self.compute.interval, unix_ms());
+                                next = instant_at(end + self.timing.grace_ms());
                             }
                         }
                         Err(RecvTimeoutError::Timeout) => {
                             let interval = self.compute.interval;
+                            self.stamp = self.timing.stamp(end);
                             guard("a flush", &mut || {
                                 self.flush();
                             });
-                            next += interval;
-                            let now = Instant::now();
-                            if next <= now {
-                                // Fell behind (a flush slower than the interval, or
-                                // a suspended machine): skip ahead, do not burst.
-                                next = now + interval;
-                            }
+                            // Fell behind (a flush slower than the interval, or
+                            // a suspended machine): skip ahead, do not burst.
+                            end = self.timing.after(end, interval, unix_ms());
+                            next = instant_at(end + self.timing.grace_ms());
                         }
                         Ok(FlusherMsg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                             guard("the final flush", &mut || {
@@ -532,6 +543,70 @@ impl Flusher {
                 }
             })
     }
+}
+
+/// When flushes happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Intervals start at multiples of their length on the wall clock (a
+    /// 10 s interval ends at :00, :10, :20...), so that every statsyard of a
+    /// fleet cuts the same intervals, and each flush is stamped with the end
+    /// of its interval. `false`: an interval after the start, stamped with
+    /// the time the flush runs, as the reference does.
+    pub align: bool,
+    /// How long after an interval's end it is flushed (an aggregator waits
+    /// for its agents' state of the interval); 0 flushes at the end.
+    pub grace: Duration,
+}
+
+impl Timing {
+    fn grace_ms(&self) -> u64 {
+        self.grace.as_millis() as u64
+    }
+
+    /// The end (Unix ms) of the first interval that starts around `now_ms`.
+    pub fn first_end(&self, interval: Duration, now_ms: u64) -> u64 {
+        let iv = (interval.as_millis() as u64).max(1);
+        if self.align {
+            (now_ms / iv + 1) * iv
+        } else {
+            now_ms + iv
+        }
+    }
+
+    /// The end of the interval after the one that ended at `end`; past
+    /// intervals are skipped (a flush slower than the interval, a suspended
+    /// machine) rather than flushed in a burst.
+    pub fn after(&self, end: u64, interval: Duration, now_ms: u64) -> u64 {
+        let iv = (interval.as_millis() as u64).max(1);
+        let next = end + iv;
+        if next + self.grace_ms() > now_ms {
+            next
+        } else if self.align {
+            (now_ms / iv + 1) * iv
+        } else {
+            now_ms + iv
+        }
+    }
+
+    /// The timestamp of the flush of the interval that ends at `end`.
+    pub fn stamp(&self, end: u64) -> Option<u64> {
+        // Rounded as the reference rounds, so a whole-second interval's
+        // boundary is its own stamp.
+        self.align.then(|| (end + 500) / 1000)
+    }
+}
+
+/// Unix time in milliseconds.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The `Instant` at Unix time `ms` (now if it has passed).
+fn instant_at(ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(ms.saturating_sub(unix_ms()))
 }
 
 /// `Math.round(Date.now() / 1000)`, as the reference stamps its flushes.
@@ -547,6 +622,39 @@ mod tests {
     use super::*;
     use crate::aggregate::AggregateOptions;
     use crate::metric::{MetricRef, MetricType, Value};
+
+    #[test]
+    fn aligned_intervals_end_at_multiples_of_their_length() {
+        let iv = Duration::from_secs(10);
+        let t = Timing {
+            align: true,
+            grace: Duration::ZERO,
+        };
+        assert_eq!(t.first_end(iv, 1_700_000_003_250), 1_700_000_010_000);
+        assert_eq!(t.first_end(iv, 1_700_000_010_000), 1_700_000_020_000);
+        assert_eq!(
+            t.after(1_700_000_010_000, iv, 1_700_000_010_004),
+            1_700_000_020_000
+        );
+        // Fell behind by more than an interval: skip to the next boundary.
+        assert_eq!(
+            t.after(1_700_000_010_000, iv, 1_700_000_031_000),
+            1_700_000_040_000
+        );
+        assert_eq!(t.stamp(1_700_000_010_000), Some(1_700_000_010));
+        let graced = Timing {
+            grace: Duration::from_secs(2),
+            ..t
+        };
+        // The next interval is due at its end plus the grace.
+        assert_eq!(
+            graced.after(1_700_000_010_000, iv, 1_700_000_021_000),
+            1_700_000_020_000
+        );
+        let plain = Timing::default();
+        assert_eq!(plain.first_end(iv, 1_700_000_003_250), 1_700_000_013_250);
+        assert_eq!(plain.stamp(1_700_000_013_250), None);
+    }
 
     #[tokio::test]
     async fn a_panicking_job_loses_nothing_the_shards_held() {

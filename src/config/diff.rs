@@ -286,6 +286,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     };
     let (oc, nc) = (&old.compute, &eff.compute);
     applied(oc.interval != nc.interval, "[flush] interval");
+    applied(old.timing.align != eff.timing.align, "[flush] align");
     applied(oc.percentiles != nc.percentiles, "[flush] percentiles");
     applied(oc.histograms != nc.histograms, "[flush] histogram");
     applied(

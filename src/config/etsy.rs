@@ -525,6 +525,8 @@ fn flush(obj: &Obj, raw: &mut RawConfig) -> Result<(), Bad> {
     // A reference config gets the reference's output, line for line: no
     // statsyard-only series.
     f.self_metrics = false;
+    // ...and its schedule: an interval after the start, stamped when it runs.
+    f.align = false;
     // `Number(config.flushInterval || 10000)`, in milliseconds.
     if let Some(v) = obj.get("flushInterval").filter(|v| !falsy(v)) {
         let ms = number_like("flushInterval", v)?;

@@ -41,6 +41,8 @@ pub struct Config {
     pub aggregate: AggregateOptions,
     /// Also holds the flush interval.
     pub compute: ComputeOptions,
+    /// When flushes happen (`[flush] align`, the aggregator's `grace`).
+    pub timing: crate::flusher::Timing,
     pub naming: Naming,
     pub sinks: Vec<SinkSpec>,
     /// How long shutdown may take to deliver the final flush.

@@ -295,6 +295,10 @@ pub struct RawFlush {
     /// instead of flushing them, and count them in the first interval after
     /// the restart.
     pub persist_counters: bool,
+    /// Start intervals at multiples of their length on the wall clock and
+    /// stamp each flush with its interval's end (off when loading a
+    /// reference `config.js`, which flushes an interval after its start).
+    pub align: bool,
 }
 
 impl Default for RawFlush {
@@ -314,6 +318,7 @@ impl Default for RawFlush {
             self_metrics: true,
             state_file: String::new(),
             persist_counters: false,
+            align: true,
         }
     }
 }

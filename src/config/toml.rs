@@ -408,6 +408,10 @@ fn validate_inner(
         },
         aggregate,
         compute,
+        timing: crate::flusher::Timing {
+            align: f.align,
+            grace: std::time::Duration::ZERO,
+        },
         naming,
         sinks,
         shutdown_timeout: f.shutdown_timeout,

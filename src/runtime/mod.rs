@@ -462,6 +462,7 @@ impl Runtime {
             .flusher
             .reconfigure(Reconfigure {
                 compute: eff.compute.clone(),
+                timing: eff.timing,
                 aggregate: eff.aggregate.clone(),
                 self_metrics: eff.self_metrics,
                 remove: removed.clone(),

@@ -461,11 +461,16 @@ impl SServer {
         let port = free_tcp_port();
         let out = pki.path(&format!("s_server-{port}.out"));
         let mut cmd = Command::new(openssl);
-        cmd.args(["s_server", "-accept", &format!("127.0.0.1:{port}"), "-quiet"])
-            .arg("-cert")
-            .arg(pki.path("server.pem"))
-            .arg("-key")
-            .arg(pki.path("server.key"));
+        cmd.args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-quiet",
+        ])
+        .arg("-cert")
+        .arg(pki.path("server.pem"))
+        .arg("-key")
+        .arg(pki.path("server.key"));
         if client_ca {
             cmd.args(["-Verify", "1", "-verify_return_error"])
                 .arg("-CAfile")
