@@ -31,6 +31,7 @@ pub mod deliver;
 pub mod exposition;
 pub mod flush;
 pub mod flusher;
+pub mod forward;
 pub mod front;
 pub mod gate;
 pub mod http;
