@@ -188,11 +188,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return relay_test(&config);
         }
         apply_flags(&cli, &mut config)?;
-        return serve(config, reload_source(&cli));
+        return serve(config, reload_source(&cli), false);
     }
 
     let config = load_config(&cli)?;
-    serve(config, reload_source(&cli))
+    serve(config, reload_source(&cli), cli.statsd_config.is_some())
 }
 
 /// The config of a plain `statsyard` run: the file (or the embedded
@@ -246,7 +246,11 @@ fn reload_source(cli: &Cli) -> statsyard::server::Source {
     }
 }
 
-fn serve(config: Config, source: statsyard::server::Source) -> anyhow::Result<ExitCode> {
+fn serve(
+    config: Config,
+    source: statsyard::server::Source,
+    cli_statsd_config: bool,
+) -> anyhow::Result<ExitCode> {
     let source = match init_logging(&config.log)? {
         Some(set_level) => source.with_log_level(set_level),
         None => source,
@@ -258,8 +262,42 @@ fn serve(config: Config, source: statsyard::server::Source) -> anyhow::Result<Ex
         .thread_name("statsyard")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(server::run_with(config, source))?;
+    // Under --statsd-config, say on stdout what the reference says once it
+    // listens: scripts and the reference's own tests wait for it.
+    let say_up = cli_statsd_config;
+    runtime.block_on(server::run_with_ready(config, source, |_| {
+        if say_up {
+            println!("{} - server is up INFO", node_util_log_time());
+        }
+    }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The time as node's `util.log` prints it (`6 Dec 20:54:12`), in UTC.
+fn node_util_log_time() -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!(
+        "{day} {} {:02}:{:02}:{:02}",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The config of `statsyard relay`: the file's (or the embedded default),

@@ -15,10 +15,20 @@ pub async fn run(config: Config) -> Result<(), ReloadError> {
 
 /// [`run`], reloading from `source` on SIGHUP.
 pub async fn run_with(config: Config, source: Source) -> Result<(), ReloadError> {
+    run_with_ready(config, source, |_| {}).await
+}
+
+/// [`run_with`], calling `ready` once everything listens.
+pub async fn run_with_ready(
+    config: Config,
+    source: Source,
+    ready: impl FnOnce(&Running),
+) -> Result<(), ReloadError> {
     // Watch SIGHUP before anything starts: its default action ends the
     // process, and `systemctl reload` may come at any time.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let running = start_with(config, source).await?;
+    ready(&running);
     reload_on_sighup_until_stopped(&running, hup).await;
     tracing::info!("signal received, shutting down");
     running.shutdown();

@@ -78,6 +78,10 @@ pub struct Registry {
     /// Every link the state was published through (the options of the start
     /// and of each reload), so that a new state reaches every shard.
     links: Vec<AdmissionLink>,
+    /// statsyard's own series (the `statsd.*` counters and gauges the
+    /// flusher sets itself): they never went through the admission check,
+    /// so a rebuilt state does not count them against the limits either.
+    internal: std::collections::HashSet<MetricKey, foldhash::fast::RandomState>,
 }
 
 /// Count `key` as live if it is not (the registry just took it in).
@@ -108,9 +112,8 @@ impl Registry {
     }
 
     /// A fresh admission state for the current limits that counts every
-    /// series held now, or `None` without limits. (After a reload that
-    /// includes the few `statsd.*` counters the flusher adds itself, which
-    /// are otherwise never counted.)
+    /// client series held now (not statsyard's own), or `None` without
+    /// limits.
     fn build_admission(&self) -> Option<Arc<Admission>> {
         if self.opts.limits.is_unlimited() {
             return None;
@@ -124,7 +127,9 @@ impl Registry {
         ];
         for (class, keys) in classes {
             for k in keys {
-                a.ensure(class, k.as_bytes());
+                if !self.internal.contains(k) {
+                    a.ensure(class, k.as_bytes());
+                }
             }
         }
         Some(Arc::new(a))
@@ -268,12 +273,29 @@ impl Registry {
     }
 
     /// Add to a counter directly (the `statsd.*` internal counters), creating
-    /// it if needed: `add_counter(key, 0.0)` makes a counter report 0.
+    /// it if needed: `add_counter(key, 0.0)` makes a counter report 0. A
+    /// counter created here is statsyard's own: not counted against the
+    /// series limits.
     pub fn add_counter(&mut self, key: &[u8], value: f64) {
         match self.counters.get_mut(key) {
             Some(total) => counter::accumulate(total, value),
             None => {
-                self.counters.insert(MetricKey::new(key), value);
+                let key = MetricKey::new(key);
+                self.internal.insert(key.clone());
+                self.counters.insert(key, value);
+            }
+        }
+    }
+
+    /// A client's counter saved at the last shutdown (`persist_counters`):
+    /// added as if it had arrived, and counted against the limits.
+    pub fn restore_counter(&mut self, key: &[u8], value: f64) {
+        match self.counters.get_mut(key) {
+            Some(total) => counter::accumulate(total, value),
+            None => {
+                let key = MetricKey::new(key);
+                ensure(&self.admission, 0, &key);
+                self.counters.insert(key, value);
             }
         }
     }
@@ -285,8 +307,9 @@ impl Registry {
             // running, as the reference's separate `gaugesTTL` map does.
             Some(g) => g.value = value,
             None => {
-                self.gauges
-                    .insert(MetricKey::new(key), Gauge { value, ttl: None });
+                let key = MetricKey::new(key);
+                self.internal.insert(key.clone());
+                self.gauges.insert(key, Gauge { value, ttl: None });
             }
         }
     }
@@ -450,7 +473,9 @@ impl Registry {
         };
         match removed {
             Some(k) => {
-                forget(&self.admission, c, &k);
+                if !self.internal.remove(&k) {
+                    forget(&self.admission, c, &k);
+                }
                 true
             }
             None => false,

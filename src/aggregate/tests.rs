@@ -584,6 +584,35 @@ fn new_limits_from_a_reload_reach_old_and_new_shards() {
 }
 
 #[test]
+fn statsyards_own_series_do_not_count_against_rebuilt_limits() {
+    let old = limited(5, &[]);
+    let mut reg = Registry::new(&old);
+    let mut shard = Shard::new(&old);
+    for i in 0..5 {
+        shard.insert(&c(&format!("k{i}"), 1.0, 1.0));
+    }
+    reg.merge(shard.take());
+    // What the flusher adds at every flush.
+    for name in ["statsd.bad_lines_seen", "statsd.statsyard.series_dropped"] {
+        reg.add_counter(name.as_bytes(), 0.0);
+    }
+    reg.set_gauge(b"statsd.timestamp_lag", 0.0);
+    assert_eq!(reg.live_series(), Some(5));
+    // A reload that raises the limit rebuilds the state from what is held:
+    // the client's five series, not statsyard's own three.
+    let new = limited(7, &[]);
+    reg.set_options(&new);
+    assert_eq!(reg.live_series(), Some(5));
+    let mut shard = Shard::new(&new);
+    assert_eq!(shard.insert(&c("n1", 1.0, 1.0)), Inserted::Ok);
+    assert_eq!(shard.insert(&c("n2", 1.0, 1.0)), Inserted::Ok);
+    assert!(refused(shard.insert(&c("n3", 1.0, 1.0))));
+    // Deleting one of statsyard's own frees no client slot.
+    assert!(reg.remove(MetricType::Counter, b"statsd.bad_lines_seen"));
+    assert_eq!(reg.live_series(), Some(7));
+}
+
+#[test]
 fn ten_thousand_new_keys_against_a_small_limit() {
     let opts = limited(100, &[]);
     let mut reg = Registry::new(&opts);

@@ -758,7 +758,9 @@ fn graphite_sink(obj: &Obj, warnings: &mut Vec<String>) -> Result<Option<RawSink
     Ok(Some(
         RawSink::new("graphite")
             .set("address", host_port(&host, port))
-            .set("protocol", if pickle { "pickle" } else { "text" }),
+            .set("protocol", if pickle { "pickle" } else { "text" })
+            // A connection per flush, as the reference's backend opens one.
+            .set("connection", "per_flush"),
     ))
 }
 

@@ -1116,6 +1116,7 @@ mod tests {
             backoff_max: Duration::from_secs(30),
             spool: None,
             tls: None,
+            per_flush: false,
         };
         assert_eq!(
             c.sinks,

@@ -51,6 +51,8 @@ pub struct FeedConfig {
     pub spool: Option<SpoolConfig>,
     /// TLS to the destination; `None`: plaintext.
     pub tls: Option<super::transport::TlsConnect>,
+    /// A connection per entry (see [`StreamConfig::per_entry`]).
+    pub per_entry: bool,
 }
 
 /// Run one destination of a sink until `rx` closes, then deliver what is
@@ -76,6 +78,7 @@ pub async fn run<F: Feed>(
         // while it delivers: wait for it as long as it may take.
         spool_wait: cfg.shutdown_timeout + Duration::from_secs(2),
         tls: cfg.tls,
+        per_entry: cfg.per_entry,
     };
     let source = FeedSource {
         rx,
@@ -238,6 +241,7 @@ mod tests {
             shutdown_timeout: shutdown,
             spool: None,
             tls: None,
+            per_entry: false,
         }
     }
 
@@ -326,6 +330,29 @@ mod tests {
             .unwrap();
         assert_eq!(get(&stats.dropped), 2);
         assert_eq!(get(&stats.buffered_bytes), 0);
+    }
+
+    #[tokio::test]
+    async fn per_entry_sends_each_entry_on_its_own_connection_and_closes_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut cfg = config(addr, 1 << 20, Duration::from_secs(5));
+        cfg.per_entry = true;
+        let (tx, stats, task) = spawn(cfg);
+        for m in ["one 1 1\n", "two 2 1\n", "three 3 1\n"] {
+            tx.send(m).await.unwrap();
+        }
+        // Each connection carries one entry and ends (our FIN), so reading
+        // it to the end returns that entry alone.
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (conn, _) = listener.accept().await.unwrap();
+            got.push(read_all(conn).await);
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(got, ["one 1 1\n", "two 2 1\n", "three 3 1\n"]);
+        assert_eq!(get(&stats.lines_sent), 3);
     }
 
     #[tokio::test]

@@ -101,6 +101,12 @@ pub struct StreamConfig {
     pub spool_wait: Duration,
     /// TLS to the destination; `None`: plaintext.
     pub tls: Option<TlsConnect>,
+    /// One connection per entry (buffer mode): connect, write the entry,
+    /// close, as the reference statsd's graphite backend does per flush (a
+    /// load balancer in front of several receivers then spreads flushes,
+    /// and a receiver reading "until the connection closes" gets one flush
+    /// each time). `false`: one persistent connection.
+    pub per_entry: bool,
 }
 
 /// What [`Source::wait`] saw.
@@ -379,6 +385,19 @@ impl<S: Source> Engine<S> {
     /// Where the next write takes its bytes from (see the module doc for the
     /// order of each mode).
     fn pick(&self) -> Src {
+        let src = self.pick_any();
+        if !self.cfg.per_entry {
+            return src;
+        }
+        // One entry per connection.
+        match src {
+            Src::Buffer(_) => Src::Buffer(1),
+            Src::Replay(_) => Src::Replay(1),
+            Src::Nothing => Src::Nothing,
+        }
+    }
+
+    fn pick_any(&self) -> Src {
         let (buffer, replay) = (&self.store.buffer, &self.store.replay);
         // An entry partly written on this connection is finished first:
         // anything else now would tear its line.
@@ -421,7 +440,11 @@ impl<S: Source> Engine<S> {
                 }));
             }
             Event::Connected(Ok(stream)) => {
-                tracing::info!(output = %self.cfg.output, addr = %self.cfg.addr, "connected");
+                if self.cfg.per_entry {
+                    tracing::debug!(output = %self.cfg.output, addr = %self.cfg.addr, "connected");
+                } else {
+                    tracing::info!(output = %self.cfg.output, addr = %self.cfg.addr, "connected");
+                }
                 self.store.buffer.rewind();
                 self.store.replay.rewind();
                 self.front_started = None;
@@ -489,6 +512,19 @@ impl<S: Source> Engine<S> {
             self.store.replayed(completed).await;
         } else if self.cfg.mode == Mode::Pull {
             self.credit = 1;
+        }
+        if self.cfg.per_entry {
+            // Its entry is written: close (our FIN ends the receiver's
+            // read), and connect again for the next one.
+            let conn = std::mem::replace(
+                &mut self.conn,
+                Conn::Down {
+                    retry_at: Instant::now(),
+                },
+            );
+            if let Conn::Up(stream) = conn {
+                stream.shutdown().await;
+            }
         }
     }
 

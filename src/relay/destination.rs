@@ -549,6 +549,7 @@ pub async fn run(
         // while it delivers.
         spool_wait: Duration::from_secs(15),
         tls: dest.tls.clone(),
+        per_entry: false,
     };
     let source = DestSource {
         index,

@@ -660,7 +660,7 @@ fn restore_state(registry: &mut Registry, conf: &crate::config::StateConfig) {
         registry.restore_gauge(key, *value, *ttl);
     }
     for (key, value) in &state.counters {
-        registry.add_counter(key, *value);
+        registry.restore_counter(key, *value);
     }
     tracing::info!(
         %path,

@@ -65,6 +65,9 @@ struct RawGraphite {
     /// TLS to the carbon receiver: `{ ca_file, cert_file, key_file,
     /// server_name, insecure_skip_verify }`; unset: plaintext.
     tls: Option<RawTlsClient>,
+    /// `persistent` (one connection, kept) or `per_flush` (a connection per
+    /// flush, closed after it, as the reference statsd does).
+    connection: Option<String>,
 }
 
 const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
@@ -107,9 +110,20 @@ impl SinkKind for Kind {
         check_nonzero(backoff_min).map_err(|r| cx.bad("backoff_min", r))?;
         let backoff_max = raw.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
         check_backoff(backoff_min, backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
+        let per_flush = match raw.connection.as_deref() {
+            None | Some("persistent") => false,
+            Some("per_flush") => true,
+            Some(other) => {
+                return Err(cx.bad(
+                    "connection",
+                    format!("{other:?}: expected \"persistent\" or \"per_flush\""),
+                ))
+            }
+        };
         Ok(Arc::new(GraphiteConfig {
             address,
             protocol,
+            per_flush,
             buffer_bytes: raw.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
             connect_timeout,
             backoff_min,
@@ -172,6 +186,8 @@ pub struct GraphiteConfig {
     pub spool: Option<SpoolConfig>,
     /// TLS to the receiver; `None`: plaintext.
     pub tls: Option<TlsClient>,
+    /// A connection per flush, closed after it (the reference's way).
+    pub per_flush: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +246,7 @@ impl Sink for GraphiteSink {
             shutdown_timeout: s.shutdown_timeout,
             spool: s.config.spool.clone(),
             tls: s.tls.clone(),
+            per_entry: s.config.per_flush,
         };
         let feed = GraphiteFeed::new(
             s.name,
@@ -429,6 +446,7 @@ mod tests {
             backoff_max: Duration::from_millis(40),
             spool: None,
             tls: None,
+            per_flush: false,
         };
         let s = GraphiteSink::new(
             "graphite".into(),

@@ -353,6 +353,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
             shutdown_timeout: s.shutdown_timeout,
             spool: None,
             tls: None,
+            per_entry: false,
         };
         tasks.push(tokio::spawn(feed::run(cfg, s.stats.clone(), drx, LineFeed)));
         outs.push((dest.as_str(), tx, Throttle::new()));

@@ -14,6 +14,7 @@ mod output_surface;
 mod persist;
 mod prometheus;
 mod props;
+mod reference_tests;
 mod relay;
 mod relay_oracle;
 mod reload;
