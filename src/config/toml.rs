@@ -594,7 +594,8 @@ mod tests {
                 64,
                 "console",
                 ConsoleConfig {
-                    format: ConsoleFormat::Text
+                    format: ConsoleFormat::Text,
+                    self_metrics: false,
                 }
             )]
         );
@@ -1085,7 +1086,8 @@ mod tests {
                     3,
                     "console",
                     ConsoleConfig {
-                        format: ConsoleFormat::Json
+                        format: ConsoleFormat::Json,
+                        self_metrics: false,
                     }
                 ),
             ]
@@ -1133,7 +1135,7 @@ mod tests {
         ("[flush]\ncalculated_timer_metrics = [\"count\", \"p99\"]", "flush.calculated_timer_metrics[1]", "unknown timer metric"),
         ("[flush]\nshutdown_timeout = \"0s\"", "flush.shutdown_timeout", "longer than 0s"),
         ("[log]\nlevel = \"statsyard=loud\"", "log.level", "filter directive"),
-        ("[[sink]]\ntype = \"console\"\nport = 1", "sink[0].port", "not a key of a console sink (its keys: type, name, queue, format)"),
+        ("[[sink]]\ntype = \"console\"\nport = 1", "sink[0].port", "not a key of a console sink (its keys: type, name, queue, format, self_metrics)"),
         ("[[sink]]\ntype = \"x\"", "sink[0].type", "unknown sink type \"x\" (known: \"console\", \"graphite\""),
         ("[[sink]]\ntype = \"graphite\"", "sink[0].address", "needs `address"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbuffer_bytes = \"big\"", "sink[0].buffer_bytes", "invalid type"),

@@ -111,3 +111,186 @@ type = "console"
     assert!(status.success(), "exit status {status:?}");
     assert!(rest.contains("stats_counts.last 1 "), "{rest}");
 }
+
+/// Start the binary with `toml`; returns it, its UDP address (from the
+/// "listening" log line) and its stdout.
+fn spawn_with_console(
+    toml: &str,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    BufReader<std::process::ChildStdout>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, toml).unwrap();
+    let mut child = bin()
+        .args(["--config", &f.display().to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while addr.is_none() && Instant::now() < deadline {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if line.contains("listening") && line.contains("udp") {
+            addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .map(|a| a.parse::<std::net::SocketAddr>().unwrap());
+        }
+    }
+    let addr = addr.expect("a listening line with addr=");
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+    });
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, addr, stdout, dir)
+}
+
+/// Read stdout until `done(all so far)`, at most 20 s.
+fn read_until(
+    out: &mut BufReader<std::process::ChildStdout>,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(&text) && Instant::now() < deadline {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    text
+}
+
+/// The README's tour: each flush is one block, a header, the user's series
+/// sorted by key, and one summary line for the self-metrics.
+#[test]
+fn console_prints_one_sorted_block_per_flush() {
+    let (mut child, addr, mut stdout, _dir) = spawn_with_console(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+[flush]
+interval = "1s"
+[http]
+enabled = false
+[admin]
+enabled = false
+[[sink]]
+type = "console"
+"#,
+    );
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // One datagram, so that one flush holds all of it.
+    s.send_to(b"foo:1|c\nlat:12|ms\nlat:30|ms|@0.5\nq;env=prod:3|g", addr)
+        .unwrap();
+    let text = read_until(&mut stdout, |t| {
+        t.contains("stats.gauges.q;env=prod 3 ")
+            && t.lines().last().is_some_and(|l| l.starts_with("# statsd:"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    // The block that holds the tour.
+    let block: Vec<&str> = text
+        .split("# flush ")
+        .find(|b| b.contains("stats.gauges.q;env=prod"))
+        .unwrap_or_else(|| panic!("no block with the tour in\n{text}"))
+        .lines()
+        .collect();
+    assert!(
+        block[0].ends_with(", interval 1s, 3 series"),
+        "header {:?}",
+        block[0]
+    );
+    let names: Vec<&str> = block[1..block.len() - 1]
+        .iter()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "stats.foo",
+            "stats_counts.foo",
+            "stats.timers.lat.count_90",
+            "stats.timers.lat.mean_90",
+            "stats.timers.lat.upper_90",
+            "stats.timers.lat.sum_90",
+            "stats.timers.lat.sum_squares_90",
+            "stats.timers.lat.std",
+            "stats.timers.lat.upper",
+            "stats.timers.lat.lower",
+            "stats.timers.lat.sum",
+            "stats.timers.lat.sum_squares",
+            "stats.timers.lat.mean",
+            "stats.timers.lat.median",
+            "stats.timers.lat.count",
+            "stats.timers.lat.count_ps",
+            "stats.gauges.q;env=prod",
+        ],
+        "{text}"
+    );
+    let summary = block.last().unwrap();
+    assert!(
+        summary.starts_with("# statsd: 4 lines in 1 packet, 0 bad; ")
+            && summary.ends_with("self-metric lines not shown (self_metrics = true)"),
+        "{summary}"
+    );
+    assert!(!text.lines().any(|l| l.contains("statsd.")), "{text}");
+}
+
+/// `self_metrics = true` prints the self-metrics after the user's series.
+#[test]
+fn console_self_metrics_on_request() {
+    let (mut child, addr, mut stdout, _dir) = spawn_with_console(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+[flush]
+interval = "500ms"
+[http]
+enabled = false
+[admin]
+enabled = false
+[[sink]]
+type = "console"
+self_metrics = true
+"#,
+    );
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"foo:1|c", addr).unwrap();
+    let text = read_until(&mut stdout, |t| {
+        t.contains("stats_counts.foo 1 ") && t.contains("graphiteStats.calculationtime")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let block: Vec<&str> = text
+        .split("# flush ")
+        .find(|b| b.contains("stats_counts.foo 1 "))
+        .unwrap()
+        .lines()
+        .collect();
+    assert_eq!(block[1].split(' ').next(), Some("stats.foo"), "{text}");
+    assert_eq!(
+        block[2].split(' ').next(),
+        Some("stats_counts.foo"),
+        "{text}"
+    );
+    assert!(block[3..].iter().all(|l| l.contains("statsd.")), "{text}");
+    assert!(block
+        .iter()
+        .any(|l| l.starts_with("stats_counts.statsd.metrics_received 1 ")));
+    assert!(!text.contains("# statsd:"), "{text}");
+}
