@@ -192,7 +192,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     keep!(listen.idle_timeout, "[statsd] idle_timeout");
     keep!(
         parse,
-        "[statsd] key_name_sanitize / tag_dialects / max_tags"
+        "[statsd] key_name_sanitize / tag_dialects / max_tags / gauge_deltas"
     );
     // The graphite sinks sanitise names exactly when ingest does not: the two
     // must follow the same `key_name_sanitize`.

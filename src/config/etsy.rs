@@ -303,6 +303,8 @@ fn translate(obj: &Obj) -> Result<Translated, Bad> {
     // The reference reads no tag syntax but DogStatsD's and Graphite's: a
     // name with `,` `#` or `[` is kept whole, as it would be there.
     raw.statsd.tag_dialects.clear();
+    // Nor does it limit the tags of a line: keep every line it would keep.
+    raw.statsd.max_tags = 0;
 
     raw.statsd.key_name_sanitize = match obj.get("keyNameSanitize") {
         None => true,
@@ -1073,6 +1075,8 @@ Optional Variables:
         assert_eq!(c.admin, Some("127.0.0.1:8126".parse().unwrap()));
         assert_eq!(c.http, Some("127.0.0.1:9102".parse().unwrap()));
         assert_eq!(c.parse.tag_dialects, crate::parse::tags::TagDialects::NONE);
+        assert_eq!(c.parse.max_tags, 0, "the reference keeps every tag");
+        assert!(c.parse.gauge_deltas);
         let c = ok("{ mgmt_address: '0.0.0.0', mgmt_port: 9999 }");
         assert_eq!(c.admin, Some("0.0.0.0:9999".parse().unwrap()));
         let c = ok("{ mgmt_address: '::1' }");

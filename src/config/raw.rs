@@ -124,6 +124,9 @@ pub struct RawStatsd {
     pub series_limits: Vec<RawSeriesLimit>,
     /// Most tags on one line; a line with more is dropped and counted. 0: no limit.
     pub max_tags: usize,
+    /// A signed gauge value (`g:-3|g`) changes the current value, as in the
+    /// reference statsd; `false` sets it, as DogStatsD clients mean it.
+    pub gauge_deltas: bool,
 }
 
 /// A `[statsd] series_limits` entry.
@@ -155,6 +158,7 @@ impl Default for RawStatsd {
             max_series: crate::aggregate::DEFAULT_MAX_SERIES,
             series_limits: Vec::new(),
             max_tags: crate::parse::statsd::DEFAULT_MAX_TAGS,
+            gauge_deltas: true,
         }
     }
 }

@@ -363,6 +363,7 @@ fn validate_inner(
             tag_dialects: TagDialects::from_names(&tag_dialects)
                 .map_err(|e| bad("statsd.tag_dialects", e.to_string()))?,
             max_tags: s.max_tags,
+            gauge_deltas: s.gauge_deltas,
         },
         aggregate,
         compute,
@@ -626,6 +627,7 @@ mod tests {
                 sanitize: true,
                 tag_dialects: TagDialects::ALL,
                 max_tags: 64,
+                gauge_deltas: true,
             }
         );
         assert_eq!(c.aggregate, AggregateOptions::default());
@@ -751,6 +753,7 @@ mod tests {
                 sanitize: false,
                 tag_dialects: TagDialects::ALL,
                 max_tags: 64,
+                gauge_deltas: true,
             }
         );
         assert!(c.naming.sanitize_names);

@@ -61,6 +61,10 @@ pub struct ParseOptions {
     /// key (empty tags dropped, duplicates kept); a line with more is
     /// rejected with [`ParseError::TooManyTags`]. 0: no limit.
     pub max_tags: usize,
+    /// A gauge value written with a sign (`g:-3|g`) is a change of the
+    /// current value, as in the reference statsd (`[statsd] gauge_deltas`,
+    /// the default). Off, it is the value itself, as DogStatsD means it.
+    pub gauge_deltas: bool,
 }
 
 /// The default `[statsd] max_tags`: far more than any client sends (a
@@ -74,6 +78,7 @@ impl Default for ParseOptions {
             sanitize: true,
             tag_dialects: TagDialects::ALL,
             max_tags: DEFAULT_MAX_TAGS,
+            gauge_deltas: true,
         }
     }
 }
@@ -246,6 +251,11 @@ impl StatsdParser {
             for raw in seg.values.split(|&b| b == b':') {
                 match value(kind, raw) {
                     Ok(value) => {
+                        // `gauge_deltas = false`: a signed gauge is its value.
+                        let value = match value {
+                            Value::GaugeDelta(n) if !self.opts.gauge_deltas => Value::Number(n),
+                            v => v,
+                        };
                         counts.metrics += 1;
                         h.metric(MetricRef {
                             key,
@@ -810,6 +820,26 @@ mod tests {
         // UTF-8 sequence in a key is U+FFFD.
         let (got, _, _) = run(opts, b"a\xff:1|c\na\xfe:1|c");
         assert_eq!(got, vec![c("a\u{FFFD}", 1.0), c("a\u{FFFD}", 1.0)]);
+    }
+
+    /// `gauge_deltas = false`: a sign is part of the value (DogStatsD).
+    #[test]
+    fn gauge_deltas_off() {
+        let opts = ParseOptions {
+            gauge_deltas: false,
+            ..ParseOptions::default()
+        };
+        check(
+            opts,
+            &[
+                (b"g:-3|g", vec![n("g", Gauge, -3.0)]),
+                (b"g:+3|g", vec![n("g", Gauge, 3.0)]),
+                (b"g:3|g", vec![n("g", Gauge, 3.0)]),
+                (b"g:1:-2|g", vec![n("g", Gauge, 1.0), n("g", Gauge, -2.0)]),
+                // Only gauges have deltas.
+                (b"c:-3|c", vec![c("c", -3.0)]),
+            ],
+        );
     }
 
     /// Every tag dialect gives the DogStatsD line's key.

@@ -375,3 +375,20 @@ udp_recv_buffer = 2048
     );
     server.stop();
 }
+
+/// `gauge_deltas = false` (DogStatsD): a signed gauge value is the value.
+#[test]
+fn gauge_deltas_off_reads_signed_gauges_as_values() {
+    for (deltas, want) in [(true, "7"), (false, "-3")] {
+        let mut g = Graphite::start();
+        let server = Server::start(statsd_config(
+            &format!("udp = [\"127.0.0.1:0\"]\ngauge_deltas = {deltas}"),
+            g.addr,
+        ));
+        send_udp(server.udp(), &[b"temp:10|g\ntemp:-3|g\nup:+2|g"]);
+        assert_eq!(g.value_of("stats.gauges.temp", secs(10)), want, "{deltas}");
+        // A delta on a gauge that does not exist yet starts it from 0.
+        assert_eq!(g.value_of("stats.gauges.up", secs(5)), "2");
+        server.stop();
+    }
+}
