@@ -6,12 +6,16 @@
 //! `;`. The keys are translated into a [`RawConfig`] with the reference's
 //! defaults and falsy-value rules (`config.port || 8125` ...) and validated by
 //! the same code as statsyard.toml; everything a `config.js` cannot say takes
-//! statsyard's defaults.
+//! statsyard's defaults. The few JavaScript forms real configs compute values
+//! with (`require('os').hostname()`, `process.env.X`, `||`, `+` on strings)
+//! are evaluated first ([`expr`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+mod expr;
 
 use super::raw::{RawBin, RawConfig, RawHistogram, RawSink, RawUnix};
 use super::{Config, ConfigError};
@@ -93,7 +97,8 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             "brackets nested {depth} deep; at most {MAX_NESTING} levels are supported"
         )));
     }
-    let value: Value = json5::from_str(&unwrap_expression(text)).map_err(|e| {
+    let evaluated = expr::evaluate(text, &expr::Process);
+    let mut value: Value = json5::from_str(&unwrap_expression(&evaluated.text)).map_err(|e| {
         let hint = if e.code() == Some(json5::ErrorCode::LeadingZero) {
             "; write an octal socket_mod as a string, e.g. '0660'"
         } else {
@@ -102,9 +107,14 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         syntax(format!(
             "{e}{hint} (statsyard reads config.js as data: only literal values \
              - numbers, strings, true/false/null, arrays and objects - are supported, \
-             not JavaScript expressions such as require(...), variables or arithmetic)"
+             and the expressions require('os').hostname(), process.env.NAME, parseInt(...), \
+             Number(...), `+` on strings and `||`; not other JavaScript such as variables, \
+             other functions or arithmetic)"
         ))
     })?;
+    if evaluated.undefined {
+        expr::prune_undefined(&mut value);
+    }
     let Value::Object(obj) = value else {
         return Err(syntax(
             "config.js must be one object literal: { key: value, ... }".to_string(),
@@ -1601,8 +1611,12 @@ Optional Variables:
     /// (config.js text, what the syntax error must contain)
     const SYNTAX: &[(&str, &[&str])] = &[
         (
-            "{\n  graphiteHost: 'g',\n  graphite: { globalSuffix: require('os').hostname() }\n}",
-            &["line 3", "only literal values", "require(...)"],
+            "{\n  graphiteHost: 'g',\n  graphite: { globalSuffix: require('os').hostname().split('.')[0] }\n}",
+            &["line 3", "only literal values", "require('os').hostname()"],
+        ),
+        (
+            "{\n  graphiteHost: os.hostname()\n}",
+            &["line 2", "only literal values"],
         ),
         ("{ port: 8125 + 1 }", &["line 1", "only literal values"]),
         (

@@ -294,3 +294,66 @@ self_metrics = true
         .any(|l| l.starts_with("stats_counts.statsd.metrics_received 1 ")));
     assert!(!text.contains("# statsd:"), "{text}");
 }
+
+/// A config.js that computes its values, as real ones do: the port from the
+/// environment with a fallback, the suffix from the host name, a prefix
+/// joined with `+`.
+#[test]
+fn config_js_with_environment_and_host_name() {
+    use crate::support::{free_port, Graphite, Proc};
+    let mut g = Graphite::start();
+    let udp = free_port(true).unwrap();
+    let mgmt = free_port(false).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let js = dir.path().join("config.js");
+    std::fs::write(
+        &js,
+        r#"{
+  port: parseInt(process.env.STATSYARD_IT_PORT) || 8125,
+  address: process.env.STATSYARD_IT_UNSET || '127.0.0.1',
+  mgmt_port: Number(process.env['STATSYARD_IT_MGMT']),
+  mgmt_address: '127.0.0.1',
+  graphiteHost: process.env.STATSYARD_IT_GRAPHITE_HOST,
+  graphitePort: process.env.STATSYARD_IT_GRAPHITE_PORT,
+  flushInterval: 300,
+  prefixStats: 'statsd_' + process.env.STATSYARD_IT_ENV,
+  graphite: { globalSuffix: require('os').hostname() },
+  // An unset variable leaves the key out, as undefined does in the reference.
+  dumpMessages: process.env.STATSYARD_IT_UNSET,
+}
+"#,
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let child = bin()
+        .args(["--statsd-config", &js.display().to_string()])
+        .args(["--http-address", "127.0.0.1:0"])
+        .env("STATSYARD_IT_PORT", udp.to_string())
+        .env("STATSYARD_IT_MGMT", mgmt.to_string())
+        .env("STATSYARD_IT_GRAPHITE_HOST", "127.0.0.1")
+        .env("STATSYARD_IT_GRAPHITE_PORT", g.addr.port().to_string())
+        .env("STATSYARD_IT_ENV", "ci")
+        .env_remove("STATSYARD_IT_UNSET")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let child = Proc(child);
+    child.wait_tcp(format!("127.0.0.1:{mgmt}").parse().unwrap());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"foo:3|c", ("127.0.0.1", udp)).unwrap();
+    let name = format!("stats_counts.foo.{host}");
+    assert_eq!(g.value_of(&name, Duration::from_secs(20)), "3");
+    // The prefix: `statsd_` + the variable.
+    g.until(Duration::from_secs(5), |ls| {
+        ls.iter()
+            .any(|l| l.name == format!("stats_counts.statsd_ci.metrics_received.{host}"))
+    });
+    child.term();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("WARN"), "{log}");
+}
