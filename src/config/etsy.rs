@@ -459,7 +459,13 @@ fn listeners(
                 Some(v) if !falsy(v) => Some(socket_mode(&key("socket_mod"), v)?),
                 _ => None,
             };
-            raw.statsd.unix.push(RawUnix { path, mode });
+            // The reference's tcp server reads newline-delimited lines.
+            raw.statsd.unix.push(RawUnix {
+                path,
+                mode,
+                kind: None,
+                framing: Some("newline".into()),
+            });
         } else {
             let addr = listen_addr(&key("address"), address.as_deref(), port, Family::Tcp)?;
             raw.statsd.tcp.push(addr.to_string());

@@ -91,7 +91,8 @@ pub struct RawStatsd {
     pub udp: Vec<String>,
     /// TCP listen addresses (`IP:port`); `[]` disables TCP. Lines end with `\n`.
     pub tcp: Vec<String>,
-    /// Unix stream socket listeners.
+    /// Unix socket listeners: stream (newline-delimited or DogStatsD's
+    /// length-prefixed framing) or datagram (DogStatsD's `unixgram`).
     pub unix: Vec<RawUnix>,
     /// Longest accepted TCP/unix line, in bytes; longer lines are dropped and counted.
     pub max_line_length: usize,
@@ -172,6 +173,16 @@ pub struct RawUnix {
     /// File mode applied after binding, as an octal string (`"0660"`); unset keeps the umask's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// `stream` (the default: connections, like TCP) or `datagram` (one
+    /// packet per datagram, DogStatsD's `unixgram`, like UDP).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A stream socket's framing: `newline` (lines end with `\n`, as over
+    /// TCP), `length` (DogStatsD's `unixstream`: each payload after its
+    /// 4-byte little-endian length) or `auto` (the default: each
+    /// connection's first four bytes tell which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<String>,
 }
 
 /// `[flush]`: the interval and what each flush computes.

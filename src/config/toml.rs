@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::raw::{RawBin, RawConfig, RawLogFormat, RawSeriesLimit, RawSink};
-use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
+use super::{Config, ConfigError, Framing, ListenConfig, LogConfig, UnixKind, UnixListen};
 use crate::aggregate::{AggregateOptions, PrefixLimit, SeriesLimits};
 use crate::check::{
     bad, check_interval, check_nonzero, check_percentile, listen_addrs, parse_listen_addr,
@@ -176,9 +176,37 @@ fn validate_inner(
             None => None,
             Some(m) => Some(parse_mode(m).map_err(|r| bad(format!("statsd.unix[{i}].mode"), r))?),
         };
+        let framing = match u.framing.as_deref() {
+            None | Some("auto") => Framing::Auto,
+            Some("newline") => Framing::Newline,
+            Some("length") => Framing::Length,
+            Some(other) => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].framing"),
+                    format!("{other:?}: expected \"auto\", \"newline\" or \"length\""),
+                ))
+            }
+        };
+        let kind = match u.kind.as_deref() {
+            None | Some("stream") => UnixKind::Stream(framing),
+            Some("datagram") if u.framing.is_none() => UnixKind::Datagram,
+            Some("datagram") => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].framing"),
+                    "a datagram socket has no framing: each datagram is one packet",
+                ))
+            }
+            Some(other) => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].type"),
+                    format!("{other:?}: expected \"stream\" or \"datagram\""),
+                ))
+            }
+        };
         unix.push(UnixListen {
             path: PathBuf::from(&u.path),
             mode,
+            kind,
         });
     }
     if s.max_line_length == 0 {
@@ -703,7 +731,8 @@ mod tests {
             [statsd]
             udp = ["127.0.0.1:9125", "[::1]:9125"]
             tcp = []
-            unix = [{ path = "/run/s.sock", mode = "0660" }, { path = "rel.sock" }]
+            unix = [{ path = "/run/s.sock", mode = "0660" }, { path = "rel.sock" },
+                    { path = "g.sock", type = "datagram" }, { path = "l.sock", framing = "length" }]
             udp_recv_buffer = 0
             idle_timeout = "0s"
             key_name_sanitize = false
@@ -737,11 +766,23 @@ mod tests {
             vec![
                 UnixListen {
                     path: "/run/s.sock".into(),
-                    mode: Some(0o660)
+                    mode: Some(0o660),
+                    kind: UnixKind::Stream(Framing::Auto),
                 },
                 UnixListen {
                     path: "rel.sock".into(),
-                    mode: None
+                    mode: None,
+                    kind: UnixKind::Stream(Framing::Auto),
+                },
+                UnixListen {
+                    path: "g.sock".into(),
+                    mode: None,
+                    kind: UnixKind::Datagram,
+                },
+                UnixListen {
+                    path: "l.sock".into(),
+                    mode: None,
+                    kind: UnixKind::Stream(Framing::Length),
                 },
             ]
         );
@@ -1107,6 +1148,9 @@ mod tests {
         ("[statsd]\nunix = [{ path = \"a\", mode = \"0890\" }]", "statsd.unix[0].mode", "octal"),
         ("[statsd]\nunix = [{ path = \"a\", mode = \"17777\" }]", "statsd.unix[0].mode", "octal"),
         ("[statsd]\nunix = [{ path = \"a\", mode = \"\" }]", "statsd.unix[0].mode", "octal"),
+        ("[statsd]\nunix = [{ path = \"a\", type = \"seqpacket\" }]", "statsd.unix[0].type", "\"stream\" or \"datagram\""),
+        ("[statsd]\nunix = [{ path = \"a\", framing = \"crlf\" }]", "statsd.unix[0].framing", "\"auto\", \"newline\" or \"length\""),
+        ("[statsd]\nunix = [{ path = \"a\", type = \"datagram\", framing = \"length\" }]", "statsd.unix[0].framing", "no framing"),
         ("[statsd]\nmax_line_length = 0", "statsd.max_line_length", "at least 1"),
         ("[statsd]\nmax_connections = 0", "statsd.max_connections", "at least 1"),
         (
@@ -1277,6 +1321,8 @@ mod tests {
                 unix: vec![RawUnix {
                     path: "p".into(),
                     mode: Some("0660".into()),
+                    kind: Some("stream".into()),
+                    framing: Some("auto".into()),
                 }],
                 ..RawStatsd::default()
             },

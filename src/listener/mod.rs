@@ -1,5 +1,6 @@
-//! Listeners: bytes in. UDP runs on dedicated receive threads ([`udp`]); TCP
-//! and unix streams run on tokio ([`stream`], [`tcp`], [`unix`]).
+//! Listeners: bytes in. UDP and unix datagram sockets run on dedicated
+//! receive threads ([`udp`], [`unixgram`]); TCP and unix streams run on
+//! tokio ([`stream`], [`tcp`], [`unix`]).
 //!
 //! Every listener hands what it reads to an [`Ingest`], which parses straight
 //! out of the receive buffer into the listener's own [`Shard`]; the flusher
@@ -10,6 +11,7 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod unix;
+pub mod unixgram;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -18,8 +18,9 @@ use super::ReloadError;
 use crate::aggregate::Shard;
 use crate::config::diff::ListenAddr;
 use crate::config::Config;
-use crate::listener::stream::StreamCtx;
-use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::config::UnixKind;
+use crate::listener::stream::{Framing, StreamCtx};
+use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
@@ -30,7 +31,9 @@ enum Socket {
     /// One per receive thread (SO_REUSEPORT), each with its own shard.
     Udp(Vec<(std::net::UdpSocket, SharedShard)>),
     Tcp(TcpListener),
-    Unix(UnixListener),
+    Unix(UnixListener, Framing),
+    /// A unix datagram socket, read by its own thread into its own shard.
+    Unixgram(std::os::unix::net::UnixDatagram, SharedShard),
     Carbon(TcpListener, carbon::StreamKind),
     CarbonUdp(UdpSocket),
 }
@@ -46,6 +49,7 @@ impl Bound {
             .iter()
             .flat_map(|(_, s)| match s {
                 Socket::Udp(group) => group.iter().map(|(_, sh)| sh.clone()).collect(),
+                Socket::Unixgram(_, sh) => vec![sh.clone()],
                 _ => Vec::new(),
             })
             .collect()
@@ -60,7 +64,7 @@ pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
         let err = |source| ReloadError::Bind {
             proto: a.proto(),
             addr: match a {
-                ListenAddr::Unix(p) => p.display().to_string(),
+                ListenAddr::Unix(p) | ListenAddr::Unixgram(p) => p.display().to_string(),
                 ListenAddr::Udp(s)
                 | ListenAddr::Tcp(s)
                 | ListenAddr::CarbonTcp(s)
@@ -80,8 +84,20 @@ pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
             ),
             ListenAddr::Tcp(addr) => Socket::Tcp(tcp::bind(*addr).map_err(err)?),
             ListenAddr::Unix(path) => {
+                let u = l.unix.iter().find(|u| u.path == *path);
+                let framing = match u.map(|u| u.kind) {
+                    Some(UnixKind::Stream(f)) => f,
+                    _ => Framing::Auto,
+                };
+                let mode = u.and_then(|u| u.mode);
+                Socket::Unix(unix::bind(path, mode).map_err(err)?, framing)
+            }
+            ListenAddr::Unixgram(path) => {
                 let mode = l.unix.iter().find(|u| u.path == *path).and_then(|u| u.mode);
-                Socket::Unix(unix::bind(path, mode).map_err(err)?)
+                Socket::Unixgram(
+                    unixgram::bind(path, mode).map_err(err)?,
+                    Arc::new(Mutex::new(Shard::new(&c.aggregate))),
+                )
             }
             ListenAddr::CarbonTcp(addr) => {
                 Socket::Carbon(tcp::bind(*addr).map_err(err)?, carbon::StreamKind::Line)
@@ -104,7 +120,7 @@ pub type Started = Vec<(ListenAddr, Vec<SocketAddr>)>;
 /// The running listeners and what they share.
 pub struct Listeners {
     stops: Vec<(ListenAddr, CancellationToken)>,
-    /// Every UDP receive thread; [`Listeners::drain`] joins them.
+    /// Every UDP and unix datagram receive thread; [`Listeners::drain`] joins them.
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Stream connections share one shard: they are many and mostly quiet.
     stream_shard: SharedShard,
@@ -153,22 +169,45 @@ impl Listeners {
                 Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
                 Socket::Tcp(l) => {
                     let addr = l.local_addr().ok();
-                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let ctx = self.stream_ctx(c, stats, Framing::Newline, stop.clone());
                     let name = format!("tcp/{}", shown(addr, &key));
                     self.spawn(stats, &name, stop, l, move |l| {
                         tcp::accept_loop(l, ctx.clone())
                     });
                     addr.into_iter().collect()
                 }
-                Socket::Unix(l) => {
+                Socket::Unix(l, framing) => {
                     let ListenAddr::Unix(path) = key.clone() else {
                         continue;
                     };
-                    let ctx = self.stream_ctx(c, stats, stop.clone());
+                    let ctx = self.stream_ctx(c, stats, framing, stop.clone());
                     let name = format!("unix/{}", path.display());
                     self.spawn(stats, &name, stop, l, move |l| {
                         unix::accept_loop(l, path.clone(), ctx.clone())
                     });
+                    Vec::new()
+                }
+                Socket::Unixgram(socket, shard) => {
+                    let ListenAddr::Unixgram(path) = key.clone() else {
+                        continue;
+                    };
+                    let ingest = Ingest::new(
+                        &c.parse,
+                        shard,
+                        stats.clone(),
+                        self.raw.clone(),
+                        c.log.dump_messages,
+                    );
+                    let task = stats.task(&format!("unixgram/{}", path.display()));
+                    match unixgram::spawn(socket, path.clone(), ingest, stop, task) {
+                        Ok(h) => self.udp_threads.push(h),
+                        Err(e) => tracing::error!(
+                            proto = "unixgram",
+                            path = %path.display(),
+                            error = %e,
+                            "cannot start a receive thread"
+                        ),
+                    }
                     Vec::new()
                 }
                 Socket::Carbon(l, kind) => {
@@ -244,6 +283,7 @@ impl Listeners {
         &self,
         c: &Config,
         stats: &Arc<Stats>,
+        framing: Framing,
         stop: CancellationToken,
     ) -> Arc<StreamCtx> {
         Arc::new(StreamCtx {
@@ -253,6 +293,7 @@ impl Listeners {
             raw: self.raw.clone(),
             dump_messages: c.log.dump_messages,
             max_line_length: c.listen.max_line_length,
+            framing,
             idle_timeout: c.listen.idle_timeout,
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),
