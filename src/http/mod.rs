@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/health`, `/api/*` and `POST /-/reload`.
+//! The HTTP server: the status page (`/`), `/metrics`, `/health`, `/api/*`
+//! and `POST /-/reload`.
 //!
 //! Handlers read the live aggregation state through the flusher
 //! ([`crate::flusher::FlusherHandle`]): the registry has one owner,
@@ -10,3 +11,4 @@
 
 pub mod api;
 pub mod server;
+pub mod status;

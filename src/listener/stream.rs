@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::{Ingest, RawTap, SharedShard};
 use crate::parse::ParseOptions;
 use crate::shutdown::CancellationToken;
+use crate::stats::listener::ListenerStats;
 use crate::stats::{incr, Stats};
 
 /// After shutdown starts, a connection reads what is already buffered for at
@@ -54,6 +55,8 @@ pub struct StreamCtx {
     pub max_line_length: usize,
     /// How this listener's connections are cut into packets.
     pub framing: Framing,
+    /// The listener's counters; each connection gets a slot.
+    pub listener: Arc<ListenerStats>,
     pub idle_timeout: Option<Duration>,
     /// One permit per open connection (`max_connections`), shared by all stream listeners.
     pub connections: Arc<Semaphore>,
@@ -70,6 +73,7 @@ impl StreamCtx {
             self.raw.clone(),
             self.dump_messages,
         )
+        .counted_in(&self.listener)
     }
 
     /// Take a connection: serve it on its own task if a permit is free,

@@ -23,6 +23,7 @@ use crate::listener::stream::{Framing, StreamCtx};
 use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
+use crate::stats::listener::ListenerStats;
 use crate::stats::Stats;
 use crate::supervise::supervise_socket;
 
@@ -120,6 +121,9 @@ pub type Started = Vec<(ListenAddr, Vec<SocketAddr>)>;
 /// The running listeners and what they share.
 pub struct Listeners {
     stops: Vec<(ListenAddr, CancellationToken)>,
+    /// The per-listener counters each listener registered, to forget them
+    /// when a reload removes it.
+    counted: Vec<(ListenAddr, Arc<ListenerStats>)>,
     /// Every UDP and unix datagram receive thread; [`Listeners::drain`] joins them.
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Stream connections share one shard: they are many and mostly quiet.
@@ -138,6 +142,7 @@ impl Listeners {
     pub fn new(c: &Config) -> Listeners {
         Listeners {
             stops: Vec::new(),
+            counted: Vec::new(),
             udp_threads: Vec::new(),
             stream_shard: Arc::new(Mutex::new(Shard::new(&c.aggregate))),
             connections: Arc::new(Semaphore::new(c.listen.max_connections)),
@@ -169,7 +174,8 @@ impl Listeners {
                 Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
                 Socket::Tcp(l) => {
                     let addr = l.local_addr().ok();
-                    let ctx = self.stream_ctx(c, stats, Framing::Newline, stop.clone());
+                    let counted = self.count(&key, stats, "tcp", shown(addr, &key));
+                    let ctx = self.stream_ctx(c, stats, Framing::Newline, counted, stop.clone());
                     let name = format!("tcp/{}", shown(addr, &key));
                     self.spawn(stats, &name, stop, l, move |l| {
                         tcp::accept_loop(l, ctx.clone())
@@ -180,7 +186,8 @@ impl Listeners {
                     let ListenAddr::Unix(path) = key.clone() else {
                         continue;
                     };
-                    let ctx = self.stream_ctx(c, stats, framing, stop.clone());
+                    let counted = self.count(&key, stats, "unix", path.display().to_string());
+                    let ctx = self.stream_ctx(c, stats, framing, counted, stop.clone());
                     let name = format!("unix/{}", path.display());
                     self.spawn(stats, &name, stop, l, move |l| {
                         unix::accept_loop(l, path.clone(), ctx.clone())
@@ -191,13 +198,15 @@ impl Listeners {
                     let ListenAddr::Unixgram(path) = key.clone() else {
                         continue;
                     };
+                    let counted = self.count(&key, stats, "unixgram", path.display().to_string());
                     let ingest = Ingest::new(
                         &c.parse,
                         shard,
                         stats.clone(),
                         self.raw.clone(),
                         c.log.dump_messages,
-                    );
+                    )
+                    .counted_in(&counted);
                     let task = stats.task(&format!("unixgram/{}", path.display()));
                     match unixgram::spawn(socket, path.clone(), ingest, stop, task) {
                         Ok(h) => self.udp_threads.push(h),
@@ -259,13 +268,15 @@ impl Listeners {
                 (Err(_), ListenAddr::Udp(a)) => *a,
                 (Err(_), _) => continue,
             };
+            let counted = self.count(key, stats, "udp", addr.to_string());
             let ingest = Ingest::new(
                 &c.parse,
                 shard,
                 stats.clone(),
                 self.raw.clone(),
                 c.log.dump_messages,
-            );
+            )
+            .counted_in(&counted);
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
             match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
@@ -279,11 +290,27 @@ impl Listeners {
         addrs
     }
 
+    /// The counters of the listener `proto addr` (`key` in the config).
+    fn count(
+        &mut self,
+        key: &ListenAddr,
+        stats: &Stats,
+        proto: &'static str,
+        addr: String,
+    ) -> Arc<ListenerStats> {
+        let l = stats.listener(proto, &addr);
+        if !self.counted.iter().any(|(_, c)| Arc::ptr_eq(c, &l)) {
+            self.counted.push((key.clone(), l.clone()));
+        }
+        l
+    }
+
     fn stream_ctx(
         &self,
         c: &Config,
         stats: &Arc<Stats>,
         framing: Framing,
+        listener: Arc<ListenerStats>,
         stop: CancellationToken,
     ) -> Arc<StreamCtx> {
         Arc::new(StreamCtx {
@@ -294,6 +321,7 @@ impl Listeners {
             dump_messages: c.log.dump_messages,
             max_line_length: c.listen.max_line_length,
             framing,
+            listener,
             idle_timeout: c.listen.idle_timeout,
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),
@@ -350,6 +378,12 @@ impl Listeners {
             if let ListenAddr::Udp(a) = addr {
                 stats.remove_udp_socket(*a);
             }
+            self.counted.retain(|(a, l)| {
+                if a == addr {
+                    stats.remove_listener(l.proto, &l.addr);
+                }
+                a != addr
+            });
         }
     }
 

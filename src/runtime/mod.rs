@@ -468,9 +468,16 @@ impl Runtime {
         if old.as_ref().map(|o| &o.admin_token) != Some(&eff.admin_token) {
             self.front.admin_token.set(eff.admin_token.as_deref());
         }
+        let limits = &eff.aggregate.limits;
         self.front.set_settings(Settings {
             interval: eff.compute.interval,
             config_lines: crate::admin::config_lines(&eff),
+            max_series: limits.max_series,
+            series_limits: limits
+                .prefixes
+                .iter()
+                .map(|p| (p.prefix.clone(), p.max))
+                .collect(),
         });
         self.config = Some(eff);
         started

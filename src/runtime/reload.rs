@@ -100,6 +100,7 @@ impl Reloader {
         incr(&stats.reloads, 1);
         match self.try_reload(&mut rt).await {
             Ok(r) => {
+                stats.reloaded(true, summary(&r));
                 tracing::info!(
                     source = %r.source,
                     applied = ?r.applied,
@@ -118,6 +119,7 @@ impl Reloader {
             }
             Err(e) => {
                 incr(&stats.reload_failures, 1);
+                stats.reloaded(false, e.to_string());
                 tracing::error!(error = %e, "reload refused; the old config keeps running");
                 Err(e)
             }
@@ -168,6 +170,27 @@ impl Reloader {
             }
         }
         Ok(report)
+    }
+}
+
+/// What a reload did, in one line (the status page's "last reload").
+fn summary(r: &ReloadReport) -> String {
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("applied", &r.applied),
+        ("sinks added", &r.sinks_added),
+        ("sinks removed", &r.sinks_removed),
+        ("sinks changed", &r.sinks_changed),
+        ("need a restart", &r.restart_required),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no change".to_string()
+    } else {
+        parts.join("; ")
     }
 }
 

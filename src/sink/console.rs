@@ -160,15 +160,18 @@ impl Sink for ConsoleSink {
                         incr(&s.stats.flushes_sent, 1);
                         incr(&s.stats.lines_sent, lines as u64);
                         incr(&s.stats.bytes_sent, len as u64);
+                        s.stats.delivered();
                     }
                     Ok(Err(e)) => {
                         incr(&s.stats.errors, 1);
                         incr(&s.stats.dropped, 1);
+                        s.stats.failed(format!("cannot write to stdout: {e}"));
                         tracing::warn!(sink = %s.name, error = %e, "cannot write to stdout");
                     }
                     Err(e) => {
                         incr(&s.stats.errors, 1);
                         incr(&s.stats.dropped, 1);
+                        s.stats.failed(format!("stdout writer failed: {e}"));
                         tracing::error!(sink = %s.name, error = %e, "stdout writer failed");
                     }
                 }

@@ -599,6 +599,7 @@ impl Outlet {
             }
             Event::Connected(Ok(stream)) => {
                 tracing::info!(sink = %self.cfg.sink, addr = %self.cfg.addr, "connected");
+                self.stats.set_connected(true); // [status page] output state
                 self.outbox.rewind();
                 self.replay.rewind();
                 self.front_started = None;
@@ -630,8 +631,9 @@ impl Outlet {
                     feed.sent(&e, now.duration_since(first));
                 });
                 if completed > 0 {
-                    // The destination takes data again: the next failure
-                    // starts from the shortest wait.
+                    self.stats.delivered(); // [status page] output state
+                                            // The destination takes data again: the next failure
+                                            // starts from the shortest wait.
                     self.backoff = self.cfg.backoff_min;
                     self.front_started = (from.written > 0).then_some(started);
                 }
@@ -650,6 +652,7 @@ impl Outlet {
                     // An idle connection closed by the peer is no failure:
                     // reconnect when there is something to send.
                     tracing::debug!(sink = %self.cfg.sink, addr = %self.cfg.addr, "peer closed the connection");
+                    self.stats.set_connected(false); // [status page] output state
                     self.outbox.rewind();
                     self.replay.rewind();
                     self.conn = Conn::Down {
@@ -669,6 +672,7 @@ impl Outlet {
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
         let error = error.map_or_else(|| "end of stream".to_string(), |e| e.to_string());
+        self.stats.failed(format!("{what}: {error}")); // [status page] output state
         tracing::warn!(
             sink = %self.cfg.sink,
             addr = %self.cfg.addr,

@@ -20,5 +20,6 @@ mod reload;
 mod slow_sink;
 mod spool;
 mod statsd;
+mod status_page;
 mod supervise;
 mod support;
