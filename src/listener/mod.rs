@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use crate::aggregate::{Inserted, Refusal, Shard};
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
+use crate::sink::prometheus::sent::SentKeys;
 use crate::sink::SinkMsg;
 use crate::stats::listener::{IngestCounter, ListenerStats};
 use crate::stats::{incr, Stats};
@@ -96,6 +97,9 @@ pub struct Ingest {
     limit_log: LogLimiter,
     /// This ingest's slot in its listener's counters ([`Ingest::counted_in`]).
     counter: Option<IngestCounter>,
+    /// Where rewritten keys are noted with how they were sent
+    /// ([`Ingest::recording_sent`]).
+    sent: Option<Arc<SentKeys>>,
 }
 
 impl Ingest {
@@ -118,7 +122,15 @@ impl Ingest {
             bad_log: LogLimiter::new(10, Duration::from_secs(10)),
             limit_log: LogLimiter::new(10, Duration::from_secs(10)),
             counter: None,
+            sent: None,
         }
+    }
+
+    /// Note in `sent` how each key ingest rewrote was sent, for the
+    /// Prometheus exporter's label values (only rewritten keys cost a look).
+    pub fn recording_sent(mut self, sent: Option<Arc<SentKeys>>) -> Ingest {
+        self.sent = sent;
+        self
     }
 
     /// Also count what this ingest reads in `listener`'s counters (a slot
@@ -159,6 +171,7 @@ impl Ingest {
             refused: 0,
             refused_under: Vec::new(),
             listener: self.counter.as_ref().map(IngestCounter::listener),
+            sent: self.sent.as_deref(),
         };
         let counts = self.parser.parse_packet(data, &mut handler);
         let (too_many_tags, refused, refused_under) = (
@@ -198,6 +211,8 @@ struct ShardHandler<'a> {
     refused_under: Vec<(std::sync::Arc<str>, u64)>,
     /// Where bad lines are counted by reason.
     listener: Option<&'a ListenerStats>,
+    /// Where rewritten keys are noted.
+    sent: Option<&'a SentKeys>,
 }
 
 impl ShardHandler<'_> {
@@ -226,6 +241,12 @@ impl Handler for ShardHandler<'_> {
     fn metric(&mut self, m: MetricRef<'_>) {
         if let Inserted::Refused(r) = self.shard.insert(&m) {
             self.refused(&m, r);
+        }
+    }
+
+    fn sent_as(&mut self, key: &[u8], sent: &[u8]) {
+        if let Some(t) = self.sent {
+            t.record(key, sent);
         }
     }
 

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::{Ingest, RawTap, SharedShard};
 use crate::parse::ParseOptions;
 use crate::shutdown::CancellationToken;
+use crate::sink::prometheus::sent::SentKeys;
 use crate::stats::listener::ListenerStats;
 use crate::stats::{incr, Stats};
 
@@ -57,6 +58,8 @@ pub struct StreamCtx {
     pub framing: Framing,
     /// The listener's counters; each connection gets a slot.
     pub listener: Arc<ListenerStats>,
+    /// Where rewritten keys are noted for the Prometheus exporter.
+    pub sent: Option<Arc<SentKeys>>,
     pub idle_timeout: Option<Duration>,
     /// One permit per open connection (`max_connections`), shared by all stream listeners.
     pub connections: Arc<Semaphore>,
@@ -74,6 +77,7 @@ impl StreamCtx {
             self.dump_messages,
         )
         .counted_in(&self.listener)
+        .recording_sent(self.sent.clone())
     }
 
     /// Take a connection: serve it on its own task if a permit is free,

@@ -23,6 +23,7 @@ use crate::listener::stream::{Framing, StreamCtx};
 use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
+use crate::sink::prometheus::sent::SentKeys;
 use crate::stats::listener::ListenerStats;
 use crate::stats::Stats;
 use crate::supervise::supervise_socket;
@@ -134,13 +135,16 @@ pub struct Listeners {
     tracker: TaskTracker,
     /// The repeaters' queues: every statsd listener copies its packets there.
     pub raw: RawTap,
+    /// Where ingest notes rewritten keys for the Prometheus exporter.
+    sent: Option<Arc<SentKeys>>,
 }
 
 impl Listeners {
     /// No listener yet; `c` fixes what only a restart changes (the stream
     /// connections' bound and the stream shard's options).
-    pub fn new(c: &Config) -> Listeners {
+    pub fn new(c: &Config, sent: Option<Arc<SentKeys>>) -> Listeners {
         Listeners {
+            sent,
             stops: Vec::new(),
             counted: Vec::new(),
             udp_threads: Vec::new(),
@@ -206,7 +210,8 @@ impl Listeners {
                         self.raw.clone(),
                         c.log.dump_messages,
                     )
-                    .counted_in(&counted);
+                    .counted_in(&counted)
+                    .recording_sent(self.sent.clone());
                     let task = stats.task(&format!("unixgram/{}", path.display()));
                     match unixgram::spawn(socket, path.clone(), ingest, stop, task) {
                         Ok(h) => self.udp_threads.push(h),
@@ -276,7 +281,8 @@ impl Listeners {
                 self.raw.clone(),
                 c.log.dump_messages,
             )
-            .counted_in(&counted);
+            .counted_in(&counted)
+            .recording_sent(self.sent.clone());
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
             match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
@@ -322,6 +328,7 @@ impl Listeners {
             max_line_length: c.listen.max_line_length,
             framing,
             listener,
+            sent: self.sent.clone(),
             idle_timeout: c.listen.idle_timeout,
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),

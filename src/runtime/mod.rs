@@ -49,6 +49,7 @@ use crate::front::{Front, Settings};
 use crate::relay::router::Router;
 use crate::relay::RelayRuntime;
 use crate::shutdown::{with_deadline, CancellationToken};
+use crate::sink::prometheus::sent::SentKeys;
 use crate::sink::BuildCx;
 use crate::sink::SinkError;
 use crate::stats::Stats;
@@ -171,6 +172,9 @@ pub struct Runtime {
     relay: Option<RelayRuntime>,
     /// Stops the running HTTP server and admin console, and where each listens.
     fronts: [Option<(CancellationToken, Option<SocketAddr>)>; 2],
+    /// How rewritten keys were sent, noted by ingest for the Prometheus
+    /// exporter; only when HTTP (so `/metrics`) runs from the start.
+    sent: Option<Arc<SentKeys>>,
 }
 
 /// A started server.
@@ -231,9 +235,13 @@ pub async fn start(
     let token = CancellationToken::new();
     let (flusher, flusher_rx) = FlusherHandle::channel();
     let front = Arc::new(Front::new(stats.clone(), flusher.clone(), config.health_up));
+    let sent = config
+        .http
+        .map(|_| Arc::new(SentKeys::new(config.prometheus.options.max_series)));
     let mut rt = Runtime {
         config: None,
-        listeners: Listeners::new(&config),
+        listeners: Listeners::new(&config, sent.clone()),
+        sent,
         stats: stats.clone(),
         token: token.clone(),
         front: front.clone(),
@@ -339,6 +347,7 @@ impl Runtime {
                 stats,
                 shutdown_timeout: eff.shutdown_timeout,
                 relay: relay.clone(),
+                sent_keys: self.sent.clone(),
             };
             outputs.push(outputs::prepare(spec, cx)?);
         }
