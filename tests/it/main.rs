@@ -6,6 +6,7 @@ mod cli;
 mod clients;
 mod deploy;
 mod differential;
+mod exporter_parity;
 mod fuzz_corpus;
 mod hostile;
 mod http;

@@ -487,11 +487,19 @@ impl Exporter {
     /// once. Counters and timers are not: their registry values are a partial
     /// interval, which the next observe() adds in full.
     pub fn seed(&mut self, registry: &Registry, now: Instant) {
-        for (key, v) in registry.gauges() {
-            self.place_seed(MetricType::Gauge, key, Update::Gauge(v), now);
-        }
-        for (key, n) in registry.sets() {
-            self.place_seed(MetricType::Set, key, Update::Gauge(n as f64), now);
+        // In (type, key) order, as observe() places new series.
+        let mut seeds: Vec<(MetricType, &MetricKey, Update<'_>)> = registry
+            .gauges()
+            .map(|(key, v)| (MetricType::Gauge, key, Update::Gauge(v)))
+            .chain(
+                registry
+                    .sets()
+                    .map(|(key, n)| (MetricType::Set, key, Update::Gauge(n as f64))),
+            )
+            .collect();
+        seeds.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (ty, key, up) in seeds {
+            self.place_seed(ty, key, up, now);
         }
         self.store.reorder();
     }

@@ -160,7 +160,14 @@ impl Mapping {
                         let key = key_str(k)?;
                         let d = &mut mapping.defaults;
                         match key {
-                            "observer_type" | "timer_type" => d.observer = observer(v, &place)?,
+                            "observer_type" => d.observer = observer(v, &place)?,
+                            "timer_type" => {
+                                // `observer_type` wins when both are set.
+                                let t = observer(v, &place)?;
+                                if !m.contains_key("observer_type") {
+                                    d.observer = t;
+                                }
+                            }
                             "buckets" => d.buckets = non_empty(floats(v, &place)?),
                             "quantiles" => d.quantiles = non_empty(quantiles(v, &place)?),
                             "ttl" => d.ttl = Some(duration(v, &place)?),
@@ -311,11 +318,14 @@ fn parse_rule(
     // What statsd_exporter refuses to see together.
     let (mut top_quantiles, mut top_buckets) = (false, false);
     let (mut summary_options, mut histogram_options) = (None, None);
+    let mut timer_type = None;
     for (k, v) in m {
         match key_str(k)? {
             "match" => pattern = Some(string(v, &place)?),
             "name" => rule.name = string(v, &place)?,
             "match_type" => rule.match_type = match_type(v, &place)?,
+            // `labels:` with nothing under it is no labels.
+            "labels" if v.is_null() => {}
             "labels" => {
                 for (lk, lv) in as_map(v, &place)? {
                     let lk = key_str(lk)?.to_string();
@@ -345,7 +355,9 @@ fn parse_rule(
                 }
             }
             "ttl" => rule.ttl = Some(duration(v, &place)?),
-            "observer_type" | "timer_type" => rule.observer = observer(v, &place)?,
+            "observer_type" => rule.observer = observer(v, &place)?,
+            // The older name: `observer_type` wins when both are set.
+            "timer_type" => timer_type = observer(v, &place)?,
             "buckets" => {
                 top_buckets = true;
                 rule.buckets = non_empty(floats(v, &place)?).or(rule.buckets.take());
@@ -372,6 +384,7 @@ fn parse_rule(
             other => unsupported.push(format!("mappings[{index}].{other}")),
         }
     }
+    rule.observer = rule.observer.or(timer_type);
     let Some(pattern) = pattern else {
         return Err(bad(&place, "no `match`"));
     };
