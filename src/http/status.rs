@@ -251,11 +251,7 @@ fn series(stats: &Stats, settings: &Settings, prom: Option<&PromStats>) -> Vec<V
 /// The top series of the last complete interval: rows, data, and what to
 /// say when there are none.
 async fn top(front: &Front, window: f64) -> (Vec<Vec<Value>>, Vec<Value>, String) {
-    let top = front
-        .flusher
-        .run(|reg| reg.top().iter().take(TOP).cloned().collect::<Vec<_>>())
-        .await;
-    match top {
+    match super::api::hottest(front, TOP).await {
         Ok(hot) => (
             hot.iter()
                 .map(|h| {
@@ -268,14 +264,7 @@ async fn top(front: &Front, window: f64) -> (Vec<Vec<Value>>, Vec<Value>, String
                 })
                 .collect(),
             hot.iter()
-                .map(|h| {
-                    json!({
-                        "key": h.key.to_string_lossy(),
-                        "type": h.kind.as_str(),
-                        "lines": h.hits,
-                        "lines_per_second": h.hits as f64 / window,
-                    })
-                })
+                .map(|h| super::api::hot_json(h, window))
                 .collect::<Vec<_>>(),
             "no lines in the last complete interval".to_string(),
         ),

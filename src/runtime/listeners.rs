@@ -203,15 +203,7 @@ impl Listeners {
                         continue;
                     };
                     let counted = self.count(&key, stats, "unixgram", path.display().to_string());
-                    let ingest = Ingest::new(
-                        &c.parse,
-                        shard,
-                        stats.clone(),
-                        self.raw.clone(),
-                        c.log.dump_messages,
-                    )
-                    .counted_in(&counted)
-                    .recording_sent(self.sent.clone());
+                    let ingest = self.thread_ingest(c, shard, stats, &counted);
                     let task = stats.task(&format!("unixgram/{}", path.display()));
                     match unixgram::spawn(socket, path.clone(), ingest, stop, task) {
                         Ok(h) => self.udp_threads.push(h),
@@ -274,15 +266,7 @@ impl Listeners {
                 (Err(_), _) => continue,
             };
             let counted = self.count(key, stats, "udp", addr.to_string());
-            let ingest = Ingest::new(
-                &c.parse,
-                shard,
-                stats.clone(),
-                self.raw.clone(),
-                c.log.dump_messages,
-            )
-            .counted_in(&counted)
-            .recording_sent(self.sent.clone());
+            let ingest = self.thread_ingest(c, shard, stats, &counted);
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
             match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
@@ -294,6 +278,25 @@ impl Listeners {
             addrs.push(addr);
         }
         addrs
+    }
+
+    /// The ingest of a receive thread (UDP, unix datagram) into `shard`.
+    fn thread_ingest(
+        &self,
+        c: &Config,
+        shard: SharedShard,
+        stats: &Arc<Stats>,
+        counted: &Arc<ListenerStats>,
+    ) -> Ingest {
+        Ingest::new(
+            &c.parse,
+            shard,
+            stats.clone(),
+            self.raw.clone(),
+            c.log.dump_messages,
+        )
+        .counted_in(counted)
+        .recording_sent(self.sent.clone())
     }
 
     /// The counters of the listener `proto addr` (`key` in the config).

@@ -40,10 +40,7 @@ fn bad_config_names_file_and_key_and_exits_nonzero() {
 /// SIGTERM right after a second one: both must be printed, and the exit code is 0.
 #[test]
 fn console_output_and_sigterm_final_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.toml");
-    std::fs::write(
-        &f,
+    let (child, addr, mut stdout, _dir) = spawn_with_console(
         r#"
 [statsd]
 udp = ["127.0.0.1:0"]
@@ -57,48 +54,10 @@ address = "127.0.0.1:0"
 [[sink]]
 type = "console"
 "#,
-    )
-    .unwrap();
-    let mut child = bin()
-        .args(["--config", &f.display().to_string()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The bound address is in the "listening" log line.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while addr.is_none() && Instant::now() < deadline {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if line.contains("listening") && line.contains("udp") {
-            addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("addr="))
-                .map(|a| a.parse::<std::net::SocketAddr>().unwrap());
-        }
-    }
-    let addr = addr.expect("a listening line with addr=");
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-    });
+    );
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(b"foo:1|c", addr).unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut out = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !out.contains("stats_counts.foo 1 ") && Instant::now() < deadline {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        out.push_str(&line);
-    }
+    let out = read_until(&mut stdout, |t| t.contains("stats_counts.foo 1 "));
     assert!(out.contains("stats_counts.foo 1 "), "{out}");
     s.send_to(b"last:1|c", addr).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -107,13 +66,14 @@ type = "console"
     }
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
+    let mut child = child;
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(rest.contains("stats_counts.last 1 "), "{rest}");
 }
 
 /// Start the binary with `toml`; returns it, its UDP address (from the
-/// "listening" log line) and its stdout.
+/// "listening" log line), its stdout, and the directory of its config.
 fn spawn_with_console(
     toml: &str,
 ) -> (
@@ -156,6 +116,26 @@ fn spawn_with_console(
     (child, addr, stdout, dir)
 }
 
+/// UDP on a free port, a console sink with `sink` lines, nothing else.
+fn console_only(interval: &str, sink: &str) -> String {
+    format!(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+[flush]
+interval = "{interval}"
+[http]
+enabled = false
+[admin]
+enabled = false
+[[sink]]
+type = "console"
+{sink}
+"#
+    )
+}
+
 /// Read stdout until `done(all so far)`, at most 20 s.
 fn read_until(
     out: &mut BufReader<std::process::ChildStdout>,
@@ -177,21 +157,7 @@ fn read_until(
 /// sorted by key, and one summary line for the self-metrics.
 #[test]
 fn console_prints_one_sorted_block_per_flush() {
-    let (mut child, addr, mut stdout, _dir) = spawn_with_console(
-        r#"
-[statsd]
-udp = ["127.0.0.1:0"]
-tcp = []
-[flush]
-interval = "1s"
-[http]
-enabled = false
-[admin]
-enabled = false
-[[sink]]
-type = "console"
-"#,
-    );
+    let (mut child, addr, mut stdout, _dir) = spawn_with_console(&console_only("1s", ""));
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     // One datagram, so that one flush holds all of it.
     s.send_to(b"foo:1|c\nlat:12|ms\nlat:30|ms|@0.5\nq;env=prod:3|g", addr)
@@ -253,22 +219,8 @@ type = "console"
 /// `self_metrics = true` prints the self-metrics after the user's series.
 #[test]
 fn console_self_metrics_on_request() {
-    let (mut child, addr, mut stdout, _dir) = spawn_with_console(
-        r#"
-[statsd]
-udp = ["127.0.0.1:0"]
-tcp = []
-[flush]
-interval = "500ms"
-[http]
-enabled = false
-[admin]
-enabled = false
-[[sink]]
-type = "console"
-self_metrics = true
-"#,
-    );
+    let (mut child, addr, mut stdout, _dir) =
+        spawn_with_console(&console_only("500ms", "self_metrics = true"));
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(b"foo:1|c", addr).unwrap();
     let text = read_until(&mut stdout, |t| {

@@ -53,7 +53,8 @@ address = "{}"
     )))
 }
 
-fn run(mut cmd: Command, what: &str) {
+/// Run `cmd`, which must succeed; its stdout.
+fn run(mut cmd: Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -61,6 +62,7 @@ fn run(mut cmd: Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Poll `/metrics` until every wanted line is there.
@@ -281,17 +283,8 @@ address = "{}"
         let mut cmd = Command::new("python3");
         cmd.env("PYTHONPATH", &lib)
             .args(["-c", DATADOG_CLIENT, &path, ns]);
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "the datadog client failed on {path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            kind,
-            "the client's socket kind on {path}"
-        );
+        let out = run(cmd, &format!("the datadog client on {path}"));
+        assert_eq!(out.trim(), kind, "the client's socket kind on {path}");
         let want = [
             (format!("stats_counts.{ns}.hits;env=ci;route=home"), "5"),
             (format!("stats.gauges.{ns}.temp;env=ci"), "-3"),
@@ -300,10 +293,8 @@ address = "{}"
             (format!("stats.timers.{ns}.lat.upper;env=ci"), "42"),
             (format!("stats.sets.{ns}.users.count;env=ci"), "1"),
         ];
-        g.until(secs(10), |ls| {
-            want.iter()
-                .all(|(n, v)| ls.iter().any(|l| l.name == *n && l.value == *v))
-        });
+        let want: Vec<(&str, &str)> = want.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        g.until_all(secs(10), &want);
     }
     metrics_have(
         &server,

@@ -313,16 +313,14 @@ fn unix_datagram_socket_takes_one_packet_per_datagram() {
     c.send_to(b"dg.a:1|c\ndg.a:2|c|#env:prod", &path).unwrap();
     c.send_to(b"dg.a:4|c\ndg.t:5|ms", &path).unwrap();
     // No newline at the end of a datagram is needed, nor a stream to keep.
-    g.until(secs(10), |ls| {
-        ls.iter()
-            .any(|l| l.name == "stats_counts.dg.a" && l.value == "5")
-            && ls
-                .iter()
-                .any(|l| l.name == "stats_counts.dg.a;env=prod" && l.value == "2")
-            && ls
-                .iter()
-                .any(|l| l.name == "stats.timers.dg.t.upper" && l.value == "5")
-    });
+    g.until_all(
+        secs(10),
+        &[
+            ("stats_counts.dg.a", "5"),
+            ("stats_counts.dg.a;env=prod", "2"),
+            ("stats.timers.dg.t.upper", "5"),
+        ],
+    );
     // Two datagrams were two packets.
     let stats = &server.running().stats;
     assert_eq!(stats.packets_received.load(Ordering::Relaxed), 2);
@@ -369,20 +367,16 @@ fn unix_stream_length_framing_explicit_and_detected() {
     assert_eq!(payload.len(), 97);
     c.write_all(&frame(payload.as_bytes())).unwrap();
     c.write_all(b"lf.nl:1|c\n").unwrap();
-    g.until(secs(10), |ls| {
-        ls.iter()
-            .any(|l| l.name == "stats_counts.lf.x" && l.value == "6")
-            && ls
-                .iter()
-                .any(|l| l.name == "stats.gauges.lf.y" && l.value == "3")
-            && ls
-                .iter()
-                .any(|l| l.name == "stats_counts.lf.text" && l.value == "10")
-            && ls
-                .iter()
-                .any(|l| l.name == "stats_counts.lf.nl" && l.value == "1")
-            && ls.iter().any(|l| l.name == "stats_counts.alf.framed")
-    });
+    g.until_all(
+        secs(10),
+        &[
+            ("stats_counts.lf.x", "6"),
+            ("stats.gauges.lf.y", "3"),
+            ("stats_counts.lf.text", "10"),
+            ("stats_counts.lf.nl", "1"),
+            ("stats_counts.alf.framed", "1"),
+        ],
+    );
     assert!(!g.seen.iter().any(|l| l.name == "stats_counts.lf.framed"));
     // A frame longer than max_line_length closes the connection, counted.
     let mut c = UnixStream::connect(&explicit).unwrap();
