@@ -120,6 +120,13 @@ def configs():
         b"  graphite: { legacyNamespace: false }, percentThreshold: [90, 99.9],\n"
         b"  histogram: [{ metric: 'foo', bins: [10, 'inf'] }] }")
     put("config_js", b"({ servers: [{ server: './servers/tcp', port: 8126 }], })\n;")
+    # The JavaScript forms config.js files compute values with.
+    put("config_js", b"{ graphiteHost: process.env.GRAPHITE_HOST || 'localhost',\n"
+        b"  port: parseInt(process.env.PORT, 10) || 8125, mgmt_port: Number(process.env['MGMT']),\n"
+        b"  graphite: { globalSuffix: require('os').hostname() },\n"
+        b"  prefixStats: 'statsd.' + (process.env.ENV || 'dev') + '.' + require(\"os\").hostname() }")
+    put("config_js", b"{ a: process.env.HOME + 1 + 'x', b: [process.env.X, parseInt('0x1f')], c: (('a')) }")
+    put("config_js", b"{ a: require('os').hostname().split('.')[0], b: 8125 + 1, c: parseInt('1', 99) }")
     for name in sorted(os.listdir(os.path.join(ROOT, "deploy/examples"))):
         if name.endswith(".toml"):
             put("config_toml", read("deploy/examples/" + name))

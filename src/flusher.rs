@@ -389,6 +389,10 @@ impl Flusher {
         self.registry.end_interval();
         self.report_drops(&kernel_grew);
         incr(&self.stats.flushes, 1);
+        // The status page's chart and rates.
+        self.stats
+            .history
+            .record(crate::stats::history::Sample::take(&self.stats));
         self.stats.last_flush_micros.store(
             started.elapsed().as_micros() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -51,6 +51,10 @@ pub struct Settings {
     pub interval: Duration,
     /// The admin `config` command's lines (`key: value`, `table > key: value`).
     pub config_lines: Vec<String>,
+    /// `[statsd] max_series` (0: no limit), for the status page.
+    pub max_series: usize,
+    /// `[statsd] series_limits`: (prefix, max), for the status page.
+    pub series_limits: Vec<(String, usize)>,
 }
 
 /// Reloads the config (SIGHUP, `POST /-/reload`, the console's `reload`).

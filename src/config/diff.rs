@@ -49,6 +49,8 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// statsd over a unix stream socket.
     Unix(PathBuf),
+    /// statsd over a unix datagram socket.
+    Unixgram(PathBuf),
     /// Relay carbon plaintext over TCP.
     CarbonTcp(SocketAddr),
     /// Relay carbon plaintext over UDP.
@@ -64,6 +66,7 @@ impl ListenAddr {
             ListenAddr::Udp(_) => "udp",
             ListenAddr::Tcp(_) => "tcp",
             ListenAddr::Unix(_) => "unix",
+            ListenAddr::Unixgram(_) => "unixgram",
             ListenAddr::CarbonTcp(_) => "carbon tcp",
             ListenAddr::CarbonUdp(_) => "carbon udp",
             ListenAddr::Pickle(_) => "pickle tcp",
@@ -76,7 +79,9 @@ impl ListenAddr {
         match self {
             ListenAddr::Udp(a) => format!("[statsd] udp {a}"),
             ListenAddr::Tcp(a) => format!("[statsd] tcp {a}"),
-            ListenAddr::Unix(p) => format!("[statsd] unix {}", p.display()),
+            ListenAddr::Unix(p) | ListenAddr::Unixgram(p) => {
+                format!("[statsd] unix {}", p.display())
+            }
             ListenAddr::CarbonTcp(a) => format!("[relay] line_tcp {a}"),
             ListenAddr::CarbonUdp(a) => format!("[relay] line_udp {a}"),
             ListenAddr::Pickle(a) => format!("[relay] pickle {a}"),
@@ -88,12 +93,10 @@ impl ListenAddr {
         let mut v: Vec<ListenAddr> = Vec::new();
         v.extend(c.listen.udp.iter().map(|a| ListenAddr::Udp(*a)));
         v.extend(c.listen.tcp.iter().map(|a| ListenAddr::Tcp(*a)));
-        v.extend(
-            c.listen
-                .unix
-                .iter()
-                .map(|u| ListenAddr::Unix(u.path.clone())),
-        );
+        v.extend(c.listen.unix.iter().map(|u| match u.kind {
+            crate::config::UnixKind::Stream(_) => ListenAddr::Unix(u.path.clone()),
+            crate::config::UnixKind::Datagram => ListenAddr::Unixgram(u.path.clone()),
+        }));
         if let Some(r) = &c.relay {
             v.extend(r.line_tcp.iter().map(|a| ListenAddr::CarbonTcp(*a)));
             v.extend(r.pickle.iter().map(|a| ListenAddr::Pickle(*a)));
@@ -193,15 +196,15 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
             }
         };
     }
-    // A unix path in both lists with a new mode would be bound by the new
-    // listener, then unlinked by the old one as it stops.
-    if old.listen.unix.iter().any(|o| {
-        new.listen
-            .unix
-            .iter()
-            .any(|n| n.path == o.path && n.mode != o.mode)
-    }) {
-        restart.push("[statsd] unix (mode)".to_string());
+    // A unix path in both lists with a new mode, type or framing would be
+    // bound by the new listener, then unlinked by the old one as it stops.
+    if old
+        .listen
+        .unix
+        .iter()
+        .any(|o| new.listen.unix.iter().any(|n| n.path == o.path && n != o))
+    {
+        restart.push("[statsd] unix (mode / type / framing)".to_string());
         eff.listen.unix = old.listen.unix.clone();
     }
     keep!(listen.max_line_length, "[statsd] max_line_length");
@@ -212,7 +215,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     keep!(listen.idle_timeout, "[statsd] idle_timeout");
     keep!(
         parse,
-        "[statsd] key_name_sanitize / tag_dialects / max_tags"
+        "[statsd] key_name_sanitize / tag_dialects / max_tags / gauge_deltas"
     );
     // The graphite sinks sanitise names exactly when ingest does not: the two
     // must follow the same `key_name_sanitize`.
@@ -524,16 +527,38 @@ mod tests {
     }
 
     #[test]
-    fn a_unix_socket_mode_change_needs_a_restart() {
+    fn a_unix_socket_mode_or_type_change_needs_a_restart() {
+        use crate::config::{Framing, UnixKind};
         let mut old = cfg("");
         old.listen.unix.push(crate::config::UnixListen {
             path: "/run/s.sock".into(),
             mode: Some(0o660),
+            kind: UnixKind::Stream(Framing::Auto),
         });
+        let changes: [fn(&mut crate::config::UnixListen); 3] = [
+            |u| u.mode = Some(0o600),
+            |u| u.kind = UnixKind::Datagram,
+            |u| u.kind = UnixKind::Stream(Framing::Newline),
+        ];
+        for change in changes {
+            let mut new = old.clone();
+            change(&mut new.listen.unix[0]);
+            let p = plan(Some(&old), &new);
+            assert_eq!(
+                p.report.restart_required,
+                vec!["[statsd] unix (mode / type / framing)"]
+            );
+            assert_eq!(p.effective.listen.unix, old.listen.unix);
+            assert!(p.listen.is_empty() && p.unlisten.is_empty());
+        }
+        // A new path of the other type is a new listener.
         let mut new = old.clone();
-        new.listen.unix[0].mode = Some(0o600);
+        new.listen.unix.push(crate::config::UnixListen {
+            path: "/run/g.sock".into(),
+            mode: None,
+            kind: UnixKind::Datagram,
+        });
         let p = plan(Some(&old), &new);
-        assert_eq!(p.report.restart_required, vec!["[statsd] unix (mode)"]);
-        assert_eq!(p.effective.listen.unix, old.listen.unix);
+        assert_eq!(p.listen, vec![ListenAddr::Unixgram("/run/g.sock".into())]);
     }
 }

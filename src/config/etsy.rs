@@ -6,12 +6,16 @@
 //! `;`. The keys are translated into a [`RawConfig`] with the reference's
 //! defaults and falsy-value rules (`config.port || 8125` ...) and validated by
 //! the same code as statsyard.toml; everything a `config.js` cannot say takes
-//! statsyard's defaults.
+//! statsyard's defaults. The few JavaScript forms real configs compute values
+//! with (`require('os').hostname()`, `process.env.X`, `||`, `+` on strings)
+//! are evaluated first ([`expr`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+mod expr;
 
 use super::raw::{RawBin, RawConfig, RawHistogram, RawSink, RawUnix};
 use super::{Config, ConfigError};
@@ -93,7 +97,8 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             "brackets nested {depth} deep; at most {MAX_NESTING} levels are supported"
         )));
     }
-    let value: Value = json5::from_str(&unwrap_expression(text)).map_err(|e| {
+    let evaluated = expr::evaluate(text, &expr::Process);
+    let mut value: Value = json5::from_str(&unwrap_expression(&evaluated.text)).map_err(|e| {
         let hint = if e.code() == Some(json5::ErrorCode::LeadingZero) {
             "; write an octal socket_mod as a string, e.g. '0660'"
         } else {
@@ -102,9 +107,14 @@ pub fn from_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         syntax(format!(
             "{e}{hint} (statsyard reads config.js as data: only literal values \
              - numbers, strings, true/false/null, arrays and objects - are supported, \
-             not JavaScript expressions such as require(...), variables or arithmetic)"
+             and the expressions require('os').hostname(), process.env.NAME, parseInt(...), \
+             Number(...), `+` on strings and `||`; not other JavaScript such as variables, \
+             other functions or arithmetic)"
         ))
     })?;
+    if evaluated.undefined {
+        expr::prune_undefined(&mut value);
+    }
     let Value::Object(obj) = value else {
         return Err(syntax(
             "config.js must be one object literal: { key: value, ... }".to_string(),
@@ -303,6 +313,8 @@ fn translate(obj: &Obj) -> Result<Translated, Bad> {
     // The reference reads no tag syntax but DogStatsD's and Graphite's: a
     // name with `,` `#` or `[` is kept whole, as it would be there.
     raw.statsd.tag_dialects.clear();
+    // Nor does it limit the tags of a line: keep every line it would keep.
+    raw.statsd.max_tags = 0;
 
     raw.statsd.key_name_sanitize = match obj.get("keyNameSanitize") {
         None => true,
@@ -447,7 +459,13 @@ fn listeners(
                 Some(v) if !falsy(v) => Some(socket_mode(&key("socket_mod"), v)?),
                 _ => None,
             };
-            raw.statsd.unix.push(RawUnix { path, mode });
+            // The reference's tcp server reads newline-delimited lines.
+            raw.statsd.unix.push(RawUnix {
+                path,
+                mode,
+                kind: None,
+                framing: Some("newline".into()),
+            });
         } else {
             let addr = listen_addr(&key("address"), address.as_deref(), port, Family::Tcp)?;
             raw.statsd.tcp.push(addr.to_string().into());
@@ -1077,6 +1095,8 @@ Optional Variables:
         assert_eq!(c.admin, Some("127.0.0.1:8126".parse().unwrap()));
         assert_eq!(c.http, Some("127.0.0.1:9102".parse().unwrap()));
         assert_eq!(c.parse.tag_dialects, crate::parse::tags::TagDialects::NONE);
+        assert_eq!(c.parse.max_tags, 0, "the reference keeps every tag");
+        assert!(c.parse.gauge_deltas);
         let c = ok("{ mgmt_address: '0.0.0.0', mgmt_port: 9999 }");
         assert_eq!(c.admin, Some("0.0.0.0:9999".parse().unwrap()));
         let c = ok("{ mgmt_address: '::1' }");
@@ -1601,8 +1621,12 @@ Optional Variables:
     /// (config.js text, what the syntax error must contain)
     const SYNTAX: &[(&str, &[&str])] = &[
         (
-            "{\n  graphiteHost: 'g',\n  graphite: { globalSuffix: require('os').hostname() }\n}",
-            &["line 3", "only literal values", "require(...)"],
+            "{\n  graphiteHost: 'g',\n  graphite: { globalSuffix: require('os').hostname().split('.')[0] }\n}",
+            &["line 3", "only literal values", "require('os').hostname()"],
+        ),
+        (
+            "{\n  graphiteHost: os.hostname()\n}",
+            &["line 2", "only literal values"],
         ),
         ("{ port: 8125 + 1 }", &["line 1", "only literal values"]),
         (

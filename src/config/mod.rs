@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::aggregate::AggregateOptions;
 use crate::flush::compute::ComputeOptions;
 use crate::flush::naming::Naming;
+pub use crate::listener::stream::Framing;
 use crate::parse::ParseOptions;
 use crate::sink::prometheus::PrometheusConfig;
 use crate::sink::SinkSpec;
@@ -109,12 +110,23 @@ pub struct ListenConfig {
     pub allow: crate::check::AllowList,
 }
 
-/// A unix stream socket listener.
+/// A unix socket listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnixListen {
     pub path: PathBuf,
     /// File mode applied after binding (the reference's `socket_mod`).
     pub mode: Option<u32>,
+    /// A stream socket and its framing, or a datagram socket.
+    pub kind: UnixKind,
+}
+
+/// What kind of unix socket a listener binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnixKind {
+    /// Connections, each read with this framing.
+    Stream(Framing),
+    /// One packet per datagram (DogStatsD's `unixgram`).
+    Datagram,
 }
 
 /// Logging.

@@ -106,7 +106,8 @@ pub struct RawStatsd {
     /// Networks whose clients may send (UDP) or connect (TCP); `[]` allows
     /// every client. Unix sockets are not checked.
     pub allow: Vec<String>,
-    /// Unix stream socket listeners.
+    /// Unix socket listeners: stream (newline-delimited or DogStatsD's
+    /// length-prefixed framing) or datagram (DogStatsD's `unixgram`).
     pub unix: Vec<RawUnix>,
     /// Longest accepted TCP/unix line, in bytes; longer lines are dropped and counted.
     pub max_line_length: usize,
@@ -139,6 +140,9 @@ pub struct RawStatsd {
     pub series_limits: Vec<RawSeriesLimit>,
     /// Most tags on one line; a line with more is dropped and counted. 0: no limit.
     pub max_tags: usize,
+    /// A signed gauge value (`g:-3|g`) changes the current value, as in the
+    /// reference statsd; `false` sets it, as DogStatsD clients mean it.
+    pub gauge_deltas: bool,
 }
 
 /// A TCP listener entry: its address, or a table with its TLS.
@@ -237,6 +241,7 @@ impl Default for RawStatsd {
             max_series: crate::aggregate::DEFAULT_MAX_SERIES,
             series_limits: Vec::new(),
             max_tags: crate::parse::statsd::DEFAULT_MAX_TAGS,
+            gauge_deltas: true,
         }
     }
 }
@@ -250,6 +255,16 @@ pub struct RawUnix {
     /// File mode applied after binding, as an octal string (`"0660"`); unset keeps the umask's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// `stream` (the default: connections, like TCP) or `datagram` (one
+    /// packet per datagram, DogStatsD's `unixgram`, like UDP).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// A stream socket's framing: `newline` (lines end with `\n`, as over
+    /// TCP), `length` (DogStatsD's `unixstream`: each payload after its
+    /// 4-byte little-endian length) or `auto` (the default: each
+    /// connection's first four bytes tell which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<String>,
 }
 
 /// `[flush]`: the interval and what each flush computes.

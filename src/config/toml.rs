@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::diff::ListenAddr;
 use super::raw::{RawBin, RawConfig, RawLogFormat, RawSeriesLimit, RawSink, RawTls};
-use super::{Config, ConfigError, ListenConfig, LogConfig, UnixListen};
+use super::{Config, ConfigError, Framing, ListenConfig, LogConfig, UnixKind, UnixListen};
 use crate::aggregate::{AggregateOptions, PrefixLimit, SeriesLimits};
 use crate::check::AllowList;
 use crate::check::{
@@ -190,9 +190,37 @@ fn validate_inner(
             None => None,
             Some(m) => Some(parse_mode(m).map_err(|r| bad(format!("statsd.unix[{i}].mode"), r))?),
         };
+        let framing = match u.framing.as_deref() {
+            None | Some("auto") => Framing::Auto,
+            Some("newline") => Framing::Newline,
+            Some("length") => Framing::Length,
+            Some(other) => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].framing"),
+                    format!("{other:?}: expected \"auto\", \"newline\" or \"length\""),
+                ))
+            }
+        };
+        let kind = match u.kind.as_deref() {
+            None | Some("stream") => UnixKind::Stream(framing),
+            Some("datagram") if u.framing.is_none() => UnixKind::Datagram,
+            Some("datagram") => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].framing"),
+                    "a datagram socket has no framing: each datagram is one packet",
+                ))
+            }
+            Some(other) => {
+                return Err(bad(
+                    format!("statsd.unix[{i}].type"),
+                    format!("{other:?}: expected \"stream\" or \"datagram\""),
+                ))
+            }
+        };
         unix.push(UnixListen {
             path: PathBuf::from(&u.path),
             mode,
+            kind,
         });
     }
     if s.max_line_length == 0 {
@@ -405,6 +433,7 @@ fn validate_inner(
             tag_dialects: TagDialects::from_names(&tag_dialects)
                 .map_err(|e| bad("statsd.tag_dialects", e.to_string()))?,
             max_tags: s.max_tags,
+            gauge_deltas: s.gauge_deltas,
         },
         aggregate,
         compute,
@@ -657,7 +686,8 @@ mod tests {
                 64,
                 "console",
                 ConsoleConfig {
-                    format: ConsoleFormat::Text
+                    format: ConsoleFormat::Text,
+                    self_metrics: false,
                 }
             )]
         );
@@ -689,6 +719,7 @@ mod tests {
                 sanitize: true,
                 tag_dialects: TagDialects::ALL,
                 max_tags: 64,
+                gauge_deltas: true,
             }
         );
         assert_eq!(c.aggregate, AggregateOptions::default());
@@ -764,7 +795,8 @@ mod tests {
             [statsd]
             udp = ["127.0.0.1:9125", "[::1]:9125"]
             tcp = []
-            unix = [{ path = "/run/s.sock", mode = "0660" }, { path = "rel.sock" }]
+            unix = [{ path = "/run/s.sock", mode = "0660" }, { path = "rel.sock" },
+                    { path = "g.sock", type = "datagram" }, { path = "l.sock", framing = "length" }]
             udp_recv_buffer = 0
             idle_timeout = "0s"
             key_name_sanitize = false
@@ -798,11 +830,23 @@ mod tests {
             vec![
                 UnixListen {
                     path: "/run/s.sock".into(),
-                    mode: Some(0o660)
+                    mode: Some(0o660),
+                    kind: UnixKind::Stream(Framing::Auto),
                 },
                 UnixListen {
                     path: "rel.sock".into(),
-                    mode: None
+                    mode: None,
+                    kind: UnixKind::Stream(Framing::Auto),
+                },
+                UnixListen {
+                    path: "g.sock".into(),
+                    mode: None,
+                    kind: UnixKind::Datagram,
+                },
+                UnixListen {
+                    path: "l.sock".into(),
+                    mode: None,
+                    kind: UnixKind::Stream(Framing::Length),
                 },
             ]
         );
@@ -814,6 +858,7 @@ mod tests {
                 sanitize: false,
                 tag_dialects: TagDialects::ALL,
                 max_tags: 64,
+                gauge_deltas: true,
             }
         );
         assert!(c.naming.sanitize_names);
@@ -1151,7 +1196,8 @@ mod tests {
                     3,
                     "console",
                     ConsoleConfig {
-                        format: ConsoleFormat::Json
+                        format: ConsoleFormat::Json,
+                        self_metrics: false,
                     }
                 ),
             ]
@@ -1168,6 +1214,9 @@ mod tests {
         ("[statsd]\nunix = [{ path = \"a\", mode = \"0890\" }]", "statsd.unix[0].mode", "octal"),
         ("[statsd]\nunix = [{ path = \"a\", mode = \"17777\" }]", "statsd.unix[0].mode", "octal"),
         ("[statsd]\nunix = [{ path = \"a\", mode = \"\" }]", "statsd.unix[0].mode", "octal"),
+        ("[statsd]\nunix = [{ path = \"a\", type = \"seqpacket\" }]", "statsd.unix[0].type", "\"stream\" or \"datagram\""),
+        ("[statsd]\nunix = [{ path = \"a\", framing = \"crlf\" }]", "statsd.unix[0].framing", "\"auto\", \"newline\" or \"length\""),
+        ("[statsd]\nunix = [{ path = \"a\", type = \"datagram\", framing = \"length\" }]", "statsd.unix[0].framing", "no framing"),
         ("[statsd]\nmax_line_length = 0", "statsd.max_line_length", "at least 1"),
         ("[statsd]\nmax_connections = 0", "statsd.max_connections", "at least 1"),
         (
@@ -1199,7 +1248,7 @@ mod tests {
         ("[flush]\ncalculated_timer_metrics = [\"count\", \"p99\"]", "flush.calculated_timer_metrics[1]", "unknown timer metric"),
         ("[flush]\nshutdown_timeout = \"0s\"", "flush.shutdown_timeout", "longer than 0s"),
         ("[log]\nlevel = \"statsyard=loud\"", "log.level", "filter directive"),
-        ("[[sink]]\ntype = \"console\"\nport = 1", "sink[0].port", "not a key of a console sink (its keys: type, name, queue, format)"),
+        ("[[sink]]\ntype = \"console\"\nport = 1", "sink[0].port", "not a key of a console sink (its keys: type, name, queue, format, self_metrics)"),
         ("[[sink]]\ntype = \"x\"", "sink[0].type", "unknown sink type \"x\" (known: \"console\", \"graphite\""),
         ("[[sink]]\ntype = \"graphite\"", "sink[0].address", "needs `address"),
         ("[[sink]]\ntype = \"graphite\"\naddress = \"a:1\"\nbuffer_bytes = \"big\"", "sink[0].buffer_bytes", "invalid type"),
@@ -1338,6 +1387,8 @@ mod tests {
                 unix: vec![RawUnix {
                     path: "p".into(),
                     mode: Some("0660".into()),
+                    kind: Some("stream".into()),
+                    framing: Some("auto".into()),
                 }],
                 ..RawStatsd::default()
             },

@@ -148,9 +148,18 @@ impl<F: Feed> Source for FeedSource<F> {
         self.ready.is_none() && self.rx.is_empty()
     }
 
-    fn failed(&mut self, _unsent: Vec<Entry>) {
+    fn connected(&mut self) {
+        self.stats.set_connected(true);
+    }
+
+    fn failed(&mut self, why: &str, _unsent: Vec<Entry>) {
         incr(&self.stats.errors, 1);
+        self.stats.failed(why);
         self.feed.failed();
+    }
+
+    fn disconnected(&mut self) {
+        self.stats.set_connected(false);
     }
 
     fn wrote(&mut self, bytes: usize) {
@@ -159,6 +168,7 @@ impl<F: Feed> Source for FeedSource<F> {
 
     fn written(&mut self, entry: Entry, took: Duration) {
         incr(&self.stats.lines_sent, entry.lines);
+        self.stats.delivered();
         self.feed.sent(&entry, took);
     }
 

@@ -539,6 +539,7 @@ impl Engine {
                     incr(&self.stats.lines_sent, e.lines);
                     incr(&self.stats.bytes_sent, e.data.len() as u64);
                 }
+                self.stats.delivered();
                 self.backoff.reset();
             }
             Answer::Refused { status, reason } => {
@@ -592,6 +593,7 @@ impl Engine {
     }
 
     fn retry_in(&mut self, wait: Duration, why: &str) {
+        self.stats.failed(format!("request failed: {why}"));
         let held = (self.store.buffer.len(), self.store.spooled());
         self.fail_log
             .failed(&self.store.label, "request failed", why, wait, held);

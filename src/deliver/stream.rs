@@ -155,11 +155,16 @@ pub trait Source: Send + 'static {
     fn connected(&mut self) {}
 
     /// A connect or a write failed, or the peer closed a connection that had
-    /// something to deliver. `unsent` (pull mode) is what the engine had
-    /// taken and not delivered, oldest first: the source's again.
-    fn failed(&mut self, unsent: Vec<Entry<Self::Tag>>) {
-        let _ = unsent;
+    /// something to deliver; `why` says which, as logged. `unsent` (pull
+    /// mode) is what the engine had taken and not delivered, oldest first:
+    /// the source's again.
+    fn failed(&mut self, why: &str, unsent: Vec<Entry<Self::Tag>>) {
+        let _ = (why, unsent);
     }
+
+    /// The peer closed an idle connection (no failure: the engine connects
+    /// again when there is something to send).
+    fn disconnected(&mut self) {}
 
     /// `bytes` more were written to the connection.
     fn wrote(&mut self, bytes: usize) {
@@ -473,6 +478,7 @@ impl<S: Source> Engine<S> {
                     // An idle connection closed by the peer is no failure:
                     // reconnect when there is something to send.
                     tracing::debug!(output = %self.cfg.output, addr = %self.cfg.addr, "peer closed the connection");
+                    self.source.disconnected();
                     self.conn = Conn::Down {
                         retry_at: Instant::now(),
                     };
@@ -538,12 +544,12 @@ impl<S: Source> Engine<S> {
             Mode::Pull => self.store.buffer.take_all(),
             Mode::Buffer { .. } => Vec::new(),
         };
-        self.source.failed(unsent);
+        let error = error.map_or_else(|| "end of stream".to_string(), |e| e.to_string());
+        self.source.failed(&format!("{what}: {error}"), unsent);
         let wait = self.backoff.fail();
         self.conn = Conn::Down {
             retry_at: Instant::now() + wait,
         };
-        let error = error.map_or_else(|| "end of stream".to_string(), |e| e.to_string());
         let held = (self.store.buffer.len(), self.store.spooled());
         self.fail_log
             .failed(&self.store.label, what, &error, wait, held);

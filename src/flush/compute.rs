@@ -109,6 +109,7 @@ pub fn compute(reg: &Registry, opts: &ComputeOptions, timestamp: u64) -> FlushBa
 
     FlushBatch {
         timestamp,
+        interval: opts.interval,
         counters,
         timers,
         gauges,

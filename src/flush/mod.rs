@@ -9,6 +9,7 @@ pub mod naming;
 pub mod number;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::metric::{MetricKey, MetricType};
 
@@ -17,6 +18,9 @@ use crate::metric::{MetricKey, MetricType};
 pub struct FlushBatch {
     /// Unix seconds, rounded as the reference rounds them.
     pub timestamp: u64,
+    /// The flush interval the batch covers (what rates are per second of),
+    /// for outputs that show it (the console's header).
+    pub interval: Duration,
     pub counters: Vec<CounterOut>,
     pub timers: Vec<TimerOut>,
     pub gauges: Vec<GaugeOut>,

@@ -184,6 +184,97 @@ pub fn graphite_lines(batch: &FlushBatch, naming: &Naming, out: &mut Vec<Graphit
 /// flush allocates nothing per line.
 pub fn for_each_graphite_line(batch: &FlushBatch, naming: &Naming, f: &mut dyn FnMut(&str, f64)) {
     let started = Instant::now();
+    for_each_series_line(batch, naming, &mut |_, name, value| f(name, value));
+    for_each_internal_line(batch, naming, started, f);
+}
+
+/// Which series of a batch a line belongs to: its type's list and its
+/// index there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SeriesRef {
+    /// `batch.counters[i]`.
+    Counter(usize),
+    /// `batch.timers[i]`.
+    Timer(usize),
+    /// `batch.gauges[i]`.
+    Gauge(usize),
+    /// `batch.sets[i]`.
+    Set(usize),
+}
+
+impl SeriesRef {
+    /// The series' key in `batch`.
+    pub fn key<'b>(&self, batch: &'b FlushBatch) -> &'b MetricKey {
+        match *self {
+            SeriesRef::Counter(i) => &batch.counters[i].key,
+            SeriesRef::Timer(i) => &batch.timers[i].key,
+            SeriesRef::Gauge(i) => &batch.gauges[i].key,
+            SeriesRef::Set(i) => &batch.sets[i].key,
+        }
+    }
+}
+
+/// Hand each Graphite line of the batch's series to `f` with the series it
+/// belongs to: [`for_each_graphite_line`] without the graphite backend's
+/// own three lines, in the same order.
+pub fn for_each_series_line(
+    batch: &FlushBatch,
+    naming: &Naming,
+    f: &mut dyn FnMut(SeriesRef, &str, f64),
+) {
+    let ns = Namespaces::new(naming);
+    let sfx = ns.suffix.as_ref();
+    let sanitize = naming.sanitize_names;
+    let mut buf = String::with_capacity(256);
+    let mut line =
+        |of: SeriesRef, key: &KeyParts<'_>, namespace: &str, extra: &[&str], value: f64| {
+            key.format_into(&mut buf, namespace, extra, sfx);
+            f(of, &buf, value);
+        };
+
+    for (i, c) in batch.counters.iter().enumerate() {
+        let of = SeriesRef::Counter(i);
+        let key = KeyParts::new(&c.key, sanitize);
+        if naming.legacy_namespace {
+            line(of, &key, &ns.counter, &[], c.rate);
+            if naming.flush_counts {
+                line(of, &key, "stats_counts.", &[], c.value);
+            }
+        } else {
+            line(of, &key, &ns.counter, &["rate"], c.rate);
+            if naming.flush_counts {
+                line(of, &key, &ns.counter, &["count"], c.value);
+            }
+        }
+    }
+    for (i, t) in batch.timers.iter().enumerate() {
+        let of = SeriesRef::Timer(i);
+        let key = KeyParts::new(&t.key, sanitize);
+        for (stat, value) in &t.stats {
+            line(of, &key, &ns.timer, &[stat], *value);
+        }
+        for (bin, value) in &t.histogram {
+            line(of, &key, &ns.timer, &["histogram", bin], *value);
+        }
+    }
+    for (i, g) in batch.gauges.iter().enumerate() {
+        let key = KeyParts::new(&g.key, sanitize);
+        line(SeriesRef::Gauge(i), &key, &ns.gauge, &[], g.value);
+    }
+    for (i, s) in batch.sets.iter().enumerate() {
+        let key = KeyParts::new(&s.key, sanitize);
+        line(SeriesRef::Set(i), &key, &ns.set, &["count"], s.count as f64);
+    }
+}
+
+/// The graphite backend's own lines: `numStats`, `processing_time` and
+/// `calculationtime` (the milliseconds since `started`).
+pub fn for_each_internal_line(
+    batch: &FlushBatch,
+    naming: &Naming,
+    started: Instant,
+    f: &mut dyn FnMut(&str, f64),
+) {
     let ns = Namespaces::new(naming);
     let sfx = ns.suffix.as_ref();
     let sanitize = naming.sanitize_names;
@@ -192,39 +283,6 @@ pub fn for_each_graphite_line(batch: &FlushBatch, naming: &Naming, f: &mut dyn F
         key.format_into(&mut buf, namespace, extra, sfx);
         f(&buf, value);
     };
-
-    for c in &batch.counters {
-        let key = KeyParts::new(&c.key, sanitize);
-        if naming.legacy_namespace {
-            line(&key, &ns.counter, &[], c.rate);
-            if naming.flush_counts {
-                line(&key, "stats_counts.", &[], c.value);
-            }
-        } else {
-            line(&key, &ns.counter, &["rate"], c.rate);
-            if naming.flush_counts {
-                line(&key, &ns.counter, &["count"], c.value);
-            }
-        }
-    }
-    for t in &batch.timers {
-        let key = KeyParts::new(&t.key, sanitize);
-        for (stat, value) in &t.stats {
-            line(&key, &ns.timer, &[stat], *value);
-        }
-        for (bin, value) in &t.histogram {
-            line(&key, &ns.timer, &["histogram", bin], *value);
-        }
-    }
-    for g in &batch.gauges {
-        let key = KeyParts::new(&g.key, sanitize);
-        line(&key, &ns.gauge, &[], g.value);
-    }
-    for s in &batch.sets {
-        let key = KeyParts::new(&s.key, sanitize);
-        line(&key, &ns.set, &["count"], s.count as f64);
-    }
-
     let num_stats = batch.num_stats() as f64;
     let prefix = naming.prefix_stats.as_str();
     if naming.legacy_namespace {
@@ -321,6 +379,7 @@ mod tests {
                 count: 2,
             }],
             processing_time_ms: 3.0,
+            ..FlushBatch::default()
         }
     }
 

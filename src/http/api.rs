@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use std::sync::Arc;
 
-use crate::aggregate::TOP_KEPT;
+use crate::aggregate::{Hot, TOP_KEPT};
 use crate::flusher::FlusherBusy;
 use crate::front::Front;
 use crate::metric::MetricType;
@@ -180,27 +180,31 @@ pub async fn top(State(s): State<Shared>, Query(q): Query<TopQuery>) -> Response
             format!("n must be from 1 to {TOP_KEPT}"),
         );
     }
-    let r = s
-        .flusher
-        .run(move |reg| reg.top().iter().take(n).cloned().collect::<Vec<_>>())
-        .await;
-    let hot = match r {
+    let hot = match hottest(&s, n).await {
         Ok(x) => x,
         Err(e) => return busy(e),
     };
     let window = s.settings().interval.as_secs_f64();
-    let top: Vec<Value> = hot
-        .iter()
-        .map(|h| {
-            json!({
-                "key": h.key.to_string_lossy(),
-                "type": h.kind.as_str(),
-                "lines": h.hits,
-                "lines_per_second": h.hits as f64 / window,
-            })
-        })
-        .collect();
+    let top: Vec<Value> = hot.iter().map(|h| hot_json(h, window)).collect();
     Json(json!({ "window_seconds": window, "top": top })).into_response()
+}
+
+/// The `n` series with the most values in the last complete interval.
+pub async fn hottest(front: &Front, n: usize) -> Result<Vec<Hot>, FlusherBusy> {
+    front
+        .flusher
+        .run(move |reg| reg.top().iter().take(n).cloned().collect::<Vec<_>>())
+        .await
+}
+
+/// One of [`hottest`] as `/api/top` shows it, over a `window` of seconds.
+pub fn hot_json(h: &Hot, window: f64) -> Value {
+    json!({
+        "key": h.key.to_string_lossy(),
+        "type": h.kind.as_str(),
+        "lines": h.hits,
+        "lines_per_second": h.hits as f64 / window,
+    })
 }
 
 /// Anything else: 404 with a JSON body.

@@ -1,4 +1,5 @@
-//! The HTTP server: `/metrics`, `/health`, `/api/*` and `POST /-/reload`.
+//! The HTTP server: the status page (`/`), `/metrics`, `/health`, `/api/*`
+//! and `POST /-/reload`.
 //!
 //! Handlers read the live aggregation state through the flusher
 //! ([`crate::flusher::FlusherHandle`]): the registry has one owner,
@@ -11,3 +12,4 @@
 pub mod access;
 pub mod api;
 pub mod server;
+pub mod status;

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::api;
+use super::{api, status};
 
 /// Open HTTP connections at most; more are closed at once and counted
 /// (`http_connections_rejected`). Prometheus and a few operators need a
@@ -207,6 +207,8 @@ async fn run(
 pub fn router(front: Arc<Front>) -> Router {
     // Bad query strings are answered by axum's own `Query` rejection: 400.
     Router::new()
+        .route("/", get(status::page))
+        .route("/api/status", get(status::api))
         .route("/metrics", get(api::metrics))
         .route("/health", get(api::health))
         .route("/api/stats", get(api::stats))

@@ -1,5 +1,6 @@
-//! Listeners: bytes in. UDP runs on dedicated receive threads ([`udp`]); TCP
-//! and unix streams run on tokio ([`stream`], [`tcp`], [`unix`]).
+//! Listeners: bytes in. UDP and unix datagram sockets run on dedicated
+//! receive threads ([`udp`], [`unixgram`]); TCP and unix streams run on
+//! tokio ([`stream`], [`tcp`], [`unix`]).
 //!
 //! Every listener hands what it reads to an [`Ingest`], which parses straight
 //! out of the receive buffer into the listener's own [`Shard`]; the flusher
@@ -10,6 +11,7 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 pub mod unix;
+pub mod unixgram;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +22,9 @@ use tokio::sync::mpsc;
 use crate::aggregate::{Inserted, Refusal, Shard};
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
+use crate::sink::prometheus::sent::SentKeys;
 use crate::sink::SinkMsg;
+use crate::stats::listener::{IngestCounter, ListenerStats};
 use crate::stats::{incr, Stats};
 
 /// A shard shared between its one writer (a listener) and the flusher.
@@ -91,6 +95,11 @@ pub struct Ingest {
     dump_messages: bool,
     bad_log: LogLimiter,
     limit_log: LogLimiter,
+    /// This ingest's slot in its listener's counters ([`Ingest::counted_in`]).
+    counter: Option<IngestCounter>,
+    /// Where rewritten keys are noted with how they were sent
+    /// ([`Ingest::recording_sent`]).
+    sent: Option<Arc<SentKeys>>,
 }
 
 impl Ingest {
@@ -112,7 +121,23 @@ impl Ingest {
             dump_messages,
             bad_log: LogLimiter::new(10, Duration::from_secs(10)),
             limit_log: LogLimiter::new(10, Duration::from_secs(10)),
+            counter: None,
+            sent: None,
         }
+    }
+
+    /// Note in `sent` how each key ingest rewrote was sent, for the
+    /// Prometheus exporter's label values (only rewritten keys cost a look).
+    pub fn recording_sent(mut self, sent: Option<Arc<SentKeys>>) -> Ingest {
+        self.sent = sent;
+        self
+    }
+
+    /// Also count what this ingest reads in `listener`'s counters (a slot
+    /// of its own: no atomic read-modify-write per packet).
+    pub fn counted_in(mut self, listener: &Arc<ListenerStats>) -> Ingest {
+        self.counter = Some(listener.counter());
+        self
     }
 
     /// One packet: a UDP datagram, or the complete lines of one stream read.
@@ -145,6 +170,8 @@ impl Ingest {
             too_many_tags: 0,
             refused: 0,
             refused_under: Vec::new(),
+            listener: self.counter.as_ref().map(IngestCounter::listener),
+            sent: self.sent.as_deref(),
         };
         let counts = self.parser.parse_packet(data, &mut handler);
         let (too_many_tags, refused, refused_under) = (
@@ -155,6 +182,10 @@ impl Ingest {
         drop(shard);
         incr(&self.stats.metrics_received, counts.lines);
         incr(&self.stats.bad_lines_seen, counts.bad);
+        // The listener's own (status page): a plain store, no atomic add.
+        if let Some(c) = &self.counter {
+            c.packet(counts.lines);
+        }
         // Counted per packet, not per line: a flood of new keys costs one
         // add per packet here (and one lock per prefix that refused).
         if too_many_tags > 0 {
@@ -178,6 +209,10 @@ struct ShardHandler<'a> {
     refused: u64,
     /// Of those, per `series_limits` prefix.
     refused_under: Vec<(std::sync::Arc<str>, u64)>,
+    /// Where bad lines are counted by reason.
+    listener: Option<&'a ListenerStats>,
+    /// Where rewritten keys are noted.
+    sent: Option<&'a SentKeys>,
 }
 
 impl ShardHandler<'_> {
@@ -209,9 +244,18 @@ impl Handler for ShardHandler<'_> {
         }
     }
 
+    fn sent_as(&mut self, key: &[u8], sent: &[u8]) {
+        if let Some(t) = self.sent {
+            t.record(key, sent);
+        }
+    }
+
     fn bad_line(&mut self, line: &[u8], err: ParseError) {
         if err == ParseError::TooManyTags {
             self.too_many_tags += 1;
+        }
+        if let Some(l) = self.listener {
+            l.bad_line(bad_reason_index(&err));
         }
         if let Some(suppressed) = self.bad_log.allow() {
             tracing::warn!(
@@ -225,3 +269,62 @@ impl Handler for ShardHandler<'_> {
 }
 
 pub use crate::log_limit::LogLimiter;
+
+/// The index of `err`'s reason in
+/// [`BAD_REASONS`](crate::stats::listener::BAD_REASONS).
+pub fn bad_reason_index(err: &ParseError) -> usize {
+    match err {
+        ParseError::MissingValue => 0,
+        ParseError::MissingType => 1,
+        ParseError::UnknownType => 2,
+        ParseError::BadValue => 3,
+        ParseError::NegativeTimer => 4,
+        ParseError::BadSampleRate => 5,
+        ParseError::EmptyName => 6,
+        ParseError::BadField => 7,
+        ParseError::BadTimestamp => 8,
+        ParseError::NotAMetric => 9,
+        ParseError::TooManyTags => 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::listener::BAD_REASONS;
+
+    /// Each reason's label is its variant's name in snake case.
+    #[test]
+    fn bad_reasons_name_the_parse_errors() {
+        use ParseError::*;
+        let all = [
+            MissingValue,
+            MissingType,
+            UnknownType,
+            BadValue,
+            NegativeTimer,
+            BadSampleRate,
+            EmptyName,
+            BadField,
+            BadTimestamp,
+            NotAMetric,
+            TooManyTags,
+        ];
+        assert_eq!(all.len(), BAD_REASONS.len());
+        for e in all {
+            let snake: String = format!("{e:?}")
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let lower = c.to_ascii_lowercase();
+                    if c.is_ascii_uppercase() && i > 0 {
+                        vec!['_', lower]
+                    } else {
+                        vec![lower]
+                    }
+                })
+                .collect();
+            assert_eq!(BAD_REASONS[bad_reason_index(&e)], snake);
+        }
+    }
+}

@@ -1,10 +1,13 @@
-//! Newline-delimited statsd over a byte stream (TCP or a unix socket).
+//! statsd over a byte stream (TCP or a unix socket), newline-delimited or
+//! in DogStatsD's length-prefixed frames ([`Framing`]).
 //!
 //! Each connection keeps one receive buffer. Complete lines are parsed in
 //! place; a partial line waits for the rest. A line longer than
 //! `max_line_length` is dropped and counted, and the connection carries on
 //! from the next newline, so one runaway client line cannot grow memory or
-//! kill the connection.
+//! kill the connection. A frame longer than `max_line_length` is counted
+//! the same way, and closes the connection: nothing says where the next
+//! frame starts.
 
 use std::io;
 use std::sync::Arc;
@@ -18,11 +21,30 @@ use tokio_util::task::TaskTracker;
 use super::{Ingest, RawTap, SharedShard};
 use crate::parse::ParseOptions;
 use crate::shutdown::CancellationToken;
+use crate::sink::prometheus::sent::SentKeys;
+use crate::stats::listener::ListenerStats;
 use crate::stats::{incr, Stats};
 
 /// After shutdown starts, a connection reads what is already buffered for at
 /// most this long per read before it gives up waiting for more.
 const DRAIN_READ: Duration = Duration::from_millis(25);
+
+/// How a stream's bytes are cut into packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Lines end with `\n` (TCP, the reference's unix socket); the complete
+    /// lines of one read are one packet.
+    Newline,
+    /// DogStatsD's `unixstream`: each payload (one or more lines) follows
+    /// its length, 4 bytes little-endian, and is one packet.
+    Length,
+    /// Each connection's first four bytes tell: a NUL fourth byte is the top
+    /// byte of a length (statsd text has none), anything else is text.
+    Auto,
+}
+
+/// The length prefix of a [`Framing::Length`] frame.
+const LENGTH_PREFIX: usize = 4;
 
 /// What every stream connection shares.
 pub struct StreamCtx {
@@ -32,6 +54,12 @@ pub struct StreamCtx {
     pub raw: RawTap,
     pub dump_messages: bool,
     pub max_line_length: usize,
+    /// How this listener's connections are cut into packets.
+    pub framing: Framing,
+    /// The listener's counters; each connection gets a slot.
+    pub listener: Arc<ListenerStats>,
+    /// Where rewritten keys are noted for the Prometheus exporter.
+    pub sent: Option<Arc<SentKeys>>,
     pub idle_timeout: Option<Duration>,
     /// One permit per open connection (`max_connections`), shared by all stream listeners.
     pub connections: Arc<Semaphore>,
@@ -51,6 +79,8 @@ impl StreamCtx {
             self.raw.clone(),
             self.dump_messages,
         )
+        .counted_in(&self.listener)
+        .recording_sent(self.sent.clone())
     }
 
     /// Take a connection: serve it on its own task if a permit is free,
@@ -91,6 +121,7 @@ impl StreamCtx {
             buf: BytesMut::with_capacity(16 * 1024),
             discarding: false,
             max: self.max_line_length,
+            framing: self.framing,
             stats: &self.stats,
         };
         loop {
@@ -101,7 +132,7 @@ impl StreamCtx {
             };
             match read {
                 Some(0) => return Ok(()),
-                Some(_) => conn.process(),
+                Some(_) => conn.process()?,
                 None => {
                     incr(&self.stats.connections_idle_closed, 1);
                     tracing::debug!("closing idle connection");
@@ -114,7 +145,7 @@ impl StreamCtx {
         while let Ok(r) = tokio::time::timeout(DRAIN_READ, stream.read_buf(&mut conn.buf)).await {
             match r? {
                 0 => break,
-                _ => conn.process(),
+                _ => conn.process()?,
             }
         }
         Ok(())
@@ -145,12 +176,61 @@ struct Conn<'a> {
     /// Inside a line that was already too long: skip to the next newline.
     discarding: bool,
     max: usize,
+    /// [`Framing::Auto`] until the first four bytes are in.
+    framing: Framing,
     stats: &'a Stats,
 }
 
 impl Conn<'_> {
+    /// Consume every complete packet in the buffer. An error closes the
+    /// connection.
+    fn process(&mut self) -> io::Result<()> {
+        if self.framing == Framing::Auto {
+            if self.buf.len() < LENGTH_PREFIX {
+                return Ok(());
+            }
+            self.framing = if self.buf[LENGTH_PREFIX - 1] == 0 {
+                Framing::Length
+            } else {
+                Framing::Newline
+            };
+        }
+        match self.framing {
+            Framing::Length => self.frames(),
+            _ => {
+                self.lines();
+                Ok(())
+            }
+        }
+    }
+
+    /// Consume every complete length-prefixed frame in the buffer.
+    fn frames(&mut self) -> io::Result<()> {
+        while self.buf.len() >= LENGTH_PREFIX {
+            let mut len = [0u8; LENGTH_PREFIX];
+            len.copy_from_slice(&self.buf[..LENGTH_PREFIX]);
+            let len = u32::from_le_bytes(len) as usize;
+            if len > self.max {
+                incr(&self.stats.lines_too_long, 1);
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a {len}-byte frame is longer than max_line_length"),
+                ));
+            }
+            if self.buf.len() < LENGTH_PREFIX + len {
+                break;
+            }
+            self.buf.advance(LENGTH_PREFIX);
+            let frame = self.buf.split_to(len);
+            if !frame.is_empty() {
+                self.ingest.packet(&frame);
+            }
+        }
+        Ok(())
+    }
+
     /// Consume every complete line in the buffer.
-    fn process(&mut self) {
+    fn lines(&mut self) {
         if self.discarding {
             match memchr(b'\n', &self.buf) {
                 Some(i) => {

@@ -1,4 +1,5 @@
-//! statsd over a unix stream socket (the reference's tcp server with `socket`).
+//! statsd over a unix stream socket (the reference's tcp server with
+//! `socket`, or DogStatsD's `unixstream`; see [`super::stream::Framing`]).
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -13,6 +14,14 @@ use super::stream::StreamCtx;
 /// Bind at `path`, replacing a stale socket left by an earlier run (but never
 /// any other kind of file), and apply `mode` if given.
 pub fn bind(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
+    clear_stale(path)?;
+    let listener = UnixListener::bind(path)?;
+    set_mode(path, mode)?;
+    Ok(listener)
+}
+
+/// Remove a socket left at `path` by an earlier run; refuse any other file.
+pub fn clear_stale(path: &Path) -> io::Result<()> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)?;
@@ -23,11 +32,15 @@ pub fn bind(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
             ));
         }
     }
-    let listener = UnixListener::bind(path)?;
+    Ok(())
+}
+
+/// Apply the socket file's `mode`, if one is configured.
+pub fn set_mode(path: &Path, mode: Option<u32>) -> io::Result<()> {
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
-    Ok(listener)
+    Ok(())
 }
 
 /// Accept until the token is cancelled, then remove the socket file.

@@ -61,6 +61,10 @@ pub struct ParseOptions {
     /// key (empty tags dropped, duplicates kept); a line with more is
     /// rejected with [`ParseError::TooManyTags`]. 0: no limit.
     pub max_tags: usize,
+    /// A gauge value written with a sign (`g:-3|g`) is a change of the
+    /// current value, as in the reference statsd (`[statsd] gauge_deltas`,
+    /// the default). Off, it is the value itself, as DogStatsD means it.
+    pub gauge_deltas: bool,
 }
 
 /// The default `[statsd] max_tags`: far more than any client sends (a
@@ -74,6 +78,7 @@ impl Default for ParseOptions {
             sanitize: true,
             tag_dialects: TagDialects::ALL,
             max_tags: DEFAULT_MAX_TAGS,
+            gauge_deltas: true,
         }
     }
 }
@@ -125,6 +130,13 @@ pub trait Handler {
     /// One rejection; `line` is the whole line it came from, without its
     /// line ending.
     fn bad_line(&mut self, line: &[u8], err: ParseError);
+    /// The key `key` of the next values was rewritten (sanitised, or its
+    /// invalid UTF-8 replaced) from `sent`, the name and tags as the client
+    /// sent them. Called once per line, before its first value, only for a
+    /// rewritten key. Prometheus keeps label values as sent
+    /// (`crate::sink::prometheus::sent`); the aggregation key stays the
+    /// rewritten one, which Graphite needs.
+    fn sent_as(&mut self, _key: &[u8], _sent: &[u8]) {}
 }
 
 /// Counts for one packet, in the reference's terms.
@@ -218,7 +230,7 @@ impl StatsdParser {
                 }
             }
         }
-        let key = self.keys.build(name, sanitize);
+        let (key, mut sent) = self.keys.build_sent(name, sanitize);
         let name_len = key_name(key).len();
         if name_len == 0 {
             reject(&mut counts, h, ParseError::EmptyName);
@@ -246,6 +258,14 @@ impl StatsdParser {
             for raw in seg.values.split(|&b| b == b':') {
                 match value(kind, raw) {
                     Ok(value) => {
+                        if let Some(sent) = sent.take() {
+                            h.sent_as(key, sent);
+                        }
+                        // `gauge_deltas = false`: a signed gauge is its value.
+                        let value = match value {
+                            Value::GaugeDelta(n) if !self.opts.gauge_deltas => Value::Number(n),
+                            v => v,
+                        };
                         counts.metrics += 1;
                         h.metric(MetricRef {
                             key,
@@ -358,7 +378,14 @@ fn is_pipe_or_colon(b: u8) -> bool {
 fn field(input: &[u8]) -> Res<'_, Field<'_>> {
     alt((
         preceded(tag("#"), take_till(is_pipe)).map(Field::Tags),
-        preceded(tag("c:"), take_till(is_pipe)).map(|_| Field::Origin),
+        // An empty container id is malformed (DogStatsD refuses it too).
+        preceded(tag("c:"), take_till(is_pipe)).map(|id: &[u8]| {
+            if id.is_empty() {
+                Field::Unknown
+            } else {
+                Field::Origin
+            }
+        }),
         preceded(tag("e:"), take_till(is_pipe)).map(|_| Field::Origin),
         preceded(tag("card:"), take_till(is_pipe)).map(|_| Field::Origin),
         take_till(is_pipe_or_colon).map(|f: &[u8]| match f.split_first() {
@@ -667,6 +694,8 @@ mod tests {
                     vec![n("a;t=1", Timer, 1.0).rate(0.5).ts(5)],
                 ),
                 (b"a:1|c|c:0123456789abcdef|#t:1", vec![c("a;t=1", 1.0)]),
+                // An empty container id is malformed.
+                (b"a:1|c|#t:1|c:", vec![bad(BadField)]),
                 // Origin detection as current Datadog clients send it.
                 (
                     b"a:1|c|#t:1|c:ci-123|card:low|e:it-false,cn-x,pu-y",
@@ -810,6 +839,83 @@ mod tests {
         // UTF-8 sequence in a key is U+FFFD.
         let (got, _, _) = run(opts, b"a\xff:1|c\na\xfe:1|c");
         assert_eq!(got, vec![c("a\u{FFFD}", 1.0), c("a\u{FFFD}", 1.0)]);
+    }
+
+    /// A rewritten key is reported once per line with what the client sent,
+    /// before its first value; a key sent as stored is not.
+    #[test]
+    fn sent_as_reports_rewritten_keys() {
+        #[derive(Default)]
+        struct Sent(Vec<(String, String)>, usize);
+        impl Handler for Sent {
+            fn metric(&mut self, _: MetricRef<'_>) {
+                self.1 += 1;
+            }
+            fn bad_line(&mut self, _: &[u8], _: ParseError) {}
+            fn sent_as(&mut self, key: &[u8], sent: &[u8]) {
+                assert_eq!(self.1, 0, "before the first value");
+                let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                self.0.push((s(key), s(sent)));
+            }
+        }
+        type Case<'a> = (ParseOptions, &'a [u8], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (ParseOptions::default(), b"plain.name:1|c|#b:2,a:1", &[]),
+            (
+                ParseOptions::default(),
+                b"route:1|c:2|ms|#path:/x,env:my prod",
+                &[("route;env=my_prod;path=-x", "route;path=/x;env=my prod")],
+            ),
+            (
+                ParseOptions::default(),
+                b"rt.get/a:1|c",
+                &[("rt.get-a", "rt.get/a")],
+            ),
+            (
+                ParseOptions::default(),
+                b"f,t1=a/b:1|c",
+                &[("f;t1=a-b", "f;t1=a/b")],
+            ),
+            (
+                ParseOptions {
+                    sanitize: false,
+                    ..ParseOptions::default()
+                },
+                b"a\xff:1|c",
+                &[("a\u{FFFD}", "a\u{FFFD}")],
+            ),
+            // No value accepted: nothing to report.
+            (ParseOptions::default(), b"a/b:x|c", &[]),
+        ];
+        for (opts, line, want) in cases {
+            let mut h = Sent::default();
+            StatsdParser::new(opts.clone()).parse_packet(line, &mut h);
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, s)| (k.to_string(), s.to_string()))
+                .collect();
+            assert_eq!(h.0, want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// `gauge_deltas = false`: a sign is part of the value (DogStatsD).
+    #[test]
+    fn gauge_deltas_off() {
+        let opts = ParseOptions {
+            gauge_deltas: false,
+            ..ParseOptions::default()
+        };
+        check(
+            opts,
+            &[
+                (b"g:-3|g", vec![n("g", Gauge, -3.0)]),
+                (b"g:+3|g", vec![n("g", Gauge, 3.0)]),
+                (b"g:3|g", vec![n("g", Gauge, 3.0)]),
+                (b"g:1:-2|g", vec![n("g", Gauge, 1.0), n("g", Gauge, -2.0)]),
+                // Only gauges have deltas.
+                (b"c:-3|c", vec![c("c", -3.0)]),
+            ],
+        );
     }
 
     /// Every tag dialect gives the DogStatsD line's key.

@@ -209,14 +209,29 @@ impl KeyBuilder {
     /// sanitised when `sanitize` is set. Borrows `name` itself when that is
     /// already the canonical key.
     pub fn build<'k>(&'k mut self, name: &'k [u8], sanitize: bool) -> &'k [u8] {
+        self.build_sent(name, sanitize).0
+    }
+
+    /// [`build`](Self::build), and the key as the client sent it (name and
+    /// tags joined, not sanitised, not sorted) when sanitising or the UTF-8
+    /// repair rewrote it: what Prometheus label values keep
+    /// ([`super::statsd::Handler::sent_as`]).
+    pub fn build_sent<'k>(
+        &'k mut self,
+        name: &'k [u8],
+        sanitize: bool,
+    ) -> (&'k [u8], Option<&'k [u8]>) {
         let joined: &[u8] = if self.has_tags { &self.joined } else { name };
+        let mut sent = None;
         let clean: &[u8] = if sanitize && needs_sanitize(joined) {
+            sent = Some(joined);
             self.clean.clear();
             sanitize_into(joined, &mut self.clean);
             &self.clean
         } else if !sanitize && std::str::from_utf8(joined).is_err() {
             // The reference decodes packets as UTF-8, so every invalid
             // sequence is U+FFFD in its keys: `a\xff` and `a\xfe` are one series.
+            sent = Some(joined);
             self.clean.clear();
             for chunk in joined.utf8_chunks() {
                 self.clean.extend_from_slice(chunk.valid().as_bytes());
@@ -229,10 +244,10 @@ impl KeyBuilder {
             joined
         };
         if is_canonical(clean) {
-            clean
+            (clean, sent)
         } else {
             canonicalize_into(clean, &mut self.ranges, &mut self.sorted);
-            &self.sorted
+            (&self.sorted, sent)
         }
     }
 

@@ -690,7 +690,7 @@ impl Source for DestSource {
     /// Put the batch that was not written back at the front of the queue,
     /// mark the destination down and hand its movable points to the router
     /// (those of the batch included: they reach another destination).
-    fn failed(&mut self, unsent: Vec<Entry<Vec<Item>>>) {
+    fn failed(&mut self, _why: &str, unsent: Vec<Entry<Vec<Item>>>) {
         let items: Vec<Item> = unsent.into_iter().flat_map(|e| e.tag).collect();
         if !items.is_empty() {
             self.dest.unshift(items, &self.stats);

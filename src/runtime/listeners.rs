@@ -19,11 +19,14 @@ use crate::aggregate::Shard;
 use crate::check::AllowList;
 use crate::config::diff::ListenAddr;
 use crate::config::Config;
+use crate::config::UnixKind;
 use crate::gate::Gate;
-use crate::listener::stream::StreamCtx;
-use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::listener::stream::{Framing, StreamCtx};
+use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
+use crate::sink::prometheus::sent::SentKeys;
+use crate::stats::listener::ListenerStats;
 use crate::stats::Stats;
 use crate::supervise::supervise_socket;
 
@@ -32,7 +35,9 @@ enum Socket {
     /// One per receive thread (SO_REUSEPORT), each with its own shard.
     Udp(Vec<(std::net::UdpSocket, SharedShard)>),
     Tcp(TcpListener),
-    Unix(UnixListener),
+    Unix(UnixListener, Framing),
+    /// A unix datagram socket, read by its own thread into its own shard.
+    Unixgram(std::os::unix::net::UnixDatagram, SharedShard),
     Carbon(TcpListener, carbon::StreamKind),
     CarbonUdp(UdpSocket),
 }
@@ -48,6 +53,7 @@ impl Bound {
             .iter()
             .flat_map(|(_, s)| match s {
                 Socket::Udp(group) => group.iter().map(|(_, sh)| sh.clone()).collect(),
+                Socket::Unixgram(_, sh) => vec![sh.clone()],
                 _ => Vec::new(),
             })
             .collect()
@@ -62,7 +68,7 @@ pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
         let err = |source| ReloadError::Bind {
             proto: a.proto(),
             addr: match a {
-                ListenAddr::Unix(p) => p.display().to_string(),
+                ListenAddr::Unix(p) | ListenAddr::Unixgram(p) => p.display().to_string(),
                 ListenAddr::Udp(s)
                 | ListenAddr::Tcp(s)
                 | ListenAddr::CarbonTcp(s)
@@ -82,8 +88,20 @@ pub fn bind(addrs: &[ListenAddr], c: &Config) -> Result<Bound, ReloadError> {
             ),
             ListenAddr::Tcp(addr) => Socket::Tcp(tcp::bind(*addr).map_err(err)?),
             ListenAddr::Unix(path) => {
+                let u = l.unix.iter().find(|u| u.path == *path);
+                let framing = match u.map(|u| u.kind) {
+                    Some(UnixKind::Stream(f)) => f,
+                    _ => Framing::Auto,
+                };
+                let mode = u.and_then(|u| u.mode);
+                Socket::Unix(unix::bind(path, mode).map_err(err)?, framing)
+            }
+            ListenAddr::Unixgram(path) => {
                 let mode = l.unix.iter().find(|u| u.path == *path).and_then(|u| u.mode);
-                Socket::Unix(unix::bind(path, mode).map_err(err)?)
+                Socket::Unixgram(
+                    unixgram::bind(path, mode).map_err(err)?,
+                    Arc::new(Mutex::new(Shard::new(&c.aggregate))),
+                )
             }
             ListenAddr::CarbonTcp(addr) => {
                 Socket::Carbon(tcp::bind(*addr).map_err(err)?, carbon::StreamKind::Line)
@@ -109,7 +127,11 @@ pub type TlsConfigs = Vec<(ListenAddr, Option<Arc<rustls::ServerConfig>>)>;
 /// The allow-list that applies to a listener.
 fn allow_of(c: &Config, key: &ListenAddr) -> AllowList {
     match key {
-        ListenAddr::Udp(_) | ListenAddr::Tcp(_) | ListenAddr::Unix(_) => c.listen.allow.clone(),
+        // Unix sockets have no network address: file permissions (`mode`)
+        // guard them, and the list never refuses their clients.
+        ListenAddr::Udp(_) | ListenAddr::Tcp(_) | ListenAddr::Unix(_) | ListenAddr::Unixgram(_) => {
+            c.listen.allow.clone()
+        }
         ListenAddr::CarbonTcp(_) | ListenAddr::CarbonUdp(_) | ListenAddr::Pickle(_) => c
             .relay
             .as_ref()
@@ -123,7 +145,10 @@ pub struct Listeners {
     stops: Vec<(ListenAddr, CancellationToken)>,
     /// Each listener's allow-list and TLS, which a reload changes in place.
     gates: Vec<(ListenAddr, Arc<Gate>)>,
-    /// Every UDP receive thread; [`Listeners::drain`] joins them.
+    /// The per-listener counters each listener registered, to forget them
+    /// when a reload removes it.
+    counted: Vec<(ListenAddr, Arc<ListenerStats>)>,
+    /// Every UDP and unix datagram receive thread; [`Listeners::drain`] joins them.
     udp_threads: Vec<std::thread::JoinHandle<()>>,
     /// Stream connections share one shard: they are many and mostly quiet.
     stream_shard: SharedShard,
@@ -133,15 +158,19 @@ pub struct Listeners {
     tracker: TaskTracker,
     /// The repeaters' queues: every statsd listener copies its packets there.
     pub raw: RawTap,
+    /// Where ingest notes rewritten keys for the Prometheus exporter.
+    sent: Option<Arc<SentKeys>>,
 }
 
 impl Listeners {
     /// No listener yet; `c` fixes what only a restart changes (the stream
     /// connections' bound and the stream shard's options).
-    pub fn new(c: &Config) -> Listeners {
+    pub fn new(c: &Config, sent: Option<Arc<SentKeys>>) -> Listeners {
         Listeners {
+            sent,
             stops: Vec::new(),
             gates: Vec::new(),
+            counted: Vec::new(),
             udp_threads: Vec::new(),
             stream_shard: Arc::new(Mutex::new(Shard::new(&c.aggregate))),
             connections: Arc::new(Semaphore::new(c.listen.max_connections)),
@@ -184,22 +213,43 @@ impl Listeners {
                 Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
                 Socket::Tcp(l) => {
                     let addr = l.local_addr().ok();
-                    let ctx = self.stream_ctx(c, stats, stop.clone(), gate);
+                    let counted = self.count(&key, stats, "tcp", shown(addr, &key));
+                    let ctx =
+                        self.stream_ctx(c, stats, Framing::Newline, counted, stop.clone(), gate);
                     let name = format!("tcp/{}", shown(addr, &key));
                     self.spawn(stats, &name, stop, l, move |l| {
                         tcp::accept_loop(l, ctx.clone())
                     });
                     addr.into_iter().collect()
                 }
-                Socket::Unix(l) => {
+                Socket::Unix(l, framing) => {
                     let ListenAddr::Unix(path) = key.clone() else {
                         continue;
                     };
-                    let ctx = self.stream_ctx(c, stats, stop.clone(), gate);
+                    let counted = self.count(&key, stats, "unix", path.display().to_string());
+                    let ctx = self.stream_ctx(c, stats, framing, counted, stop.clone(), gate);
                     let name = format!("unix/{}", path.display());
                     self.spawn(stats, &name, stop, l, move |l| {
                         unix::accept_loop(l, path.clone(), ctx.clone())
                     });
+                    Vec::new()
+                }
+                Socket::Unixgram(socket, shard) => {
+                    let ListenAddr::Unixgram(path) = key.clone() else {
+                        continue;
+                    };
+                    let counted = self.count(&key, stats, "unixgram", path.display().to_string());
+                    let ingest = self.thread_ingest(c, shard, stats, &counted);
+                    let task = stats.task(&format!("unixgram/{}", path.display()));
+                    match unixgram::spawn(socket, path.clone(), ingest, stop, task) {
+                        Ok(h) => self.udp_threads.push(h),
+                        Err(e) => tracing::error!(
+                            proto = "unixgram",
+                            path = %path.display(),
+                            error = %e,
+                            "cannot start a receive thread"
+                        ),
+                    }
                     Vec::new()
                 }
                 Socket::Carbon(l, kind) => {
@@ -251,13 +301,8 @@ impl Listeners {
                 (Err(_), ListenAddr::Udp(a)) => *a,
                 (Err(_), _) => continue,
             };
-            let ingest = Ingest::new(
-                &c.parse,
-                shard,
-                stats.clone(),
-                self.raw.clone(),
-                c.log.dump_messages,
-            );
+            let counted = self.count(key, stats, "udp", addr.to_string());
+            let ingest = self.thread_ingest(c, shard, stats, &counted);
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
             match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
@@ -271,10 +316,46 @@ impl Listeners {
         addrs
     }
 
+    /// The ingest of a receive thread (UDP, unix datagram) into `shard`.
+    fn thread_ingest(
+        &self,
+        c: &Config,
+        shard: SharedShard,
+        stats: &Arc<Stats>,
+        counted: &Arc<ListenerStats>,
+    ) -> Ingest {
+        Ingest::new(
+            &c.parse,
+            shard,
+            stats.clone(),
+            self.raw.clone(),
+            c.log.dump_messages,
+        )
+        .counted_in(counted)
+        .recording_sent(self.sent.clone())
+    }
+
+    /// The counters of the listener `proto addr` (`key` in the config).
+    fn count(
+        &mut self,
+        key: &ListenAddr,
+        stats: &Stats,
+        proto: &'static str,
+        addr: String,
+    ) -> Arc<ListenerStats> {
+        let l = stats.listener(proto, &addr);
+        if !self.counted.iter().any(|(_, c)| Arc::ptr_eq(c, &l)) {
+            self.counted.push((key.clone(), l.clone()));
+        }
+        l
+    }
+
     fn stream_ctx(
         &self,
         c: &Config,
         stats: &Arc<Stats>,
+        framing: Framing,
+        listener: Arc<ListenerStats>,
         stop: CancellationToken,
         gate: Arc<Gate>,
     ) -> Arc<StreamCtx> {
@@ -285,6 +366,9 @@ impl Listeners {
             raw: self.raw.clone(),
             dump_messages: c.log.dump_messages,
             max_line_length: c.listen.max_line_length,
+            framing,
+            listener,
+            sent: self.sent.clone(),
             idle_timeout: c.listen.idle_timeout,
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),
@@ -366,6 +450,12 @@ impl Listeners {
             if let ListenAddr::Udp(a) = addr {
                 stats.remove_udp_socket(*a);
             }
+            self.counted.retain(|(a, l)| {
+                if a == addr {
+                    stats.remove_listener(l.proto, &l.addr);
+                }
+                a != addr
+            });
         }
     }
 

@@ -50,6 +50,7 @@ use crate::gate::Gate;
 use crate::relay::router::Router;
 use crate::relay::RelayRuntime;
 use crate::shutdown::{with_deadline, CancellationToken};
+use crate::sink::prometheus::sent::SentKeys;
 use crate::sink::BuildCx;
 use crate::sink::SinkError;
 use crate::stats::Stats;
@@ -183,6 +184,9 @@ pub struct Runtime {
     fronts: [Option<(CancellationToken, Option<SocketAddr>)>; 2],
     /// Their allow-lists (and HTTP's TLS), kept across moves and reloads.
     gates: [Arc<Gate>; 2],
+    /// How rewritten keys were sent, noted by ingest for the Prometheus
+    /// exporter; only when HTTP (so `/metrics`) runs from the start.
+    sent: Option<Arc<SentKeys>>,
 }
 
 /// A started server.
@@ -243,9 +247,13 @@ pub async fn start(
     let token = CancellationToken::new();
     let (flusher, flusher_rx) = FlusherHandle::channel();
     let front = Arc::new(Front::new(stats.clone(), flusher.clone(), config.health_up));
+    let sent = config
+        .http
+        .map(|_| Arc::new(SentKeys::new(config.prometheus.options.max_series)));
     let mut rt = Runtime {
         config: None,
-        listeners: Listeners::new(&config),
+        listeners: Listeners::new(&config, sent.clone()),
+        sent,
         stats: stats.clone(),
         token: token.clone(),
         front: front.clone(),
@@ -355,6 +363,7 @@ impl Runtime {
                 stats,
                 shutdown_timeout: eff.shutdown_timeout,
                 relay: relay.clone(),
+                sent_keys: self.sent.clone(),
             };
             outputs.push(outputs::prepare(spec, cx)?);
         }
@@ -525,9 +534,16 @@ impl Runtime {
         if old.as_ref().map(|o| &o.admin_token) != Some(&eff.admin_token) {
             self.front.admin_token.set(eff.admin_token.as_deref());
         }
+        let limits = &eff.aggregate.limits;
         self.front.set_settings(Settings {
             interval: eff.compute.interval,
             config_lines: crate::admin::config_lines(&eff),
+            max_series: limits.max_series,
+            series_limits: limits
+                .prefixes
+                .iter()
+                .map(|p| (p.prefix.clone(), p.max))
+                .collect(),
         });
         self.config = Some(eff);
         started

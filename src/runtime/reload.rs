@@ -97,9 +97,14 @@ impl Reloader {
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let mut rt = self.runtime.lock().await;
         let stats = rt.stats.clone();
-        incr(&stats.reloads, 1);
-        match self.try_reload(&mut rt).await {
+        // The outcome is recorded before the counters move: whoever sees
+        // `reloads` (or `reload_failures`) go up reads this reload's
+        // `last_reload_*`.
+        let outcome = self.try_reload(&mut rt).await;
+        match outcome {
             Ok(r) => {
+                stats.reloaded(true, summary(&r));
+                incr(&stats.reloads, 1);
                 tracing::info!(
                     source = %r.source,
                     applied = ?r.applied,
@@ -117,6 +122,8 @@ impl Reloader {
                 Ok(r)
             }
             Err(e) => {
+                stats.reloaded(false, e.to_string());
+                incr(&stats.reloads, 1);
                 incr(&stats.reload_failures, 1);
                 tracing::error!(error = %e, "reload refused; the old config keeps running");
                 Err(e)
@@ -168,6 +175,27 @@ impl Reloader {
             }
         }
         Ok(report)
+    }
+}
+
+/// What a reload did, in one line (the status page's "last reload").
+fn summary(r: &ReloadReport) -> String {
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("applied", &r.applied),
+        ("sinks added", &r.sinks_added),
+        ("sinks removed", &r.sinks_removed),
+        ("sinks changed", &r.sinks_changed),
+        ("need a restart", &r.restart_required),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what}: {}", list.join(", ")));
+        }
+    }
+    if parts.is_empty() {
+        "no change".to_string()
+    } else {
+        parts.join("; ")
     }
 }
 

@@ -1,6 +1,14 @@
 //! console sink: every flush printed to stdout, as Graphite plaintext lines
 //! (the names Graphite would get) or as one JSON object per series.
 //!
+//! The text format is for a person at a terminal: each flush is one block, a
+//! `#` header (time, interval, series count), the user's series sorted by
+//! key (each series' lines together), then the self-metrics (the
+//! reference's `<prefix_stats>.*` counters, statsyard's own, the graphite
+//! backend's `numStats`...) folded into one `#` summary line, or printed in
+//! full with `self_metrics = true`. The JSON format prints every series as
+//! it always has.
+//!
 //! Each flush is rendered into one buffer and written with one locked write
 //! on a blocking thread, so a slow terminal or a full pipe stalls only this
 //! sink (whose queue then drops and counts), never the runtime.
@@ -11,12 +19,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::graphite::push_text_line;
 use super::{
     keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
 };
 use crate::check::Bad;
-use crate::flush::naming::{for_each_graphite_line, Naming};
+use crate::flush::naming::{for_each_internal_line, for_each_series_line, Naming, SeriesRef};
 use crate::flush::number::push_js_number;
 use crate::flush::FlushBatch;
 use crate::metric::{MetricKey, MetricType};
@@ -31,6 +38,10 @@ pub struct Kind;
 struct RawConsole {
     /// `text` (Graphite lines) or `json`.
     format: Option<String>,
+    /// Text format: print the self-metrics (the `<prefix_stats>.*` series)
+    /// line by line after the user's series; `false` (the default) folds
+    /// them into one summary line. The JSON format always prints them.
+    self_metrics: Option<bool>,
 }
 
 impl SinkKind for Kind {
@@ -58,7 +69,10 @@ impl SinkKind for Kind {
                 ))
             }
         };
-        Ok(Arc::new(ConsoleConfig { format }))
+        Ok(Arc::new(ConsoleConfig {
+            format,
+            self_metrics: raw.self_metrics.unwrap_or(false),
+        }))
     }
 }
 
@@ -66,6 +80,8 @@ impl SinkKind for Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleConfig {
     pub format: ConsoleFormat,
+    /// Print the self-metrics in full (text format); else one summary line.
+    pub self_metrics: bool,
 }
 
 impl SinkConfig for ConsoleConfig {
@@ -116,7 +132,6 @@ impl Sink for ConsoleSink {
     fn run(self: Box<Self>, mut rx: mpsc::Receiver<SinkMsg>) -> BoxFuture {
         Box::pin(async move {
             let s = *self;
-            let mut scratch = String::new();
             while let Some(msg) = rx.recv().await {
                 let SinkMsg::Flush(batch) = msg else {
                     continue;
@@ -124,13 +139,7 @@ impl Sink for ConsoleSink {
                 let mut out = Vec::new();
                 let lines = match s.config.format {
                     ConsoleFormat::Text => {
-                        let ts = batch.timestamp.to_string();
-                        let mut n = 0usize;
-                        for_each_graphite_line(&batch, &s.naming, &mut |name, v| {
-                            push_text_line(&mut out, &mut scratch, name, v, &ts);
-                            n += 1;
-                        });
-                        n
+                        render_text(&batch, &s.naming, s.config.self_metrics, &mut out)
                     }
                     ConsoleFormat::Json => render_json(&batch, &mut out),
                 };
@@ -145,21 +154,139 @@ impl Sink for ConsoleSink {
                         incr(&s.stats.flushes_sent, 1);
                         incr(&s.stats.lines_sent, lines as u64);
                         incr(&s.stats.bytes_sent, len as u64);
+                        s.stats.delivered();
                     }
                     Ok(Err(e)) => {
                         incr(&s.stats.errors, 1);
                         incr(&s.stats.dropped, 1);
+                        s.stats.failed(format!("cannot write to stdout: {e}"));
                         tracing::warn!(sink = %s.name, error = %e, "cannot write to stdout");
                     }
                     Err(e) => {
                         incr(&s.stats.errors, 1);
                         incr(&s.stats.dropped, 1);
+                        s.stats.failed(format!("stdout writer failed: {e}"));
                         tracing::error!(sink = %s.name, error = %e, "stdout writer failed");
                     }
                 }
             }
         })
     }
+}
+
+/// Append `batch` as one text block: a `#` header, the user's series
+/// sorted by key (every Graphite line of a series together, in the order
+/// the graphite sink sends them), then the self-metrics: every line with
+/// `self_metrics`, else one `#` summary line. Returns the Graphite lines
+/// written.
+///
+/// A self-metric is a series whose key starts with `<prefix_stats>.` (what
+/// the reference puts there, and statsyard's own under `.statsyard.`), and
+/// the graphite backend's own `numStats`, `processing_time` and
+/// `calculationtime` lines.
+pub fn render_text(
+    batch: &FlushBatch,
+    naming: &Naming,
+    self_metrics: bool,
+    out: &mut Vec<u8>,
+) -> usize {
+    let started = std::time::Instant::now();
+    let own = format!("{}.", naming.prefix_stats);
+    let is_own = |of: SeriesRef| of.key(batch).as_bytes().starts_with(own.as_bytes());
+    // (series, line) pairs: sorted by key with a stable sort, so that the
+    // lines of one series keep their order.
+    let mut user: Vec<(SeriesRef, String, f64)> = Vec::new();
+    let mut others: Vec<(String, f64)> = Vec::new();
+    for_each_series_line(batch, naming, &mut |of, name, v| {
+        if is_own(of) {
+            others.push((name.to_string(), v));
+        } else {
+            user.push((of, name.to_string(), v));
+        }
+    });
+    user.sort_by(|a, b| a.0.key(batch).cmp(b.0.key(batch)).then(a.0.cmp(&b.0)));
+    for_each_internal_line(batch, naming, started, &mut |name, v| {
+        others.push((name.to_string(), v))
+    });
+    let mut series: Vec<SeriesRef> = user.iter().map(|(of, ..)| *of).collect();
+    series.dedup();
+
+    header(batch, series.len(), out);
+    let ts = batch.timestamp.to_string();
+    let line = |out: &mut Vec<u8>, name: &str, v: f64| {
+        crate::deliver::carbon::push_line(out, name.as_bytes(), v, ts.as_bytes())
+    };
+    let mut n = 0;
+    for (_, name, v) in &user {
+        line(out, name, *v);
+        n += 1;
+    }
+    if self_metrics {
+        for (name, v) in &others {
+            line(out, name, *v);
+            n += 1;
+        }
+    } else {
+        summary(batch, naming, others.len(), out);
+    }
+    n
+}
+
+/// `# flush 2026-12-07T10:00:00Z (1796637600), interval 10s, 3 series`
+fn header(batch: &FlushBatch, series: usize, out: &mut Vec<u8>) {
+    use humantime_serde::re::humantime;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(batch.timestamp);
+    let line = format!(
+        "# flush {} ({}), interval {}, {series} series\n",
+        humantime::format_rfc3339_seconds(at),
+        batch.timestamp,
+        humantime::format_duration(batch.interval),
+    );
+    out.extend_from_slice(line.as_bytes());
+}
+
+/// `# statsd: 3 lines in 2 packets, 0 bad; 31 self-metric lines not shown
+/// (self_metrics = true)`, with statsyard's own counters that are not zero
+/// (drops, refusals) named before the count.
+fn summary(batch: &FlushBatch, naming: &Naming, hidden: usize, out: &mut Vec<u8>) {
+    let p = &naming.prefix_stats;
+    let counter = |name: &str| {
+        let key = format!("{p}.{name}");
+        batch
+            .counters
+            .iter()
+            .find(|c| c.key.as_bytes() == key.as_bytes())
+            .map_or(0.0, |c| c.value)
+    };
+    let count = |n: f64, what: &str| {
+        let s = if n == 1.0 { "" } else { "s" };
+        format!("{n} {what}{s}")
+    };
+    let mut line = format!(
+        "# {p}: {} in {}, {} bad",
+        count(counter("metrics_received"), "line"),
+        count(counter("packets_received"), "packet"),
+        counter("bad_lines_seen"),
+    );
+    let own = format!("{p}.statsyard.");
+    let mut nonzero: Vec<String> = batch
+        .counters
+        .iter()
+        .filter(|c| c.value != 0.0)
+        .filter_map(|c| {
+            let rest = c.key.as_bytes().strip_prefix(own.as_bytes())?;
+            Some(format!("{}={}", String::from_utf8_lossy(rest), c.value))
+        })
+        .collect();
+    nonzero.sort();
+    if !nonzero.is_empty() {
+        line.push_str("; ");
+        line.push_str(&nonzero.join(" "));
+    }
+    line.push_str(&format!(
+        "; {hidden} self-metric lines not shown (self_metrics = true)\n"
+    ));
+    out.extend_from_slice(line.as_bytes());
 }
 
 /// Append one JSON object per series of `batch`, one per line; returns how
@@ -302,6 +429,7 @@ mod tests {
                 count: 3,
             }],
             processing_time_ms: 0.0,
+            ..FlushBatch::default()
         };
         let mut out = Vec::new();
         assert_eq!(render_json(&batch, &mut out), 5);
@@ -319,5 +447,84 @@ mod tests {
         for l in got {
             serde_json::from_str::<serde_json::Value>(l).unwrap();
         }
+    }
+
+    fn counter(key: &str, value: f64) -> CounterOut {
+        CounterOut {
+            key: MetricKey::new(key.as_bytes()),
+            value,
+            rate: value / 10.0,
+        }
+    }
+
+    /// A user's three series among the reference's and statsyard's own,
+    /// in hash order as the registry hands them out.
+    fn mixed() -> FlushBatch {
+        FlushBatch {
+            timestamp: 1_795_000_000,
+            interval: std::time::Duration::from_secs(10),
+            counters: vec![
+                counter("statsd.bad_lines_seen", 1.0),
+                counter("zeta", 2.0),
+                counter("statsd.statsyard.series_dropped", 3.0),
+                counter("statsd.metrics_received", 4.0),
+                counter("statsd.statsyard.lines_too_long", 0.0),
+                counter("alpha", 1.0),
+                counter("statsd.packets_received", 2.0),
+            ],
+            timers: vec![TimerOut {
+                key: MetricKey::new(b"mid"),
+                kind: MetricType::Timer,
+                stats: vec![("count".into(), 2.0), ("upper".into(), 30.0)],
+                histogram: vec![],
+            }],
+            gauges: vec![
+                GaugeOut {
+                    key: MetricKey::new(b"statsd.timestamp_lag"),
+                    value: 0.0,
+                },
+                GaugeOut {
+                    key: MetricKey::new(b"alpha"),
+                    value: 7.0,
+                },
+            ],
+            ..FlushBatch::default()
+        }
+    }
+
+    #[test]
+    fn text_block_sorts_the_users_series_and_folds_self_metrics() {
+        let mut out = Vec::new();
+        let n = render_text(&mixed(), &Naming::default(), false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let want = "\
+# flush 2026-11-18T11:06:40Z (1795000000), interval 10s, 4 series
+stats.alpha 0.1 1795000000
+stats_counts.alpha 1 1795000000
+stats.gauges.alpha 7 1795000000
+stats.timers.mid.count 2 1795000000
+stats.timers.mid.upper 30 1795000000
+stats.zeta 0.2 1795000000
+stats_counts.zeta 2 1795000000
+# statsd: 4 lines in 2 packets, 1 bad; series_dropped=3; 14 self-metric lines not shown (self_metrics = true)
+";
+        assert_eq!(text, want);
+        assert_eq!(n, 7);
+    }
+
+    #[test]
+    fn text_block_with_self_metrics_prints_them_after() {
+        let mut out = Vec::new();
+        let n = render_text(&mixed(), &Naming::default(), true, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(n, 21);
+        assert_eq!(lines.len(), 22, "{text}");
+        assert!(lines[0].starts_with("# flush "), "{text}");
+        assert_eq!(lines[7], "stats_counts.zeta 2 1795000000");
+        assert!(lines[8..].iter().all(|l| l.contains("statsd.")), "{text}");
+        assert!(text.contains("stats_counts.statsd.metrics_received 4 1795000000\n"));
+        assert!(text.contains("statsd.numStats 10 1795000000\n"));
+        assert!(!text.contains("# statsd:"));
     }
 }

@@ -391,12 +391,6 @@ pub fn encode_text(lines: &[GraphiteLine], timestamp: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// One plaintext line, `name value timestamp\n` ([`carbon::push_line`]).
-/// `_scratch` is no longer needed; the console sink still passes one.
-pub fn push_text_line(out: &mut Vec<u8>, _scratch: &mut String, name: &str, value: f64, ts: &str) {
-    carbon::push_line(out, name.as_bytes(), value, ts.as_bytes());
-}
-
 /// Unix seconds, rounded to the nearest as the reference's
 /// `Math.round(Date.now() / 1000)`.
 fn unix_now_rounded() -> u64 {

@@ -197,6 +197,9 @@ pub struct BuildCx {
     pub shutdown_timeout: Duration,
     /// The relay's router, when `[relay]` runs.
     pub relay: Option<Arc<Router>>,
+    /// How the keys ingest rewrote were sent (for Prometheus label values),
+    /// when `/metrics` runs.
+    pub sent_keys: Option<Arc<prometheus::sent::SentKeys>>,
 }
 
 /// What a build gives the runtime.

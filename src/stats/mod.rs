@@ -11,6 +11,8 @@
 //! Prometheus text writer; every component imports its counters from here.
 
 pub mod atomic;
+pub mod history;
+pub mod listener;
 pub mod prometheus;
 pub mod relay;
 pub mod render;
@@ -86,9 +88,18 @@ pub struct Stats {
     /// Datagrams and connections refused because their source is not in the
     /// listener's `allow` list.
     pub refused_by_allow: AtomicU64,
+    /// Unix seconds of the last reload asked for; 0 before any.
+    pub last_reload_unix: AtomicU64,
+    /// Whether the last reload was applied (1) or refused (0); 1 before any.
+    pub last_reload_ok: AtomicU64,
+    /// What the last reload did, or why it was refused.
+    last_reload_message: Mutex<String>,
+    /// Ingest totals at each of the last flushes (the status page's chart).
+    pub history: history::History,
     series_dropped_by_prefix: Mutex<Vec<(String, u64)>>,
     sinks: Mutex<Vec<Arc<SinkStats>>>,
     udp_sockets: Mutex<Vec<Arc<UdpSocketStats>>>,
+    listeners: Mutex<Vec<Arc<listener::ListenerStats>>>,
     relay: Mutex<Option<Arc<relay::RelayStats>>>,
     /// Supervised tasks, by name ([`crate::supervise`]).
     tasks: Mutex<Vec<Arc<TaskStats>>>,
@@ -101,8 +112,28 @@ impl Stats {
         Arc::new(Stats {
             started_unix: AtomicU64::new(now),
             last_msg_seen: AtomicU64::new(now),
+            last_reload_ok: AtomicU64::new(1),
             ..Stats::default()
         })
+    }
+
+    /// Note a reload's outcome: applied (`ok`) or refused, and what it did
+    /// or why.
+    pub fn reloaded(&self, ok: bool, message: String) {
+        self.last_reload_unix.store(unix_now(), Ordering::Relaxed);
+        self.last_reload_ok.store(u64::from(ok), Ordering::Relaxed);
+        *self
+            .last_reload_message
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = message;
+    }
+
+    /// What the last reload did, or why it was refused; empty before any.
+    pub fn last_reload_message(&self) -> String {
+        self.last_reload_message
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Add `n` to the values dropped under the `series_limits` prefix
@@ -199,6 +230,35 @@ impl Stats {
             }
         }
         grew
+    }
+
+    /// The counters of the statsd listener `proto addr`, registered the
+    /// first time (the receive threads of one UDP address share them; a
+    /// listener a reload keeps keeps its counts).
+    pub fn listener(&self, proto: &'static str, addr: &str) -> Arc<listener::ListenerStats> {
+        let mut v = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = v.iter().find(|l| l.proto == proto && l.addr == addr) {
+            return l.clone();
+        }
+        let l = Arc::new(listener::ListenerStats::new(proto, addr));
+        v.push(l.clone());
+        l
+    }
+
+    /// Forget a listener a reload removed.
+    pub fn remove_listener(&self, proto: &str, addr: &str) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|l| !(l.proto == proto && l.addr == addr));
+    }
+
+    /// Every statsd listener's counters, in the order they started.
+    pub fn listeners(&self) -> Vec<Arc<listener::ListenerStats>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Register the relay's counters (at most one relay per process).
@@ -331,6 +391,45 @@ pub struct SinkStats {
     /// Points dropped for good because the destination refused them: a 4xx
     /// answer, or a 5xx on every try (HTTP outputs).
     pub refused: AtomicU64,
+    /// 1 while connected to the destination (the console: while its last
+    /// write succeeded); 0 before the first connection and after a failure.
+    pub connected: AtomicU64,
+    /// Unix seconds when the sink last delivered a flush (or packets)
+    /// completely; 0: never.
+    pub last_flush_unix: AtomicU64,
+    /// Unix seconds of the last connect or write failure; 0: none.
+    pub last_error_unix: AtomicU64,
+    /// The last failure, as logged.
+    last_error: Mutex<String>,
+}
+
+impl SinkStats {
+    /// The destination took something: connected, and now the last success.
+    pub fn delivered(&self) {
+        self.connected.store(1, Ordering::Relaxed);
+        self.last_flush_unix.store(unix_now(), Ordering::Relaxed);
+    }
+
+    /// Connected (or not) to the destination.
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// A connect or write failure: no longer connected; `what` is kept as
+    /// the last error.
+    pub fn failed(&self, what: impl Into<String>) {
+        self.connected.store(0, Ordering::Relaxed);
+        self.last_error_unix.store(unix_now(), Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = what.into();
+    }
+
+    /// The last failure's message; empty when there was none.
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Every process-wide counter, in export order (`statsyard_*` on
@@ -420,6 +519,12 @@ pub const PROCESS: &[Metric<Stats>] = &[
     Metric::new("admin_errors", "admin_errors_total", Kind::Counter,
         "Admin console lines answered with ERROR (unknown commands, bad arguments, overlong lines).",
         |s: &Stats| get(&s.admin_errors)).graphite(),
+    Metric::new("last_reload_unix", "last_reload_time_seconds", Kind::Gauge,
+        "When the last reload was asked for, in Unix seconds; 0 before any.",
+        |s: &Stats| get(&s.last_reload_unix)),
+    Metric::new("last_reload_ok", "last_reload_success", Kind::Flag,
+        "Whether the last reload was applied (1) or refused (0); 1 before any.",
+        |s: &Stats| get(&s.last_reload_ok)),
 ];
 
 /// Every per-sink counter, in export order (`statsyard_sink_*{sink="..."}`,
@@ -480,6 +585,27 @@ pub const SINK: &[Metric<SinkStats>] = &[
         Kind::Gauge,
         "Bytes a sink holds in memory, waiting for its destination (its queue depth).",
         |k: &SinkStats| get(&k.buffered_bytes),
+    ),
+    Metric::new(
+        "connected",
+        "sink_connected",
+        Kind::Flag,
+        "Whether a sink is connected to its destination (the console: whether its last write succeeded).",
+        |k: &SinkStats| get(&k.connected),
+    ),
+    Metric::new(
+        "last_flush_unix",
+        "sink_last_flush_time_seconds",
+        Kind::Gauge,
+        "When a sink last delivered a flush (or packets) completely, in Unix seconds; 0: never.",
+        |k: &SinkStats| get(&k.last_flush_unix),
+    ),
+    Metric::new(
+        "last_error_unix",
+        "sink_last_error_time_seconds",
+        Kind::Gauge,
+        "When a sink last failed to connect or write, in Unix seconds; 0: never.",
+        |k: &SinkStats| get(&k.last_error_unix),
     ),
 ];
 

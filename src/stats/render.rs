@@ -6,6 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::listener::LISTENER;
 use super::prometheus::{PromStats, PROMETHEUS};
 use super::relay::{graphite_safe, RelayStats, DESTINATION, RELAY};
 use super::spool::{SpoolStats, SPOOL};
@@ -26,7 +27,7 @@ pub fn prometheus(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>
         "Values dropped because their series_limits prefix was full, per prefix.",
         prefixes
             .iter()
-            .map(|(p, n)| (Some(("prefix", p.as_str())), *n as f64)),
+            .map(|(p, n)| ([Some(("prefix", p.as_str())), None], *n as f64)),
     );
     let sockets = stats.udp_sockets();
     let labelled = sockets
@@ -34,6 +35,12 @@ pub fn prometheus(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>
         .map(|u| (u.addr.to_string(), u.as_ref()))
         .collect::<Vec<_>>();
     grouped(&mut s, "statsyard_", "socket", UDP_SOCKET, &labelled);
+    let listeners = stats.listeners();
+    let labelled = listeners
+        .iter()
+        .map(|l| (l.name(), l.as_ref()))
+        .collect::<Vec<_>>();
+    grouped(&mut s, "statsyard_", "listener", LISTENER, &labelled);
     let sinks = stats.sinks();
     let labelled = sinks
         .iter()
@@ -101,14 +108,15 @@ fn plain<S: ?Sized>(s: &mut String, prefix: &str, rows: &[Metric<S>], of: &S) {
                 first.help,
                 rows[i..i + n]
                     .iter()
-                    .map(|r| (r.label, (r.value)(of) as f64 * r.prom_scale)),
+                    .map(|r| ([r.label, None], (r.value)(of) as f64 * r.prom_scale)),
             );
         }
         i += n;
     }
 }
 
-/// One family per row, one sample per instance, labelled `label="name"`;
+/// One family per run of rows sharing a Prometheus name, one sample per
+/// instance and row, labelled `label="name"` (and the row's own label);
 /// nothing without instances.
 fn grouped<S: ?Sized>(
     s: &mut String,
@@ -120,21 +128,38 @@ fn grouped<S: ?Sized>(
     if instances.is_empty() {
         return;
     }
-    for r in rows.iter().filter(|r| r.show.prom) {
+    let mut i = 0;
+    while i < rows.len() {
+        let first = &rows[i];
+        let run = &rows[i..i + rows[i..]
+            .iter()
+            .take_while(|r| r.prom == first.prom)
+            .count()];
+        i += run.len();
+        if !first.show.prom {
+            continue;
+        }
+        let mut samples = Vec::with_capacity(instances.len() * run.len());
+        for (name, of) in instances {
+            for r in run {
+                samples.push((
+                    [Some((label, name.as_str())), r.label],
+                    (r.value)(of) as f64 * r.prom_scale,
+                ));
+            }
+        }
         family(
             s,
-            &format!("{prefix}{}", r.prom),
-            r.kind,
-            r.help,
-            instances.iter().map(|(name, of)| {
-                (
-                    Some((label, name.as_str())),
-                    (r.value)(of) as f64 * r.prom_scale,
-                )
-            }),
+            &format!("{prefix}{}", first.prom),
+            first.kind,
+            first.help,
+            samples.into_iter(),
         );
     }
 }
+
+/// Up to two labels of a sample.
+type Labels<'a> = [Option<(&'a str, &'a str)>; 2];
 
 /// A family's header and samples; nothing without samples.
 fn family<'a>(
@@ -142,21 +167,26 @@ fn family<'a>(
     name: &str,
     kind: Kind,
     help: &str,
-    samples: impl Iterator<Item = (Option<(&'a str, &'a str)>, f64)>,
+    samples: impl Iterator<Item = (Labels<'a>, f64)>,
 ) {
     let mut samples = samples.peekable();
     if samples.peek().is_none() {
         return;
     }
     push_header(s, name, kind.as_str(), help);
-    for (label, v) in samples {
+    for (labels, v) in samples {
         s.put(name);
-        if let Some((k, value)) = label {
-            s.put("{");
+        let mut sep = "{";
+        for (k, value) in labels.iter().flatten() {
+            s.put(sep);
             s.put(k);
             s.put("=\"");
             crate::exposition::push_escaped(s, value, true);
-            s.put("\"}");
+            s.put("\"");
+            sep = ",";
+        }
+        if sep == "," {
+            s.put("}");
         }
         s.put(" ");
         push_number(s, v);
@@ -190,6 +220,21 @@ pub fn json(stats: &Stats, exporter: &PromStats) -> Map<String, Value> {
             .collect(),
     );
     o.insert(
+        "listeners".into(),
+        stats
+            .listeners()
+            .iter()
+            .map(|l| {
+                let mut e = Map::new();
+                e.insert("name".into(), l.name().into());
+                e.insert("proto".into(), l.proto.into());
+                e.insert("address".into(), l.addr.clone().into());
+                e.extend(object(LISTENER, l.as_ref()));
+                Value::Object(e)
+            })
+            .collect(),
+    );
+    o.insert(
         "sinks".into(),
         stats
             .sinks()
@@ -198,10 +243,15 @@ pub fn json(stats: &Stats, exporter: &PromStats) -> Map<String, Value> {
                 let mut e = Map::new();
                 e.insert("name".into(), k.name.clone().into());
                 e.extend(object(SINK, k.as_ref()));
+                e.insert("last_error".into(), k.last_error().into());
                 e.insert("spool".into(), spool_json(&k.spool));
                 Value::Object(e)
             })
             .collect(),
+    );
+    o.insert(
+        "last_reload_message".into(),
+        stats.last_reload_message().into(),
     );
     o.insert(
         "task_restarts".into(),
@@ -334,6 +384,11 @@ mod tests {
         stats.add_series_dropped_under("app.\"x\"", 2);
         let sink = stats.sink("graphite \"a\"");
         incr(&sink.errors, 2);
+        sink.failed("connect failed: refused");
+        let l = stats.listener("udp", "127.0.0.1:8125");
+        let c = l.counter();
+        c.packet(3);
+        l.bad_line(4);
         stats.udp_socket("127.0.0.1:8125".parse().unwrap(), None);
         incr(&stats.task("sink/graphite").restarts, 2);
         let mut out = Vec::new();
@@ -352,6 +407,11 @@ mod tests {
             "statsyard_too_many_tags_total 0\n",
             "statsyard_connections_idle_closed_total 0\n",
             "statsyard_series_dropped_by_prefix_total{prefix=\"app.\\\"x\\\"\"} 2\n",
+            "statsyard_listener_lines_total{listener=\"udp 127.0.0.1:8125\"} 3\n",
+            "statsyard_listener_bad_lines_total{listener=\"udp 127.0.0.1:8125\",reason=\"negative_timer\"} 1\n",
+            "statsyard_listener_bad_lines_total{listener=\"udp 127.0.0.1:8125\",reason=\"too_many_tags\"} 0\n",
+            "statsyard_sink_connected{sink=\"graphite \\\"a\\\"\"} 0\n",
+            "statsyard_last_reload_success 1\n",
         ] {
             assert!(text.contains(want), "{want:?} not in\n{text}");
         }
@@ -362,6 +422,11 @@ mod tests {
         let j = json(&stats, &PromStats::default());
         assert_eq!(j["packets_received"], 3);
         assert_eq!(j["sinks"][0]["errors"], 2);
+        assert_eq!(j["sinks"][0]["connected"], false);
+        assert_eq!(j["sinks"][0]["last_error"], "connect failed: refused");
+        assert_eq!(j["listeners"][0]["lines"], 3);
+        assert_eq!(j["listeners"][0]["negative_timer"], 1);
+        assert_eq!(j["last_reload_ok"], true);
         assert_eq!(j["sinks"][0]["spool"]["held_entries"], 0);
         assert_eq!(j["prometheus"]["active"], false);
         assert_eq!(j["task_restarts"]["sink/graphite"], 2);
@@ -402,6 +467,10 @@ mod tests {
         assert_eq!(
             s.matches("# TYPE statsyard_relay_points_invalid_total")
                 .count(),
+            1
+        );
+        assert_eq!(
+            s.matches("# TYPE statsyard_relay_destination_up").count(),
             1
         );
         let names: Vec<String> = relay_values(&stats.relay().unwrap())

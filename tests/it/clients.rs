@@ -1,7 +1,8 @@
 //! Real statsd client libraries against a real server: the Python `statsd`
-//! package (PyPI) over UDP, TCP and a pipeline, and the npm `hot-shots`
-//! client with DogStatsD tags. The values must reach Graphite with the
-//! reference's names and `/metrics` with tags as labels.
+//! package (PyPI) over UDP, TCP and a pipeline, the Python `datadog` package
+//! over unix datagram and stream sockets, and the npm `hot-shots` client
+//! with DogStatsD tags. The values must reach Graphite with the reference's
+//! names and `/metrics` with tags as labels.
 //!
 //! `.ci/run` installs both under `target/clients/`; locally, without them,
 //! the tests say so and pass, and with `CI` set they fail.
@@ -52,7 +53,8 @@ address = "{}"
     )))
 }
 
-fn run(mut cmd: Command, what: &str) {
+/// Run `cmd`, which must succeed; its stdout.
+fn run(mut cmd: Command, what: &str) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
@@ -60,6 +62,7 @@ fn run(mut cmd: Command, what: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Poll `/metrics` until every wanted line is there.
@@ -205,5 +208,108 @@ fn node_hot_shots_client_with_dogstatsd_tags() {
             r#"hs_visitors{env="ci"} 1"#,
         ],
     );
+    server.stop();
+}
+
+const DATADOG_CLIENT: &str = r#"
+import sys
+from datadog.dogstatsd import DogStatsd
+
+path, ns = sys.argv[1], sys.argv[2]
+c = DogStatsd(socket_path=path, namespace=ns, constant_tags=["env:ci"],
+              disable_telemetry=True)
+c.increment("hits", 2, tags=["route:home"])
+c.increment("hits", 3, tags=["route:home"])
+c.gauge("temp", 20)
+c.gauge("temp", -3)
+c.histogram("size", 10)
+c.distribution("dist", 5)
+c.timing("lat", 42)
+c.set("users", "u1")
+kind = {1: "stream", 2: "datagram"}.get(int(c._socket_kind or 0), str(c._socket_kind))
+c.close_socket()
+print(kind)
+"#;
+
+/// The datadog Python client over unix sockets: a datagram socket (its
+/// first choice), a stream socket it falls back to (length-prefixed frames,
+/// detected), and a stream socket named with `unixstream://`. Its signed
+/// gauge is a value with `gauge_deltas = false`.
+#[test]
+fn python_datadog_client_over_unix_sockets() {
+    let lib = clients_dir().join("python");
+    if !installed("the Python datadog package", &lib.join("datadog")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let gram = dir.path().join("dsd.sock");
+    let stream = dir.path().join("dsd-stream.sock");
+    let framed = dir.path().join("dsd-framed.sock");
+    let mut g = Graphite::start();
+    let server = Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+unix = [
+  {{ path = "{}", type = "datagram" }},
+  {{ path = "{}" }},
+  {{ path = "{}", framing = "length" }},
+]
+gauge_deltas = false
+[flush]
+interval = "300ms"
+self_metrics = false
+[http]
+address = "127.0.0.1:0"
+[[sink]]
+type = "graphite"
+address = "{}"
+"#,
+        gram.display(),
+        stream.display(),
+        framed.display(),
+        g.addr
+    )));
+    for (path, ns, kind) in [
+        (gram.display().to_string(), "gram", "datagram"),
+        (stream.display().to_string(), "fallback", "stream"),
+        (
+            format!("unixstream://{}", framed.display()),
+            "framed",
+            "stream",
+        ),
+    ] {
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONPATH", &lib)
+            .args(["-c", DATADOG_CLIENT, &path, ns]);
+        let out = run(cmd, &format!("the datadog client on {path}"));
+        assert_eq!(out.trim(), kind, "the client's socket kind on {path}");
+        let want = [
+            (format!("stats_counts.{ns}.hits;env=ci;route=home"), "5"),
+            (format!("stats.gauges.{ns}.temp;env=ci"), "-3"),
+            (format!("stats.timers.{ns}.size.upper;env=ci"), "10"),
+            (format!("stats.timers.{ns}.dist.upper;env=ci"), "5"),
+            (format!("stats.timers.{ns}.lat.upper;env=ci"), "42"),
+            (format!("stats.sets.{ns}.users.count;env=ci"), "1"),
+        ];
+        let want: Vec<(&str, &str)> = want.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        g.until_all(secs(10), &want);
+    }
+    metrics_have(
+        &server,
+        &[
+            r#"gram_hits_total{env="ci",route="home"} 5"#,
+            r#"fallback_temp{env="ci"} -3"#,
+            r#"framed_users{env="ci"} 1"#,
+        ],
+    );
+    // Nothing was misread.
+    let bad = server
+        .running()
+        .stats
+        .bad_lines_seen
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(bad, 0);
     server.stop();
 }

@@ -477,3 +477,43 @@ fn a_real_prometheus_scrapes_counters_gauges_summaries_and_labels() {
         start.elapsed()
     );
 }
+
+/// One series, two outputs: Graphite gets the reference statsd's sanitised
+/// key, `/metrics` the label values and the name as the client sent them.
+#[test]
+fn label_values_as_sent_on_metrics_sanitised_in_graphite() {
+    let mut g = crate::support::Graphite::start();
+    let server = http_server(
+        200,
+        &format!(
+            "[[sink]]\ntype = \"graphite\"\naddress = \"{}\"\nbackoff_min = \"20ms\"\n",
+            g.addr
+        ),
+    );
+    send_udp(
+        server.udp(),
+        &[b"api.req:1|c|#route:/x,tag1:foo:bar\napi.req:2|c|#route:-x,tag1:foobar"],
+    );
+    send_udp(server.udp(), &[b"request_time.get/threads:5|g"]);
+    // Graphite: one series, the reference's names and sum.
+    g.until(Duration::from_secs(10), |ls| {
+        ls.iter()
+            .any(|l| l.name == "stats_counts.api.req;route=-x;tag1=foobar" && l.value == "3")
+            && ls
+                .iter()
+                .any(|l| l.name == "stats.gauges.request_time.get-threads" && l.value == "5")
+    });
+    // /metrics: named after the first form received.
+    let want = [
+        "api_req_total{route=\"/x\",tag1=\"foo:bar\"} 3",
+        "request_time_get_threads 5",
+    ];
+    let body = metrics_until(http_addr(&server), Duration::from_secs(10), |b| {
+        want.iter().all(|w| b.lines().any(|l| l == *w))
+    });
+    for w in want {
+        assert!(body.lines().any(|l| l == w), "{w} not in\n{body}");
+    }
+    assert!(!body.contains("route=\"-x\""), "{body}");
+    server.stop();
+}

@@ -117,6 +117,15 @@ fn sighup_and_post_reload_change_sinks_and_percentiles_without_loss() {
     sighup(&p);
     wait_stat(http, "reloads", 1);
     assert_eq!(stats(http)["reload_failures"], 0);
+    // The status page's "last reload".
+    let s = stats(http);
+    assert_eq!(s["last_reload_ok"], true);
+    assert!(s["last_reload_unix"].as_u64() > Some(0));
+    let msg = s["last_reload_message"].as_str().unwrap();
+    assert!(
+        msg.contains("[flush] percentiles") && msg.contains("sinks added: b"),
+        "{msg}"
+    );
     send_counts(udp, 20);
     let t = UdpSocket::bind("127.0.0.1:0").unwrap();
     t.send_to(b"reload.t:5|ms", udp).unwrap();
@@ -136,6 +145,20 @@ fn sighup_and_post_reload_change_sinks_and_percentiles_without_loss() {
     write(&file, "[flush]\ninterval = \"soon\"\n");
     sighup(&p);
     wait_stat(http, "reload_failures", 1);
+    let s = stats(http);
+    assert_eq!(s["last_reload_ok"], false);
+    assert!(
+        s["last_reload_message"]
+            .as_str()
+            .unwrap()
+            .contains("interval"),
+        "{s}"
+    );
+    let (_, _, page) = get(http, "/");
+    assert!(
+        page.contains("refused: the old config keeps running"),
+        "{page}"
+    );
     let (status, body) = post_reload(http);
     assert_eq!(status, 400, "{body}");
     assert!(

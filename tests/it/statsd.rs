@@ -267,6 +267,135 @@ address = "{}"
     assert!(!path.exists(), "socket file removed at shutdown");
 }
 
+/// A server with the given unix listeners (TOML inline tables) and a graphite sink.
+fn unix_server(unix: &str, g: &Graphite) -> Server {
+    Server::start(config(&format!(
+        r#"
+[statsd]
+udp = []
+tcp = []
+unix = [{unix}]
+max_line_length = 1024
+[flush]
+interval = "200ms"
+[[sink]]
+type = "graphite"
+address = "{}"
+"#,
+        g.addr
+    )))
+}
+
+/// One DogStatsD `unixstream` frame: the length, 4 bytes little-endian, then the payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn unix_datagram_socket_takes_one_packet_per_datagram() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dsd.sock");
+    let mut g = Graphite::start();
+    let server = unix_server(
+        &format!(
+            r#"{{ path = "{}", type = "datagram", mode = "0620" }}"#,
+            path.display()
+        ),
+        &g,
+    );
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let meta = std::fs::metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o620);
+    let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    c.send_to(b"dg.a:1|c\ndg.a:2|c|#env:prod", &path).unwrap();
+    c.send_to(b"dg.a:4|c\ndg.t:5|ms", &path).unwrap();
+    // No newline at the end of a datagram is needed, nor a stream to keep.
+    g.until_all(
+        secs(10),
+        &[
+            ("stats_counts.dg.a", "5"),
+            ("stats_counts.dg.a;env=prod", "2"),
+            ("stats.timers.dg.t.upper", "5"),
+        ],
+    );
+    // Two datagrams were two packets.
+    let stats = &server.running().stats;
+    assert_eq!(stats.packets_received.load(Ordering::Relaxed), 2);
+    server.stop();
+    assert!(!path.exists(), "socket file removed at shutdown");
+}
+
+#[test]
+fn unix_stream_length_framing_explicit_and_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let explicit = dir.path().join("len.sock");
+    let auto = dir.path().join("auto.sock");
+    let newline = dir.path().join("nl.sock");
+    let mut g = Graphite::start();
+    let server = unix_server(
+        &format!(
+            r#"{{ path = "{}", framing = "length" }}, {{ path = "{}" }}, {{ path = "{}", framing = "newline" }}"#,
+            explicit.display(),
+            auto.display(),
+            newline.display()
+        ),
+        &g,
+    );
+    use std::os::unix::net::UnixStream;
+    // Frames split anywhere across writes, one holding two lines.
+    let mut bytes = frame(b"lf.x:1|c\nlf.x:2|c");
+    bytes.extend(frame(b"lf.y:3|g"));
+    for path in [&explicit, &auto] {
+        let mut c = UnixStream::connect(path).unwrap();
+        for chunk in bytes.chunks(3) {
+            c.write_all(chunk).unwrap();
+            c.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    // The auto socket still reads newline-delimited text.
+    let mut c = UnixStream::connect(&auto).unwrap();
+    c.write_all(b"lf.text:10|c\n").unwrap();
+    // A forced newline socket reads a length prefix as part of the first
+    // line: a 97-byte payload's prefix is `a\0\0\0`, and the sanitiser
+    // keeps the `a`.
+    let mut c = UnixStream::connect(&newline).unwrap();
+    let payload = format!("lf.framed:1|c\nlf.fill:{}1|c\n", "0".repeat(71));
+    assert_eq!(payload.len(), 97);
+    c.write_all(&frame(payload.as_bytes())).unwrap();
+    c.write_all(b"lf.nl:1|c\n").unwrap();
+    g.until_all(
+        secs(10),
+        &[
+            ("stats_counts.lf.x", "6"),
+            ("stats.gauges.lf.y", "3"),
+            ("stats_counts.lf.text", "10"),
+            ("stats_counts.lf.nl", "1"),
+            ("stats_counts.alf.framed", "1"),
+        ],
+    );
+    assert!(!g.seen.iter().any(|l| l.name == "stats_counts.lf.framed"));
+    // A frame longer than max_line_length closes the connection, counted.
+    let mut c = UnixStream::connect(&explicit).unwrap();
+    c.write_all(&(5000u32).to_le_bytes()).unwrap();
+    c.set_read_timeout(Some(secs(10))).unwrap();
+    let mut rest = Vec::new();
+    use std::io::Read;
+    let _ = c.read_to_end(&mut rest);
+    assert_eq!(
+        server
+            .running()
+            .stats
+            .lines_too_long
+            .load(Ordering::Relaxed),
+        1
+    );
+    server.stop();
+}
+
 #[test]
 fn repeater_forwards_raw_packets() {
     let dest = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -374,4 +503,21 @@ udp_recv_buffer = 2048
         "a 2 KiB buffer must overflow under a 20,000-datagram burst"
     );
     server.stop();
+}
+
+/// `gauge_deltas = false` (DogStatsD): a signed gauge value is the value.
+#[test]
+fn gauge_deltas_off_reads_signed_gauges_as_values() {
+    for (deltas, want) in [(true, "7"), (false, "-3")] {
+        let mut g = Graphite::start();
+        let server = Server::start(statsd_config(
+            &format!("udp = [\"127.0.0.1:0\"]\ngauge_deltas = {deltas}"),
+            g.addr,
+        ));
+        send_udp(server.udp(), &[b"temp:10|g\ntemp:-3|g\nup:+2|g"]);
+        assert_eq!(g.value_of("stats.gauges.temp", secs(10)), want, "{deltas}");
+        // A delta on a gauge that does not exist yet starts it from 0.
+        assert_eq!(g.value_of("stats.gauges.up", secs(5)), "2");
+        server.stop();
+    }
 }

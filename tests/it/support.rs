@@ -88,6 +88,14 @@ impl Graphite {
         }
     }
 
+    /// Wait until every `(name, value)` of `want` has arrived; panics after `timeout`.
+    pub fn until_all(&mut self, timeout: Duration, want: &[(&str, &str)]) {
+        self.until(timeout, |ls| {
+            want.iter()
+                .all(|(n, v)| ls.iter().any(|l| l.name == *n && l.value == *v))
+        });
+    }
+
     /// Wait for a line named `name` and return its value.
     pub fn value_of(&mut self, name: &str, timeout: Duration) -> String {
         self.until(timeout, |ls| ls.iter().any(|l| l.name == name));

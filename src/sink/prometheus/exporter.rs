@@ -6,6 +6,18 @@
 //!
 //! Conflicts never fail the endpoint: a series whose name is already taken by
 //! another type, or by another set of label names, is dropped and counted.
+//! Which series keeps a name does not depend on the run: one placed at an
+//! earlier flush wins; among series new at the same flush, the first in
+//! (type, key) order ([`Exporter::observe`]).
+//!
+//! A series is named and labelled from its key as the client sent it
+//! ([`super::sent`]): mapping rules see the name as sent, label values are
+//! kept as sent (any UTF-8), and only names are rewritten. A series whose
+//! sent key is not UTF-8 is not exported, as statsd_exporter drops such lines.
+//! The series the flusher adds for Graphite (the reference's
+//! `<prefix_stats>.bad_lines_seen`, `.packets_received`, `.metrics_received`,
+//! `.timestamp_lag`, and statsyard's own `<prefix_stats>.statsyard.*`) are
+//! not exported: `/metrics` has statsyard's own as `statsyard_*`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::mapping::{Mapping, MetricClass};
 use super::options::{default_buckets, default_quantiles, ObserverType, Quantile};
+use super::sent::SentKeys;
 use crate::aggregate::{Registry, Timer, TimerSamples};
 use crate::exposition::{escape_name, push_escaped, push_sample, Out};
 use crate::log_limit::LogLimiter;
@@ -39,6 +52,12 @@ pub struct PromOptions {
     /// The exporter is dropped (its memory freed) when `/metrics` was not
     /// requested for this long; 0 = never. Default 15 minutes. See [`live`].
     pub idle_timeout: Duration,
+    /// How the keys ingest rewrote were sent ([`super::sent`]); set when
+    /// the output is built.
+    pub sent: Option<Arc<SentKeys>>,
+    /// `[naming] prefix_stats`: the flusher's own series under it are not
+    /// exported. Set when the output is built.
+    pub internal_prefix: Option<String>,
 }
 
 impl Default for PromOptions {
@@ -51,6 +70,8 @@ impl Default for PromOptions {
             max_series: 1_000_000,
             mapping: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            sent: None,
+            internal_prefix: None,
         }
     }
 }
@@ -333,8 +354,16 @@ impl Exporter {
     }
 
     /// Called by the flusher once per flush, after compute() and BEFORE Registry::end_interval().
+    ///
+    /// Series already exported are updated as the registry hands them out.
+    /// The others (new, or waiting after a conflict) are placed afterwards
+    /// in one order, by type (counters, gauges, timers, histograms,
+    /// distributions, sets) then key: the registry's order is its hash
+    /// order, which changes from run to run, and would decide which of two
+    /// conflicting series keeps the name.
     pub fn observe(&mut self, registry: &Registry, now: Instant) {
         self.generation = self.generation.wrapping_add(1);
+        let mut later: Vec<(MetricType, &MetricKey, u64, Update<'_>)> = Vec::new();
         for (key, v) in registry.counters() {
             // Counters restart from 0 each interval, so a non-zero one was
             // hit: skip the lookup (a cache miss per series at 1M).
@@ -343,15 +372,29 @@ impl Exporter {
             } else {
                 registry.hits(MetricType::Counter, key.as_bytes())
             };
-            self.feed(MetricType::Counter, key, hits, Update::Counter(v), now);
+            self.feed_or_defer(
+                MetricType::Counter,
+                key,
+                hits,
+                Update::Counter(v),
+                now,
+                &mut later,
+            );
         }
         for (key, v) in registry.gauges() {
             let hits = registry.hits(MetricType::Gauge, key.as_bytes());
-            self.feed(MetricType::Gauge, key, hits, Update::Gauge(v), now);
+            self.feed_or_defer(
+                MetricType::Gauge,
+                key,
+                hits,
+                Update::Gauge(v),
+                now,
+                &mut later,
+            );
         }
         for (key, t) in registry.timers() {
             let hits = registry.hits(t.kind(), key.as_bytes());
-            self.feed(t.kind(), key, hits, Update::Timer(t), now);
+            self.feed_or_defer(t.kind(), key, hits, Update::Timer(t), now, &mut later);
         }
         for (key, n) in registry.sets() {
             // Sets are emptied each interval: members mean hits.
@@ -360,16 +403,83 @@ impl Exporter {
             } else {
                 registry.hits(MetricType::Set, key.as_bytes())
             };
-            self.feed(MetricType::Set, key, hits, Update::Gauge(n as f64), now);
+            self.feed_or_defer(
+                MetricType::Set,
+                key,
+                hits,
+                Update::Gauge(n as f64),
+                now,
+                &mut later,
+            );
+        }
+        later.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (ty, key, hits, up) in later {
+            self.feed(ty, key, hits, up, now);
         }
         let fed = Instant::now();
         self.store.expire(now);
         self.store.reorder();
         let generation = self.generation;
+        let sent = self.opts.sent.as_deref();
         for map in &mut self.cache {
-            map.retain(|_, e| e.seen == generation);
+            map.retain(|k, e| {
+                let keep = e.seen == generation;
+                if !keep {
+                    // The series left the registry: so does how it was sent.
+                    if let Some(s) = sent {
+                        s.forget(k.as_bytes());
+                    }
+                }
+                keep
+            });
         }
         self.last_upkeep = fed.elapsed();
+    }
+
+    /// Feed a series exported already; defer one that is not (new, or
+    /// waiting after a conflict or the limit) to [`Exporter::observe`]'s
+    /// ordered pass.
+    fn feed_or_defer<'r>(
+        &mut self,
+        ty: MetricType,
+        key: &'r MetricKey,
+        hits: u64,
+        up: Update<'r>,
+        now: Instant,
+        later: &mut Vec<(MetricType, &'r MetricKey, u64, Update<'r>)>,
+    ) {
+        if !self.feed_held(ty, key, hits, up, now, true) {
+            later.push((ty, key, hits, up));
+        }
+    }
+
+    /// Feed a series the cache holds (with `placed`, only one exported or
+    /// dropped, not one waiting); false when it is not held so. One lookup.
+    fn feed_held(
+        &mut self,
+        ty: MetricType,
+        key: &MetricKey,
+        hits: u64,
+        up: Update<'_>,
+        now: Instant,
+        placed: bool,
+    ) -> bool {
+        let generation = self.generation;
+        let Some(entry) = self.cache[type_index(ty)].get_mut(key) else {
+            return false;
+        };
+        if placed && matches!(entry.state, State::Pending(_)) {
+            return false;
+        }
+        entry.seen = generation;
+        if self.store.feed(entry, ty, hits > 0, up, now) {
+            entry.state = match resolve(&self.opts, &self.quantiles, &self.buckets, ty, key) {
+                None => State::Drop,
+                Some(t) => State::Pending(t),
+            };
+            self.store.feed(entry, ty, hits > 0, up, now);
+        }
+        true
     }
 
     /// Start from what the registry holds now, without waiting for a flush:
@@ -377,11 +487,19 @@ impl Exporter {
     /// once. Counters and timers are not: their registry values are a partial
     /// interval, which the next observe() adds in full.
     pub fn seed(&mut self, registry: &Registry, now: Instant) {
-        for (key, v) in registry.gauges() {
-            self.place_seed(MetricType::Gauge, key, Update::Gauge(v), now);
-        }
-        for (key, n) in registry.sets() {
-            self.place_seed(MetricType::Set, key, Update::Gauge(n as f64), now);
+        // In (type, key) order, as observe() places new series.
+        let mut seeds: Vec<(MetricType, &MetricKey, Update<'_>)> = registry
+            .gauges()
+            .map(|(key, v)| (MetricType::Gauge, key, Update::Gauge(v)))
+            .chain(
+                registry
+                    .sets()
+                    .map(|(key, n)| (MetricType::Set, key, Update::Gauge(n as f64))),
+            )
+            .collect();
+        seeds.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (ty, key, up) in seeds {
+            self.place_seed(ty, key, up, now);
         }
         self.store.reorder();
     }
@@ -429,19 +547,11 @@ impl Exporter {
     }
 
     fn feed(&mut self, ty: MetricType, key: &MetricKey, hits: u64, up: Update<'_>, now: Instant) {
-        let generation = self.generation;
-        let map = &mut self.cache[type_index(ty)];
-        if let Some(entry) = map.get_mut(key) {
-            entry.seen = generation;
-            if self.store.feed(entry, ty, hits > 0, up, now) {
-                entry.state = match resolve(&self.opts, &self.quantiles, &self.buckets, ty, key) {
-                    None => State::Drop,
-                    Some(t) => State::Pending(t),
-                };
-                self.store.feed(entry, ty, hits > 0, up, now);
-            }
+        if self.feed_held(ty, key, hits, up, now, false) {
             return;
         }
+        let generation = self.generation;
+        let map = &mut self.cache[type_index(ty)];
         let state = match resolve(&self.opts, &self.quantiles, &self.buckets, ty, key) {
             None => State::Drop,
             Some(t) => State::Pending(t),
@@ -483,7 +593,10 @@ impl Store {
                 }
             }
             State::Pending(t) => {
-                let Some(id) = self.place(t, ty, fresh, now) else {
+                // A counter that only went down adds nothing: it creates no
+                // series (statsd_exporter drops negative increments).
+                let creates = fresh && !matches!(up, Update::Counter(v) if v * t.scale < 0.0);
+                let Some(id) = self.place(t, ty, creates, now) else {
                     return false;
                 };
                 let scale = t.scale;
@@ -881,6 +994,22 @@ fn nearest_rank(runs: &[(f64, u64)], n: u64, q: f64) -> f64 {
     runs.last().map_or(f64::NAN, |r| r.0)
 }
 
+/// Whether `key` is one of the series the flusher adds for Graphite under
+/// `prefix` (`[naming] prefix_stats`): the reference's own counters and
+/// gauge, and statsyard's self-metrics.
+fn is_internal(key: &[u8], prefix: &str) -> bool {
+    let Some(rest) = key
+        .strip_prefix(prefix.as_bytes())
+        .and_then(|r| r.strip_prefix(b"."))
+    else {
+        return false;
+    };
+    matches!(
+        rest,
+        b"bad_lines_seen" | b"packets_received" | b"metrics_received" | b"timestamp_lag"
+    ) || rest.starts_with(b"statsyard.")
+}
+
 fn class_of(ty: MetricType) -> MetricClass {
     match ty {
         MetricType::Counter => MetricClass::Counter,
@@ -901,16 +1030,28 @@ fn resolve(
     ty: MetricType,
     key: &MetricKey,
 ) -> Option<Box<ExportTarget>> {
-    let statsd_name = String::from_utf8_lossy(key.name());
+    if opts
+        .internal_prefix
+        .as_deref()
+        .is_some_and(|p| is_internal(key.as_bytes(), p))
+    {
+        return None;
+    }
+    // The key as sent, when ingest rewrote it; a key that is not UTF-8
+    // is not exported (statsd_exporter drops the line).
+    let sent = opts.sent.as_ref().and_then(|s| s.get(key.as_bytes()));
+    let text = std::str::from_utf8(sent.as_deref().unwrap_or(key.as_bytes())).ok()?;
+    let mut parts = text.split(';');
+    let statsd_name = parts.next().unwrap_or_default();
     let mapped = opts
         .mapping
         .as_ref()
-        .and_then(|m| m.map(&statsd_name, class_of(ty)));
+        .and_then(|m| m.map(statsd_name, class_of(ty)));
     let defaults = opts.mapping.as_ref().map(|m| m.defaults());
     if mapped.as_ref().is_some_and(|m| m.drop) {
         return None;
     }
-    let mut family = escape_name(mapped.as_ref().map_or(&*statsd_name, |m| &m.name));
+    let mut family = escape_name(mapped.as_ref().map_or(statsd_name, |m| &m.name));
     if family.is_empty() {
         return None;
     }
@@ -933,14 +1074,14 @@ fn resolve(
 
     // Tag labels first, then the mapping's: they win unless `honor_labels`.
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
-    for tag in key.tags() {
-        let tag = String::from_utf8_lossy(tag);
+    for tag in parts {
         // A bare tag has no value, and an empty value is no label in
         // Prometheus: both are left out, as statsd_exporter does.
         let Some((k, v)) = tag.split_once('=') else {
             continue;
         };
-        let k = escape_name(k);
+        // The DogStatsD PHP client writes `#` before every tag.
+        let k = escape_name(k.strip_prefix('#').unwrap_or(k));
         if v.is_empty() || k.is_empty() || k.starts_with("__") {
             continue;
         }

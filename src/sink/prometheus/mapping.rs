@@ -160,9 +160,16 @@ impl Mapping {
                         let key = key_str(k)?;
                         let d = &mut mapping.defaults;
                         match key {
-                            "observer_type" | "timer_type" => d.observer = observer(v, &place)?,
-                            "buckets" => d.buckets = Some(floats(v, &place)?),
-                            "quantiles" => d.quantiles = Some(quantiles(v, &place)?),
+                            "observer_type" => d.observer = observer(v, &place)?,
+                            "timer_type" => {
+                                // `observer_type` wins when both are set.
+                                let t = observer(v, &place)?;
+                                if !m.contains_key("observer_type") {
+                                    d.observer = t;
+                                }
+                            }
+                            "buckets" => d.buckets = non_empty(floats(v, &place)?),
+                            "quantiles" => d.quantiles = non_empty(quantiles(v, &place)?),
                             "ttl" => d.ttl = Some(duration(v, &place)?),
                             "match_type" => default_match = match_type(v, &place)?,
                             "glob_disable_ordering" => {
@@ -173,6 +180,7 @@ impl Mapping {
                                     sub_options(v, &place, "quantiles", &mut unsupported, |v| {
                                         quantiles(v, &place)
                                     })?
+                                    .and_then(non_empty)
                                     .or(d.quantiles.take())
                             }
                             "histogram_options" => {
@@ -180,6 +188,7 @@ impl Mapping {
                                     sub_options(v, &place, "buckets", &mut unsupported, |v| {
                                         floats(v, &place)
                                     })?
+                                    .and_then(non_empty)
                                     .or(d.buckets.take())
                             }
                             other => unsupported.push(format!("defaults.{other}")),
@@ -195,7 +204,13 @@ impl Mapping {
                 return Err(MappingError::Yaml("`mappings` is not a list".into()));
             };
             for (index, r) in rules.iter().enumerate() {
-                let rule = parse_rule(index, r, default_match, &mut unsupported)?;
+                let rule = parse_rule(
+                    index,
+                    r,
+                    default_match,
+                    mapping.defaults.observer,
+                    &mut unsupported,
+                )?;
                 match rule.match_type {
                     MatchType::Glob => mapping.globs.push(rule),
                     MatchType::Regex => mapping.regexes.push(rule),
@@ -277,6 +292,7 @@ fn parse_rule(
     index: usize,
     v: &Value,
     default_match: MatchType,
+    default_observer: Option<ObserverType>,
     unsupported: &mut Vec<String>,
 ) -> Result<Rule, MappingError> {
     let place = format!("mapping {index}");
@@ -299,11 +315,17 @@ fn parse_rule(
         honor_labels: false,
         scale: None,
     };
+    // What statsd_exporter refuses to see together.
+    let (mut top_quantiles, mut top_buckets) = (false, false);
+    let (mut summary_options, mut histogram_options) = (None, None);
+    let mut timer_type = None;
     for (k, v) in m {
         match key_str(k)? {
             "match" => pattern = Some(string(v, &place)?),
             "name" => rule.name = string(v, &place)?,
             "match_type" => rule.match_type = match_type(v, &place)?,
+            // `labels:` with nothing under it is no labels.
+            "labels" if v.is_null() => {}
             "labels" => {
                 for (lk, lv) in as_map(v, &place)? {
                     let lk = key_str(lk)?.to_string();
@@ -333,18 +355,28 @@ fn parse_rule(
                 }
             }
             "ttl" => rule.ttl = Some(duration(v, &place)?),
-            "observer_type" | "timer_type" => rule.observer = observer(v, &place)?,
-            "buckets" => rule.buckets = Some(floats(v, &place)?),
-            "quantiles" => rule.quantiles = Some(quantiles(v, &place)?),
+            "observer_type" => rule.observer = observer(v, &place)?,
+            // The older name: `observer_type` wins when both are set.
+            "timer_type" => timer_type = observer(v, &place)?,
+            "buckets" => {
+                top_buckets = true;
+                rule.buckets = non_empty(floats(v, &place)?).or(rule.buckets.take());
+            }
+            "quantiles" => {
+                top_quantiles = true;
+                rule.quantiles = non_empty(quantiles(v, &place)?).or(rule.quantiles.take());
+            }
             "summary_options" => {
                 let q = sub_options(v, &place, "quantiles", unsupported, |v| {
                     quantiles(v, &place)
                 })?;
-                rule.quantiles = q.or(rule.quantiles.take());
+                summary_options = Some(q.is_some());
+                rule.quantiles = q.and_then(non_empty).or(rule.quantiles.take());
             }
             "histogram_options" => {
                 let b = sub_options(v, &place, "buckets", unsupported, |v| floats(v, &place))?;
-                rule.buckets = b.or(rule.buckets.take());
+                histogram_options = Some(b.is_some());
+                rule.buckets = b.and_then(non_empty).or(rule.buckets.take());
             }
             "help" => rule.help = Some(string(v, &place)?),
             "honor_labels" => rule.honor_labels = boolean(v, &place)?,
@@ -352,11 +384,43 @@ fn parse_rule(
             other => unsupported.push(format!("mappings[{index}].{other}")),
         }
     }
+    rule.observer = rule.observer.or(timer_type);
     let Some(pattern) = pattern else {
         return Err(bad(&place, "no `match`"));
     };
     if rule.name.is_empty() && !rule.drop {
         return Err(bad(&place, "no `name`"));
+    }
+    if !rule.name.is_empty() && !valid_metric_name(&rule.name) {
+        return Err(bad(
+            &place,
+            format!(
+                "invalid name {:?}: a letter or `_` first, then letters, digits, `_` \
+                 (and `$1`, `${{1}}` expansions)",
+                rule.name
+            ),
+        ));
+    }
+    if top_quantiles && summary_options == Some(true) {
+        return Err(bad(
+            &place,
+            "`quantiles` and `summary_options.quantiles` cannot both be set",
+        ));
+    }
+    if top_buckets && histogram_options == Some(true) {
+        return Err(bad(
+            &place,
+            "`buckets` and `histogram_options.buckets` cannot both be set",
+        ));
+    }
+    match rule.observer.or(default_observer) {
+        Some(ObserverType::Histogram) if summary_options.is_some() => {
+            return Err(bad(&place, "`summary_options` on a histogram observer"))
+        }
+        Some(ObserverType::Summary) if histogram_options.is_some() => {
+            return Err(bad(&place, "`histogram_options` on a summary observer"))
+        }
+        _ => {}
     }
     let bad_match = |why: String| MappingError::BadMatch {
         index: rule.index,
@@ -365,9 +429,7 @@ fn parse_rule(
     };
     match rule.match_type {
         MatchType::Glob => {
-            if pattern.is_empty() || pattern.split('.').any(str::is_empty) {
-                return Err(bad_match("empty dot component".into()));
-            }
+            valid_glob(&pattern).map_err(bad_match)?;
             rule.specificity = pattern.split('.').map(|c| !c.contains('*')).collect();
             rule.re = Regex::new(&glob_to_regex(&pattern)).map_err(|e| bad_match(e.to_string()))?;
         }
@@ -389,6 +451,70 @@ fn glob_to_regex(glob: &str) -> String {
     }
     re.push('$');
     re
+}
+
+/// A glob as statsd_exporter accepts it: dot components of letters, digits,
+/// `_`, `*`, and `-` between two of those; the first does not start with a
+/// digit. (statsd_exporter takes `*` only as a whole component; statsyard
+/// also within one, `a.b_*`.)
+fn valid_glob(pattern: &str) -> Result<(), String> {
+    for (i, comp) in pattern.split('.').enumerate() {
+        let b = comp.as_bytes();
+        let Some((&first, _)) = b.split_first() else {
+            return Err("empty dot component".into());
+        };
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '*')))
+        {
+            return Err(format!(
+                "{c:?} in {comp:?}: a glob has letters, digits, `_`, `-` and `*`"
+            ));
+        }
+        if first == b'-' || b.last() == Some(&b'-') || comp.contains("--") {
+            return Err(format!("{comp:?}: a `-` goes between two other characters"));
+        }
+        if i == 0 && first.is_ascii_digit() {
+            return Err(format!(
+                "{comp:?}: the first component cannot start with a digit"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A mapping's `name` as statsd_exporter accepts it: a letter, `_` or an
+/// expansion first, then letters, digits, `_` or expansions (`$1`, `${1}`;
+/// statsyard also expands a regex's named groups, `${name}`).
+fn valid_metric_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let braced = b.get(i + 1) == Some(&b'{');
+            let start = i + 1 + usize::from(braced);
+            let len = b[start..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                .count();
+            if len == 0 || (braced && b.get(start + len) != Some(&b'}')) {
+                return false;
+            }
+            i = start + len + usize::from(braced);
+            continue;
+        }
+        let ok = b[i].is_ascii_alphabetic() || b[i] == b'_' || (i > 0 && b[i].is_ascii_digit());
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    !b.is_empty()
+}
+
+/// An empty list means "the defaults", as in statsd_exporter.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
 }
 
 /// statsd_exporter's label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.

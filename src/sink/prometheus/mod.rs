@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod live;
 pub mod mapping;
 pub mod options;
+pub mod sent;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -203,6 +204,8 @@ impl PrometheusConfig {
                 max_series: p.max_series,
                 mapping,
                 idle_timeout: p.idle_timeout,
+                sent: None,
+                internal_prefix: None,
             },
             mapping_file,
             mapping_source,
@@ -221,8 +224,12 @@ impl SinkConfig for PrometheusConfig {
         false
     }
 
-    fn build(&self, _cx: &BuildCx) -> Result<Built, SinkError> {
-        let live = Arc::new(Live::new(self.options.clone()));
+    fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
+        let mut options = self.options.clone();
+        // Label values as sent, and the flusher's own series left out.
+        options.sent = cx.sent_keys.clone();
+        options.internal_prefix = Some(cx.naming.prefix_stats.clone());
+        let live = Arc::new(Live::new(options));
         Ok(Built {
             sink: None,
             observer: Some(Box::new(Exporting(live.clone()))),

@@ -6,12 +6,18 @@ use crate::aggregate::{AggregateOptions, Shard};
 use crate::exposition::push_labels;
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
+use crate::sink::prometheus::sent::SentKeys;
 
-struct ToShard<'a>(&'a mut Shard);
+struct ToShard<'a>(&'a mut Shard, Option<&'a SentKeys>);
 
 impl Handler for ToShard<'_> {
     fn metric(&mut self, m: MetricRef<'_>) {
         self.0.insert(&m);
+    }
+    fn sent_as(&mut self, key: &[u8], sent: &[u8]) {
+        if let Some(t) = self.1 {
+            t.record(key, sent);
+        }
     }
     fn bad_line(&mut self, line: &[u8], err: ParseError) {
         panic!("bad line {:?}: {err}", String::from_utf8_lossy(line));
@@ -44,9 +50,14 @@ impl Rig {
 
     /// One flush interval in which `lines` arrived, `secs` after the last.
     fn flush(&mut self, lines: &str, secs: u64) -> &mut Self {
+        self.flush_bytes(lines.as_bytes(), secs)
+    }
+
+    fn flush_bytes(&mut self, lines: &[u8], secs: u64) -> &mut Self {
         let mut shard = Shard::new(&self.agg);
+        let sent = self.exporter.opts.sent.clone();
         self.parser
-            .parse_packet(lines.as_bytes(), &mut ToShard(&mut shard));
+            .parse_packet(lines, &mut ToShard(&mut shard, sent.as_deref()));
         self.registry.merge(shard.take());
         self.now += Duration::from_secs(secs);
         self.exporter.observe(&self.registry, self.now);
@@ -311,6 +322,94 @@ fn counters_ignore_negative_increments() {
     r.flush("c:5|c", 10);
     r.flush("c:-3|c", 10);
     assert_eq!(r.samples(), ["c_total 5"]);
+    // Nor does a counter that only went down make a series.
+    r.flush("n:-3|c", 10);
+    assert_eq!(r.samples(), ["c_total 5"]);
+    r.flush("n:2|c", 10);
+    assert_eq!(r.samples(), ["c_total 5", "n_total 2"]);
+}
+
+/// Options with the table of keys as sent, as the runtime builds them.
+fn sent_opts() -> PromOptions {
+    PromOptions {
+        sent: Some(Arc::new(SentKeys::new(1000))),
+        internal_prefix: Some("statsd".into()),
+        ..PromOptions::default()
+    }
+}
+
+#[test]
+fn label_values_and_names_are_as_sent() {
+    let mut r = Rig::new(sent_opts());
+    r.flush(
+        "req:1|c|#route:/x,tag1:foo:bar,#tag2:baz\nfoo,tag1=bar:1|g\nweird name/x:1|g",
+        10,
+    );
+    // The aggregation key is the sanitised one (Graphite's).
+    assert!(r
+        .registry
+        .counter(b"req;route=-x;tag1=foobar;tag2=baz")
+        .is_some());
+    assert_eq!(
+        r.samples(),
+        [
+            "foo{tag1=\"bar\"} 1",
+            "req_total{route=\"/x\",tag1=\"foo:bar\",tag2=\"baz\"} 1",
+            "weird_name_x 1",
+        ]
+    );
+    // A name that is not UTF-8 is not exported.
+    r.flush_bytes(b"bad\xffname:1|c", 10);
+    assert!(r.registry.counter(b"badname").is_some());
+    assert!(!r.text().contains("badname"));
+    // Without the table, the sanitised key names the series.
+    let mut r = Rig::new(opts());
+    r.flush("req:1|c|#route:/x", 10);
+    assert_eq!(r.samples(), ["req_total{route=\"-x\"} 1"]);
+}
+
+#[test]
+fn mapping_sees_the_name_as_sent() {
+    let yaml = "mappings:\n- match: request_time.*.*\n  name: tyk_http_request\n  labels:\n    method_and_path: \"$1\"\n    code: \"$2\"";
+    let (mapping, _) = Mapping::from_yaml(yaml).unwrap();
+    let mut r = Rig::new(PromOptions {
+        mapping: Some(mapping),
+        ..sent_opts()
+    });
+    r.flush("request_time.get/threads/1/posts.200:1|c", 10);
+    assert_eq!(
+        r.samples(),
+        ["tyk_http_request_total{code=\"200\",method_and_path=\"get/threads/1/posts\"} 1"]
+    );
+}
+
+#[test]
+fn the_flushers_own_series_are_not_exported() {
+    let mut r = Rig::new(sent_opts());
+    r.flush(
+        "statsd.metrics_received:3|c\nstatsd.timestamp_lag:0|g\nstatsd.statsyard.series_dropped:1|c\nstatsd.mine:1|c",
+        10,
+    );
+    assert_eq!(r.samples(), ["statsd_mine_total 1"]);
+}
+
+/// Two series new at the same flush that conflict: the same one wins in
+/// every run, whatever the registry's hash order.
+#[test]
+fn conflicts_between_new_series_are_decided_by_type_then_key() {
+    for _ in 0..20 {
+        let mut r = Rig::new(opts());
+        r.flush(
+            "y:1|c|#b:1\ny:1|c|#a:1\nz:1|g\nz_total:2|c\nz_total:3|g",
+            10,
+        );
+        let s = r.samples();
+        assert!(s.contains(&"y_total{a=\"1\"} 1".to_string()), "{s:?}");
+        assert!(!s.iter().any(|l| l.contains("b=")), "{s:?}");
+        // The counter `z_total` comes before the gauge `z_total`.
+        assert!(s.contains(&"z_total 2".to_string()), "{s:?}");
+        assert_eq!(r.exporter.conflicts(), 2, "{s:?}");
+    }
 }
 
 #[test]
@@ -435,7 +534,7 @@ fn scale_of_the_exporter() {
             packet.clear();
             packet.push_str(&format!("scale.c.k{i}:1|c"));
             rig.parser
-                .parse_packet(packet.as_bytes(), &mut ToShard(&mut shard));
+                .parse_packet(packet.as_bytes(), &mut ToShard(&mut shard, None));
         }
         rig.registry.merge(shard.take());
         let before = rss_kib();

@@ -209,10 +209,70 @@ fn errors() {
         ),
         ("mappings: 3", "not a list"),
         ("[", "not valid"),
+        // What statsd_exporter refuses too.
+        (
+            "mappings: [{match: 'bad!!metric-line.*.*', name: x}]",
+            "a glob has letters",
+        ),
+        (
+            "mappings: [{match: 'bad--metric-line.*.*', name: x}]",
+            "between two other characters",
+        ),
+        ("mappings: [{match: '0a.b', name: x}]", "cannot start with a digit"),
+        ("mappings: [{match: 'a.*', name: '0foo'}]", "invalid name"),
+        ("mappings: [{match: 'a.*', name: 'a-b'}]", "invalid name"),
+        ("mappings: [{match: 'a.*', name: 'a_${1'}]", "invalid name"),
+        (
+            "mappings: [{match: a, name: x, quantiles: [{quantile: 0.5}], summary_options: {quantiles: [{quantile: 0.5}]}}]",
+            "cannot both be set",
+        ),
+        (
+            "mappings: [{match: a, name: x, buckets: [1], histogram_options: {buckets: [2]}}]",
+            "cannot both be set",
+        ),
+        (
+            "mappings: [{match: a, name: x, observer_type: histogram, summary_options: {}}]",
+            "summary_options` on a histogram",
+        ),
+        (
+            "defaults: {observer_type: summary}\nmappings: [{match: a, name: x, histogram_options: {buckets: [1]}}]",
+            "histogram_options` on a summary",
+        ),
     ] {
         let err = Mapping::from_yaml(yaml).unwrap_err().to_string();
         assert!(err.contains(want), "{yaml}: {err}");
     }
+}
+
+/// Names and globs statsd_exporter accepts, with statsyard's extensions.
+#[test]
+fn valid_names_and_globs() {
+    let m = mapping(
+        "mappings:\n- match: 'test.my-dispatch-host01.*.2xx.*'\n  name: 'a_${1}_$2'\n\
+         - match: 'x.b_*'\n  name: '_b$1'\n\
+         - match: '^(?P<svc>\\w+)\\.r$'\n  match_type: regex\n  name: '${svc}_r'",
+    );
+    assert_eq!(
+        m.map("test.my-dispatch-host01.p.2xx.q", MetricClass::Counter)
+            .unwrap()
+            .name,
+        "a_p_q"
+    );
+    assert_eq!(m.map("x.b_c", MetricClass::Counter).unwrap().name, "_bc");
+    assert_eq!(m.map("api.r", MetricClass::Counter).unwrap().name, "api_r");
+}
+
+/// An empty list of buckets or quantiles takes the defaults, as in statsd_exporter.
+#[test]
+fn empty_lists_take_the_defaults() {
+    let m = mapping(
+        "defaults:\n  histogram_options:\n    buckets: []\n  quantiles: []\n\
+         mappings:\n- match: a\n  name: a\n  buckets: []\n  summary_options:\n    quantiles: []",
+    );
+    assert_eq!(m.defaults().buckets, None);
+    assert_eq!(m.defaults().quantiles, None);
+    let a = m.map("a", MetricClass::Observer).unwrap();
+    assert_eq!((a.buckets, a.quantiles), (None, None));
 }
 
 #[test]
