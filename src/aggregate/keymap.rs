@@ -6,35 +6,37 @@
 //! At high cardinality (100,000 series on one thread) nearly every value is
 //! a cache miss: the table is megabytes, and the datagrams streaming through
 //! the receive buffer push it out of cache between two values of the same
-//! series. A `HashMap<MetricKey, V>` misses up to three times per value: its
-//! control bytes, its bucket, then the key bytes behind the `Arc` that the
-//! bucket points to. Profiled at W2 (docs/benchmarks.md), the lookup and the
-//! key compare took more than half of the server's CPU.
+//! series. A `HashMap<MetricKey, V>` misses up to three times per value, one
+//! after the other: its control bytes, its bucket, then the key bytes behind
+//! the `Arc` that the bucket points to. Profiled at W2 (docs/benchmarks.md),
+//! the lookup and the key compare took more than half of the server's CPU.
 //!
-//! This map keeps the parts apart so that only one miss is left and that one
-//! can be started early:
+//! This map keeps the parts apart so that each miss can be started early,
+//! many values ahead, and overlap with the others:
 //!
 //! - `entries`, a dense `Vec` in insertion order, holds each series' hash,
-//!   its key bytes (inline up to [`INLINE`] bytes, so the compare reads the
-//!   same cache lines as the value) and its value;
-//! - `index`, a [`hashbrown::HashTable`] of 8-byte slots (32 bits of the
-//!   hash and the entry's position), finds the entry. It is about a tenth of
-//!   the entries' size (1.2 MB for 100,000 series), so it mostly stays in
-//!   cache.
+//!   its key bytes (inline up to [`INLINE`] bytes, so that the compare
+//!   reads the cache lines the value is on) and its value;
+//! - `index` is an open-addressing table of 8-byte slots, each 32 bits of a
+//!   hash and an entry's position, probed linearly from the slot the hash
+//!   picks: about an eighth of the entries' size, and the slot a hash
+//!   starts from is known before anything is read, so it can be prefetched.
 //!
-//! [`KeyMap::candidate`] looks a hash up in the index alone and returns the
-//! position of the entry that probably holds the key; the caller prefetches
-//! that entry ([`KeyMap::prefetch`]) and comes back a few values later
-//! ([`KeyMap::find_mut`]), when the entry is in cache. The candidate is
-//! only a guess (two keys may share 32 bits of hash), so it is always
-//! verified against the key, and a wrong guess falls back to the exact
-//! lookup. Entries never move (the shard never deletes; the whole map is
-//! taken at the end of the interval), so a position stays valid.
+//! A lookup goes in three steps that the caller spreads over the values
+//! it queues: [`KeyMap::prefetch_slot`] when a value arrives;
+//! [`KeyMap::candidate`] some values later, when the slot is in cache,
+//! which reads the index alone and names the entry that probably holds the
+//! key, and [`KeyMap::prefetch`] of that entry; [`KeyMap::find_mut`] some
+//! values later again, which verifies the candidate against the key (two
+//! keys may share 32 bits of hash) and falls back to the exact lookup.
+//! Entries never move (the shard never deletes; the whole map is taken at
+//! the end of the interval), so a position stays valid.
 //!
-//! The hash is computed once per value by the shard, and stored, so that
-//! growing the index never reads an entry's key again.
-
-use hashbrown::HashTable;
+//! The index is written here rather than taken from hashbrown because
+//! hashbrown's tables do not say where a hash's group lies, so they cannot
+//! be prefetched; without deletions the index needs no more than a probe
+//! loop and a rebuild on growth. The hash is computed once per value by
+//! the shard, and stored, so that growing never reads a key again.
 
 /// Key bytes kept inside the entry. 38 makes a counter's entry (hash, key,
 /// value and hit count) 64 bytes: one cache line's worth.
@@ -84,33 +86,34 @@ struct Entry<V> {
     value: V,
 }
 
-/// The part of the hash an index slot keeps: enough to tell almost every
-/// two keys apart without reading their entries.
+/// An empty index slot. A full one is `short << 32 | (position + 1)`.
+const EMPTY: u64 = 0;
+
+/// The part of the hash an index slot keeps, which also picks the slot a
+/// probe starts from: enough to tell almost every two keys apart without
+/// reading their entries.
 #[inline]
 fn short(hash: u64) -> u32 {
     hash as u32
 }
 
-/// The hash the index is built on, from the part a slot keeps, so that the
-/// index can grow from its slots alone. hashbrown takes the bucket from the
-/// low bits and a 7-bit tag from the top ones: both come from the 32 bits.
 #[inline]
-fn index_hash(short: u32) -> u64 {
-    u64::from(short) | (u64::from(short) << 32)
+fn slot(short: u32, at: u32) -> u64 {
+    (u64::from(short) << 32) | (u64::from(at) + 1)
 }
 
 /// Canonical key bytes → `V`, for one interval. See the module doc.
 #[derive(Debug)]
 pub(crate) struct KeyMap<V> {
-    /// `(short hash, position in entries)`.
-    index: HashTable<(u32, u32)>,
+    /// A power of two in length (or empty), at most three quarters full.
+    index: Vec<u64>,
     entries: Vec<Entry<V>>,
 }
 
 impl<V> Default for KeyMap<V> {
     fn default() -> Self {
         KeyMap {
-            index: HashTable::new(),
+            index: Vec::new(),
             entries: Vec::new(),
         }
     }
@@ -120,7 +123,7 @@ impl<V> KeyMap<V> {
     /// An empty map with room for `n` series.
     pub(crate) fn with_capacity(n: usize) -> KeyMap<V> {
         KeyMap {
-            index: HashTable::with_capacity(n),
+            index: vec![EMPTY; index_len(n)],
             entries: Vec::with_capacity(n),
         }
     }
@@ -133,15 +136,48 @@ impl<V> KeyMap<V> {
         self.entries.is_empty()
     }
 
+    /// The slot where a probe for `short` starts.
+    #[inline]
+    fn home(&self, short: u32) -> usize {
+        short as usize & (self.index.len().wrapping_sub(1))
+    }
+
+    /// The positions of the entries whose slots carry `short`, in probe
+    /// order, ending at the first empty slot.
+    #[inline]
+    fn probe(&self, short: u32) -> impl Iterator<Item = u32> + '_ {
+        let mask = self.index.len().wrapping_sub(1);
+        let mut i = self.home(short);
+        let mut done = self.index.is_empty();
+        std::iter::from_fn(move || {
+            while !done {
+                let v = self.index[i];
+                i = (i + 1) & mask;
+                if v == EMPTY {
+                    done = true;
+                } else if (v >> 32) as u32 == short {
+                    return Some((v as u32).wrapping_sub(1));
+                }
+            }
+            None
+        })
+    }
+
+    /// Ask the CPU to start loading the index slot a lookup of `hash`
+    /// starts from.
+    #[inline]
+    pub(crate) fn prefetch_slot(&self, hash: u64) {
+        if !self.index.is_empty() {
+            prefetch(self.index[self.home(short(hash))..].as_ptr().cast());
+        }
+    }
+
     /// The position of the entry that probably holds `hash`'s key, from the
     /// index alone; `None` when no entry has this hash (a new key, unless
     /// it is inserted before the caller comes back).
     #[inline]
     pub(crate) fn candidate(&self, hash: u64) -> Option<u32> {
-        let s = short(hash);
-        self.index
-            .find(index_hash(s), |&(h, _)| h == s)
-            .map(|&(_, at)| at)
+        self.probe(short(hash)).next()
     }
 
     /// Ask the CPU to start loading the entry at `at` (a [`candidate`]).
@@ -167,26 +203,12 @@ impl<V> KeyMap<V> {
     /// entry at `at` (a [`candidate`](KeyMap::candidate)), then in the index.
     #[inline]
     pub(crate) fn find_mut(&mut self, at: Option<u32>, hash: u64, key: &[u8]) -> Option<&mut V> {
-        match at {
-            Some(at) if self.holds(at, hash, key) => Some(&mut self.entries[at as usize].value),
-            _ => self.get_mut(hash, key),
-        }
-    }
-
-    /// The value of `key`, whose hash is `hash`.
-    #[inline]
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut V> {
-        let s = short(hash);
-        let entries = &self.entries;
-        let at = self
-            .index
-            .find(index_hash(s), |&(h, at)| {
-                h == s && {
-                    let e = &entries[at as usize];
-                    e.hash == hash && e.key.as_bytes() == key
-                }
-            })
-            .map(|&(_, at)| at)?;
+        let at = match at {
+            Some(at) if self.holds(at, hash, key) => at,
+            _ => self
+                .probe(short(hash))
+                .find(|&at| self.holds(at, hash, key))?,
+        };
         Some(&mut self.entries[at as usize].value)
     }
 
@@ -195,9 +217,10 @@ impl<V> KeyMap<V> {
         // Past u32::MAX series a shard would hold some 300 GB; the server's
         // series limit stops far before.
         let at = u32::try_from(self.entries.len()).expect("fewer than 2^32 series in a shard");
-        let s = short(hash);
-        self.index
-            .insert_unique(index_hash(s), (s, at), |&(h, _)| index_hash(h));
+        if index_len(self.entries.len() + 1) > self.index.len() {
+            self.grow();
+        }
+        self.place(slot(short(hash), at));
         self.entries.push(Entry {
             hash,
             key: KeyBytes::new(key),
@@ -205,9 +228,37 @@ impl<V> KeyMap<V> {
         });
     }
 
+    /// Put a full slot in the first empty one of its probe.
+    fn place(&mut self, v: u64) {
+        let mask = self.index.len() - 1;
+        let mut i = self.home((v >> 32) as u32);
+        while self.index[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = v;
+    }
+
+    /// Double the index, from the slots alone.
+    fn grow(&mut self) {
+        let len = (self.index.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.index, vec![EMPTY; len]);
+        for v in old.into_iter().filter(|&v| v != EMPTY) {
+            self.place(v);
+        }
+    }
+
     /// Every key and value, in insertion order.
     pub(crate) fn into_iter(self) -> impl Iterator<Item = (KeyBytes, V)> {
         self.entries.into_iter().map(|e| (e.key, e.value))
+    }
+}
+
+/// Index slots for `n` series: a power of two, at most three quarters full.
+fn index_len(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n * 4).div_ceil(3).next_power_of_two().max(16)
     }
 }
 
@@ -244,7 +295,7 @@ mod tests {
             .collect();
         for (i, k) in keys.iter().enumerate() {
             let h = hasher.hash_one(k);
-            assert!(m.get_mut(h, k).is_none());
+            assert!(m.find_mut(None, h, k).is_none());
             m.insert_new(h, k, i as u64);
         }
         assert_eq!(m.len(), keys.len());
@@ -266,8 +317,8 @@ mod tests {
         let (a, b) = (0x1234_0000_0000_0042_u64, 0x9999_0000_0000_0042_u64);
         m.insert_new(a, b"colliding-a", 1);
         m.insert_new(b, b"colliding-b", 2);
-        assert_eq!(m.get_mut(a, b"colliding-a").copied(), Some(1));
-        assert_eq!(m.get_mut(b, b"colliding-b").copied(), Some(2));
+        assert_eq!(m.find_mut(None, a, b"colliding-a").copied(), Some(1));
+        assert_eq!(m.find_mut(None, b, b"colliding-b").copied(), Some(2));
         let got: Vec<(Vec<u8>, u64)> = m
             .into_iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v))
@@ -275,6 +326,28 @@ mod tests {
         assert_eq!(got.len(), keys.len() + 2);
         assert_eq!(got[0], (keys[0].clone(), 1));
         assert_eq!(got[3].0, keys[3]);
+    }
+
+    #[test]
+    fn index_stays_at_most_three_quarters_full() {
+        let mut m: KeyMap<()> = KeyMap::with_capacity(12);
+        assert_eq!(m.index.len(), 16);
+        for i in 0..1000u64 {
+            let k = i.to_le_bytes();
+            m.insert_new(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), &k, ());
+            assert!(m.index.len().is_power_of_two());
+            assert!(
+                m.len() * 4 <= m.index.len() * 3,
+                "{} in {}",
+                m.len(),
+                m.index.len()
+            );
+        }
+        for i in 0..1000u64 {
+            let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            m.prefetch_slot(h);
+            assert!(m.find_mut(None, h, &i.to_le_bytes()).is_some());
+        }
     }
 
     #[test]

@@ -46,10 +46,12 @@ impl Maps {
 ///
 /// Values come in one at a time ([`insert`](Shard::insert)), or through a
 /// short queue ([`push`](Shard::push), then [`drain`](Shard::drain) before
-/// the lock is released): a pushed value's series is looked up in the
-/// index at once and its entry prefetched, and the value is applied
-/// [`QUEUE`] values later, when the entry has arrived in cache. Values are
-/// applied in the order they came, either way.
+/// the lock is released) that spreads each lookup over the values behind
+/// it (see [`super::keymap`]): when a value is pushed, the index slot its
+/// hash starts from is prefetched; [`QUEUE`]` / 2` values later the slot
+/// names the value's entry, which is prefetched; [`QUEUE`] values later
+/// the value is applied, its entry in cache. Values are applied in the
+/// order they came, either way.
 #[derive(Debug)]
 pub struct Shard {
     agg: Aggregates,
@@ -106,9 +108,10 @@ impl Default for Shard {
     }
 }
 
-/// Values a [`Shard::push`] keeps back. Enough for the entries of the
-/// values behind it to arrive from memory while the values ahead are parsed
-/// and applied.
+/// Values a [`Shard::push`] keeps back. Enough for the index slots, then
+/// the entries, of the values queued to arrive from memory while the
+/// values ahead are parsed and applied: about 8 values (the half of the
+/// queue each step has) take longer than a cache miss to memory.
 pub const QUEUE: usize = 16;
 
 /// Longest key a queued value copies; longer ones are applied at once.
@@ -119,7 +122,9 @@ const QUEUED_KEY: usize = 64;
 #[derive(Debug, Clone, Copy)]
 struct Queued {
     hash: u64,
-    /// The entry the index pointed to when the value was pushed.
+    /// Whether `at` was looked up yet.
+    resolved: bool,
+    /// The entry the index named when it was looked up.
     at: Option<u32>,
     kind: MetricType,
     number: f64,
@@ -151,6 +156,7 @@ impl Default for Queue {
     fn default() -> Self {
         let empty = Queued {
             hash: 0,
+            resolved: false,
             at: None,
             kind: MetricType::Counter,
             number: 0.0,
@@ -222,14 +228,22 @@ impl Shard {
             return self.push_now(m, refused);
         }
         let hash = self.agg.hash(m.key);
-        let at = self.agg.maps.candidate(m.kind, hash);
+        self.agg.maps.prefetch_slot(m.kind, hash);
         if self.queue.len == QUEUE {
             self.apply_oldest(&mut refused);
         }
         let q = &mut self.queue;
+        // The value half a queue behind this one: its index slot has
+        // arrived; find its entry and start loading that.
+        if q.len >= QUEUE / 2 {
+            let v = &mut q.slots[(q.head + q.len - QUEUE / 2) % QUEUE];
+            v.at = self.agg.maps.candidate(v.kind, v.hash);
+            v.resolved = true;
+        }
         let slot = &mut q.slots[(q.head + q.len) % QUEUE];
         slot.hash = hash;
-        slot.at = at;
+        slot.resolved = false;
+        slot.at = None;
         slot.kind = m.kind;
         slot.number = number;
         slot.delta = delta;
@@ -265,9 +279,11 @@ impl Shard {
         q.head = (q.head + 1) % QUEUE;
         q.len -= 1;
         let key = &v.key[..usize::from(v.len)];
+        // Not looked up yet (a drain): the exact lookup does it.
+        let at = if v.resolved { v.at } else { None };
         if let Err(r) = self
             .agg
-            .apply(v.hash, v.at, v.kind, v.value(), v.sample_rate, key)
+            .apply(v.hash, at, v.kind, v.value(), v.sample_rate, key)
         {
             refused(key, r);
         }
@@ -286,6 +302,17 @@ impl Shard {
 }
 
 impl Maps {
+    /// Prefetch the index slot of `hash` in `kind`'s map.
+    #[inline]
+    fn prefetch_slot(&self, kind: MetricType, hash: u64) {
+        match class(kind) {
+            0 => self.counters.prefetch_slot(hash),
+            1 => self.gauges.prefetch_slot(hash),
+            2 => self.timers.prefetch_slot(hash),
+            _ => self.sets.prefetch_slot(hash),
+        }
+    }
+
     /// The candidate entry for `hash` in `kind`'s map, prefetched.
     #[inline]
     fn candidate(&self, kind: MetricType, hash: u64) -> Option<u32> {
