@@ -145,20 +145,11 @@ impl Registry {
         // The shard holds key bytes; a series the registry holds keeps its
         // own key (an `Arc`), which each hit map shares. Only a new series
         // allocates one.
+        let adm = &self.admission;
         for (key, (v, hits)) in maps.counters.into_iter() {
-            let key = key.as_bytes();
-            let key = match self.counters.get_key_value_mut(key) {
-                Some((key, total)) => {
-                    counter::accumulate(total, v);
-                    key.clone()
-                }
-                None => {
-                    let key = MetricKey::new(key);
-                    ensure(&self.admission, 0, &key);
-                    self.counters.insert(key.clone(), v);
-                    key
-                }
-            };
+            let key = fold_in(&mut self.counters, adm, 0, key.as_bytes(), v, |total, v| {
+                counter::accumulate(total, v)
+            });
             add_hits(&mut self.hits[0], &key, hits.into());
         }
         let ttl = self.opts.delete_gauges.then_some(self.opts.gauges_max_ttl);
@@ -167,37 +158,23 @@ impl Registry {
             add_hits(&mut self.hits[1], &key, hits.into());
         }
         let limit = self.opts.timer_exact_samples;
+        let adm = &self.admission;
         for (key, t) in maps.timers.into_iter() {
-            let key = key.as_bytes();
             let hits = t.len();
-            let key = match self.timers.get_key_value_mut(key) {
-                Some((key, mine)) => {
-                    mine.merge(t, limit);
-                    key.clone()
-                }
-                None => {
-                    let key = MetricKey::new(key);
-                    ensure(&self.admission, 2, &key);
-                    self.timers.insert(key.clone(), t);
-                    key
-                }
-            };
+            let key = fold_in(&mut self.timers, adm, 2, key.as_bytes(), t, |mine, t| {
+                mine.merge(t, limit)
+            });
             add_hits(&mut self.hits[2], &key, hits);
         }
         for (key, (members, hits)) in maps.sets.into_iter() {
-            let key = key.as_bytes();
-            let key = match self.sets.get_key_value_mut(key) {
-                Some((key, mine)) => {
-                    mine.extend(members);
-                    key.clone()
-                }
-                None => {
-                    let key = MetricKey::new(key);
-                    ensure(&self.admission, 3, &key);
-                    self.sets.insert(key.clone(), members);
-                    key
-                }
-            };
+            let key = fold_in(
+                &mut self.sets,
+                adm,
+                3,
+                key.as_bytes(),
+                members,
+                |mine, m| mine.extend(m),
+            );
             add_hits(&mut self.hits[3], &key, hits.into());
         }
     }
@@ -475,6 +452,31 @@ impl Registry {
     /// No series at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Fold a shard's `value` of the series `key` into `map` with `fold`, or
+/// insert it as a new series (counted against the limits, as class
+/// `class`). Returns the registry's key, which a new series allocates.
+fn fold_in<V>(
+    map: &mut FastMap<MetricKey, V>,
+    admission: &Option<Arc<Admission>>,
+    class: usize,
+    key: &[u8],
+    value: V,
+    fold: impl FnOnce(&mut V, V),
+) -> MetricKey {
+    match map.get_key_value_mut(key) {
+        Some((key, mine)) => {
+            fold(mine, value);
+            key.clone()
+        }
+        None => {
+            let key = MetricKey::new(key);
+            ensure(admission, class, &key);
+            map.insert(key.clone(), value);
+            key
+        }
     }
 }
 
