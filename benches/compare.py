@@ -154,7 +154,8 @@ def servers(args):
     if "statsyard" in wanted:
         path = args.statsyard or os.path.join(bin_dir(), "statsyard")
         if os.access(path, os.X_OK):
-            found["statsyard"] = (statsyard_command, path, [], None)
+            # Absolute: servers run in their own temporary directory.
+            found["statsyard"] = (statsyard_command, os.path.abspath(path), [], None)
         else:
             notes.append(f"statsyard skipped: no {path} (cargo build --release --bins)")
     if "reference" in wanted:
@@ -165,7 +166,7 @@ def servers(args):
         elif not shutil.which("node"):
             notes.append("reference skipped: no `node` on PATH")
         else:
-            found["reference"] = (reference_command, path, [], None)
+            found["reference"] = (reference_command, os.path.abspath(path), [], None)
     for name in wanted:
         if name not in ("statsyard", "reference", ""):
             notes.append(f"unknown server {name!r} ignored")
@@ -230,6 +231,15 @@ def pin(cpu):
     return ["taskset", "-c", str(cpu)]
 
 
+def with_rate(workload_args, extra):
+    """The workload's loadgen arguments plus `extra`, whose `--rate` (the
+    fallback's) replaces the workload's own: the loadgen takes one."""
+    if "--rate" in extra and "--rate" in workload_args:
+        i = workload_args.index("--rate")
+        workload_args = workload_args[:i] + workload_args[i + 2:]
+    return workload_args + extra
+
+
 def run_one(args, loadgen, server, build, path, workload, extra):
     """One server, one workload: returns the loadgen's JSON report plus notes."""
     tmp = tempfile.mkdtemp(prefix=f"compare-{server}-")
@@ -245,7 +255,7 @@ def run_one(args, loadgen, server, build, path, workload, extra):
         "--flush-ms", str(args.flush_ms), "--wait-flush", "--settle", str(SETTLE_SECONDS),
         "--server-pid", str(proc.pid), "--duration", str(SEND_SECONDS),
         "--prefix", args.prefix,
-    ] + WORKLOADS[workload] + extra
+    ] + with_rate(WORKLOADS[workload], extra)
     try:
         # Waiting for a flush (<= 3 flushes + 2 s), sending, settling: at
         # most 29 s.
