@@ -24,12 +24,15 @@ pub async fn run_with_ready(
     source: Source,
     ready: impl FnOnce(&Running),
 ) -> Result<(), ReloadError> {
-    // Watch SIGHUP before anything starts: its default action ends the
-    // process, and `systemctl reload` may come at any time.
+    // Watch the signals before anything starts: their default action ends
+    // the process, `systemctl reload` may come at any time, and a SIGTERM
+    // sent as soon as a listener logs "listening" must still stop in order
+    // (the final flush, the persisted counters).
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let stop = crate::shutdown::StopSignals::watch();
     let running = start_with(config, source).await?;
     ready(&running);
-    reload_on_sighup_until_stopped(&running, hup).await;
+    reload_on_sighup_until_stopped(&running, hup, stop).await;
     tracing::info!("signal received, shutting down");
     running.shutdown();
     running.wait().await;
@@ -41,20 +44,19 @@ pub async fn run_with_ready(
 async fn reload_on_sighup_until_stopped(
     running: &Running,
     hup: std::io::Result<tokio::signal::unix::Signal>,
+    mut stop: crate::shutdown::StopSignals,
 ) {
     let mut hup = match hup {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch SIGHUP; reload with POST /-/reload");
-            crate::shutdown::signal().await;
+            stop.recv().await;
             return;
         }
     };
-    let stop = crate::shutdown::signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.recv() => return,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 let _ = running.reload.reload().await;

@@ -27,26 +27,60 @@ pub async fn with_deadline<F: Future>(deadline: Duration, fut: F) -> Option<F::O
     tokio::time::timeout(deadline, fut).await.ok()
 }
 
-/// Resolve on SIGINT or SIGTERM.
-pub async fn signal() {
+/// SIGINT and SIGTERM, watched from the moment [`StopSignals::watch`]
+/// returns: a signal that comes while the server is still starting is not
+/// lost (nor does it end the process by its default action), it stops the
+/// server once it runs.
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Start watching (needs a tokio runtime).
+    pub fn watch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let watch = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch {name}; it will not stop the server in order");
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT will stop the server");
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            StopSignals {
+                int: watch(SignalKind::interrupt(), "SIGINT"),
+                term: watch(SignalKind::terminate(), "SIGTERM"),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolve on the first SIGINT or SIGTERM (at once if one came since
+    /// [`StopSignals::watch`]).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = one(&mut self.int) => {}
+                _ = one(&mut self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -22,6 +22,7 @@
 
 mod counter;
 mod gauge;
+mod keymap;
 pub mod limit;
 mod registry;
 mod set;
@@ -85,8 +86,10 @@ mod tests;
 /// The aggregation maps' hasher: foldhash, seeded per process. Fast on the
 /// short, similar byte keys statsd names are (FxHash let them collide in
 /// hashbrown's control bytes; see docs/benchmarks.md), and random seeds keep
-/// a sender from choosing keys that all collide.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// a sender from choosing keys that all collide. hashbrown's map rather than
+/// std's (the same table) for `get_key_value_mut`: the registry's merge
+/// finds a series by the shard's key bytes and shares its own key.
+pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The set counterpart of [`FastMap`].
-pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+pub(crate) type FastSet<T> = hashbrown::HashSet<T, foldhash::fast::RandomState>;

@@ -1,6 +1,5 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
 
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use super::FastMap;
@@ -148,46 +147,40 @@ impl Registry {
     /// Fold a shard's snapshot in.
     pub fn merge(&mut self, snap: Snapshot) {
         let maps = snap.maps;
-        // Each hit map shares the registry's own key (an `Arc`), not the
-        // shard's, so that the shard's copy is freed here as before.
-        for (key, (v, hits)) in maps.counters {
-            let entry = self.counters.entry(key);
-            add_hits(&mut self.hits[0], entry.key(), hits.into());
-            match entry {
-                Entry::Occupied(mut o) => counter::accumulate(o.get_mut(), v),
-                Entry::Vacant(e) => {
-                    ensure(&self.admission, 0, e.key());
-                    e.insert(v);
-                }
-            }
+        // The shard holds key bytes; a series the registry holds keeps its
+        // own key (an `Arc`), which each hit map shares. Only a new series
+        // allocates one.
+        let adm = &self.admission;
+        for (key, (v, hits)) in maps.counters.into_iter() {
+            let key = fold_in(&mut self.counters, adm, 0, key.as_bytes(), v, |total, v| {
+                counter::accumulate(total, v)
+            });
+            add_hits(&mut self.hits[0], &key, hits.into());
         }
         let ttl = self.opts.delete_gauges.then_some(self.opts.gauges_max_ttl);
-        for (key, (update, hits)) in maps.gauges {
-            let key = self.update_gauge(key, &update, ttl);
+        for (key, (update, hits)) in maps.gauges.into_iter() {
+            let key = self.update_gauge(key.as_bytes(), &update, ttl);
             add_hits(&mut self.hits[1], &key, hits.into());
         }
         let limit = self.opts.timer_exact_samples;
-        for (key, t) in maps.timers {
-            let entry = self.timers.entry(key);
-            add_hits(&mut self.hits[2], entry.key(), t.len());
-            match entry {
-                Entry::Occupied(mut o) => o.get_mut().merge(t, limit),
-                Entry::Vacant(e) => {
-                    ensure(&self.admission, 2, e.key());
-                    e.insert(t);
-                }
-            }
+        let adm = &self.admission;
+        for (key, t) in maps.timers.into_iter() {
+            let hits = t.len();
+            let key = fold_in(&mut self.timers, adm, 2, key.as_bytes(), t, |mine, t| {
+                mine.merge(t, limit)
+            });
+            add_hits(&mut self.hits[2], &key, hits);
         }
-        for (key, (members, hits)) in maps.sets {
-            let entry = self.sets.entry(key);
-            add_hits(&mut self.hits[3], entry.key(), hits.into());
-            match entry {
-                Entry::Occupied(mut o) => o.get_mut().extend(members),
-                Entry::Vacant(e) => {
-                    ensure(&self.admission, 3, e.key());
-                    e.insert(members);
-                }
-            }
+        for (key, (members, hits)) in maps.sets.into_iter() {
+            let key = fold_in(
+                &mut self.sets,
+                adm,
+                3,
+                key.as_bytes(),
+                members,
+                |mine, m| mine.extend(m),
+            );
+            add_hits(&mut self.hits[3], &key, hits.into());
         }
     }
 
@@ -247,26 +240,20 @@ impl Registry {
     }
 
     /// Apply one shard's update; returns the registry's key of the gauge.
-    fn update_gauge(
-        &mut self,
-        key: MetricKey,
-        update: &GaugeUpdate,
-        ttl: Option<u32>,
-    ) -> MetricKey {
-        match self.gauges.entry(key) {
-            Entry::Occupied(mut o) => {
-                let g = o.get_mut();
+    fn update_gauge(&mut self, key: &[u8], update: &GaugeUpdate, ttl: Option<u32>) -> MetricKey {
+        match self.gauges.get_key_value_mut(key) {
+            Some((key, g)) => {
                 g.value = update.apply(Some(g.value));
                 if ttl.is_some() {
                     g.ttl = ttl;
                 }
-                o.key().clone()
+                key.clone()
             }
-            Entry::Vacant(e) => {
-                let key = e.key().clone();
+            None => {
+                let key = MetricKey::new(key);
                 ensure(&self.admission, 1, &key);
                 let value = update.apply(None);
-                e.insert(Gauge { value, ttl });
+                self.gauges.insert(key.clone(), Gauge { value, ttl });
                 key
             }
         }
@@ -490,6 +477,31 @@ impl Registry {
     /// No series at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Fold a shard's `value` of the series `key` into `map` with `fold`, or
+/// insert it as a new series (counted against the limits, as class
+/// `class`). Returns the registry's key, which a new series allocates.
+fn fold_in<V>(
+    map: &mut FastMap<MetricKey, V>,
+    admission: &Option<Arc<Admission>>,
+    class: usize,
+    key: &[u8],
+    value: V,
+    fold: impl FnOnce(&mut V, V),
+) -> MetricKey {
+    match map.get_key_value_mut(key) {
+        Some((key, mine)) => {
+            fold(mine, value);
+            key.clone()
+        }
+        None => {
+            let key = MetricKey::new(key);
+            ensure(admission, class, &key);
+            map.insert(key.clone(), value);
+            key
+        }
     }
 }
 

@@ -625,3 +625,93 @@ fn ten_thousand_new_keys_against_a_small_limit() {
     reg.merge(shard.take());
     assert_eq!(reg.len(), 100);
 }
+
+/// Everything a registry holds, comparable bit for bit.
+fn contents(reg: &Registry) -> Vec<String> {
+    let mut out: Vec<String> = reg
+        .counters()
+        .map(|(k, v)| format!("c {k} {:x}", v.to_bits()))
+        .chain(
+            reg.gauges()
+                .map(|(k, v)| format!("g {k} {:x}", v.to_bits())),
+        )
+        .chain(reg.timers().map(|(k, t)| {
+            let samples = match t.samples() {
+                TimerSamples::Exact(s) => format!("{s:?}"),
+                TimerSamples::Hist(h) => format!("hist {}", h.len()),
+            };
+            format!("t {k} {:?} {:x} {samples}", t.kind(), t.count().to_bits())
+        }))
+        .chain(reg.sets().map(|(k, n)| format!("s {k} {n}")))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Values pushed through the queue (and drained) aggregate exactly as
+/// values inserted one by one: same values bit for bit, same order within
+/// a series, same refusals with the same keys.
+#[test]
+fn queued_values_aggregate_like_inserted_ones() {
+    // Few keys, so that a series recurs while its earlier values are still
+    // queued; some too long to queue; every type.
+    let long = "l".repeat(100);
+    let keys = ["a", "b", "c.d", "e;t=1", long.as_str(), "f"];
+    let mut x: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut values = Vec::new();
+    for _ in 0..5000 {
+        let key = keys[next(keys.len() as u64) as usize];
+        let v = (next(2000) as f64 - 1000.0) / 7.0;
+        let rate = [1.0, 0.5, 0.1][next(3) as usize];
+        values.push(match next(7) {
+            0 => c(key, v, rate),
+            1 => g(key, v),
+            2 => gd(key, v),
+            3 => t(key, MetricType::Timer, v.abs(), rate),
+            4 => t(key, MetricType::Histogram, v.abs(), rate),
+            5 => s(key, ["x", "y", "z"][next(3) as usize]),
+            _ => c(key, 1.0, 1.0),
+        });
+    }
+    for opts in [AggregateOptions::default(), limited(9, &[("c", 1)])] {
+        let mut reg_one = Registry::new(&opts);
+        let mut one = Shard::new(&opts);
+        let mut refused_one = Vec::new();
+        // A link of its own: each registry publishes its limits' state to
+        // the shards of its link.
+        let opts_queued = AggregateOptions {
+            link: AdmissionLink::default(),
+            ..opts.clone()
+        };
+        let mut reg_queued = Registry::new(&opts_queued);
+        let mut queued = Shard::new(&opts_queued);
+        let mut refused_queued = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            if let Inserted::Refused(r) = one.insert(v) {
+                refused_one.push((v.key.to_vec(), r));
+            }
+            queued.push(v, |key, r| refused_queued.push((key.to_vec(), r)));
+            // Drained as a listener drains: at the end of each packet.
+            if i % 37 == 36 {
+                queued.drain(|key, r| refused_queued.push((key.to_vec(), r)));
+            }
+            if i % 1000 == 999 {
+                queued.drain(|key, r| refused_queued.push((key.to_vec(), r)));
+                reg_one.merge(one.take());
+                reg_queued.merge(queued.take());
+                assert_eq!(contents(&reg_one), contents(&reg_queued));
+                reg_one.end_interval();
+                reg_queued.end_interval();
+            }
+        }
+        assert_eq!(refused_one, refused_queued);
+        // The default limit refuses nothing here; the small one does.
+        assert_eq!(opts.limits.max_series < 100, !refused_one.is_empty());
+    }
+}

@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::aggregate::{Inserted, Refusal, Shard};
+use crate::aggregate::{Refusal, Shard};
 use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 use crate::sink::prometheus::sent::SentKeys;
@@ -166,18 +166,23 @@ impl Ingest {
         let mut handler = ShardHandler {
             shard: &mut shard,
             bad_log: &mut self.bad_log,
-            limit_log: &mut self.limit_log,
             too_many_tags: 0,
-            refused: 0,
-            refused_under: Vec::new(),
             listener: self.counter.as_ref().map(IngestCounter::listener),
             sent: self.sent.as_deref(),
+            refusals: Refusals {
+                limit_log: &mut self.limit_log,
+                refused: 0,
+                refused_under: Vec::new(),
+            },
         };
         let counts = self.parser.parse_packet(data, &mut handler);
+        // The shard applies the last values it queued before its lock goes.
+        let refusals = &mut handler.refusals;
+        handler.shard.drain(|key, r| refusals.refused(key, r));
         let (too_many_tags, refused, refused_under) = (
             handler.too_many_tags,
-            handler.refused,
-            std::mem::take(&mut handler.refused_under),
+            handler.refusals.refused,
+            std::mem::take(&mut handler.refusals.refused_under),
         );
         drop(shard);
         incr(&self.stats.metrics_received, counts.lines);
@@ -203,24 +208,29 @@ impl Ingest {
 struct ShardHandler<'a> {
     shard: &'a mut Shard,
     bad_log: &'a mut LogLimiter,
-    limit_log: &'a mut LogLimiter,
     too_many_tags: u64,
-    /// Values refused by a series limit, all causes.
-    refused: u64,
-    /// Of those, per `series_limits` prefix.
-    refused_under: Vec<(std::sync::Arc<str>, u64)>,
     /// Where bad lines are counted by reason.
     listener: Option<&'a ListenerStats>,
     /// Where rewritten keys are noted.
     sent: Option<&'a SentKeys>,
+    refusals: Refusals<'a>,
 }
 
-impl ShardHandler<'_> {
-    fn refused(&mut self, m: &MetricRef<'_>, r: Refusal) {
+/// What a packet's values refused by a series limit come to.
+struct Refusals<'a> {
+    limit_log: &'a mut LogLimiter,
+    /// Values refused, all causes.
+    refused: u64,
+    /// Of those, per `series_limits` prefix.
+    refused_under: Vec<(std::sync::Arc<str>, u64)>,
+}
+
+impl Refusals<'_> {
+    fn refused(&mut self, key: &[u8], r: Refusal) {
         self.refused += 1;
         if let Some(suppressed) = self.limit_log.allow() {
             tracing::warn!(
-                key = %String::from_utf8_lossy(&m.key[..m.key.len().min(256)]),
+                key = %String::from_utf8_lossy(&key[..key.len().min(256)]),
                 prefix = r.prefix.as_deref().unwrap_or(""),
                 limit = r.limit,
                 suppressed,
@@ -239,9 +249,8 @@ impl ShardHandler<'_> {
 impl Handler for ShardHandler<'_> {
     #[inline]
     fn metric(&mut self, m: MetricRef<'_>) {
-        if let Inserted::Refused(r) = self.shard.insert(&m) {
-            self.refused(&m, r);
-        }
+        let refusals = &mut self.refusals;
+        self.shard.push(&m, |key, r| refusals.refused(key, r));
     }
 
     fn sent_as(&mut self, key: &[u8], sent: &[u8]) {

@@ -28,6 +28,21 @@ fn is_kept(b: u8) -> bool {
     KEPT[usize::from(b)]
 }
 
+/// Bytes a metric name can be made of that neither sanitising nor making
+/// the key canonical changes and that no tag syntax uses: the kept bytes
+/// but `;` (Graphite tags). A name of these alone is its own canonical key.
+static PLAIN: [bool; 256] = {
+    let mut t = KEPT;
+    t[b';' as usize] = false;
+    t
+};
+
+/// Whether `b` is a byte of a plain name (see `PLAIN`).
+#[inline]
+pub fn is_plain(b: u8) -> bool {
+    PLAIN[usize::from(b)]
+}
+
 /// Whether sanitising would change `key`. False for the common case, a key
 /// made only of kept bytes, which can then be used as it is.
 pub fn needs_sanitize(key: &[u8]) -> bool {

@@ -45,6 +45,7 @@ use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
 use super::number::{js_trim, parse_js_number};
+use super::sanitize::is_plain;
 use super::tags::{key_name, split_dialect, KeyBuilder, TagDialects};
 use crate::metric::{MetricRef, MetricType, Value};
 
@@ -178,8 +179,25 @@ impl StatsdParser {
     /// Parse every line of a packet (`\n` or `\r\n` separated).
     pub fn parse_packet<H: Handler>(&mut self, packet: &[u8], h: &mut H) -> PacketCounts {
         let mut counts = PacketCounts::default();
-        for line in packet.split(|&b| b == b'\n') {
-            counts += self.parse_line(line, h);
+        let mut rest = packet;
+        while !rest.is_empty() {
+            // The common line is read in the same pass that finds its end.
+            if let Some((m, used)) = self.plain(rest) {
+                h.metric(m);
+                counts.lines += 1;
+                counts.metrics += 1;
+                rest = &rest[used..];
+                continue;
+            }
+            let (line, tail) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &[][..]),
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                counts += self.parse_general(line, h);
+            }
+            rest = tail;
         }
         counts
     }
@@ -188,11 +206,36 @@ impl StatsdParser {
     /// An empty line counts as nothing.
     pub fn parse_line<H: Handler>(&mut self, line: &[u8], h: &mut H) -> PacketCounts {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut counts = PacketCounts::default();
         if line.is_empty() {
-            return counts;
+            return PacketCounts::default();
         }
-        counts.lines = 1;
+        match self.plain(line) {
+            Some((m, used)) if used == line.len() => {
+                h.metric(m);
+                PacketCounts {
+                    lines: 1,
+                    metrics: 1,
+                    bad: 0,
+                }
+            }
+            _ => self.parse_general(line, h),
+        }
+    }
+
+    /// [`plain_line`] with the options that apply to it.
+    #[inline]
+    fn plain<'a>(&self, input: &'a [u8]) -> Option<(MetricRef<'a>, usize)> {
+        let (mut m, used) = plain_line(input)?;
+        m.value = gauge_value(m.value, self.opts.gauge_deltas);
+        Some((m, used))
+    }
+
+    /// Any non-empty line, without its line ending: the whole grammar.
+    fn parse_general<H: Handler>(&mut self, line: &[u8], h: &mut H) -> PacketCounts {
+        let mut counts = PacketCounts {
+            lines: 1,
+            ..PacketCounts::default()
+        };
         let reject = |counts: &mut PacketCounts, h: &mut H, err| {
             counts.bad += 1;
             h.bad_line(line, err);
@@ -261,11 +304,7 @@ impl StatsdParser {
                         if let Some(sent) = sent.take() {
                             h.sent_as(key, sent);
                         }
-                        // `gauge_deltas = false`: a signed gauge is its value.
-                        let value = match value {
-                            Value::GaugeDelta(n) if !self.opts.gauge_deltas => Value::Number(n),
-                            v => v,
-                        };
+                        let value = gauge_value(value, self.opts.gauge_deltas);
                         counts.metrics += 1;
                         h.metric(MetricRef {
                             key,
@@ -280,6 +319,96 @@ impl StatsdParser {
             }
         }
         counts
+    }
+}
+
+/// The line most clients send, `name:value|type` or
+/// `name:value|type|@rate`, with a name that already is its canonical key
+/// (only [plain](is_plain) bytes: nothing to sanitise, no tags), at the
+/// start of `input`: read in one pass that also finds the line's end,
+/// without the lexer, the key builder and the tag scans. Returns the value
+/// and the bytes the line took with its line ending (`\n`, `\r\n`, or a
+/// `\r` at the end of the input).
+///
+/// `None` for every other line, and for a line of this shape whose value,
+/// type or rate is not valid: the general path then reads it and says what
+/// is wrong. For every line it reads, the result is the general path's,
+/// which the tests check line by line.
+#[inline]
+fn plain_line(input: &[u8]) -> Option<(MetricRef<'_>, usize)> {
+    let colon = input.iter().position(|&b| !is_plain(b))?;
+    if colon == 0 || input[colon] != b':' {
+        return None;
+    }
+    let name = &input[..colon];
+    // The value runs to the `|`; a second value or the line's end first
+    // is not this shape.
+    let mut i = colon + 1;
+    loop {
+        match input.get(i)? {
+            b'|' => break,
+            b':' | b'\n' => return None,
+            _ => i += 1,
+        }
+    }
+    let raw = &input[colon + 1..i];
+    // A token (the type, the rate) runs to the next separator or line end.
+    let token = |from: usize| {
+        let len = input[from..]
+            .iter()
+            .position(|&b| matches!(b, b'|' | b':' | b'\n' | b'\r'))
+            .unwrap_or(input.len() - from);
+        (&input[from..from + len], from + len)
+    };
+    let (ty, mut i) = token(i + 1);
+    let kind = match ty {
+        b"c" => MetricType::Counter,
+        b"g" => MetricType::Gauge,
+        b"ms" => MetricType::Timer,
+        b"h" => MetricType::Histogram,
+        b"d" => MetricType::Distribution,
+        b"s" => MetricType::Set,
+        _ => return None,
+    };
+    let mut sample_rate = 1.0;
+    if input.get(i) == Some(&b'|') {
+        if input.get(i + 1) != Some(&b'@') {
+            return None;
+        }
+        let (rate, end) = token(i + 2);
+        sample_rate = parse_js_number(rate).filter(|&r| r > 0.0)?;
+        i = end;
+    }
+    let used = match input.get(i) {
+        None => i,
+        Some(b'\n') => i + 1,
+        Some(b'\r') => match input.get(i + 1) {
+            None => i + 1,
+            Some(b'\n') => i + 2,
+            // `\r` inside the line: whitespace the general path trims.
+            Some(_) => return None,
+        },
+        // Another field, or another segment.
+        Some(_) => return None,
+    };
+    let value = value(kind, raw).ok()?;
+    let m = MetricRef {
+        key: name,
+        kind,
+        value,
+        sample_rate,
+        timestamp: None,
+    };
+    Some((m, used))
+}
+
+/// `deltas` off (`[statsd] gauge_deltas = false`): a signed gauge is its
+/// value, not a change.
+#[inline]
+fn gauge_value(v: Value<'_>, deltas: bool) -> Value<'_> {
+    match v {
+        Value::GaugeDelta(n) if !deltas => Value::Number(n),
+        v => v,
     }
 }
 
@@ -1053,6 +1182,176 @@ mod tests {
         }
         // The first two lines are already canonical: their keys borrow the packet.
         assert_eq!((h.borrowed, h.copied), (2, 5));
+    }
+
+    /// A fixed-seed generator of lines of the plain shape, built from
+    /// parts that are mostly valid, with any byte of an alphabet of name
+    /// bytes, separators, number bytes, types and tag syntax thrown in.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        /// Up to `most` bytes from `from`, one in eight from `ODD`.
+        fn part(&mut self, line: &mut Vec<u8>, from: &[u8], most: usize) {
+            const ODD: &[u8] = b"ab.=_-;,#[]:|@ .019+-eEcgmshdT\r\n\xff";
+            for _ in 0..self.below(most + 1) {
+                let set = if self.below(8) == 0 { ODD } else { from };
+                line.push(set[self.below(set.len())]);
+            }
+        }
+
+        fn line(&mut self, line: &mut Vec<u8>) {
+            self.part(line, b"ab.=_-", 6);
+            line.push(b':');
+            self.part(line, b"0123456789.-+e ", 5);
+            line.push(b'|');
+            let ty: &[&[u8]] = &[b"c", b"g", b"ms", b"h", b"d", b"s", b"x", b""];
+            line.extend_from_slice(ty[self.below(ty.len())]);
+            if self.below(2) == 0 {
+                line.extend_from_slice(b"|@");
+                self.part(line, b"0123456789.", 4);
+            }
+            if self.below(6) == 0 {
+                self.part(line, b":|#@c", 3);
+            }
+        }
+    }
+
+    /// Packets of such lines with every kind of line ending read as they
+    /// were read line by line through the general path before the fast
+    /// path existed: split at `\n`, one `\r` dropped, empty lines skipped.
+    #[test]
+    fn packets_read_as_line_by_line() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut packet = Vec::new();
+        for _ in 0..50_000 {
+            packet.clear();
+            for _ in 0..rng.below(5) {
+                rng.line(&mut packet);
+                let ends: &[&[u8]] = &[b"\n", b"\r\n", b"\r\r\n", b"\n\n", b"\r", b""];
+                packet.extend_from_slice(ends[rng.below(ends.len())]);
+            }
+            let (got, counts, bad_lines) = run(ParseOptions::default(), &packet);
+            let mut p = StatsdParser::new(ParseOptions::default());
+            let mut h = Collect::default();
+            let mut want_counts = PacketCounts::default();
+            for line in packet.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !line.is_empty() {
+                    want_counts += p.parse_general(line, &mut h);
+                }
+            }
+            let shown = String::from_utf8_lossy(&packet);
+            assert_eq!(got, h.got, "{shown:?}");
+            assert_eq!(counts, want_counts, "{shown:?}");
+            assert_eq!(bad_lines, h.bad_lines, "{shown:?}");
+        }
+    }
+
+    /// The fast path reads a line exactly as the general path does, for
+    /// every line it takes: a list of edge cases, then random lines over the
+    /// bytes that matter to either path.
+    #[test]
+    fn plain_lines_read_as_the_general_path_reads_them() {
+        let general = |opts: &ParseOptions, line: &[u8]| {
+            let mut p = StatsdParser::new(opts.clone());
+            let mut h = Collect::default();
+            let counts = p.parse_general(line, &mut h);
+            (h.got, counts)
+        };
+        let fast = |line: &[u8]| {
+            plain_line(line).map(|(m, used)| {
+                assert_eq!(used, line.len(), "{:?}", String::from_utf8_lossy(line));
+                let mut h = Collect::default();
+                h.metric(m);
+                h.got
+            })
+        };
+        let all_opts = [
+            ParseOptions::default(),
+            ParseOptions {
+                sanitize: false,
+                tag_dialects: TagDialects::NONE,
+                max_tags: 0,
+                gauge_deltas: true,
+            },
+        ];
+        let mut taken = 0;
+        let mut compare = |line: &[u8]| {
+            if line.contains(&b'\n') {
+                return;
+            }
+            let Some(got) = fast(line) else { return };
+            taken += 1;
+            for opts in &all_opts {
+                let (want, counts) = general(opts, line);
+                assert_eq!(got, want, "{:?}", String::from_utf8_lossy(line));
+                assert_eq!(
+                    counts,
+                    PacketCounts {
+                        lines: 1,
+                        metrics: 1,
+                        bad: 0
+                    }
+                );
+            }
+        };
+        let cases: &[&[u8]] = &[
+            b"a:1|c",
+            b"a.b-c_d=e:1|c",
+            b"=:1|c",
+            b"a:-0|c",
+            b"a:+1|g",
+            b"a:-1|g",
+            b"a: 1|g",
+            b"a:1.5e3|ms",
+            b"a:1|ms|@0.5",
+            b"a:1|h|@1",
+            b"a:1|d|@.1",
+            b"a:1|c|@ 0.5 ",
+            b"a:x|s",
+            b"a:|s",
+            b"a:x:y|s",
+            b"a:1|c|@0",
+            b"a:1|c|@x",
+            b"a:1|c|#t",
+            b"a:1|c:2|c",
+            b"a:1|cc",
+            b"a:1| c",
+            b"a;t=1:1|c",
+            b"a b:1|c",
+            b"a,b=1:1|c",
+            b"a:1|c|@0.5|@0.1",
+            b"a:1|c|T12",
+            b"a:1",
+            b":1|c",
+            b"_e{1,1}:a|b",
+            b"a:-1|ms",
+            b"a:0x10|c",
+            b"a:1|c|@0.5:2|c",
+            b"a:1|c|",
+            b"a:1|@0.5",
+        ];
+        for line in cases {
+            compare(line);
+        }
+        // A fixed-seed generator: lines of the plain shape built from parts
+        // that are mostly valid, with any byte of an alphabet of name bytes,
+        // separators, number bytes, types and tag syntax thrown in.
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut line = Vec::new();
+        for _ in 0..300_000 {
+            line.clear();
+            rng.line(&mut line);
+            compare(&line);
+        }
+        assert!(taken > 10_000, "the fast path took {taken} lines");
     }
 
     #[test]
