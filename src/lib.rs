@@ -12,6 +12,7 @@
 //! - [`aggregate`]: shards on the hot path, the registry that persists across flushes.
 //! - [`flush`]: the reference's `process_metrics` and graphite naming, pure.
 //! - [`sink`]: console, graphite (text and pickle), repeater.
+//! - [`events`]: DogStatsD events, liveness transitions, service checks.
 //! - [`spool`]: the disk spool behind graphite sinks and relay destinations.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod aggregate;
 pub mod check;
 pub mod config;
+pub mod events;
 pub mod exposition;
 pub mod flush;
 pub mod flusher;

@@ -1,5 +1,7 @@
 //! console sink: every flush printed to stdout, as Graphite plaintext lines
-//! (the names Graphite would get) or as one JSON object per series.
+//! (the names Graphite would get) or as one JSON object per series; and
+//! every event as it happens, as its DogStatsD line (`text`) or a JSON
+//! object with `"type":"event"` (`json`).
 //!
 //! Each flush is rendered into one buffer and written with one locked write
 //! on a blocking thread, so a slow terminal or a full pipe stalls only this
@@ -69,6 +71,10 @@ pub struct ConsoleConfig {
 }
 
 impl SinkConfig for ConsoleConfig {
+    fn takes_events(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
         Ok(Built::sink(ConsoleSink::new(
             cx.name.clone(),
@@ -118,10 +124,20 @@ impl Sink for ConsoleSink {
             let s = *self;
             let mut scratch = String::new();
             while let Some(msg) = rx.recv().await {
-                let SinkMsg::Flush(batch) = msg else {
-                    continue;
-                };
                 let mut out = Vec::new();
+                let batch = match msg {
+                    SinkMsg::Flush(batch) => batch,
+                    SinkMsg::Event(e) => {
+                        match s.config.format {
+                            ConsoleFormat::Text => out.extend(e.to_dogstatsd()),
+                            ConsoleFormat::Json => out.extend(e.to_json().to_string().into_bytes()),
+                        }
+                        out.push(b'\n');
+                        s.write(out, 1).await;
+                        continue;
+                    }
+                    SinkMsg::Raw(_) => continue,
+                };
                 let lines = match s.config.format {
                     ConsoleFormat::Text => {
                         let ts = batch.timestamp.to_string();
@@ -134,31 +150,43 @@ impl Sink for ConsoleSink {
                     }
                     ConsoleFormat::Json => render_json(&batch, &mut out),
                 };
-                let len = out.len();
-                let written = tokio::task::spawn_blocking(move || {
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(&out).and_then(|()| stdout.flush())
-                })
-                .await;
-                match written {
-                    Ok(Ok(())) => {
-                        incr(&s.stats.flushes_sent, 1);
-                        incr(&s.stats.lines_sent, lines as u64);
-                        incr(&s.stats.bytes_sent, len as u64);
-                    }
-                    Ok(Err(e)) => {
-                        incr(&s.stats.errors, 1);
-                        incr(&s.stats.dropped, 1);
-                        tracing::warn!(sink = %s.name, error = %e, "cannot write to stdout");
-                    }
-                    Err(e) => {
-                        incr(&s.stats.errors, 1);
-                        incr(&s.stats.dropped, 1);
-                        tracing::error!(sink = %s.name, error = %e, "stdout writer failed");
-                    }
+                if s.write(out, lines).await {
+                    incr(&s.stats.flushes_sent, 1);
                 }
             }
         })
+    }
+}
+
+impl ConsoleSink {
+    /// Write `out` (`lines` lines) to stdout off the runtime; whether it was
+    /// written. Failures are counted and logged.
+    async fn write(&self, out: Vec<u8>, lines: usize) -> bool {
+        let len = out.len();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out).and_then(|()| stdout.flush())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                incr(&self.stats.lines_sent, lines as u64);
+                incr(&self.stats.bytes_sent, len as u64);
+                true
+            }
+            Ok(Err(e)) => {
+                incr(&self.stats.errors, 1);
+                incr(&self.stats.dropped, 1);
+                tracing::warn!(sink = %self.name, error = %e, "cannot write to stdout");
+                false
+            }
+            Err(e) => {
+                incr(&self.stats.errors, 1);
+                incr(&self.stats.dropped, 1);
+                tracing::error!(sink = %self.name, error = %e, "stdout writer failed");
+                false
+            }
+        }
     }
 }
 
