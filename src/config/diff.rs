@@ -122,6 +122,8 @@ pub struct Plan {
     /// The admin console's new address, if it changes.
     pub admin: Option<Option<SocketAddr>>,
     pub relay: RelayChange,
+    /// The host collector's new settings (`Some(None)`: stop it), if they change.
+    pub host: Option<Option<crate::host::HostConfig>>,
 }
 
 /// The outputs a config runs: its `[[sink]]`s, and the Prometheus exporter
@@ -155,6 +157,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
             unlisten: Vec::new(),
             http: new.http.map(Some),
             admin: new.admin.map(Some),
+            host: new.host.is_some().then(|| new.host.clone()),
             relay: if new.relay.is_some() {
                 RelayChange::Start
             } else {
@@ -307,6 +310,9 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     );
     applied(old.admin != eff.admin, "[admin] enabled / address");
     applied(old.admin_token != eff.admin_token, "[admin] token");
+    applied(old.host != eff.host, "[host]");
+    applied(old.liveness != eff.liveness, "[liveness]");
+    applied(old.events != eff.events, "[events]");
     applied(
         relay == RelayChange::Replace,
         "[relay] rules / clusters / tuning / normalize_tags / stats_*",
@@ -365,6 +371,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
         http: (old.http != eff.http).then_some(eff.http),
         admin: (old.admin != eff.admin).then_some(eff.admin),
         relay,
+        host: (old.host != eff.host).then(|| eff.host.clone()),
         effective: eff,
     }
 }

@@ -18,8 +18,10 @@
 //! Imports: the parsed forms ([`crate::parse::event`]), the sink message
 //! type and the counters.
 
+pub mod config;
 pub mod event;
 pub mod hub;
 
+pub use config::{EventsConfig, RawEvents};
 pub use event::{CheckRecord, Event, Origin};
 pub use hub::{EventOut, Hub};

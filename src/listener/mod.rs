@@ -6,6 +6,7 @@
 //! swaps the shard's maps out at each interval.
 
 pub mod carbon;
+mod side;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -22,6 +23,7 @@ use crate::metric::MetricRef;
 use crate::parse::{Handler, ParseError, ParseOptions, StatsdParser};
 use crate::sink::SinkMsg;
 use crate::stats::{incr, Stats};
+pub use side::{Side, SideCtx};
 
 /// A shard shared between its one writer (a listener) and the flusher.
 pub type SharedShard = Arc<Mutex<Shard>>;
@@ -91,6 +93,7 @@ pub struct Ingest {
     dump_messages: bool,
     bad_log: LogLimiter,
     limit_log: LogLimiter,
+    side: Side,
 }
 
 impl Ingest {
@@ -112,12 +115,14 @@ impl Ingest {
             dump_messages,
             bad_log: LogLimiter::new(10, Duration::from_secs(10)),
             limit_log: LogLimiter::new(10, Duration::from_secs(10)),
+            side: Side::default(),
         }
     }
 
     /// One packet: a UDP datagram, or the complete lines of one stream read.
     pub fn packet(&mut self, data: &[u8]) {
         incr(&self.stats.packets_received, 1);
+        self.side.packet();
         if self.raw.version() != self.raw_version {
             (self.raw_now, self.raw_version) = self.raw.current();
         }
@@ -145,6 +150,7 @@ impl Ingest {
             too_many_tags: 0,
             refused: 0,
             refused_under: Vec::new(),
+            side: &mut self.side,
         };
         let counts = self.parser.parse_packet(data, &mut handler);
         let (too_many_tags, refused, refused_under) = (
@@ -178,6 +184,7 @@ struct ShardHandler<'a> {
     refused: u64,
     /// Of those, per `series_limits` prefix.
     refused_under: Vec<(std::sync::Arc<str>, u64)>,
+    side: &'a mut Side,
 }
 
 impl ShardHandler<'_> {
@@ -204,9 +211,18 @@ impl ShardHandler<'_> {
 impl Handler for ShardHandler<'_> {
     #[inline]
     fn metric(&mut self, m: MetricRef<'_>) {
+        self.side.key(m.key);
         if let Inserted::Refused(r) = self.shard.insert(&m) {
             self.refused(&m, r);
         }
+    }
+
+    fn event(&mut self, e: &crate::parse::event::Event<'_>) {
+        self.side.event(e);
+    }
+
+    fn service_check(&mut self, c: &crate::parse::event::ServiceCheck<'_>, key: &[u8]) {
+        self.side.service_check(c, key);
     }
 
     fn bad_line(&mut self, line: &[u8], err: ParseError) {

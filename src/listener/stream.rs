@@ -15,7 +15,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::{Ingest, RawTap, SharedShard};
+use super::{Ingest, RawTap, SharedShard, SideCtx};
+use crate::liveness::Peer;
 use crate::parse::ParseOptions;
 use crate::shutdown::CancellationToken;
 use crate::stats::{incr, Stats};
@@ -37,6 +38,8 @@ pub struct StreamCtx {
     pub connections: Arc<Semaphore>,
     pub tracker: TaskTracker,
     pub token: CancellationToken,
+    /// Liveness and events.
+    pub side: SideCtx,
 }
 
 impl StreamCtx {
@@ -48,6 +51,7 @@ impl StreamCtx {
             self.raw.clone(),
             self.dump_messages,
         )
+        .with_side(&self.side)
     }
 
     /// Take a connection: serve it on its own task if a permit is free,
@@ -68,7 +72,12 @@ impl StreamCtx {
         incr(&self.stats.connections_open, 1);
         let ctx = self.clone();
         self.tracker.spawn(async move {
-            if let Err(e) = ctx.serve(stream).await {
+            // A TCP peer is its address; a unix socket client, the socket.
+            let source = match peer.parse::<std::net::SocketAddr>() {
+                Ok(a) => Peer::Ip(a.ip()),
+                Err(_) => Peer::Local(format!("unix:{peer}").into()),
+            };
+            if let Err(e) = ctx.serve(stream, source).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             ctx.stats
@@ -78,9 +87,11 @@ impl StreamCtx {
         });
     }
 
-    async fn serve<S: AsyncRead + Unpin>(&self, mut stream: S) -> io::Result<()> {
+    async fn serve<S: AsyncRead + Unpin>(&self, mut stream: S, peer: Peer) -> io::Result<()> {
+        let mut ingest = self.ingest();
+        ingest.set_peer(Some(peer));
         let mut conn = Conn {
-            ingest: self.ingest(),
+            ingest,
             buf: BytesMut::with_capacity(16 * 1024),
             discarding: false,
             max: self.max_line_length,

@@ -19,7 +19,7 @@ use crate::aggregate::Shard;
 use crate::config::diff::ListenAddr;
 use crate::config::Config;
 use crate::listener::stream::StreamCtx;
-use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard};
+use crate::listener::{carbon, tcp, udp, unix, Ingest, RawTap, SharedShard, SideCtx};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
 use crate::stats::Stats;
@@ -114,12 +114,14 @@ pub struct Listeners {
     tracker: TaskTracker,
     /// The repeaters' queues: every statsd listener copies its packets there.
     pub raw: RawTap,
+    /// Liveness and events, for every ingest.
+    side: SideCtx,
 }
 
 impl Listeners {
     /// No listener yet; `c` fixes what only a restart changes (the stream
     /// connections' bound and the stream shard's options).
-    pub fn new(c: &Config) -> Listeners {
+    pub fn new(c: &Config, side: SideCtx) -> Listeners {
         Listeners {
             stops: Vec::new(),
             udp_threads: Vec::new(),
@@ -127,6 +129,7 @@ impl Listeners {
             connections: Arc::new(Semaphore::new(c.listen.max_connections)),
             tracker: TaskTracker::new(),
             raw: RawTap::default(),
+            side,
         }
     }
 
@@ -226,7 +229,8 @@ impl Listeners {
                 stats.clone(),
                 self.raw.clone(),
                 c.log.dump_messages,
-            );
+            )
+            .with_side(&self.side);
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
             match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
@@ -257,6 +261,7 @@ impl Listeners {
             connections: self.connections.clone(),
             tracker: self.tracker.clone(),
             token: stop,
+            side: self.side.clone(),
         })
     }
 
