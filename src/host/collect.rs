@@ -134,23 +134,33 @@ impl Collector {
             (Module::Uptime, c.uptime),
             (Module::Statsyard, c.statsyard),
         ];
-        for (m, on) in runs {
-            if !on || self.off.contains(&m) {
+        let on: Vec<Module> = runs.iter().filter(|(_, on)| *on).map(|(m, _)| *m).collect();
+        self.each(&on, |this, m| match m {
+            Module::Cpu => this.cpu(w),
+            Module::Memory => memory(&c, w),
+            Module::Load => load(w),
+            Module::DiskSpace => disk_space(&c, w),
+            Module::DiskIo => this.disk_io(w),
+            Module::Network => this.network(w),
+            Module::Processes => this.processes(w, elapsed),
+            Module::Uptime => uptime(w),
+            Module::Statsyard => this.statsyard(w, elapsed),
+        });
+    }
+
+    /// Run `read` for each module of `modules` that is not off; turn off,
+    /// with one warning, each one whose read fails.
+    fn each<E: std::fmt::Display>(
+        &mut self,
+        modules: &[Module],
+        mut read: impl FnMut(&mut Self, Module) -> Result<(), E>,
+    ) {
+        for &m in modules {
+            if self.off.contains(&m) {
                 continue;
             }
-            let r = match m {
-                Module::Cpu => self.cpu(w),
-                Module::Memory => memory(&c, w),
-                Module::Load => load(w),
-                Module::DiskSpace => disk_space(&c, w),
-                Module::DiskIo => self.disk_io(w),
-                Module::Network => self.network(w),
-                Module::Processes => self.processes(w, elapsed),
-                Module::Uptime => uptime(w),
-                Module::Statsyard => self.statsyard(w, elapsed),
-            };
-            if let Err(e) = r {
-                tracing::warn!(module = ?m, error = %e, "host statistics: cannot read; this module is off until the next restart or reload");
+            if let Err(e) = read(self, m) {
+                tracing::warn!(module = ?m, error = %e, "host statistics: cannot read; this module is off until the next restart or reload that changes [host]");
                 self.off.push(m);
                 self.newly_off += 1;
             }
@@ -517,6 +527,34 @@ pub fn filesystems(c: &HostConfig) -> procfs::ProcResult<Vec<(String, rustix::fs
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_that_cannot_read_is_off_once() {
+        let raw = crate::host::RawHost {
+            enabled: true,
+            ..Default::default()
+        };
+        let c = HostConfig::validate(&raw, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let mut col = Collector::new(c);
+        let mut reads = Vec::new();
+        for _ in 0..3 {
+            col.each(&[Module::Load, Module::Uptime], |_, m| {
+                reads.push(m);
+                if m == Module::Load {
+                    Err("no /proc/loadavg")
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        assert_eq!(
+            reads,
+            [Module::Load, Module::Uptime, Module::Uptime, Module::Uptime]
+        );
+        assert_eq!(col.newly_off, 1);
+    }
 
     #[test]
     fn cpu_percentages_add_up() {

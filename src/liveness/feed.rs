@@ -22,7 +22,8 @@ pub enum Peer {
     Local(Arc<str>),
 }
 
-/// A source seen this recently is not reported again.
+/// A source seen this recently is not reported again (less when
+/// `dark_after` is short: a quarter of it).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Sources remembered per feed before the memory is cleared.
 const REMEMBER: usize = 4096;
@@ -34,6 +35,8 @@ pub struct Feed {
     version: u64,
     mode: Mode,
     tag: Option<Arc<Tag>>,
+    /// How often a source is reported at most.
+    every: Duration,
     peer: Option<Peer>,
     ips: HashMap<IpAddr, Instant>,
     names: HashMap<Box<[u8]>, Instant>,
@@ -46,6 +49,7 @@ impl Feed {
             version: u64::MAX,
             mode: Mode::Off,
             tag: None,
+            every: REPORT_EVERY,
             peer: None,
             ips: HashMap::new(),
             names: HashMap::new(),
@@ -98,10 +102,11 @@ impl Feed {
     }
 
     fn refresh(&mut self, version: u64) {
-        let (mode, tag) = self.live.mode();
+        let (mode, tag, dark_after) = self.live.mode();
         self.version = version;
         self.mode = mode;
         self.tag = tag;
+        self.every = REPORT_EVERY.min(dark_after / 4);
         self.ips.clear();
         self.names.clear();
     }
@@ -111,7 +116,7 @@ impl Feed {
         if self
             .ips
             .get(&ip)
-            .is_some_and(|t| now.duration_since(*t) < REPORT_EVERY)
+            .is_some_and(|t| now.duration_since(*t) < self.every)
         {
             return;
         }
@@ -130,7 +135,7 @@ impl Feed {
         if self
             .names
             .get(v)
-            .is_some_and(|t| now.duration_since(*t) < REPORT_EVERY)
+            .is_some_and(|t| now.duration_since(*t) < self.every)
         {
             return;
         }

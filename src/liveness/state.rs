@@ -170,15 +170,23 @@ impl Liveness {
         self.version.load(Ordering::Acquire)
     }
 
-    pub(super) fn mode(&self) -> (Mode, Option<Arc<Tag>>) {
+    /// What a source is, and `dark_after`.
+    pub(super) fn mode(&self) -> (Mode, Option<Arc<Tag>>, Duration) {
         let mode = match self.mode.load(Ordering::Relaxed) {
             1 => Mode::Address,
             2 => Mode::Tag,
             _ => Mode::Off,
         };
+        let dark_after = self
+            .settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(Duration::MAX, |s| s.dark_after);
         (
             mode,
             self.tag.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            dark_after,
         )
     }
 
