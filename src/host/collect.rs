@@ -496,7 +496,7 @@ fn disk_space(c: &HostConfig, w: &mut Writer<'_>) -> procfs::ProcResult<()> {
 
 /// The filesystems `disk` reports, by mount point.
 pub fn filesystems(c: &HostConfig) -> procfs::ProcResult<Vec<(String, rustix::fs::StatVfs)>> {
-    let mut by_dev: HashMap<u64, (String, rustix::fs::StatVfs)> = HashMap::new();
+    let mut by_dev: HashMap<_, (String, rustix::fs::StatVfs)> = HashMap::new();
     for m in procfs::mounts()? {
         let mount = m.fs_file;
         if !c.disk_filter.allows(&mount) {
@@ -511,7 +511,7 @@ pub fn filesystems(c: &HostConfig) -> procfs::ProcResult<Vec<(String, rustix::fs
         if vfs.f_blocks == 0 || !rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() {
             continue;
         }
-        let dev = st.st_dev as u64;
+        let dev = st.st_dev;
         match by_dev.get(&dev) {
             Some((m, _)) if m.len() <= mount.len() => {}
             _ => {
