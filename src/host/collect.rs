@@ -218,13 +218,14 @@ impl Collector {
                 d.time_writing,
                 d.time_in_progress,
             ];
-            if let Some(before) = self.disks.get(&d.name) {
-                for (i, name) in NAMES.iter().enumerate() {
-                    if let Some(delta) = now[i].checked_sub(before[i]) {
-                        w.count_of(&format!("disk.{name}"), ("device", &d.name), delta as f64);
-                    }
-                }
-            }
+            growth(
+                w,
+                self.disks.get(&d.name),
+                now,
+                "disk",
+                &NAMES,
+                ("device", &d.name),
+            );
             next.insert(d.name, now);
         }
         self.disks = next;
@@ -259,17 +260,14 @@ impl Collector {
                 d.recv_drop,
                 d.sent_drop,
             ];
-            if let Some(before) = self.nets.get(&d.name) {
-                for (i, name) in NAMES.iter().enumerate() {
-                    if let Some(delta) = now[i].checked_sub(before[i]) {
-                        w.count_of(
-                            &format!("network.{name}"),
-                            ("interface", &d.name),
-                            delta as f64,
-                        );
-                    }
-                }
-            }
+            growth(
+                w,
+                self.nets.get(&d.name),
+                now,
+                "network",
+                &NAMES,
+                ("interface", &d.name),
+            );
             next.insert(d.name, now);
         }
         self.nets = next;
@@ -388,6 +386,25 @@ impl Collector {
             w.gauge("statsyard.open_files", n as f64);
         }
         Ok(())
+    }
+}
+
+/// The counters `<module>.<names[i]>` of one device or interface: what
+/// each of `now` grew by since `before` (nothing the first time, or for a
+/// counter that went back, as when a device is replaced).
+fn growth<const N: usize>(
+    w: &mut Writer<'_>,
+    before: Option<&[u64; N]>,
+    now: [u64; N],
+    module: &str,
+    names: &[&str; N],
+    label: (&str, &str),
+) {
+    let Some(before) = before else { return };
+    for (i, name) in names.iter().enumerate() {
+        if let Some(delta) = now[i].checked_sub(before[i]) {
+            w.count_of(&format!("{module}.{name}"), label, delta as f64);
+        }
     }
 }
 
@@ -554,6 +571,41 @@ mod tests {
             [Module::Load, Module::Uptime, Module::Uptime, Module::Uptime]
         );
         assert_eq!(col.newly_off, 1);
+    }
+
+    /// Two real collections: the CPU states of the second add up to 100.
+    #[test]
+    fn real_cpu_states_add_up() {
+        let raw = crate::host::RawHost {
+            enabled: true,
+            prefix: "t".into(),
+            tags: false,
+            ..Default::default()
+        };
+        let c = HostConfig::validate(&raw, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        let mut col = Collector::new(c);
+        let mut shard = crate::aggregate::Shard::default();
+        for _ in 0..2 {
+            let mut w = Writer::new(&mut shard, "t", None);
+            col.collect(&mut w);
+            let burn = Instant::now();
+            while burn.elapsed() < Duration::from_millis(50) {
+                std::hint::black_box(0u64);
+            }
+        }
+        let mut reg = crate::aggregate::Registry::new(&Default::default());
+        reg.merge(shard.take());
+        let sum: f64 = reg
+            .gauges()
+            .filter(|(k, _)| {
+                k.as_bytes().starts_with(b"t.cpu.") && !k.as_bytes().starts_with(b"t.cpu.core.")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        assert!((sum - 100.0).abs() < 1e-6, "{sum}");
+        assert_eq!(reg.gauge(b"t.memory.total").map(|v| v > 0.0), Some(true));
     }
 
     #[test]

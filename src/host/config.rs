@@ -240,16 +240,7 @@ pub fn short_hostname() -> String {
     let uname = rustix::system::uname();
     let full = uname.nodename().to_string_lossy();
     let short = full.split('.').next().unwrap_or("");
-    let clean: String = short
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let clean = crate::stats::render::graphite_node(short);
     if clean.is_empty() {
         "localhost".into()
     } else {

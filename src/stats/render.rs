@@ -293,19 +293,24 @@ pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
     }
     for (prefix, n) in stats.series_dropped_by_prefix() {
         // The prefix as one path node: `app.` stays one node (`app_`).
-        let node: String = prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let node = graphite_node(&prefix);
         out.push((format!("series_dropped_prefix.{node}"), n, Kind::Counter));
     }
     out
+}
+
+/// `s` as one node of a Graphite name: `_` for anything but ASCII letters,
+/// digits, `_` and `-`.
+pub fn graphite_node(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The rows of one table shown in Graphite: `(key, value, kind)`.

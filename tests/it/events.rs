@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use crate::http::get_json;
-use crate::support::{bin, config, secs, send_udp, Graphite, Proc, Server};
+use crate::support::{bin, graphite_config, secs, send_udp, Graphite, Proc, Server};
 
 #[test]
 fn events_checks_and_bad_lines() {
@@ -15,13 +15,11 @@ fn events_checks_and_bad_lines() {
     // A statsd server downstream of the repeater.
     let downstream = UdpSocket::bind("127.0.0.1:0").unwrap();
     downstream.set_read_timeout(Some(secs(10))).unwrap();
-    let s = Server::start(config(&format!(
-        r#"
-[statsd]
-udp = ["127.0.0.1:0"]
-tcp = []
-[flush]
-interval = "200ms"
+    let s = Server::start(graphite_config(
+        graphite.addr,
+        200,
+        &format!(
+            r#"
 [http]
 address = "127.0.0.1:0"
 [events]
@@ -30,15 +28,12 @@ keep = 3
 enabled = true
 dark_after = "400ms"
 [[sink]]
-type = "graphite"
-address = "{}"
-[[sink]]
 type = "repeater"
 destinations = ["{}"]
 "#,
-        graphite.addr,
-        downstream.local_addr().unwrap()
-    )));
+            downstream.local_addr().unwrap()
+        ),
+    ));
     let (udp, http) = (s.udp(), s.running().http.unwrap());
     let packet = b"_e{11,16}:deploy v1.2|rolled out\\nfine|d:1700000000|h:web1|p:low|t:success|#env:prod,team:ops\n\
 _sc|db.up|2|h:db1|#env:prod|m:replica lag 30s\n\

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http::get_json;
-use crate::support::{config, secs, Graphite, Server};
+use crate::support::{config, graphite_config, secs, Graphite, Server};
 
 /// Send `packet` from `from` (an address in 127.0.0.0/8) to `to`.
 fn send_from(from: &str, to: SocketAddr, packet: &[u8]) {
@@ -53,24 +53,11 @@ fn titles(http: SocketAddr) -> Vec<String> {
 #[test]
 fn a_source_that_stops_goes_dark_once_and_comes_back_once() {
     let mut graphite = Graphite::start();
-    let s = Server::start(config(&format!(
-        r#"
-[statsd]
-udp = ["127.0.0.1:0"]
-tcp = ["127.0.0.1:0"]
-[flush]
-interval = "200ms"
-[http]
-address = "127.0.0.1:0"
-[liveness]
-enabled = true
-dark_after = "800ms"
-[[sink]]
-type = "graphite"
-address = "{}"
-"#,
-        graphite.addr
-    )));
+    let s = Server::start(graphite_config(
+        graphite.addr,
+        200,
+        "[http]\naddress = \"127.0.0.1:0\"\n[liveness]\nenabled = true\ndark_after = \"800ms\"\n",
+    ));
     let (udp, http) = (s.udp(), s.running().http.unwrap());
     // .2 keeps sending, .3 sends twice and stops, a TCP client once.
     send_from("127.0.0.3", udp, b"a:1|c");
