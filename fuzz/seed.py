@@ -72,6 +72,38 @@ def statsd():
         put("statsd_roundtrip", d)
 
 
+EVENTS = [
+    b"_e{5,4}:title|text",
+    b"_e{9,12}:disk full|sda1\\nat 99%|d:1700000000|h:web1|k:disk|p:low|s:nagios|t:error|#env:prod,team:ops|#role",
+    b"_e{3,5}:a|b|c|d|e",
+    b"_e{1,0}:x|",
+    b"_e{1,1}:x|y|c:abc|card:low|e:it-false|zz",
+    b"_e{1,1}:x|y|d:-5|p:normal|t:warning",
+    b"_e{5,9}:title|text",
+    b"_e{0,4}:|text",
+    b"_e{18446744073709551615,1}:x|y",
+    "_e{7,2}:caf\u00e9 \u2603|\u00e9".encode(),
+]
+
+CHECKS = [
+    b"_sc|app.up|0",
+    b"_sc|db.up|2|d:1700000000|h:db1|#env:prod,role:primary|m:replica lag 30s",
+    b"_sc|x|1|m:a|b",
+    b"_sc|x|3|#host:h1|h:h2",
+    b"_sc|name|4",
+    b"_sc||0",
+    b"_sc|!!!|0",
+    b"_sc|a b;c|1|#t;1:v,u",
+]
+
+
+def dogstatsd():
+    for e in EVENTS:
+        put("dogstatsd_event", e)
+    for c in CHECKS:
+        put("dogstatsd_check", c)
+
+
 CARBON = [
     b"foo.bar 1 1700000000",
     b"foo.bar 1.5e3 1700000000.5\r",
@@ -166,6 +198,7 @@ def regressions():
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regressions"]:
         statsd()
+        dogstatsd()
         carbon()
         pickles()
         configs()

@@ -205,6 +205,38 @@ pub fn spool_config(
     }))
 }
 
+/// A regular expression from the config, compared by its text (so that a
+/// config with the same patterns is the same config).
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl Pattern {
+    /// Compile `re`; the error says why it is not a regular expression.
+    pub fn new(re: &str) -> Result<Pattern, String> {
+        regex::Regex::new(re)
+            .map(Pattern)
+            .map_err(|e| format!("not a regular expression: {e}"))
+    }
+
+    /// Whether it matches anywhere in `s`.
+    pub fn is_match(&self, s: &str) -> bool {
+        self.0.is_match(s)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, o: &Pattern) -> bool {
+        self.0.as_str() == o.0.as_str()
+    }
+}
+
+/// Each of `list` compiled; errors name `key[i]`.
+pub fn patterns(list: &[String], key: &str) -> Result<Vec<Pattern>, Bad> {
+    list.iter()
+        .enumerate()
+        .map(|(i, p)| Pattern::new(p).map_err(|r| bad(format!("{key}[{i}]"), r)))
+        .collect()
+}
 /// Networks whose clients a listener serves (`allow = [...]`); empty serves
 /// every client.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

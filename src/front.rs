@@ -30,6 +30,8 @@ pub struct Front {
     pub flusher: FlusherHandle,
     /// The token mutating commands require (`[admin] token`).
     pub admin_token: AdminToken,
+    /// Liveness (`/api/dark`) and the events hub (`/api/events`, `/api/checks`).
+    pub side: crate::listener::SideCtx,
     settings: RwLock<Arc<Settings>>,
     /// What `GET /metrics` serves: the Prometheus exporter output's, while
     /// one runs.
@@ -77,9 +79,15 @@ impl std::fmt::Display for Refused {
 }
 
 impl Front {
-    pub fn new(stats: Arc<Stats>, flusher: FlusherHandle, health_up: bool) -> Front {
+    pub fn new(
+        stats: Arc<Stats>,
+        flusher: FlusherHandle,
+        health_up: bool,
+        side: crate::listener::SideCtx,
+    ) -> Front {
         Front {
             stats,
+            side,
             health: Health::new(health_up),
             flusher,
             admin_token: AdminToken::new(None),

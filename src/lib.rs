@@ -16,9 +16,12 @@
 //!   connection (graphite, repeater TCP, relay destinations) or HTTP: buffer,
 //!   backoff, spool, shutdown deadline, counters; and the carbon encoders.
 //! - [`spool`]: the disk spool behind the delivery engines.
+//! - [`events`]: DogStatsD events, liveness transitions, service checks.
+//! - [`host`]: host stats (CPU, memory, disks, network, processes) into a shard.
+//! - [`liveness`]: sources and series that go silent, reported.
 //! - [`listener`]: UDP receive threads, TCP and unix stream listeners.
 //! - [`config`]: TOML and the reference's `config.js`, validated into [`config::Config`].
-//! - [`reload`]: SIGHUP / `POST /-/reload`: diff the new config, apply what is live.
+//! - [`runtime`]: start and reload (SIGHUP, `POST /-/reload`): diff the new config, apply what is live.
 //! - [`server`]: wires it all together and owns the ordered shutdown.
 //! - [`stats`]: self-metrics (atomics, no globals).
 //! - [`supervise`]: restarts a task that panicked or failed, with backoff, counted.
@@ -28,14 +31,17 @@ pub mod aggregate;
 pub mod check;
 pub mod config;
 pub mod deliver;
+pub mod events;
 pub mod exposition;
 pub mod flush;
 pub mod flusher;
 pub mod forward;
 pub mod front;
 pub mod gate;
+pub mod host;
 pub mod http;
 pub mod listener;
+pub mod liveness;
 pub mod log_limit;
 pub mod metric;
 pub mod parse;

@@ -9,8 +9,10 @@
 
 use statsyard::aggregate::Shard;
 use statsyard::config;
+use statsyard::events::Event;
 use statsyard::metric::{MetricRef, MetricType, Value};
 use statsyard::parse::carbon::{self, CarbonLineOptions, NameCheck, Timestamp};
+use statsyard::parse::event::{self as dog, Dog};
 use statsyard::parse::pickle;
 use statsyard::parse::tags::TagDialects;
 use statsyard::parse::{Handler, PacketCounts, ParseError, ParseOptions, StatsdParser};
@@ -118,7 +120,7 @@ fn parse_statsd(opts: ParseOptions, packet: &[u8]) -> Vec<Owned> {
         .count() as u64;
     assert_eq!(counts.lines, lines, "lines counted");
     assert!(
-        counts.metrics + counts.bad >= counts.lines,
+        counts.metrics + counts.bad + counts.events >= counts.lines,
         "a line is neither accepted nor refused: {counts:?}"
     );
     let snapshot = h.shard.take();
@@ -194,6 +196,77 @@ pub fn statsd_roundtrip(data: &[u8]) {
                 "round trip through {:?}",
                 String::from_utf8_lossy(&line)
             );
+        }
+    }
+}
+
+/// The first line of `data`, as a listener hands lines to the parser.
+fn first_line(data: &[u8]) -> &[u8] {
+    let line = data.split(|&b| b == b'\n').next().unwrap_or(data);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Target `dogstatsd_event`: a DogStatsD event line. An accepted event's
+/// title and text are exactly as long as its header says and its title is
+/// not empty; its DogStatsD line (what the repeater sends on) parses back
+/// to the same event; the statsd parser counts it as an event, once.
+pub fn dogstatsd_event(data: &[u8]) {
+    let line = first_line(data);
+    let mut prefixed = b"_e{".to_vec();
+    prefixed.extend_from_slice(line.strip_prefix(b"_e{").unwrap_or(line));
+    for line in [line, &prefixed[..]] {
+        let Ok(Dog::Event(e)) = dog::parse(line) else {
+            continue;
+        };
+        assert!(!e.title.is_empty(), "empty title");
+        let close = line.iter().position(|&b| b == b'}').expect("a header");
+        let lengths = String::from_utf8_lossy(&line[3..close]).into_owned();
+        let (a, b) = lengths.split_once(',').expect("two lengths");
+        assert_eq!(
+            (a.parse::<usize>().ok(), b.parse::<usize>().ok()),
+            (Some(e.title.len()), Some(e.text.len())),
+            "lengths differ from the header"
+        );
+        let owned = Event::received(&e, 1, None);
+        let out = owned.to_dogstatsd();
+        let Ok(Dog::Event(again)) = dog::parse(&out) else {
+            panic!(
+                "its line does not parse: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        };
+        assert_eq!(Event::received(&again, 1, None), owned, "round trip");
+        let counts =
+            StatsdParser::new(ParseOptions::default()).parse_line(line, &mut Collect::default());
+        assert_eq!((counts.events, counts.bad, counts.metrics), (1, 0, 0));
+    }
+}
+
+/// Target `dogstatsd_check`: a DogStatsD service check line. An accepted
+/// check has a name and a status of 0 to 3; the statsd parser turns it
+/// into exactly one gauge of that value (or refuses it as a bad line when
+/// its name sanitises to nothing or it has too many tags).
+pub fn dogstatsd_check(data: &[u8]) {
+    let line = first_line(data);
+    let mut prefixed = b"_sc|".to_vec();
+    prefixed.extend_from_slice(line.strip_prefix(b"_sc|").unwrap_or(line));
+    for line in [line, &prefixed[..]] {
+        let Ok(Dog::Check(c)) = dog::parse(line) else {
+            continue;
+        };
+        assert!(!c.name.is_empty(), "empty name");
+        for opts in statsd_options() {
+            let mut h = Collect::default();
+            let counts = StatsdParser::new(opts).parse_line(line, &mut h);
+            if counts.bad == 1 {
+                assert_eq!((counts.events, counts.metrics), (0, 0));
+                continue;
+            }
+            assert_eq!((counts.events, counts.metrics), (1, 1));
+            assert_eq!(h.metrics.len(), 1);
+            let m = &h.metrics[0];
+            assert_eq!(m.kind, MetricType::Gauge);
+            assert_eq!(m.value, OwnedValue::Number(c.status as u8 as f64));
         }
     }
 }

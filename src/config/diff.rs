@@ -143,6 +143,8 @@ pub struct Plan {
     /// The admin console's new address, if it changes.
     pub admin: Option<Option<SocketAddr>>,
     pub relay: RelayChange,
+    /// The host collector's new settings (`Some(None)`: stop it), if they change.
+    pub host: Option<Option<crate::host::HostConfig>>,
 }
 
 /// The outputs a config runs: its `[[sink]]`s, and the Prometheus exporter
@@ -178,6 +180,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
             web: new.web.is_some(),
             http: new.http.map(Some),
             admin: new.admin.map(Some),
+            host: new.host.is_some().then(|| new.host.clone()),
             relay: if new.relay.is_some() {
                 RelayChange::Start
             } else {
@@ -339,6 +342,9 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
         old.relay.as_ref().map(|r| &r.allow) != eff.relay.as_ref().map(|r| &r.allow),
         "[relay] allow",
     );
+    applied(old.host != eff.host, "[host]");
+    applied(old.liveness != eff.liveness, "[liveness]");
+    applied(old.events != eff.events, "[events]");
     applied(
         relay == RelayChange::Replace,
         "[relay] rules / clusters / tuning / normalize_tags / stats_*",
@@ -409,6 +415,7 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
         http: (old.http != eff.http).then_some(eff.http),
         admin: (old.admin != eff.admin).then_some(eff.admin),
         relay,
+        host: (old.host != eff.host).then(|| eff.host.clone()),
         effective: eff,
     }
 }

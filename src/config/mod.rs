@@ -74,6 +74,12 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     /// The carbon relay (`[relay]`, or `statsyard relay` flags); `None` runs none.
     pub relay: Option<crate::relay::config::RelayConfig>,
+    /// Host statistics (`[host]`); `None` when off.
+    pub host: Option<crate::host::HostConfig>,
+    /// Going dark (`[liveness]`); `None` when off.
+    pub liveness: Option<crate::liveness::LivenessConfig>,
+    /// `[events]`.
+    pub events: crate::events::EventsConfig,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,

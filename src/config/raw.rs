@@ -33,6 +33,12 @@ pub struct RawConfig {
     /// The carbon relay; absent means no relay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relay: Option<RawRelay>,
+    /// Host statistics (CPU, memory, disk, network, processes...).
+    pub host: crate::host::RawHost,
+    /// Sources and series that stop sending.
+    pub liveness: crate::liveness::RawLiveness,
+    /// DogStatsD events and service checks.
+    pub events: crate::events::RawEvents,
 }
 
 /// `[http]`: the HTTP server.

@@ -418,6 +418,9 @@ fn validate_inner(
             Some(rc)
         }
     };
+    let host = crate::host::HostConfig::validate(&raw.host, compute.interval)?;
+    let liveness = crate::liveness::LivenessConfig::validate(&raw.liveness, compute.interval)?;
+    let events = crate::events::EventsConfig::validate(&raw.events)?;
     let sinks = sinks(raw.sink, file, relay.is_some(), kinds)?;
     // With HTTP on, flushes feed /metrics even without a sink.
     if sinks.is_empty() && relay.is_none() && http.is_none() {
@@ -457,6 +460,9 @@ fn validate_inner(
         state,
         prometheus,
         relay,
+        host,
+        liveness,
+        events,
         warnings,
     })
 }
@@ -1437,6 +1443,23 @@ mod tests {
                 }],
                 ..RawRelay::default()
             }),
+            host: crate::host::RawHost {
+                interval: Some(std::time::Duration::from_secs(10)),
+                process: vec![crate::host::config::RawProcess {
+                    name: "n".into(),
+                    pattern: Some("p".into()),
+                }],
+                ..Default::default()
+            },
+            liveness: crate::liveness::RawLiveness {
+                dark_after: Some(std::time::Duration::from_secs(30)),
+                series: vec![crate::liveness::config::RawSeriesTtl {
+                    pattern: "p".into(),
+                    ttl: std::time::Duration::from_secs(60),
+                }],
+                ..Default::default()
+            },
+            events: Default::default(),
         };
         fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {

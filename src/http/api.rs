@@ -1,5 +1,6 @@
 //! The HTTP API's handlers: `/health`, `/api/stats`, `/api/series`,
-//! `/api/top` and `/metrics`. See docs/http.md for the shapes.
+//! `/api/top`, `/api/dark`, `/api/events`, `/api/checks` and `/metrics`.
+//! See docs/http.md for the shapes.
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -205,6 +206,39 @@ pub fn hot_json(h: &Hot, window: f64) -> Value {
         "lines": h.hits,
         "lines_per_second": h.hits as f64 / window,
     })
+}
+
+/// `/api/dark`: every tracked source and series, up or dark.
+pub async fn dark(State(s): State<Shared>) -> Json<Value> {
+    Json(s.side.liveness.report())
+}
+
+/// `/api/events` parameters.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a larger id (for polling).
+    #[serde(default)]
+    since: u64,
+    /// At most this many, the newest (default and most: the ring's size).
+    limit: Option<usize>,
+}
+
+/// `/api/events?since=&limit=`: the kept events, oldest first.
+pub async fn events(State(s): State<Shared>, Query(q): Query<EventsQuery>) -> Json<Value> {
+    let events: Vec<Value> = s
+        .side
+        .hub
+        .events(q.since, q.limit.unwrap_or(usize::MAX))
+        .iter()
+        .map(|e| e.to_json())
+        .collect();
+    Json(json!({ "events": events }))
+}
+
+/// `/api/checks`: the latest state of every service check.
+pub async fn checks(State(s): State<Shared>) -> Json<Value> {
+    let checks: Vec<Value> = s.side.hub.checks().iter().map(|c| c.to_json()).collect();
+    Json(json!({ "checks": checks }))
 }
 
 /// Anything else: 404 with a JSON body.

@@ -214,6 +214,9 @@ pub fn router(front: Arc<Front>) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/series", get(api::series))
         .route("/api/top", get(api::top))
+        .route("/api/dark", get(api::dark))
+        .route("/api/events", get(api::events))
+        .route("/api/checks", get(api::checks))
         .route("/-/reload", post(api::reload))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(

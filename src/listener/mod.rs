@@ -7,6 +7,7 @@
 //! swaps the shard's maps out at each interval.
 
 pub mod carbon;
+mod side;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -26,6 +27,7 @@ use crate::sink::prometheus::sent::SentKeys;
 use crate::sink::SinkMsg;
 use crate::stats::listener::{IngestCounter, ListenerStats};
 use crate::stats::{incr, Stats};
+pub use side::{Side, SideCtx};
 
 /// A shard shared between its one writer (a listener) and the flusher.
 pub type SharedShard = Arc<Mutex<Shard>>;
@@ -100,6 +102,7 @@ pub struct Ingest {
     /// Where rewritten keys are noted with how they were sent
     /// ([`Ingest::recording_sent`]).
     sent: Option<Arc<SentKeys>>,
+    side: Side,
 }
 
 impl Ingest {
@@ -123,6 +126,7 @@ impl Ingest {
             limit_log: LogLimiter::new(10, Duration::from_secs(10)),
             counter: None,
             sent: None,
+            side: Side::default(),
         }
     }
 
@@ -143,6 +147,7 @@ impl Ingest {
     /// One packet: a UDP datagram, or the complete lines of one stream read.
     pub fn packet(&mut self, data: &[u8]) {
         incr(&self.stats.packets_received, 1);
+        self.side.packet();
         if self.raw.version() != self.raw_version {
             (self.raw_now, self.raw_version) = self.raw.current();
         }
@@ -169,6 +174,7 @@ impl Ingest {
             too_many_tags: 0,
             listener: self.counter.as_ref().map(IngestCounter::listener),
             sent: self.sent.as_deref(),
+            side: &mut self.side,
             refusals: Refusals {
                 limit_log: &mut self.limit_log,
                 refused: 0,
@@ -213,6 +219,8 @@ struct ShardHandler<'a> {
     listener: Option<&'a ListenerStats>,
     /// Where rewritten keys are noted.
     sent: Option<&'a SentKeys>,
+    /// Liveness and events, beside the aggregation.
+    side: &'a mut Side,
     refusals: Refusals<'a>,
 }
 
@@ -249,6 +257,7 @@ impl Refusals<'_> {
 impl Handler for ShardHandler<'_> {
     #[inline]
     fn metric(&mut self, m: MetricRef<'_>) {
+        self.side.key(m.key);
         let refusals = &mut self.refusals;
         self.shard.push(&m, |key, r| refusals.refused(key, r));
     }
@@ -257,6 +266,14 @@ impl Handler for ShardHandler<'_> {
         if let Some(t) = self.sent {
             t.record(key, sent);
         }
+    }
+
+    fn event(&mut self, e: &crate::parse::event::Event<'_>) {
+        self.side.event(e);
+    }
+
+    fn service_check(&mut self, c: &crate::parse::event::ServiceCheck<'_>, key: &[u8]) {
+        self.side.service_check(c, key);
     }
 
     fn bad_line(&mut self, line: &[u8], err: ParseError) {
@@ -292,7 +309,7 @@ pub fn bad_reason_index(err: &ParseError) -> usize {
         ParseError::EmptyName => 6,
         ParseError::BadField => 7,
         ParseError::BadTimestamp => 8,
-        ParseError::NotAMetric => 9,
+        ParseError::BadEvent(_) => 9,
         ParseError::TooManyTags => 10,
     }
 }
@@ -316,12 +333,14 @@ mod tests {
             EmptyName,
             BadField,
             BadTimestamp,
-            NotAMetric,
+            BadEvent(crate::parse::event::EventError::BadHeader),
             TooManyTags,
         ];
         assert_eq!(all.len(), BAD_REASONS.len());
         for e in all {
-            let snake: String = format!("{e:?}")
+            let name = format!("{e:?}");
+            let name = name.split('(').next().unwrap_or_default();
+            let snake: String = name
                 .chars()
                 .enumerate()
                 .flat_map(|(i, c)| {

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::{Ingest, RawTap, SharedShard};
+use super::{Ingest, RawTap, SharedShard, SideCtx};
+use crate::liveness::Peer;
 use crate::parse::ParseOptions;
 use crate::shutdown::CancellationToken;
 use crate::sink::prometheus::sent::SentKeys;
@@ -68,6 +69,8 @@ pub struct StreamCtx {
     /// The listener's allow-list (checked by its accept loop) and TLS
     /// (each connection's handshake runs on its own task, after its permit).
     pub gate: Arc<crate::gate::Gate>,
+    /// Liveness and events.
+    pub side: SideCtx,
 }
 
 impl StreamCtx {
@@ -81,6 +84,7 @@ impl StreamCtx {
         )
         .counted_in(&self.listener)
         .recording_sent(self.sent.clone())
+        .with_side(&self.side)
     }
 
     /// Take a connection: serve it on its own task if a permit is free,
@@ -101,10 +105,15 @@ impl StreamCtx {
         incr(&self.stats.connections_open, 1);
         let ctx = self.clone();
         self.tracker.spawn(async move {
+            // A TCP peer is its address; a unix socket client, the socket.
+            let source = match peer.parse::<std::net::SocketAddr>() {
+                Ok(a) => Peer::Ip(a.ip()),
+                Err(_) => Peer::Local(format!("unix:{peer}").into()),
+            };
             // With TLS, the handshake (bounded in time) comes first; one
             // that fails was counted and logged by the gate.
             if let Some(stream) = ctx.gate.open(stream, &peer).await {
-                if let Err(e) = ctx.serve(stream).await {
+                if let Err(e) = ctx.serve(stream, source).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             }
@@ -115,9 +124,11 @@ impl StreamCtx {
         });
     }
 
-    async fn serve<S: AsyncRead + Unpin>(&self, mut stream: S) -> io::Result<()> {
+    async fn serve<S: AsyncRead + Unpin>(&self, mut stream: S, peer: Peer) -> io::Result<()> {
+        let mut ingest = self.ingest();
+        ingest.set_peer(Some(peer));
         let mut conn = Conn {
-            ingest: self.ingest(),
+            ingest,
             buf: BytesMut::with_capacity(16 * 1024),
             discarding: false,
             max: self.max_line_length,

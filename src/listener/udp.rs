@@ -151,10 +151,12 @@ struct Guarded<H> {
     log: LogLimiter,
 }
 
-impl<H: FnMut(&[u8])> Guarded<H> {
-    fn packet(&mut self, d: &[u8]) {
+impl<H: FnMut(&[u8], Option<SocketAddr>)> Guarded<H> {
+    fn packet(&mut self, d: &[u8], from: Option<SocketAddr>) {
         let handle = &mut self.handle;
-        crate::supervise::catch(&self.task, "a UDP datagram", &mut self.log, || handle(d));
+        crate::supervise::catch(&self.task, "a UDP datagram", &mut self.log, || {
+            handle(d, from)
+        });
     }
 }
 
@@ -168,11 +170,17 @@ pub fn spawn(
     batch: usize,
     task: Arc<TaskStats>,
 ) -> io::Result<JoinHandle<()>> {
-    spawn_with(socket, move |d| ingest.packet(d), token, batch, task)
+    spawn_with(
+        socket,
+        move |d, from| ingest.packet_from(d, from),
+        token,
+        batch,
+        task,
+    )
 }
 
 /// [`spawn`] with `handle` doing each datagram's work.
-fn spawn_with<H: FnMut(&[u8]) + Send + 'static>(
+fn spawn_with<H: FnMut(&[u8], Option<SocketAddr>) + Send + 'static>(
     socket: UdpSocket,
     handle: H,
     token: CancellationToken,
@@ -190,7 +198,7 @@ fn spawn_with<H: FnMut(&[u8]) + Send + 'static>(
         .spawn(move || {
             let mut rx = Receiver::new(batch);
             while !token.is_cancelled() {
-                match rx.recv(&socket, |d| ingest.packet(d)) {
+                match rx.recv(&socket, |d, from| ingest.packet(d, from)) {
                     // A partial batch means the socket is drained: let the
                     // next datagrams gather for a moment rather than wake
                     // up for each one as it arrives.
@@ -208,7 +216,7 @@ fn spawn_with<H: FnMut(&[u8]) + Send + 'static>(
 }
 
 /// Everything the kernel accepted before shutdown was "received": process it.
-fn drain<H: FnMut(&[u8])>(
+fn drain<H: FnMut(&[u8], Option<SocketAddr>)>(
     socket: &UdpSocket,
     rx: &mut Receiver,
     ingest: &mut Guarded<H>,
@@ -220,7 +228,7 @@ fn drain<H: FnMut(&[u8])>(
     }
     let mut drained = 0usize;
     loop {
-        match rx.recv(socket, |d| ingest.packet(d)) {
+        match rx.recv(socket, |d, from| ingest.packet(d, from)) {
             Ok(n) => drained += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_timeout(&e) => break,
@@ -267,17 +275,21 @@ impl Receiver {
     }
 
     /// Wait (up to the socket's read timeout) for at least one datagram, then
-    /// hand each one available, up to the batch size, to `each`. Returns how
-    /// many were read.
-    pub fn recv(&mut self, socket: &UdpSocket, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
+    /// hand each one available, up to the batch size, to `each` with its
+    /// sender. Returns how many were read.
+    pub fn recv(
+        &mut self,
+        socket: &UdpSocket,
+        mut each: impl FnMut(&[u8], Option<SocketAddr>),
+    ) -> io::Result<usize> {
         #[cfg(target_os = "linux")]
         {
             self.mmsg.recv(socket, &mut each)
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let n = socket.recv(&mut self.buf)?;
-            each(&self.buf[..n]);
+            let (n, from) = socket.recv_from(&mut self.buf)?;
+            each(&self.buf[..n], Some(from));
             Ok(1)
         }
     }
@@ -286,7 +298,7 @@ impl Receiver {
 #[cfg(target_os = "linux")]
 mod linux {
     use std::io;
-    use std::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
     use std::os::fd::AsRawFd;
 
     use super::MAX_DATAGRAM;
@@ -302,6 +314,8 @@ mod linux {
         bufs: Vec<u8>,
         iovecs: Vec<libc::iovec>,
         msgs: Vec<libc::mmsghdr>,
+        /// Each datagram's sender (the headers point here too).
+        names: Vec<libc::sockaddr_storage>,
     }
 
     // The raw pointers only ever point into the struct's own heap buffers.
@@ -310,6 +324,8 @@ mod linux {
     impl Batch {
         pub fn new(n: usize) -> Batch {
             let mut bufs = vec![0u8; n * SLOT];
+            // SAFETY: sockaddr_storage is a plain C struct; all-zero is valid.
+            let mut names = vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; n];
             let mut iovecs: Vec<libc::iovec> = (0..n)
                 .map(|i| libc::iovec {
                     // In bounds: slot i starts at i * SLOT < n * SLOT.
@@ -324,17 +340,27 @@ mod linux {
                     let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                     m.msg_hdr.msg_iov = &mut iovecs[i];
                     m.msg_hdr.msg_iovlen = 1;
+                    m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
                     m
                 })
                 .collect();
-            Batch { bufs, iovecs, msgs }
+            Batch {
+                bufs,
+                iovecs,
+                msgs,
+                names,
+            }
         }
 
         pub fn recv(
             &mut self,
             socket: &UdpSocket,
-            each: &mut dyn FnMut(&[u8]),
+            each: &mut dyn FnMut(&[u8], Option<SocketAddr>),
         ) -> io::Result<usize> {
+            for m in &mut self.msgs {
+                // The kernel writes each sender's length here: room for any.
+                m.msg_hdr.msg_namelen = NAME_LEN;
+            }
             // SAFETY: `msgs` holds `len` initialised headers whose iovecs point
             // at `SLOT`-byte regions of `bufs`, all alive and exclusively
             // borrowed for the call. MSG_WAITFORONE blocks (up to SO_RCVTIMEO)
@@ -354,10 +380,38 @@ mod linux {
             let n = n as usize;
             for i in 0..n {
                 let len = (self.msgs[i].msg_len as usize).min(SLOT);
-                each(&self.bufs[i * SLOT..i * SLOT + len]);
+                let from = sender(&self.names[i], self.msgs[i].msg_hdr.msg_namelen);
+                each(&self.bufs[i * SLOT..i * SLOT + len], from);
             }
             debug_assert_eq!(self.iovecs.len(), self.msgs.len());
             Ok(n)
+        }
+    }
+
+    const NAME_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as _;
+
+    /// The sender `recvmmsg` wrote into `name` (`len` bytes of it).
+    fn sender(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+        let len = len as usize;
+        match name.ss_family as libc::c_int {
+            libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the kernel wrote a sockaddr_in (its family says so),
+                // and sockaddr_storage is large and aligned enough for one.
+                let a = unsafe {
+                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+            }
+            libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for a sockaddr_in6.
+                let a = unsafe {
+                    &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+            }
+            _ => None,
         }
     }
 }
@@ -379,7 +433,11 @@ mod tests {
         let mut rx = Receiver::new(2);
         let mut got = Vec::new();
         while got.len() < msgs.len() {
-            rx.recv(&sock, |d| got.push(d.to_vec())).unwrap();
+            rx.recv(&sock, |d, from| {
+                assert_eq!(from, tx.local_addr().ok());
+                got.push(d.to_vec())
+            })
+            .unwrap();
         }
         assert_eq!(got, msgs);
     }
@@ -398,7 +456,7 @@ mod tests {
         let token = CancellationToken::new();
         let thread = spawn_with(
             sock,
-            move |d| {
+            move |d, _| {
                 if d == b"boom" {
                     panic!("a datagram that panics");
                 }

@@ -1,6 +1,7 @@
 //! Wire-format parsers. No I/O, no async: bytes in, borrowed values out.
 
 pub mod carbon;
+pub mod event;
 pub mod number;
 pub mod pickle;
 pub mod sanitize;

@@ -36,6 +36,15 @@
 //! empty name, an event or service check), once per segment for problems of
 //! the type or a field, and once per value for a bad value. Whatever is
 //! rejected, the other values, segments and lines are still parsed.
+//!
+//! # Events and service checks
+//!
+//! A line starting `_e{` or `_sc|` is a DogStatsD event or service check
+//! ([`super::event`]): an event goes to [`Handler::event`]; a service
+//! check becomes a gauge (0 OK, 1 warning, 2 critical, 3 unknown) under the
+//! key the line `name:status|g|#tags` would have (its `h:` host as a `host`
+//! tag when the tags have none), handed to [`Handler::metric`] and then,
+//! with the check, to [`Handler::service_check`].
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till};
@@ -44,6 +53,7 @@ use nom::multi::fold_many0;
 use nom::sequence::preceded;
 use nom::{IResult, Parser};
 
+use super::event::{self, Dog, Event, EventError, ServiceCheck};
 use super::number::{js_trim, parse_js_number};
 use super::sanitize::is_plain;
 use super::tags::{key_name, split_dialect, KeyBuilder, TagDialects};
@@ -115,9 +125,9 @@ pub enum ParseError {
     /// `|T` is not followed by unix seconds (digits only, fitting in 64 bits).
     #[error("bad timestamp (expected |T<unix seconds>)")]
     BadTimestamp,
-    /// The line is a DogStatsD event (`_e{`) or service check (`_sc|`).
-    #[error("DogStatsD events and service checks are not metrics")]
-    NotAMetric,
+    /// The line is a malformed DogStatsD event (`_e{`) or service check (`_sc|`).
+    #[error("{0}")]
+    BadEvent(EventError),
     /// The line has more tags than `max_tags`.
     #[error("more tags than max_tags")]
     TooManyTags,
@@ -138,6 +148,11 @@ pub trait Handler {
     /// (`crate::sink::prometheus::sent`); the aggregation key stays the
     /// rewritten one, which Graphite needs.
     fn sent_as(&mut self, _key: &[u8], _sent: &[u8]) {}
+    /// One DogStatsD event; ignored unless the handler wants events.
+    fn event(&mut self, _event: &Event<'_>) {}
+    /// One service check, after its gauge (whose key is `key`) went to
+    /// [`Handler::metric`]; ignored unless the handler wants checks.
+    fn service_check(&mut self, _check: &ServiceCheck<'_>, _key: &[u8]) {}
 }
 
 /// Counts for one packet, in the reference's terms.
@@ -149,6 +164,9 @@ pub struct PacketCounts {
     pub metrics: u64,
     /// Rejected lines or values (the reference's `bad_lines_seen`).
     pub bad: u64,
+    /// Events and service checks accepted (a check's gauge also counts
+    /// in `metrics`).
+    pub events: u64,
 }
 
 impl std::ops::AddAssign for PacketCounts {
@@ -156,6 +174,7 @@ impl std::ops::AddAssign for PacketCounts {
         self.lines += other.lines;
         self.metrics += other.metrics;
         self.bad += other.bad;
+        self.events += other.events;
     }
 }
 
@@ -215,7 +234,7 @@ impl StatsdParser {
                 PacketCounts {
                     lines: 1,
                     metrics: 1,
-                    bad: 0,
+                    ..PacketCounts::default()
                 }
             }
             _ => self.parse_general(line, h),
@@ -241,8 +260,29 @@ impl StatsdParser {
             h.bad_line(line, err);
         };
 
-        if line.starts_with(b"_e{") || line.starts_with(b"_sc|") {
-            reject(&mut counts, h, ParseError::NotAMetric);
+        if event::is_event_or_check(line) {
+            match event::parse(line) {
+                Ok(Dog::Event(e)) => {
+                    counts.events += 1;
+                    h.event(&e);
+                }
+                Ok(Dog::Check(c)) => match self.check_key(&c) {
+                    Ok(key) => {
+                        counts.events += 1;
+                        counts.metrics += 1;
+                        h.metric(MetricRef {
+                            key,
+                            kind: MetricType::Gauge,
+                            value: Value::Number(c.status as u8 as f64),
+                            sample_rate: 1.0,
+                            timestamp: c.timestamp.and_then(|t| u64::try_from(t).ok()),
+                        });
+                        h.service_check(&c, key);
+                    }
+                    Err(err) => reject(&mut counts, h, err),
+                },
+                Err(err) => reject(&mut counts, h, ParseError::BadEvent(err)),
+            }
             return counts;
         }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -279,15 +319,9 @@ impl StatsdParser {
             reject(&mut counts, h, ParseError::EmptyName);
             return counts;
         }
-        // A canonical key has one `;` before each tag. Untagged keys (most)
-        // have nothing after the name to scan.
-        let max_tags = self.opts.max_tags;
-        if max_tags > 0 && key.len() > name_len {
-            let tags = key[name_len..].iter().filter(|&&b| b == b';').count();
-            if tags > max_tags {
-                reject(&mut counts, h, ParseError::TooManyTags);
-                return counts;
-            }
+        if too_many_tags(key, name_len, self.opts.max_tags) {
+            reject(&mut counts, h, ParseError::TooManyTags);
+            return counts;
         }
 
         for seg in segments(rest) {
@@ -410,6 +444,41 @@ fn gauge_value(v: Value<'_>, deltas: bool) -> Value<'_> {
         Value::GaugeDelta(n) if !deltas => Value::Number(n),
         v => v,
     }
+}
+
+impl StatsdParser {
+    /// The key of a service check's gauge: its name with its tags (and its
+    /// host as a `host` tag when they have none), as a metric line's.
+    fn check_key<'k>(&'k mut self, c: &ServiceCheck<'k>) -> Result<&'k [u8], ParseError> {
+        self.keys.reset();
+        for tag in &c.tags {
+            self.keys.push_tag_field(c.name, tag);
+        }
+        if let Some(host) = c.host.filter(|h| !h.is_empty()) {
+            if !c
+                .tags
+                .iter()
+                .any(|t| t.starts_with(b"host:") || *t == b"host")
+            {
+                self.keys.push_tag(c.name, b"host", host);
+            }
+        }
+        let key = self.keys.build(c.name, self.opts.sanitize);
+        let name_len = key_name(key).len();
+        if name_len == 0 {
+            return Err(ParseError::EmptyName);
+        }
+        if too_many_tags(key, name_len, self.opts.max_tags) {
+            return Err(ParseError::TooManyTags);
+        }
+        Ok(key)
+    }
+}
+
+/// Whether a canonical key (one `;` before each tag) has more than `max`
+/// tags (0: no limit). Untagged keys (most) have nothing after the name to scan.
+fn too_many_tags(key: &[u8], name_len: usize, max: usize) -> bool {
+    max > 0 && key.len() > name_len && key[name_len..].iter().filter(|&&b| b == b';').count() > max
 }
 
 /// The type, sample rate and timestamp of a segment.
@@ -673,6 +742,7 @@ mod tests {
                 lines: 1,
                 metrics,
                 bad: want.len() as u64 - metrics,
+                events: 0,
             };
             assert_eq!(counts, want_counts, "{shown:?}");
         }
@@ -908,14 +978,85 @@ mod tests {
                 (b":1|c|#a:1", vec![bad(EmptyName)]),
                 // A line-level error counts once, however many values.
                 (b":1|c:2|c:3:4|c", vec![bad(EmptyName)]),
-                (b"_e{5,4}:title|text", vec![bad(NotAMetric)]),
-                (b"_e{5,9}:title|text:more|#t", vec![bad(NotAMetric)]),
-                (b"_sc|my.check|0|#env:prod", vec![bad(NotAMetric)]),
-                (b"_sc|x:1|c", vec![bad(NotAMetric)]),
+                (
+                    b"_e{5,9}:title|text",
+                    vec![bad(BadEvent(EventError::TooShort))],
+                ),
+                (
+                    b"_e{5,4}:title|text|p:x",
+                    vec![bad(BadEvent(EventError::BadPriority))],
+                ),
+                (b"_sc|x:1|c", vec![bad(BadEvent(EventError::BadStatus))]),
+                (b"_sc|!!!|0", vec![bad(EmptyName)]),
                 // A segment-level error counts once for all its values.
                 (b"a:1:2:3|x", vec![bad(UnknownType)]),
                 (b"a:1:2|c|@0", vec![bad(BadSampleRate)]),
             ],
+        );
+    }
+
+    #[test]
+    fn events_and_service_checks() {
+        #[derive(Default)]
+        struct Dogs {
+            got: Vec<Got>,
+            events: Vec<String>,
+            checks: Vec<(String, String)>,
+        }
+        impl Handler for Dogs {
+            fn metric(&mut self, m: MetricRef<'_>) {
+                let Value::Number(v) = m.value else {
+                    panic!("{m:?}")
+                };
+                let mut g = n(&String::from_utf8_lossy(m.key), m.kind, v);
+                if let Some(t) = m.timestamp {
+                    g = g.ts(t);
+                }
+                self.got.push(g);
+            }
+            fn bad_line(&mut self, _: &[u8], err: ParseError) {
+                self.got.push(Got::Bad(err));
+            }
+            fn event(&mut self, e: &Event<'_>) {
+                self.events.push(event::unescape(e.title));
+            }
+            fn service_check(&mut self, c: &ServiceCheck<'_>, key: &[u8]) {
+                let msg = c.message.map(event::unescape).unwrap_or_default();
+                self.checks
+                    .push((String::from_utf8_lossy(key).into_owned(), msg));
+            }
+        }
+        let mut p = StatsdParser::new(ParseOptions::default());
+        let mut h = Dogs::default();
+        let counts = p.parse_packet(
+            b"_e{5,4}:title|text\n_sc|app.up|2|d:5|h:web 1|#env:prod|m:down\n\
+              _sc|db.up|0|h:x|#host:db1\n_e{1,1}:x\n",
+            &mut h,
+        );
+        assert_eq!(
+            counts,
+            PacketCounts {
+                lines: 4,
+                metrics: 2,
+                bad: 1,
+                events: 3,
+            }
+        );
+        assert_eq!(h.events, vec!["title"]);
+        assert_eq!(
+            h.got,
+            vec![
+                n("app.up;env=prod;host=web_1", Gauge, 2.0).ts(5),
+                n("db.up;host=db1", Gauge, 0.0),
+                bad(BadEvent(EventError::TooShort)),
+            ]
+        );
+        assert_eq!(
+            h.checks,
+            vec![
+                ("app.up;env=prod;host=web_1".to_string(), "down".to_string()),
+                ("db.up;host=db1".to_string(), String::new()),
+            ]
         );
     }
 
@@ -1105,6 +1246,7 @@ mod tests {
                 lines: *lines,
                 metrics: *metrics,
                 bad: *bad,
+                events: 0,
             };
             assert_eq!(counts, want, "{:?}", String::from_utf8_lossy(packet));
         }
@@ -1297,7 +1439,7 @@ mod tests {
                     PacketCounts {
                         lines: 1,
                         metrics: 1,
-                        bad: 0
+                        ..PacketCounts::default()
                     }
                 );
             }

@@ -205,6 +205,24 @@ impl KeyBuilder {
         }
     }
 
+    /// Append one tag given as its key and value (a service check's `h:`
+    /// host), as [`push_tag_field`](Self::push_tag_field) would `key:value`.
+    pub fn push_tag(&mut self, name: &[u8], key: &[u8], value: &[u8]) {
+        if !self.has_tags {
+            self.joined.clear();
+            self.joined.extend_from_slice(name);
+            self.has_tags = true;
+        }
+        self.joined.push(b';');
+        self.joined.extend_from_slice(key);
+        self.joined.push(b'=');
+        let start = self.joined.len();
+        self.joined.extend_from_slice(value);
+        if let Some(i) = self.joined[start..].iter().position(|&b| b == b';') {
+            self.joined[start + i] = b'_';
+        }
+    }
+
     /// The canonical key of `name` plus the tags pushed since [`reset`](Self::reset),
     /// sanitised when `sanitize` is set. Borrows `name` itself when that is
     /// already the canonical key.

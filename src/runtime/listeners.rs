@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::config::UnixKind;
 use crate::gate::Gate;
 use crate::listener::stream::{Framing, StreamCtx};
-use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard};
+use crate::listener::{carbon, tcp, udp, unix, unixgram, Ingest, RawTap, SharedShard, SideCtx};
 use crate::relay::router::Router;
 use crate::shutdown::CancellationToken;
 use crate::sink::prometheus::sent::SentKeys;
@@ -160,12 +160,14 @@ pub struct Listeners {
     pub raw: RawTap,
     /// Where ingest notes rewritten keys for the Prometheus exporter.
     sent: Option<Arc<SentKeys>>,
+    /// Liveness and events, for every ingest.
+    side: SideCtx,
 }
 
 impl Listeners {
     /// No listener yet; `c` fixes what only a restart changes (the stream
     /// connections' bound and the stream shard's options).
-    pub fn new(c: &Config, sent: Option<Arc<SentKeys>>) -> Listeners {
+    pub fn new(c: &Config, sent: Option<Arc<SentKeys>>, side: SideCtx) -> Listeners {
         Listeners {
             sent,
             stops: Vec::new(),
@@ -176,6 +178,7 @@ impl Listeners {
             connections: Arc::new(Semaphore::new(c.listen.max_connections)),
             tracker: TaskTracker::new(),
             raw: RawTap::default(),
+            side,
         }
     }
 
@@ -333,6 +336,7 @@ impl Listeners {
         )
         .counted_in(counted)
         .recording_sent(self.sent.clone())
+        .with_side(&self.side)
     }
 
     /// The counters of the listener `proto addr` (`key` in the config).
@@ -374,6 +378,7 @@ impl Listeners {
             tracker: self.tracker.clone(),
             token: stop,
             gate,
+            side: self.side.clone(),
         })
     }
 

@@ -14,6 +14,12 @@
 //! - [`crate::flusher`]: the flusher thread, which merges the shards into
 //!   the registry and hands each flush to the outputs.
 //! - [`reload`]: where a reload reads its config from, one at a time.
+//! - Values statsyard makes itself go into its own shard, which the
+//!   flusher merges like a listener's: the host collector's
+//!   ([`crate::host`], a thread started and replaced from the diff) and
+//!   liveness's gauges ([`crate::liveness`], judged at every flush by an
+//!   observer among the flusher's outputs). Events go through the
+//!   [`crate::events::Hub`], which the outputs that take events are wired to.
 //! - The front ends (HTTP, the admin console) are served here too; what
 //!   they read is [`crate::front::Front`], whose [`Settings`] (the interval,
 //!   the `config` lines) every change updates.
@@ -22,9 +28,10 @@
 //! restarts the task, or abandons the one unit of work, and is counted.
 //!
 //! The shutdown, in order ([`Runtime::shutdown`]): listeners stop reading
-//! and drain what the kernel holds (bounded), the raw tap closes (the
-//! repeaters' queues close), the flusher runs the final flush and exits
-//! (the flush outputs' queues close), sinks deliver what they hold within
+//! and drain what the kernel holds (bounded) and the host collector stops,
+//! the raw tap closes (the repeaters' queues close), the flusher runs the
+//! final flush and exits (the flush outputs' queues close), the events hub
+//! lets go of its queues, sinks deliver what they hold within
 //! `shutdown_timeout`, then the relay delivers its queues.
 //!
 //! This module sees every part; only `crate::server` and `main.rs` see it.
@@ -41,12 +48,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::aggregate::Registry;
+use crate::aggregate::{Registry, Shard};
 use crate::config::diff::{self, ListenAddr, Plan, RelayChange, EXPORTER};
 use crate::config::Config;
-use crate::flusher::{Flusher, FlusherBusy, FlusherHandle, FlusherMsg, Reconfigure};
+use crate::events::Hub;
+use crate::flusher::{Flusher, FlusherBusy, FlusherHandle, FlusherMsg, Output, Reconfigure};
 use crate::front::{Front, Settings};
 use crate::gate::Gate;
+use crate::host::HostTask;
+use crate::listener::{SharedShard, SideCtx};
+use crate::liveness::{LiveObserver, Liveness};
 use crate::relay::router::Router;
 use crate::relay::RelayRuntime;
 use crate::shutdown::{with_deadline, CancellationToken};
@@ -187,6 +198,12 @@ pub struct Runtime {
     /// How rewritten keys were sent, noted by ingest for the Prometheus
     /// exporter; only when HTTP (so `/metrics`) runs from the start.
     sent: Option<Arc<SentKeys>>,
+    /// The values statsyard makes itself (host statistics, liveness gauges).
+    own_shard: SharedShard,
+    liveness: Arc<Liveness>,
+    hub: Arc<Hub>,
+    /// The host collector, while `[host]` is on.
+    host: Option<HostTask>,
 }
 
 /// A started server.
@@ -246,13 +263,24 @@ pub async fn start(
     let stats = Stats::new();
     let token = CancellationToken::new();
     let (flusher, flusher_rx) = FlusherHandle::channel();
-    let front = Arc::new(Front::new(stats.clone(), flusher.clone(), config.health_up));
     let sent = config
         .http
         .map(|_| Arc::new(SentKeys::new(config.prometheus.options.max_series)));
+    let liveness = Arc::new(Liveness::new(stats.liveness.clone()));
+    let hub = Arc::new(Hub::new(stats.events.clone()));
+    let side = SideCtx {
+        liveness: liveness.clone(),
+        hub: hub.clone(),
+    };
+    let front = Arc::new(Front::new(
+        stats.clone(),
+        flusher.clone(),
+        config.health_up,
+        side.clone(),
+    ));
     let mut rt = Runtime {
         config: None,
-        listeners: Listeners::new(&config, sent.clone()),
+        listeners: Listeners::new(&config, sent.clone(), side),
         sent,
         stats: stats.clone(),
         token: token.clone(),
@@ -268,6 +296,10 @@ pub async fn start(
             Arc::new(Gate::new("http", stats.clone())),
             Arc::new(Gate::new("admin", stats.clone())),
         ],
+        own_shard: Arc::new(std::sync::Mutex::new(Shard::new(&config.aggregate))),
+        liveness,
+        hub,
+        host: None,
     };
     let plan = diff::plan(None, &config);
     let mut prepared = rt.prepare(&plan)?;
@@ -431,11 +463,23 @@ impl Runtime {
         if let Some(state) = &c.state {
             restore_state(&mut registry, state);
         }
+        // Liveness is judged at every flush, whatever its settings (off, it
+        // does nothing): an observer for the life of the flusher.
+        let liveness = Output {
+            name: crate::liveness::OBSERVER.to_string(),
+            queue: None,
+            observer: Some(Box::new(LiveObserver::new(
+                self.liveness.clone(),
+                self.hub.clone(),
+                self.own_shard.clone(),
+                self.stats.clone(),
+            ))),
+        };
         let flusher = Flusher::new(
-            vec![self.listeners.stream_shard()],
+            vec![self.listeners.stream_shard(), self.own_shard.clone()],
             registry,
             c.compute.clone(),
-            Vec::new(),
+            vec![liveness],
             self.stats.clone(),
             &c.naming.prefix_stats,
             c.self_metrics,
@@ -506,6 +550,23 @@ impl Runtime {
             self.front.set_scrape(wiring.scrape);
         }
         self.listeners.refresh(&eff, &p.tls);
+        // Events: kept outputs keep their queue, removed ones let go of it.
+        if !wiring.events.is_empty() || !removed.is_empty() {
+            let mut outs: Vec<_> = self
+                .hub
+                .outputs()
+                .iter()
+                .filter(|o| !removed.contains(&o.name))
+                .cloned()
+                .collect();
+            outs.extend(wiring.events);
+            self.hub.set_outputs(outs);
+        }
+        self.hub.set_limits(eff.events.keep, eff.events.max_checks);
+        self.liveness.configure(eff.liveness.as_ref());
+        if let Some(host) = plan.host {
+            self.restart_host(host);
+        }
         let started = self.listeners.start(
             p.bound,
             &eff,
@@ -547,6 +608,24 @@ impl Runtime {
         });
         self.config = Some(eff);
         started
+    }
+
+    /// Stop the host collector, and start one for `c` (a start or a reload
+    /// that changed `[host]`). The old one ends after the collection it may
+    /// be in, off the runtime.
+    fn restart_host(&mut self, c: Option<crate::host::HostConfig>) {
+        if let Some(old) = self.host.take() {
+            tokio::task::spawn_blocking(move || old.stop());
+        }
+        let Some(c) = c else { return };
+        let (prefix, interval) = (c.prefix.clone(), c.interval);
+        match HostTask::start(c, self.own_shard.clone(), self.stats.clone()) {
+            Ok(t) => {
+                tracing::info!(%prefix, interval = ?interval, "host statistics on");
+                self.host = Some(t);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the host collector"),
+        }
     }
 
     /// Start `next`'s writers, send every point to it from now on, and let
@@ -619,6 +698,9 @@ impl Runtime {
         if !self.listeners.drain(LISTENER_DRAIN).await {
             tracing::warn!("listeners did not stop in time; flushing what they gave");
         }
+        if let Some(host) = self.host.take() {
+            let _ = tokio::task::spawn_blocking(move || host.stop()).await;
+        }
         // The final flush. `stop` waits if the flusher's job queue is full:
         // off the runtime.
         let (handle, thread) = (self.flusher.clone(), self.flusher_thread.take());
@@ -629,6 +711,9 @@ impl Runtime {
             }
         })
         .await;
+        // The final flush judged liveness for the last time: no event comes
+        // after it, so the hub lets go of the outputs' queues.
+        self.hub.close();
         // Sinks deliver what they hold, within the deadline.
         let tasks = self.outputs.take_tasks();
         let delivered = with_deadline(shutdown_timeout + Duration::from_secs(1), async {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::events::EventOut;
 use crate::flusher::{Output, SinkQueue};
 use crate::sink::prometheus::live::Live;
 use crate::sink::supervise::SinkFactory;
@@ -36,6 +37,8 @@ pub struct Prepared {
     name: String,
     queue: usize,
     input: Input,
+    /// Whether it also takes events.
+    events: bool,
     stats: Arc<SinkStats>,
     /// Whether its counters are listed among the sinks'.
     counted: bool,
@@ -60,6 +63,7 @@ pub fn prepare(spec: &SinkSpec, cx: BuildCx) -> Result<Prepared, SinkError> {
         name: spec.name.clone(),
         queue: spec.queue.max(1),
         input: spec.config.input(),
+        events: spec.config.takes_events(),
         counted: spec.config.counted(),
         stats: cx.stats,
         built,
@@ -78,6 +82,7 @@ pub fn prepare_extra(mut e: ExtraSink, stats: &Stats) -> Result<Prepared, SinkEr
         name: e.name,
         queue: e.queue.max(1),
         input: Input::Flush,
+        events: false,
         counted: true,
         stats: sink_stats,
         built: Built {
@@ -103,6 +108,8 @@ pub struct Wiring {
     pub raw: Vec<(String, mpsc::Sender<SinkMsg>)>,
     /// What `/metrics` serves, if an exporter started.
     pub scrape: Option<Arc<Live>>,
+    /// The queues of the outputs that take events, for the events hub.
+    pub events: Vec<EventOut>,
 }
 
 /// The running outputs' tasks.
@@ -128,6 +135,13 @@ impl Outputs {
             let mut queue = None;
             if let Some(sink) = p.built.sink {
                 let (tx, rx) = mpsc::channel(p.queue);
+                if p.events {
+                    w.events.push(EventOut {
+                        name: p.name.clone(),
+                        tx: tx.clone(),
+                        stats: p.stats.clone(),
+                    });
+                }
                 match p.input {
                     Input::Raw => w.raw.push((p.name.clone(), tx)),
                     Input::Flush => {

@@ -1,5 +1,7 @@
 //! console sink: every flush printed to stdout, as Graphite plaintext lines
-//! (the names Graphite would get) or as one JSON object per series.
+//! (the names Graphite would get) or as one JSON object per series; and
+//! every event as it happens, as its DogStatsD line (`text`) or a JSON
+//! object with `"type":"event"` (`json`).
 //!
 //! The text format is for a person at a terminal: each flush is one block, a
 //! `#` header (time, interval, series count), the user's series sorted by
@@ -85,6 +87,10 @@ pub struct ConsoleConfig {
 }
 
 impl SinkConfig for ConsoleConfig {
+    fn takes_events(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
         Ok(Built::sink(ConsoleSink::new(
             cx.name.clone(),
@@ -133,44 +139,66 @@ impl Sink for ConsoleSink {
         Box::pin(async move {
             let s = *self;
             while let Some(msg) = rx.recv().await {
-                let SinkMsg::Flush(batch) = msg else {
-                    continue;
-                };
                 let mut out = Vec::new();
+                let batch = match msg {
+                    SinkMsg::Flush(batch) => batch,
+                    SinkMsg::Event(e) => {
+                        match s.config.format {
+                            ConsoleFormat::Text => out.extend(e.to_dogstatsd()),
+                            ConsoleFormat::Json => out.extend(e.to_json().to_string().into_bytes()),
+                        }
+                        out.push(b'\n');
+                        s.write(out, 1).await;
+                        continue;
+                    }
+                    SinkMsg::Raw(_) => continue,
+                };
                 let lines = match s.config.format {
                     ConsoleFormat::Text => {
                         render_text(&batch, &s.naming, s.config.self_metrics, &mut out)
                     }
                     ConsoleFormat::Json => render_json(&batch, &mut out),
                 };
-                let len = out.len();
-                let written = tokio::task::spawn_blocking(move || {
-                    let mut stdout = std::io::stdout().lock();
-                    stdout.write_all(&out).and_then(|()| stdout.flush())
-                })
-                .await;
-                match written {
-                    Ok(Ok(())) => {
-                        incr(&s.stats.flushes_sent, 1);
-                        incr(&s.stats.lines_sent, lines as u64);
-                        incr(&s.stats.bytes_sent, len as u64);
-                        s.stats.delivered();
-                    }
-                    Ok(Err(e)) => {
-                        incr(&s.stats.errors, 1);
-                        incr(&s.stats.dropped, 1);
-                        s.stats.failed(format!("cannot write to stdout: {e}"));
-                        tracing::warn!(sink = %s.name, error = %e, "cannot write to stdout");
-                    }
-                    Err(e) => {
-                        incr(&s.stats.errors, 1);
-                        incr(&s.stats.dropped, 1);
-                        s.stats.failed(format!("stdout writer failed: {e}"));
-                        tracing::error!(sink = %s.name, error = %e, "stdout writer failed");
-                    }
+                if s.write(out, lines).await {
+                    incr(&s.stats.flushes_sent, 1);
                 }
             }
         })
+    }
+}
+
+impl ConsoleSink {
+    /// Write `out` (`lines` lines) to stdout off the runtime; whether it was
+    /// written. Failures are counted and logged.
+    async fn write(&self, out: Vec<u8>, lines: usize) -> bool {
+        let len = out.len();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out).and_then(|()| stdout.flush())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                incr(&self.stats.lines_sent, lines as u64);
+                incr(&self.stats.bytes_sent, len as u64);
+                self.stats.delivered();
+                true
+            }
+            Ok(Err(e)) => {
+                incr(&self.stats.errors, 1);
+                incr(&self.stats.dropped, 1);
+                self.stats.failed(format!("cannot write to stdout: {e}"));
+                tracing::warn!(sink = %self.name, error = %e, "cannot write to stdout");
+                false
+            }
+            Err(e) => {
+                incr(&self.stats.errors, 1);
+                incr(&self.stats.dropped, 1);
+                self.stats.failed(format!("stdout writer failed: {e}"));
+                tracing::error!(sink = %self.name, error = %e, "stdout writer failed");
+                false
+            }
+        }
     }
 }
 

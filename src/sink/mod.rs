@@ -9,6 +9,8 @@
 //!   ([`SinkConfig::build`]) at start, at a reload that adds or changes it
 //!   (a reload diffs configs with [`SinkSpec`]'s equality), and again after
 //!   its task panicked.
+//! - Events: an output whose [`SinkConfig::takes_events`] is true also
+//!   gets [`SinkMsg::Event`] on its queue, from [`crate::events::Hub`].
 //! - [`Built`]: what a build gives the runtime: a [`Sink`] task fed by its
 //!   own bounded queue, and/or an [`Observer`] that sees every flush with
 //!   the registry on the flusher thread (the Prometheus exporter, which has
@@ -158,6 +160,13 @@ pub trait SinkConfig: fmt::Debug + Send + Sync + DynEq {
     fn uses_naming(&self) -> bool {
         true
     }
+    /// Whether it also takes events ([`SinkMsg::Event`]) on its queue,
+    /// besides its input. An output with a natural form for events (a
+    /// line on the console, an `events` measurement in InfluxDB, a JSON
+    /// message on Kafka) says yes.
+    fn takes_events(&self) -> bool {
+        false
+    }
     /// Whether its counters are listed among the sinks' (`/api/stats`
     /// `sinks`, `statsyard_sink_*`); the Prometheus exporter has its own.
     fn counted(&self) -> bool {
@@ -246,6 +255,23 @@ pub enum SinkMsg {
     Flush(Arc<FlushBatch>),
     /// One received statsd packet, exactly as it arrived (repeater only).
     Raw(Bytes),
+    /// One event (outputs whose [`SinkConfig::takes_events`] says so): a
+    /// DogStatsD event a client sent, or statsyard's own (a source went
+    /// dark or came back). It arrives when it happens, between flushes.
+    Event(Arc<crate::events::Event>),
+}
+
+impl SinkMsg {
+    /// What a raw-packet output sends: a received packet as it arrived,
+    /// or an event statsyard made itself as its DogStatsD line. An event a
+    /// client sent is `None`: its packet already came as `Raw`.
+    pub fn into_packet(self) -> Option<Bytes> {
+        match self {
+            SinkMsg::Raw(p) => Some(p),
+            SinkMsg::Event(e) if e.is_own() => Some(Bytes::from(e.to_dogstatsd())),
+            _ => None,
+        }
+    }
 }
 
 /// A boxed future, for trait objects.

@@ -103,6 +103,11 @@ impl SinkConfig for RepeaterConfig {
         Input::Raw
     }
 
+    /// statsyard's own events go on as DogStatsD lines ([`SinkMsg::into_packet`]).
+    fn takes_events(&self) -> bool {
+        true
+    }
+
     /// It copies packets as they arrived: names play no part.
     fn uses_naming(&self) -> bool {
         false
@@ -289,7 +294,7 @@ async fn run_udp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
         .collect();
     let mut sockets = UdpSockets::default();
     while let Some(msg) = rx.recv().await {
-        let SinkMsg::Raw(packet) = msg else {
+        let Some(packet) = msg.into_packet() else {
             continue;
         };
         for d in &mut dests {
@@ -359,7 +364,7 @@ async fn run_tcp(s: RepeaterSink, mut rx: mpsc::Receiver<SinkMsg>) {
         outs.push((dest.as_str(), tx, Throttle::new()));
     }
     while let Some(msg) = rx.recv().await {
-        let SinkMsg::Raw(packet) = msg else {
+        let Some(packet) = msg.into_packet() else {
             continue;
         };
         for (dest, tx, full) in &mut outs {

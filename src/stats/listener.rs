@@ -29,7 +29,7 @@ pub const BAD_REASONS: [&str; 11] = [
     "empty_name",
     "bad_field",
     "bad_timestamp",
-    "not_a_metric",
+    "bad_event",
     "too_many_tags",
 ];
 

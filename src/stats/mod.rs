@@ -4,13 +4,15 @@
 //!
 //! Every stats struct lives here with its table ([`table::Metric`] rows):
 //! [`Stats`] ([`PROCESS`]), [`SinkStats`] ([`SINK`]), [`TaskStats`],
-//! [`UdpSocketStats`], [`spool::SpoolStats`], [`relay::RelayStats`] and
-//! [`prometheus::PromStats`]. [`render`] turns the tables into each format:
+//! [`UdpSocketStats`], [`spool::SpoolStats`], [`relay::RelayStats`],
+//! [`prometheus::PromStats`] and [`collector`]'s host, liveness and event
+//! counters. [`render`] turns the tables into each format:
 //! `/metrics`, `/api/stats`, Graphite self-metrics and the admin `stats`
 //! command. This folder imports nothing of the rest of the crate but the
 //! Prometheus text writer; every component imports its counters from here.
 
 pub mod atomic;
+pub mod collector;
 pub mod history;
 pub mod listener;
 pub mod prometheus;
@@ -103,6 +105,12 @@ pub struct Stats {
     relay: Mutex<Option<Arc<relay::RelayStats>>>,
     /// Supervised tasks, by name ([`crate::supervise`]).
     tasks: Mutex<Vec<Arc<TaskStats>>>,
+    /// The host collector's (`[host]`).
+    pub host: Arc<collector::HostStats>,
+    /// Liveness's (`[liveness]`).
+    pub liveness: Arc<collector::LivenessStats>,
+    /// Events and service checks.
+    pub events: Arc<collector::EventStats>,
 }
 
 impl Stats {

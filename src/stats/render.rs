@@ -6,6 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::collector::{EVENTS, HOST, LIVENESS};
 use super::listener::LISTENER;
 use super::prometheus::{PromStats, PROMETHEUS};
 use super::relay::{graphite_safe, RelayStats, DESTINATION, RELAY};
@@ -19,6 +20,9 @@ use crate::exposition::{push_header, push_number, Out};
 pub fn prometheus(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>) {
     let mut s = String::with_capacity(16 * 1024);
     plain(&mut s, "statsyard_", PROCESS, stats);
+    plain(&mut s, "statsyard_host_", HOST, &stats.host);
+    plain(&mut s, "statsyard_liveness_", LIVENESS, &stats.liveness);
+    plain(&mut s, "statsyard_events_", EVENTS, &stats.events);
     let prefixes = stats.series_dropped_by_prefix();
     family(
         &mut s,
@@ -198,6 +202,9 @@ fn family<'a>(
 /// what is not a counter (`health`, `uptime_seconds`).
 pub fn json(stats: &Stats, exporter: &PromStats) -> Map<String, Value> {
     let mut o = object(PROCESS, stats);
+    o.insert("host".into(), object(HOST, &stats.host).into());
+    o.insert("liveness".into(), object(LIVENESS, &stats.liveness).into());
+    o.insert("events".into(), object(EVENTS, &stats.events).into());
     o.insert(
         "series_dropped_by_prefix".into(),
         stats
@@ -307,11 +314,18 @@ fn object<S: ?Sized>(rows: &[Metric<S>], of: &S) -> Map<String, Value> {
 /// kind)`. Counters are totals: the flusher sends their growth per interval.
 /// Several SO_REUSEPORT sockets of one address are one series, summed.
 pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
-    let mut out: Vec<(String, u64, Kind)> = PROCESS
-        .iter()
-        .filter(|r| r.show.graphite)
-        .map(|r| (r.key.to_string(), (r.value)(stats), r.kind))
-        .collect();
+    let mut out: Vec<(String, u64, Kind)> = Vec::new();
+    for (node, rows) in [
+        ("", own(PROCESS, stats)),
+        ("host.", own(HOST, &stats.host)),
+        ("liveness.", own(LIVENESS, &stats.liveness)),
+        ("events.", own(EVENTS, &stats.events)),
+    ] {
+        out.extend(
+            rows.into_iter()
+                .map(|(k, v, kind)| (format!("{node}{k}"), v, kind)),
+        );
+    }
     for sock in stats.udp_sockets() {
         let node = format!(
             "udp.{}_{}",
@@ -329,19 +343,32 @@ pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
     }
     for (prefix, n) in stats.series_dropped_by_prefix() {
         // The prefix as one path node: `app.` stays one node (`app_`).
-        let node: String = prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let node = graphite_node(&prefix);
         out.push((format!("series_dropped_prefix.{node}"), n, Kind::Counter));
     }
     out
+}
+
+/// `s` as one node of a Graphite name: `_` for anything but ASCII letters,
+/// digits, `_` and `-`.
+pub fn graphite_node(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The rows of one table shown in Graphite: `(key, value, kind)`.
+fn own<S: ?Sized>(rows: &[Metric<S>], of: &S) -> Vec<(&'static str, u64, Kind)> {
+    rows.iter()
+        .filter(|r| r.show.graphite)
+        .map(|r| (r.key, (r.value)(of), r.kind))
+        .collect()
 }
 
 /// The admin console's per-sink `stats` lines: `<sink>.<key>: <value>`.

@@ -65,6 +65,16 @@ fn statsd_roundtrip() {
 }
 
 #[test]
+fn dogstatsd_event() {
+    replay("dogstatsd_event", targets::dogstatsd_event);
+}
+
+#[test]
+fn dogstatsd_check() {
+    replay("dogstatsd_check", targets::dogstatsd_check);
+}
+
+#[test]
 fn carbon_line() {
     replay("carbon_line", targets::carbon_line);
 }

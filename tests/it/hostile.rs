@@ -125,6 +125,15 @@ impl Rig {
     }
 }
 
+/// Held by the tests that measure this process's resident memory and by the
+/// one whose hostile pickles make it grow, so that neither runs while the
+/// other measures (tests run in parallel in one process).
+static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn memory_lock() -> std::sync::MutexGuard<'static, ()> {
+    MEMORY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Resident memory of this process (which runs the server), in KiB.
 fn vm_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -141,6 +150,7 @@ fn relaxed(c: &AtomicU64) -> u64 {
 
 #[test]
 fn statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive() {
+    let _memory = memory_lock();
     let mut rig = Rig::start();
     let to = rig.server.udp();
     let rss_before = vm_rss_kib();
@@ -224,6 +234,7 @@ fn statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive() {
 
 #[test]
 fn endless_tcp_line_slowloris_and_too_many_connections() {
+    let _memory = memory_lock();
     let mut rig = Rig::start();
     let to = rig.server.tcp();
     let rss_before = vm_rss_kib();
@@ -318,6 +329,7 @@ fn good_pickle(name: &str) -> Vec<u8> {
 
 #[test]
 fn garbage_on_http_admin_and_pickle_ports_and_hostile_pickles() {
+    let _memory = memory_lock();
     let mut rig = Rig::start();
     let running = rig.server.running();
     let (http, admin, pickle, line) = (

@@ -51,7 +51,7 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     )
 }
 
-fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+pub fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let (status, _, body) = get(addr, path);
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
