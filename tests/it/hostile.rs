@@ -4,8 +4,9 @@
 //!
 //! The limits are small (`max_line_length` 1 KiB, `max_connections` 4,
 //! `idle_timeout` 1 s, `max_tags` 16) so that the whole module runs in a
-//! few seconds. Memory is read as the VmRSS of this test process, which runs
-//! the server in-process.
+//! few seconds. Memory is read as the VmRSS of the test's process, which runs
+//! the server in-process: each test that measures it runs in a process of
+//! its own ([`in_own_process`]), so no other test's allocations count.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use statsyard::stats::{get, Stats};
 
-use crate::support::{config, secs, send_udp, Graphite, Server};
+use crate::support::{config, in_own_process, secs, send_udp, Graphite, Server};
 
 /// The statsd side: UDP and TCP with small limits, HTTP and the admin
 /// console, the relay's line and pickle listeners forwarding to `relayed`.
@@ -125,15 +126,6 @@ impl Rig {
     }
 }
 
-/// Held by the tests that measure this process's resident memory and by the
-/// one whose hostile pickles make it grow, so that neither runs while the
-/// other measures (tests run in parallel in one process).
-static MEMORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn memory_lock() -> std::sync::MutexGuard<'static, ()> {
-    MEMORY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Resident memory of this process (which runs the server), in KiB.
 fn vm_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -150,7 +142,11 @@ fn relaxed(c: &AtomicU64) -> u64 {
 
 #[test]
 fn statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive() {
-    let _memory = memory_lock();
+    if in_own_process(
+        "hostile::statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive",
+    ) {
+        return;
+    }
     let mut rig = Rig::start();
     let to = rig.server.udp();
     let rss_before = vm_rss_kib();
@@ -234,7 +230,9 @@ fn statsd_datagrams_of_every_bad_kind_are_counted_and_good_lines_arrive() {
 
 #[test]
 fn endless_tcp_line_slowloris_and_too_many_connections() {
-    let _memory = memory_lock();
+    if in_own_process("hostile::endless_tcp_line_slowloris_and_too_many_connections") {
+        return;
+    }
     let mut rig = Rig::start();
     let to = rig.server.tcp();
     let rss_before = vm_rss_kib();
@@ -329,7 +327,9 @@ fn good_pickle(name: &str) -> Vec<u8> {
 
 #[test]
 fn garbage_on_http_admin_and_pickle_ports_and_hostile_pickles() {
-    let _memory = memory_lock();
+    if in_own_process("hostile::garbage_on_http_admin_and_pickle_ports_and_hostile_pickles") {
+        return;
+    }
     let mut rig = Rig::start();
     let running = rig.server.running();
     let (http, admin, pickle, line) = (

@@ -356,3 +356,36 @@ impl Proc {
         }
     }
 }
+
+/// The environment variable that marks a test run by [`in_own_process`].
+const OWN_PROCESS: &str = "STATSYARD_TEST_OWN_PROCESS";
+
+/// For tests that measure this process's resident memory (the server runs
+/// in-process): `cargo test` runs tests as threads of one process, so
+/// another test's allocations would count. Called first thing with the
+/// test's path (`module::name`); returns `false` in the process that runs
+/// the body, and `true` in the one that ran it (this test binary again,
+/// with that test alone) and checked that it passed: the caller returns.
+pub fn in_own_process(test: &str) -> bool {
+    if std::env::var(OWN_PROCESS).as_deref() == Ok(test) {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(OWN_PROCESS, test)
+        .output()
+        .expect("run the test binary again");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{test} failed in its own process:\n{text}"
+    );
+    // A filter that matched nothing also succeeds: make sure it ran.
+    assert!(text.contains("1 passed"), "{test} did not run:\n{text}");
+    true
+}
