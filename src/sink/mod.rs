@@ -30,6 +30,8 @@
 
 pub mod console;
 pub mod graphite;
+pub mod http_output;
+pub mod influxdb;
 pub mod prometheus;
 pub mod relay;
 pub mod repeater;
@@ -62,6 +64,7 @@ pub fn builtin() -> Kinds {
         Arc::new(graphite::Kind),
         Arc::new(repeater::Kind),
         Arc::new(relay::Kind),
+        Arc::new(influxdb::Kind),
     ])
 }
 
