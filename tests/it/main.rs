@@ -20,6 +20,7 @@ mod reload;
 mod slow_sink;
 mod spool;
 mod statsd;
+mod stores;
 mod supervise;
 mod support;
 mod tls;

@@ -21,7 +21,7 @@ use statsyard::sink::prometheus::options::ObserverType;
 use crate::support::{config, free_tcp_port, relay_section, send_udp, Server};
 
 /// The peer binary, or `None` (after saying why) when it is missing outside CI.
-fn peer(name: &str) -> Option<PathBuf> {
+pub fn peer(name: &str) -> Option<PathBuf> {
     let path = Path::new("/usr/bin").join(name);
     if path.exists() {
         return Some(path);
@@ -128,7 +128,7 @@ fn promtool_accepts_the_corpus_exposition() {
 }
 
 /// A minimal HTTP/1.0 GET (so that no server answers chunked): status and body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connects");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -410,7 +410,7 @@ impl Drop for Prometheus {
     }
 }
 
-fn urlencode(s: &str) -> String {
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
