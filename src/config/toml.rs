@@ -389,7 +389,7 @@ fn validate_inner(
             Some(rc)
         }
     };
-    let sinks = sinks(raw.sink, file, relay.is_some(), kinds)?;
+    let sinks = sinks(raw.sink, file, relay.is_some(), &prometheus, kinds)?;
     // With HTTP on, flushes feed /metrics even without a sink.
     if sinks.is_empty() && relay.is_none() && http.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
@@ -538,6 +538,7 @@ fn sinks(
     raw: Vec<RawSink>,
     file: &str,
     has_relay: bool,
+    prometheus: &PrometheusConfig,
     kinds: &Kinds,
 ) -> Result<Vec<SinkSpec>, Bad> {
     let mut out: Vec<SinkSpec> = Vec::with_capacity(raw.len());
@@ -592,6 +593,7 @@ fn sinks(
             kind: kind.name(),
             keys,
             has_relay,
+            prometheus,
         };
         let config = kind.validate(s.options, &cx)?;
         out.push(SinkSpec {

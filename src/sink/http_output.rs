@@ -116,7 +116,8 @@ impl RawHttp {
                 format!("a {} output needs `url = \"http://host:port\"`", cx.kind),
             ));
         };
-        let parsed = reqwest::Url::parse(url).map_err(|e| cx.bad("url", format!("{url:?}: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| cx.bad("url", format!("{url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(cx.bad("url", format!("{url:?}: the scheme must be http or https")));
         }
@@ -282,10 +283,7 @@ mod tests {
         // "ccc" would take the body past 4 bytes: it starts the next one.
         assert_eq!(
             cut(10, 4, &["aa", "b", "ccc", "d"]),
-            [
-                ("aab".to_string(), 2),
-                ("cccd".to_string(), 2),
-            ]
+            [("aab".to_string(), 2), ("cccd".to_string(), 2),]
         );
         // A point larger than the bound goes alone.
         assert_eq!(

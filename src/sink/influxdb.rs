@@ -217,12 +217,13 @@ impl SinkConfig for InfluxConfig {
     }
 
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
-        let out = HttpOutput::new(self.http.engine(&cx.name, cx.shutdown_timeout)).map_err(|e| {
-            SinkError::Other {
-                sink: cx.name.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let out =
+            HttpOutput::new(self.http.engine(&cx.name, cx.shutdown_timeout)).map_err(|e| {
+                SinkError::Other {
+                    sink: cx.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(Built::sink(InfluxSink {
             name: cx.name.clone(),
             out,
@@ -672,10 +673,21 @@ mod tests {
         }
         let ts: Vec<u64> = out
             .iter()
-            .map(|b| gunzip(&b.data).trim().rsplit(' ').next().unwrap().parse().unwrap())
+            .map(|b| {
+                gunzip(&b.data)
+                    .trim()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         assert!(ts[0] < ts[1] && ts[1] < ts[2], "{ts:?}");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         assert!(now.abs_diff(ts[0]) < 60_000, "{ts:?}");
     }
 
@@ -690,6 +702,7 @@ mod tests {
             kind: "influxdb",
             keys,
             has_relay: false,
+            prometheus: &Default::default(),
         };
         Kind.validate(table, &cx)
             .map(|c| c.as_any().downcast_ref::<InfluxConfig>().unwrap().clone())
@@ -733,13 +746,34 @@ mod tests {
             ("database = \"x\"", "sink[0].url"),
             ("url = \"ftp://x\"\ndatabase = \"x\"", "sink[0].url"),
             ("url = \"http://x\"", "sink[0].database"),
-            ("url = \"http://x\"\ndatabase = \"x\"\norg = \"o\"", "sink[0].database"),
-            ("url = \"http://x\"\norg = \"o\"\nbucket = \"b\"", "sink[0].token"),
-            ("url = \"http://x\"\ndatabase = \"x\"\nusername = \"u\"", "sink[0].password"),
-            ("url = \"http://x\"\ndatabase = \"x\"\nprecision = \"ns\"", "sink[0].precision"),
-            ("url = \"http://x\"\ndatabase = \"x\"\nbatch_points = 0", "sink[0].batch_points"),
-            ("url = \"http://x\"\ndatabase = \"x\"\nbackoff_min = \"1x\"", "sink[0].backoff_min"),
-            ("url = \"http://x\"\ndatabase = \"x\"\naddress = \"a:1\"", "sink[0].address"),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\norg = \"o\"",
+                "sink[0].database",
+            ),
+            (
+                "url = \"http://x\"\norg = \"o\"\nbucket = \"b\"",
+                "sink[0].token",
+            ),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\nusername = \"u\"",
+                "sink[0].password",
+            ),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\nprecision = \"ns\"",
+                "sink[0].precision",
+            ),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\nbatch_points = 0",
+                "sink[0].batch_points",
+            ),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\nbackoff_min = \"1x\"",
+                "sink[0].backoff_min",
+            ),
+            (
+                "url = \"http://x\"\ndatabase = \"x\"\naddress = \"a:1\"",
+                "sink[0].address",
+            ),
         ] {
             let e = validate(text).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e:?}");

@@ -33,6 +33,7 @@ pub mod graphite;
 pub mod http_output;
 pub mod influxdb;
 pub mod prometheus;
+pub mod prometheus_remote_write;
 pub mod relay;
 pub mod repeater;
 
@@ -65,6 +66,7 @@ pub fn builtin() -> Kinds {
         Arc::new(repeater::Kind),
         Arc::new(relay::Kind),
         Arc::new(influxdb::Kind),
+        Arc::new(prometheus_remote_write::Kind),
     ])
 }
 
@@ -321,6 +323,9 @@ pub struct ValidateCx<'a> {
     pub keys: Vec<String>,
     /// Whether the config has a `[relay]`.
     pub has_relay: bool,
+    /// The config's `[prometheus]` (what `/metrics` exports, mapping file
+    /// included), for outputs that send the same series.
+    pub prometheus: &'a prometheus::PrometheusConfig,
 }
 
 impl ValidateCx<'_> {

@@ -284,7 +284,11 @@ pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
             out.push((format!("{node}.{}", r.key), (r.value)(&k), r.kind));
         }
         for r in SPOOL.iter().filter(|r| r.show.graphite) {
-            out.push((format!("{node}.spool.{}", r.key), (r.value)(&k.spool), r.kind));
+            out.push((
+                format!("{node}.spool.{}", r.key),
+                (r.value)(&k.spool),
+                r.kind,
+            ));
         }
     }
     for (prefix, n) in stats.series_dropped_by_prefix() {

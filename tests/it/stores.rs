@@ -98,9 +98,12 @@ impl Peer {
             .spawn()
             .expect("the peer starts");
         let p = Peer { child, addr, dir };
-        poll(Duration::from_secs(30), "the peer listens", || p.log(), || {
-            TcpStream::connect(addr).ok()
-        });
+        poll(
+            Duration::from_secs(30),
+            "the peer listens",
+            || p.log(),
+            || TcpStream::connect(addr).ok(),
+        );
         p
     }
 
@@ -126,10 +129,18 @@ impl Peer {
         std::fs::write(&path, conf).unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let p = Peer::spawn(Command::new(bin).arg("-config").arg(&path), addr, dir);
-        poll(Duration::from_secs(30), "CREATE DATABASE", || p.log(), || {
-            let q = format!("/query?q={}", urlencode(&format!("CREATE DATABASE \"{db}\"")));
-            (request(addr, "POST", &q, b"").0 == 200).then_some(())
-        });
+        poll(
+            Duration::from_secs(30),
+            "CREATE DATABASE",
+            || p.log(),
+            || {
+                let q = format!(
+                    "/query?q={}",
+                    urlencode(&format!("CREATE DATABASE \"{db}\""))
+                );
+                (request(addr, "POST", &q, b"").0 == 200).then_some(())
+            },
+        );
         p
     }
 
@@ -152,11 +163,14 @@ impl Peer {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut cmd = Command::new(bin);
-        cmd.arg(format!("-storageDataPath={}", dir.path().join("data").display()))
-            .arg(format!("-httpListenAddr={addr}"))
-            .arg("-retentionPeriod=100y")
-            .arg("-search.latencyOffset=1s")
-            .arg("-loggerLevel=WARN");
+        cmd.arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("-httpListenAddr={addr}"))
+        .arg("-retentionPeriod=100y")
+        .arg("-search.latencyOffset=1s")
+        .arg("-loggerLevel=WARN");
         Peer::spawn(&mut cmd, addr, dir)
     }
 
@@ -288,15 +302,28 @@ fn influxdb_1x_gets_counters_gauges_and_timers() {
     std::thread::sleep(Duration::from_millis(300));
     send_n(&server, "bars.influx.hits:1|c|#env:prod", 25);
     let q = "SELECT sum(\"value\") FROM \"bars.influx.hits\" WHERE \"env\"='prod'";
-    let sum = poll(Duration::from_secs(20), q, || influx.log(), || {
-        let r = influx.influx_query("statsyard", q);
-        (r.get(1).and_then(|v| v.as_f64()) == Some(50.0)).then_some(50.0)
-    });
+    let sum = poll(
+        Duration::from_secs(20),
+        q,
+        || influx.log(),
+        || {
+            let r = influx.influx_query("statsyard", q);
+            (r.get(1).and_then(|v| v.as_f64()) == Some(50.0)).then_some(50.0)
+        },
+    );
     assert_eq!(sum, 50.0);
     let last = |q: &str| {
-        poll(Duration::from_secs(10), q, || influx.log(), || {
-            influx.influx_query("statsyard", q).get(1).and_then(|v| v.as_f64())
-        })
+        poll(
+            Duration::from_secs(10),
+            q,
+            || influx.log(),
+            || {
+                influx
+                    .influx_query("statsyard", q)
+                    .get(1)
+                    .and_then(|v| v.as_f64())
+            },
+        )
     };
     assert_eq!(
         last("SELECT last(\"value\") FROM \"bars.influx.temp\" WHERE \"metric_type\"='gauge'"),
@@ -342,14 +369,24 @@ fn influxdb_down_then_back_gets_everything_from_the_spool() {
     let server = server_with(200, &sink);
     send_n(&server, "bars.spool.hits:1|c|#env:prod", 30);
     let q = "SELECT sum(\"value\") FROM \"bars.spool.hits\" WHERE \"env\"='prod'";
-    poll(Duration::from_secs(30), q, || influx.log(), || {
-        let r = influx.influx_query("statsyard", q);
-        (r.get(1).and_then(|v| v.as_f64()) == Some(50.0)).then_some(())
-    });
-    let s = poll(Duration::from_secs(10), "the spool drains", || String::new(), || {
-        let s = sink_stats(&server, "influxdb");
-        (s["spool"]["held_entries"] == 0).then_some(s)
-    });
+    poll(
+        Duration::from_secs(30),
+        q,
+        || influx.log(),
+        || {
+            let r = influx.influx_query("statsyard", q);
+            (r.get(1).and_then(|v| v.as_f64()) == Some(50.0)).then_some(())
+        },
+    );
+    let s = poll(
+        Duration::from_secs(10),
+        "the spool drains",
+        || String::new(),
+        || {
+            let s = sink_stats(&server, "influxdb");
+            (s["spool"]["held_entries"] == 0).then_some(s)
+        },
+    );
     assert!(s["spool"]["replayed_entries"].as_u64() > Some(0), "{s}");
     server.stop();
 }
@@ -372,12 +409,18 @@ fn victoria_metrics_takes_the_influx_line_protocol() {
     send_udp(server.udp(), &[b"bars.vm.temp:21.5|g"]);
     // VictoriaMetrics names a field `<measurement>_<field>`.
     let sel = "{__name__=\"bars.vm.hits_value\",env=\"prod\"}";
-    poll(Duration::from_secs(20), sel, || vm.log(), || {
-        (sum_all(&vm, sel) == 50.0).then_some(())
-    });
-    let g = poll(Duration::from_secs(20), "bars.vm.temp_value", || vm.log(), || {
-        vm.vm_export("bars.vm.temp_value").first().map(|r| r.1)
-    });
+    poll(
+        Duration::from_secs(20),
+        sel,
+        || vm.log(),
+        || (sum_all(&vm, sel) == 50.0).then_some(()),
+    );
+    let g = poll(
+        Duration::from_secs(20),
+        "bars.vm.temp_value",
+        || vm.log(),
+        || vm.vm_export("bars.vm.temp_value").first().map(|r| r.1),
+    );
     assert_eq!(g, 21.5);
     server.stop();
 }
@@ -398,4 +441,92 @@ fn sum_all(vm: &Peer, selector: &str) -> f64 {
                 .filter_map(|x| x.as_f64())
         })
         .sum()
+}
+
+/// The sink table of a remote-write output to `url`.
+fn remote_write(url: &str) -> String {
+    format!("[[sink]]\ntype = \"prometheus_remote_write\"\nurl = \"{url}\"\n")
+}
+
+#[test]
+fn prometheus_remote_write_into_a_real_prometheus() {
+    let Some(bin) = peer_of("prometheus", "prometheus") else {
+        return;
+    };
+    let prom = Peer::prometheus_receiver(&bin, free_tcp_port());
+    let server = server_with(
+        200,
+        &remote_write(&format!("http://{}/api/v1/write", prom.addr)),
+    );
+    send_n(&server, "bars.rw.hits:1|c|#env:prod", 25);
+    send_udp(
+        server.udp(),
+        &[b"bars.rw.temp:21.5|g|#room:lab\nbars.rw.lat:100|ms\nbars.rw.lat:100|ms"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    send_n(&server, "bars.rw.hits:1|c|#env:prod", 25);
+    let q = "bars_rw_hits_total{env=\"prod\"}";
+    poll(
+        Duration::from_secs(20),
+        q,
+        || prom.log(),
+        || {
+            let r = prom.prom_query(q);
+            (r.len() == 1 && r[0].1 == 50.0).then_some(())
+        },
+    );
+    let r = poll(
+        Duration::from_secs(10),
+        "bars_rw_temp",
+        || prom.log(),
+        || {
+            let r = prom.prom_query("bars_rw_temp");
+            (!r.is_empty()).then_some(r)
+        },
+    );
+    assert_eq!(r[0].0["room"], "lab", "{r:?}");
+    assert_eq!(r[0].1, 21.5);
+    // Timers in seconds, as on /metrics; the window's quantile, so read it
+    // while the timer still has samples: the last non-NaN value.
+    let q = "max_over_time(bars_rw_lat{quantile=\"0.5\"}[1m])";
+    let r = poll(
+        Duration::from_secs(10),
+        q,
+        || prom.log(),
+        || {
+            let r = prom.prom_query(q);
+            (r.len() == 1 && r[0].1.is_finite()).then_some(r)
+        },
+    );
+    assert_eq!(r[0].1, 0.1, "{r:?}");
+    let count = prom.prom_query("bars_rw_lat_count");
+    assert_eq!(count[0].1, 2.0, "{count:?}");
+    let s = sink_stats(&server, "prometheus_remote_write");
+    assert_eq!(s["refused"], 0, "{s}\n{}", prom.log());
+    assert_eq!(s["queue_dropped"], 0, "{s}");
+    server.stop();
+}
+
+#[test]
+fn prometheus_remote_write_into_victoria_metrics() {
+    let Some(bin) = peer_of("victoria-metrics", "victoria-metrics") else {
+        return;
+    };
+    let vm = Peer::victoria_metrics(&bin, free_tcp_port());
+    let server = server_with(
+        200,
+        &remote_write(&format!("http://{}/api/v1/write", vm.addr)),
+    );
+    send_n(&server, "bars.rwvm.hits:1|c|#env:prod", 50);
+    let sel = "bars_rwvm_hits_total{env=\"prod\"}";
+    poll(
+        Duration::from_secs(20),
+        sel,
+        || vm.log(),
+        || {
+            let r = vm.vm_export(sel);
+            (r.len() == 1 && r[0].1 == 50.0).then_some(())
+        },
+    );
+    server.stop();
 }
