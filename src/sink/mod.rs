@@ -32,6 +32,8 @@ pub mod console;
 pub mod graphite;
 pub mod http_output;
 pub mod influxdb;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod prometheus;
 pub mod prometheus_remote_write;
 pub mod relay;
@@ -67,6 +69,8 @@ pub fn builtin() -> Kinds {
         Arc::new(relay::Kind),
         Arc::new(influxdb::Kind),
         Arc::new(prometheus_remote_write::Kind),
+        #[cfg(feature = "kafka")]
+        Arc::new(kafka::Kind),
     ])
 }
 

@@ -9,6 +9,8 @@ mod differential;
 mod fuzz_corpus;
 mod hostile;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod limits;
 mod output_surface;
 mod persist;
