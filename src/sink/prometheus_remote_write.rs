@@ -22,12 +22,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use prost::Message;
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
-use super::http_output::{BatchDefaults, HttpSettings, RawHttp};
+use super::http_output::{BatchDefaults, Batcher, HttpSettings, RawHttp};
 use super::prometheus::exporter::{Exporter, Sample};
 use super::prometheus::PrometheusConfig;
 use super::{
@@ -175,8 +174,7 @@ impl SinkConfig for RemoteWriteConfig {
                 name: cx.name.clone(),
                 out,
                 encoder: WriteEncoder {
-                    batch_points: self.http.batch_points,
-                    batch_bytes: self.http.batch_bytes,
+                    batcher: Batcher::new(self.http.batch_points, self.http.batch_bytes),
                 },
                 mailbox: self.mailbox.clone(),
                 stats: cx.stats.clone(),
@@ -428,20 +426,77 @@ pub mod proto {
 
 /// Snapshots into snappy-compressed `WriteRequest`s of at most
 /// `batch_points` series (one sample each) and about `batch_bytes` bytes.
+///
+/// The protobuf is written straight from the snapshot's arena, field by
+/// field as [`proto`] declares them: building the message structs first
+/// would allocate two strings per label, several million per flush at a
+/// million series. The tests decode what it writes with [`proto`].
 struct WriteEncoder {
-    batch_points: usize,
-    batch_bytes: usize,
+    batcher: Batcher,
+}
+
+/// `WriteRequest.timeseries`, `TimeSeries.labels`, `Label.name`,
+/// `Sample.value`: field 1, length-delimited.
+const FIELD_1: u8 = 0x0a;
+/// `TimeSeries.samples`, `Label.value`: field 2, length-delimited.
+const FIELD_2: u8 = 0x12;
+/// `Sample.value`: field 1, 64-bit.
+const VALUE: u8 = 0x09;
+/// `Sample.timestamp`: field 2, varint.
+const TIMESTAMP: u8 = 0x10;
+
+fn varint_len(v: u64) -> usize {
+    prost::encoding::encoded_len_varint(v)
+}
+
+fn put_varint(out: &mut Vec<u8>, v: u64) {
+    prost::encoding::encode_varint(v, out);
+}
+
+/// Length of a length-delimited field holding `len` bytes, tag included.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
 }
 
 impl WriteEncoder {
-    fn body(req: &proto::WriteRequest) -> Option<Body> {
-        let raw = req.encode_to_vec();
-        match snap::raw::Encoder::new().compress_vec(&raw) {
+    /// Append series `i` of `snap` as one `timeseries` field; returns its
+    /// length.
+    fn push_series(snap: &Snapshot, i: usize, out: &mut Vec<u8>) -> usize {
+        let (labels, value) = snap.series(i);
+        let sample_len = 9 + 1 + varint_len(snap.timestamp_ms as u64);
+        let label_len = |(n, v): (&str, &str)| field_len(n.len()) + field_len(v.len());
+        let (labels_again, _) = snap.series(i);
+        let ts_len: usize = labels_again.map(|l| field_len(label_len(l))).sum::<usize>()
+            + field_len(sample_len);
+        let start = out.len();
+        out.push(FIELD_1);
+        put_varint(out, ts_len as u64);
+        for (n, v) in labels {
+            out.push(FIELD_1);
+            put_varint(out, label_len((n, v)) as u64);
+            out.push(FIELD_1);
+            put_varint(out, n.len() as u64);
+            out.extend_from_slice(n.as_bytes());
+            out.push(FIELD_2);
+            put_varint(out, v.len() as u64);
+            out.extend_from_slice(v.as_bytes());
+        }
+        out.push(FIELD_2);
+        put_varint(out, sample_len as u64);
+        out.push(VALUE);
+        out.extend_from_slice(&value.to_le_bytes());
+        out.push(TIMESTAMP);
+        put_varint(out, snap.timestamp_ms as u64);
+        out.len() - start
+    }
+
+    fn body(raw: &[u8], points: u64, snappy: &mut snap::raw::Encoder) -> Option<Body> {
+        match snappy.compress_vec(raw) {
             Ok(data) => Some(Body {
                 data: data.into(),
                 content_type: HeaderValue::from_static("application/x-protobuf"),
                 content_encoding: Some(HeaderValue::from_static("snappy")),
-                points: req.timeseries.len() as u64,
+                points,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "snappy compression failed; batch dropped");
@@ -455,41 +510,15 @@ impl Encoder for WriteEncoder {
     type Msg = Arc<Snapshot>;
 
     fn encode(&mut self, snap: Arc<Snapshot>, out: &mut Vec<Body>) {
-        let mut req = proto::WriteRequest::default();
-        let mut bytes = 0;
+        let mut snappy = snap::raw::Encoder::new();
+        let mut done = |raw: &[u8], n: u64| out.extend(Self::body(raw, n, &mut snappy));
+        let b = &mut self.batcher;
         for i in 0..snap.len() {
-            let (labels, value) = snap.series(i);
-            let ts = proto::TimeSeries {
-                labels: labels
-                    .map(|(name, value)| proto::Label {
-                        name: name.to_string(),
-                        value: value.to_string(),
-                    })
-                    .collect(),
-                samples: vec![proto::Sample {
-                    value,
-                    timestamp: snap.timestamp_ms,
-                }],
-            };
-            // Field 1, length-delimited: a tag byte, the length, the message.
-            let len = ts.encoded_len();
-            let len = 1 + prost::length_delimiter_len(len) + len;
-            if !req.timeseries.is_empty() && bytes + len > self.batch_bytes {
-                out.extend(Self::body(&req));
-                req.timeseries.clear();
-                bytes = 0;
-            }
-            req.timeseries.push(ts);
-            bytes += len;
-            if req.timeseries.len() >= self.batch_points {
-                out.extend(Self::body(&req));
-                req.timeseries.clear();
-                bytes = 0;
-            }
+            b.start_point();
+            Self::push_series(&snap, i, &mut b.buf);
+            b.end_point(&mut done);
         }
-        if !req.timeseries.is_empty() {
-            out.extend(Self::body(&req));
-        }
+        b.finish(&mut done);
     }
 }
 
@@ -498,6 +527,7 @@ mod tests {
     use super::*;
     use crate::aggregate::{AggregateOptions, Registry, Shard};
     use crate::metric::{MetricRef, MetricType, Value};
+    use prost::Message;
     use std::time::Instant;
 
     fn snapshot(lines: &[(&str, MetricType, f64)]) -> Snapshot {
@@ -545,8 +575,7 @@ mod tests {
             ("temp", MetricType::Gauge, 21.5),
         ]));
         let mut e = WriteEncoder {
-            batch_points: 4,
-            batch_bytes: 1 << 20,
+            batcher: Batcher::new(4, 1 << 20),
         };
         let mut out = Vec::new();
         e.encode(snap, &mut out);
@@ -578,8 +607,7 @@ mod tests {
 
         // A byte bound cuts requests too.
         let mut e = WriteEncoder {
-            batch_points: 100,
-            batch_bytes: 60,
+            batcher: Batcher::new(100, 60),
         };
         let mut out = Vec::new();
         e.encode(

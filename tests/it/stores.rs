@@ -381,7 +381,7 @@ fn influxdb_down_then_back_gets_everything_from_the_spool() {
     let s = poll(
         Duration::from_secs(10),
         "the spool drains",
-        || String::new(),
+        String::new,
         || {
             let s = sink_stats(&server, "influxdb");
             (s["spool"]["held_entries"] == 0).then_some(s)
