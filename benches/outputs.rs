@@ -80,6 +80,8 @@ fn thread_cpu() -> Duration {
 
 struct Run {
     wall: Duration,
+    /// CPU time the store (a peer process) spent meanwhile.
+    store_cpu: Option<Duration>,
     cpu: Duration,
     points: u64,
     bytes: u64,
@@ -99,7 +101,9 @@ fn run(
     reg: &Registry,
     batch: &Arc<FlushBatch>,
     flushes: usize,
+    store: Option<u32>,
 ) -> Vec<Run> {
+    let store_cpu = || store.map(process_cpu);
     let kinds = Kinds::default();
     let k = kinds.get(kind).expect("a built-in kind");
     let mut keys: Vec<String> = ["type", "name", "queue"].map(String::from).into();
@@ -145,7 +149,7 @@ fn run(
         let mut runs = Vec::new();
         for i in 0..flushes {
             let before = (get(&stats.lines_sent), get(&stats.bytes_sent));
-            let (t0, c0) = (Instant::now(), thread_cpu());
+            let (t0, c0, s0) = (Instant::now(), thread_cpu(), store_cpu());
             if let Some(o) = observer.as_mut() {
                 o.observe(&FlushView {
                     batch,
@@ -167,6 +171,7 @@ fn run(
             }
             runs.push(Run {
                 wall: t0.elapsed(),
+                store_cpu: store_cpu().zip(s0).map(|(a, b)| a - b),
                 cpu: thread_cpu() - c0,
                 points: get(&stats.lines_sent) - before.0,
                 bytes: get(&stats.bytes_sent) - before.1,
@@ -174,11 +179,12 @@ fn run(
             });
         }
         let before = (get(&stats.lines_sent), get(&stats.bytes_sent));
-        let (t0, c0) = (Instant::now(), thread_cpu());
+        let (t0, c0, s0) = (Instant::now(), thread_cpu(), store_cpu());
         drop((tx, observer));
         task.await.unwrap();
         runs.push(Run {
             wall: t0.elapsed(),
+            store_cpu: store_cpu().zip(s0).map(|(a, b)| a - b),
             cpu: thread_cpu() - c0,
             points: get(&stats.lines_sent) - before.0,
             bytes: get(&stats.bytes_sent) - before.1,
@@ -186,6 +192,23 @@ fn run(
         });
         runs
     })
+}
+
+/// User and system CPU time of the process `pid` so far.
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) end with `)`.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 11 and 12 after `)`
+    // and the state letter (which does not parse).
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// A TCP server that reads and discards everything.
@@ -237,6 +260,9 @@ fn report(label: &str, series: usize, r: &Run) {
         series,
         r.dropped,
     );
+    if let Some(c) = r.store_cpu {
+        println!("{:<34} store cpu {:.1} s", "", c.as_secs_f64());
+    }
 }
 
 /// A peer process on a free loopback port, killed when dropped (its data
@@ -266,7 +292,8 @@ fn wait_listening(addr: SocketAddr) {
     }
 }
 
-fn influxd(port: u16) -> Option<Peer> {
+/// InfluxDB 1.x on `port`; `data` adds to its `[data]` section.
+fn influxd(port: u16, data: &str) -> Option<Peer> {
     let bin = Path::new("/usr/bin/influxd");
     if !bin.exists() {
         return None;
@@ -279,7 +306,7 @@ fn influxd(port: u16) -> Option<Peer> {
         format!(
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
              [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             [monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
+             {data}\n[monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
             free_port()
         ),
     )
@@ -376,7 +403,7 @@ fn main() {
     for round in 1..=rounds {
         println!("round {round}");
         for (label, kind, table) in &cases {
-            let r = run(kind, table, &reg, &batch, 1);
+            let r = run(kind, table, &reg, &batch, 1, None);
             report(label, series, &r[0]);
         }
     }
@@ -384,30 +411,34 @@ fn main() {
     // A million counter series into the real stores.
     let reg = registry(1_000_000, false);
     let batch = Arc::new(compute(&reg, &ComputeOptions::default(), 1_700_000_000));
-    let port = free_port();
-    if let Some(_influx) = influxd(port) {
-        for (label, extra) in [
-            ("", ""),
-            (", 20k/req", "batch_points = 20000\nbatch_bytes = 8388608"),
-            (
-                ", 20k/req, identity",
-                "batch_points = 20000\nbatch_bytes = 8388608\ncontent_encoding = \"identity\"",
-            ),
-        ] {
-            let table = format!(
-                "url = \"http://127.0.0.1:{port}\"\ndatabase = \"bench\"\nprecision = \"ms\"\n{extra}"
-            );
-            for (i, r) in run("influxdb", &table, &reg, &batch, 2).iter().enumerate() {
-                report(&format!("1M -> influxd{label}, flush {}", i + 1), 1_000_000, r);
-            }
+    // The store's own settings matter most: InfluxDB 1.x fsyncs its WAL
+    // on every write unless `wal-fsync-delay` batches the syncs.
+    let unlimited = "  max-series-per-database = 0";
+    let delayed = "  max-series-per-database = 0\n  wal-fsync-delay = \"100ms\"";
+    let big = "batch_points = 20000\nbatch_bytes = 8388608";
+    for (label, data, extra) in [
+        ("influxd (fsync per write)", unlimited, ""),
+        ("influxd (wal-fsync-delay 100ms)", delayed, ""),
+        ("influxd (fsync 100ms, 20k/req)", delayed, big),
+    ] {
+        let port = free_port();
+        let Some(influx) = influxd(port, data) else {
+            println!("influxd not installed: skipped");
+            break;
+        };
+        let table = format!(
+            "url = \"http://127.0.0.1:{port}\"\ndatabase = \"bench\"\nprecision = \"ms\"\n{extra}"
+        );
+        let pid = Some(influx.0.id());
+        for (i, r) in run("influxdb", &table, &reg, &batch, 2, pid).iter().enumerate() {
+            report(&format!("1M -> {label}, flush {}", i + 1), 1_000_000, r);
         }
-    } else {
-        println!("influxd not installed: skipped");
     }
     let port = free_port();
-    if let Some(_prom) = prometheus(port) {
+    if let Some(prom) = prometheus(port) {
         let table = format!("url = \"http://127.0.0.1:{port}/api/v1/write\"");
-        for (i, r) in run("prometheus_remote_write", &table, &reg, &batch, 3).iter().enumerate() {
+        let pid = Some(prom.0.id());
+        for (i, r) in run("prometheus_remote_write", &table, &reg, &batch, 3, pid).iter().enumerate() {
             report(&format!("1M -> prometheus, flush {}", i + 1), 1_000_000, r);
         }
     } else {
