@@ -49,7 +49,13 @@ fn registry(n: usize, mix: bool) -> Registry {
         };
         key.clear();
         key.extend_from_slice(
-            format!("app_{:03}.req_{};env=prod;host=h{:04}", i % 1000, kind, i / 1000).as_bytes(),
+            format!(
+                "app_{:03}.req_{};env=prod;host=h{:04}",
+                i % 1000,
+                kind,
+                i / 1000
+            )
+            .as_bytes(),
         );
         let samples = if kind == MetricType::Timer { 5 } else { 1 };
         for s in 0..samples {
@@ -197,15 +203,12 @@ fn run(
 /// User and system CPU time of the process `pid` so far.
 fn process_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) end with `)`.
+    // The fields after the command (which may hold spaces) and its `)`:
+    // state, ppid, ... with utime and stime the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime and stime are fields 14 and 15 of stat, 11 and 12 after `)`
-    // and the state letter (which does not parse).
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_millis(ticks * 1000 / hz)
@@ -239,9 +242,8 @@ fn http_discard() -> SocketAddr {
         rt.block_on(async move {
             l.set_nonblocking(true).unwrap();
             let l = tokio::net::TcpListener::from_std(l).unwrap();
-            let app = axum::Router::new().fallback(|_b: axum::body::Bytes| async {
-                axum::http::StatusCode::NO_CONTENT
-            });
+            let app = axum::Router::new()
+                .fallback(|_b: axum::body::Bytes| async { axum::http::StatusCode::NO_CONTENT });
             axum::serve(l, app).await.unwrap();
         });
     });
@@ -382,7 +384,11 @@ fn main() {
         )
     };
     let cases: Vec<(&str, &str, String)> = vec![
-        ("graphite (text)", "graphite", format!("address = \"{tcp}\"")),
+        (
+            "graphite (text)",
+            "graphite",
+            format!("address = \"{tcp}\""),
+        ),
         (
             "influxdb (gzip)",
             "influxdb",
@@ -430,7 +436,10 @@ fn main() {
             "url = \"http://127.0.0.1:{port}\"\ndatabase = \"bench\"\nprecision = \"ms\"\n{extra}"
         );
         let pid = Some(influx.0.id());
-        for (i, r) in run("influxdb", &table, &reg, &batch, 2, pid).iter().enumerate() {
+        for (i, r) in run("influxdb", &table, &reg, &batch, 2, pid)
+            .iter()
+            .enumerate()
+        {
             report(&format!("1M -> {label}, flush {}", i + 1), 1_000_000, r);
         }
     }
@@ -438,7 +447,10 @@ fn main() {
     if let Some(prom) = prometheus(port) {
         let table = format!("url = \"http://127.0.0.1:{port}/api/v1/write\"");
         let pid = Some(prom.0.id());
-        for (i, r) in run("prometheus_remote_write", &table, &reg, &batch, 3, pid).iter().enumerate() {
+        for (i, r) in run("prometheus_remote_write", &table, &reg, &batch, 3, pid)
+            .iter()
+            .enumerate()
+        {
             report(&format!("1M -> prometheus, flush {}", i + 1), 1_000_000, r);
         }
     } else {

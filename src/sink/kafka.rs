@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{
@@ -222,6 +223,7 @@ impl SinkConfig for KafkaConfig {
             failed: Mutex::new(Vec::new()),
             queued_bytes: AtomicI64::new(0),
             refusals: Mutex::new(LogLimiter::new(1, Duration::from_secs(10))),
+            logs: Mutex::new(LogLimiter::new(1, Duration::from_secs(10))),
         };
         let mut config = ClientConfig::new();
         for (k, v) in &self.client {
@@ -258,9 +260,32 @@ struct Ctx {
     /// Payload bytes in the producer's queue.
     queued_bytes: AtomicI64,
     refusals: Mutex<LogLimiter>,
+    /// librdkafka's warnings and errors.
+    logs: Mutex<LogLimiter>,
 }
 
-impl ClientContext for Ctx {}
+/// librdkafka's own logs and errors, into `tracing`: warnings and errors
+/// (a broker that is down is one per reconnect attempt) at most once per
+/// 10 s, the rest at debug.
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) > (RDKafkaLogLevel::Warning as i32) {
+            tracing::debug!(sink = %self.stats.name, facility = fac, "librdkafka: {message}");
+            return;
+        }
+        let allowed = self.logs.lock().unwrap_or_else(|e| e.into_inner()).allow();
+        if let Some(suppressed) = allowed {
+            tracing::warn!(sink = %self.stats.name, facility = fac, suppressed, "librdkafka: {message}");
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let allowed = self.logs.lock().unwrap_or_else(|e| e.into_inner()).allow();
+        if let Some(suppressed) = allowed {
+            tracing::warn!(sink = %self.stats.name, %error, suppressed, "librdkafka: {reason}");
+        }
+    }
+}
 
 /// Errors about the message itself: sending it again cannot help.
 fn refused_for_good(code: RDKafkaErrorCode) -> bool {

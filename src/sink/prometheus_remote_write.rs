@@ -466,8 +466,8 @@ impl WriteEncoder {
         let sample_len = 9 + 1 + varint_len(snap.timestamp_ms as u64);
         let label_len = |(n, v): (&str, &str)| field_len(n.len()) + field_len(v.len());
         let (labels_again, _) = snap.series(i);
-        let ts_len: usize = labels_again.map(|l| field_len(label_len(l))).sum::<usize>()
-            + field_len(sample_len);
+        let ts_len: usize =
+            labels_again.map(|l| field_len(label_len(l))).sum::<usize>() + field_len(sample_len);
         let start = out.len();
         out.push(FIELD_1);
         put_varint(out, ts_len as u64);

@@ -283,6 +283,15 @@ fn influxdb_1x_gets_counters_gauges_and_timers() {
         return;
     };
     let influx = Peer::influxd(&bin, free_tcp_port(), "statsyard");
+    // An integer field that statsyard's float `value` will conflict with:
+    // InfluxDB refuses those points (400, "partial write") for good.
+    let (status, body) = request(
+        influx.addr,
+        "POST",
+        "/write?db=statsyard",
+        b"bars.influx.bad,metric_type=gauge value=1i",
+    );
+    assert_eq!(status, 204, "{body}");
     // 200 ms flushes: millisecond precision keeps every flush's point.
     let server = server_with(
         200,
@@ -338,6 +347,30 @@ fn influxdb_1x_gets_counters_gauges_and_timers() {
     let s = sink_stats(&server, "influxdb");
     assert_eq!(s["refused"], 0, "{s}");
     assert!(s["lines_sent"].as_u64() > Some(3), "{s}");
+    // The conflicting point: refused, counted, not retried; the next
+    // flushes go on.
+    send_udp(server.udp(), &[b"bars.influx.bad:2|g"]);
+    let s = poll(
+        Duration::from_secs(10),
+        "refused",
+        || influx.log(),
+        || {
+            let s = sink_stats(&server, "influxdb");
+            (s["refused"].as_u64() > Some(0)).then_some(s)
+        },
+    );
+    assert_eq!(s["retries"], 0, "{s}");
+    send_n(&server, "bars.influx.after:1|c", 3);
+    let q = "SELECT sum(\"value\") FROM \"bars.influx.after\"";
+    poll(
+        Duration::from_secs(10),
+        q,
+        || influx.log(),
+        || {
+            let r = influx.influx_query("statsyard", q);
+            (r.get(1).and_then(|v| v.as_f64()) == Some(3.0)).then_some(())
+        },
+    );
     server.stop();
 }
 
@@ -397,18 +430,22 @@ fn victoria_metrics_takes_the_influx_line_protocol() {
         return;
     };
     let vm = Peer::victoria_metrics(&bin, free_tcp_port());
+    // InfluxDB 1.x's API, and 2.x's with a token (which VictoriaMetrics
+    // takes without checking it).
     let server = server_with(
         200,
         &format!(
-            "[[sink]]\ntype = \"influxdb\"\nurl = \"http://{}\"\ndatabase = \"statsyard\"\n\
-             precision = \"ms\"\n",
+            "[[sink]]\ntype = \"influxdb\"\nurl = \"http://{0}\"\ndatabase = \"statsyard\"\n\
+             precision = \"ms\"\n\
+             [[sink]]\ntype = \"influxdb\"\nname = \"v2\"\nurl = \"http://{0}\"\norg = \"o\"\n\
+             bucket = \"b2\"\ntoken = \"t\"\nprecision = \"ms\"\n",
             vm.addr
         ),
     );
     send_n(&server, "bars.vm.hits:1|c|#env:prod", 50);
     send_udp(server.udp(), &[b"bars.vm.temp:21.5|g"]);
     // VictoriaMetrics names a field `<measurement>_<field>`.
-    let sel = "{__name__=\"bars.vm.hits_value\",env=\"prod\"}";
+    let sel = "{__name__=\"bars.vm.hits_value\",env=\"prod\",db=\"statsyard\"}";
     poll(
         Duration::from_secs(20),
         sel,
@@ -422,6 +459,15 @@ fn victoria_metrics_takes_the_influx_line_protocol() {
         || vm.vm_export("bars.vm.temp_value").first().map(|r| r.1),
     );
     assert_eq!(g, 21.5);
+    let sel = "{__name__=\"bars.vm.hits_value\",db=\"b2\"}";
+    poll(
+        Duration::from_secs(20),
+        sel,
+        || vm.log(),
+        || (sum_all(&vm, sel) == 50.0).then_some(()),
+    );
+    let s = sink_stats(&server, "v2");
+    assert_eq!(s["refused"], 0, "{s}");
     server.stop();
 }
 
