@@ -153,9 +153,19 @@ fn run(
         let mut observer = built.observer;
         let mut tx = Some(tx);
         let mut runs = Vec::new();
+        // What happened since `t0`, `c0`, `s0` and the counts `before`.
+        let since = |(t0, c0, s0): (Instant, Duration, Option<Duration>), before: (u64, u64)| Run {
+            wall: t0.elapsed(),
+            store_cpu: store_cpu().zip(s0).map(|(a, b)| a - b),
+            cpu: thread_cpu() - c0,
+            points: get(&stats.lines_sent) - before.0,
+            bytes: get(&stats.bytes_sent) - before.1,
+            dropped: get(&stats.dropped) + get(&stats.refused),
+        };
+        let mut task = Some(task);
         for i in 0..flushes {
             let before = (get(&stats.lines_sent), get(&stats.bytes_sent));
-            let (t0, c0, s0) = (Instant::now(), thread_cpu(), store_cpu());
+            let start = (Instant::now(), thread_cpu(), store_cpu());
             if let Some(o) = observer.as_mut() {
                 o.observe(&FlushView {
                     batch,
@@ -167,35 +177,20 @@ fn run(
                 t.send(SinkMsg::Flush(batch.clone())).await.unwrap();
             }
             if i + 1 == flushes {
+                // The last: close the queue and wait for the output to end.
                 tx = None;
                 observer = None;
-                // Awaited below, once.
-                break;
+                if let Some(t) = task.take() {
+                    t.await.unwrap();
+                }
+            } else {
+                while get(&stats.lines_sent) == before.0 || get(&stats.buffered_bytes) > 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
-            while get(&stats.lines_sent) == before.0 || get(&stats.buffered_bytes) > 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            runs.push(Run {
-                wall: t0.elapsed(),
-                store_cpu: store_cpu().zip(s0).map(|(a, b)| a - b),
-                cpu: thread_cpu() - c0,
-                points: get(&stats.lines_sent) - before.0,
-                bytes: get(&stats.bytes_sent) - before.1,
-                dropped: get(&stats.dropped) + get(&stats.refused),
-            });
+            runs.push(since(start, before));
         }
-        let before = (get(&stats.lines_sent), get(&stats.bytes_sent));
-        let (t0, c0, s0) = (Instant::now(), thread_cpu(), store_cpu());
         drop((tx, observer));
-        task.await.unwrap();
-        runs.push(Run {
-            wall: t0.elapsed(),
-            store_cpu: store_cpu().zip(s0).map(|(a, b)| a - b),
-            cpu: thread_cpu() - c0,
-            points: get(&stats.lines_sent) - before.0,
-            bytes: get(&stats.bytes_sent) - before.1,
-            dropped: get(&stats.dropped) + get(&stats.refused),
-        });
         runs
     })
 }

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{keys_of, ValidateCx};
+use serde::de::DeserializeOwned;
+
+use super::{keys_of, BuildCx, SinkError, ValidateCx};
 use crate::check::{check_backoff, check_nonzero, Bad};
-use crate::deliver::http::{Auth, HttpConfig};
-use crate::spool::SpoolConfig;
+use crate::deliver::http::{Auth, HttpConfig, HttpOutput};
 
 /// The keys shared by HTTP outputs (part of each kind's table).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -70,22 +71,14 @@ const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RETRIES: u32 = 10;
 
-/// [`RawHttp`], checked. `url` is the URL requests go to (the kind adds its
-/// path and query to the base URL).
+/// [`RawHttp`], checked: the engine's settings (`sink` and
+/// `shutdown_timeout` are the build's: [`HttpSettings::output`]) and the
+/// batch bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
-    pub url: String,
-    pub auth: Option<Auth>,
-    pub headers: Vec<(String, String)>,
+    pub engine: HttpConfig,
     pub batch_points: usize,
     pub batch_bytes: usize,
-    pub buffer_bytes: usize,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub max_retries: u32,
-    pub spool: Option<SpoolConfig>,
 }
 
 impl RawHttp {
@@ -96,16 +89,19 @@ impl RawHttp {
         keys
     }
 
-    /// Take these keys out of `table` and read them (errors name the key);
-    /// what is left is the kind's own.
-    pub fn read(table: &mut toml::Table, cx: &ValidateCx<'_>) -> Result<RawHttp, Bad> {
-        let mut own = toml::Table::new();
+    /// Read a table of these keys and a kind's own (`T`): errors name the
+    /// key.
+    pub fn split<T: DeserializeOwned>(
+        mut table: toml::Table,
+        cx: &ValidateCx<'_>,
+    ) -> Result<(RawHttp, T), Bad> {
+        let mut http = toml::Table::new();
         for k in keys_of::<RawHttp>() {
             if let Some(v) = table.remove(&k) {
-                own.insert(k, v);
+                http.insert(k, v);
             }
         }
-        cx.table(own)
+        Ok((cx.table(http)?, cx.table(table)?))
     }
 
     /// The base URL, parsed: `http` or `https`, no query.
@@ -164,39 +160,38 @@ impl RawHttp {
         let backoff_max = self.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
         check_backoff(backoff_min, backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
         Ok(HttpSettings {
-            url: url.to_string(),
-            auth,
-            headers,
+            engine: HttpConfig {
+                sink: String::new(),
+                url: url.to_string(),
+                auth,
+                headers,
+                buffer_bytes: self.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
+                connect_timeout,
+                request_timeout,
+                backoff_min,
+                backoff_max,
+                max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+                shutdown_timeout: Duration::ZERO,
+                spool: cx.spool(self.spool_dir.as_deref(), self.spool_bytes)?,
+            },
             batch_points,
             batch_bytes,
-            buffer_bytes: self.buffer_bytes.unwrap_or(DEFAULT_BUFFER_BYTES),
-            connect_timeout,
-            request_timeout,
-            backoff_min,
-            backoff_max,
-            max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            spool: cx.spool(self.spool_dir.as_deref(), self.spool_bytes)?,
         })
     }
 }
 
 impl HttpSettings {
-    /// The delivery engine's settings for the output `sink`.
-    pub fn engine(&self, sink: &str, shutdown_timeout: Duration) -> HttpConfig {
-        HttpConfig {
-            sink: sink.to_string(),
-            url: self.url.clone(),
-            auth: self.auth.clone(),
-            headers: self.headers.clone(),
-            buffer_bytes: self.buffer_bytes,
-            connect_timeout: self.connect_timeout,
-            request_timeout: self.request_timeout,
-            backoff_min: self.backoff_min,
-            backoff_max: self.backoff_max,
-            max_retries: self.max_retries,
-            shutdown_timeout,
-            spool: self.spool.clone(),
-        }
+    /// The delivery engine of the output `cx` builds.
+    pub fn output(&self, cx: &BuildCx) -> Result<HttpOutput, SinkError> {
+        HttpOutput::new(HttpConfig {
+            sink: cx.name.clone(),
+            shutdown_timeout: cx.shutdown_timeout,
+            ..self.engine.clone()
+        })
+        .map_err(|e| SinkError::Other {
+            sink: cx.name.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 

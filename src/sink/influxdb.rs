@@ -86,9 +86,7 @@ impl SinkKind for Kind {
         table: toml::Table,
         cx: &ValidateCx<'_>,
     ) -> Result<Arc<dyn SinkConfig>, Bad> {
-        let mut table = table;
-        let http = RawHttp::read(&mut table, cx)?;
-        let raw: RawInflux = cx.table(table)?;
+        let (http, raw): (RawHttp, RawInflux) = RawHttp::split(table, cx)?;
         let mut url = http.base_url(cx)?;
         let precision = match raw.precision.as_deref() {
             None | Some("s") => Precision::Seconds,
@@ -217,13 +215,7 @@ impl SinkConfig for InfluxConfig {
     }
 
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
-        let out =
-            HttpOutput::new(self.http.engine(&cx.name, cx.shutdown_timeout)).map_err(|e| {
-                SinkError::Other {
-                    sink: cx.name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let out = self.http.output(cx)?;
         Ok(Built::sink(InfluxSink {
             name: cx.name.clone(),
             out,
@@ -628,20 +620,9 @@ mod tests {
     }
 
     fn test_settings() -> HttpSettings {
-        HttpSettings {
-            url: "http://127.0.0.1:1/write?db=x".into(),
-            auth: None,
-            headers: Vec::new(),
-            batch_points: 5000,
-            batch_bytes: 1 << 20,
-            buffer_bytes: 1 << 20,
-            connect_timeout: std::time::Duration::from_secs(1),
-            request_timeout: std::time::Duration::from_secs(1),
-            backoff_min: std::time::Duration::from_millis(10),
-            backoff_max: std::time::Duration::from_millis(10),
-            max_retries: 1,
-            spool: None,
-        }
+        validate("url = \"http://127.0.0.1:1\"\ndatabase = \"x\"")
+            .unwrap()
+            .http
     }
 
     #[test]
@@ -716,10 +697,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.http.url,
+            c.http.engine.url,
             "http://db:8086/prefix/write?db=metrics&rp=a+b&precision=ms"
         );
-        assert!(matches!(c.http.auth, Some(Auth::Basic { .. })));
+        assert!(matches!(c.http.engine.auth, Some(Auth::Basic { .. })));
         assert_eq!(c.precision, Precision::Millis);
         assert_eq!(c.http.batch_points, 5000);
 
@@ -729,11 +710,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.http.url,
+            c.http.engine.url,
             "https://eu.example/api/v2/write?org=o&bucket=b&precision=s"
         );
         assert_eq!(
-            c.http.headers,
+            c.http.engine.headers,
             [
                 ("X-A".to_string(), "1".to_string()),
                 ("Authorization".to_string(), "Token t0k".to_string())

@@ -264,6 +264,13 @@ struct Ctx {
     logs: Mutex<LogLimiter>,
 }
 
+impl Ctx {
+    /// The messages that failed since the last call.
+    fn take_failed(&self) -> Vec<Msg> {
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// librdkafka's own logs and errors, into `tracing`: warnings and errors
 /// (a broker that is down is one per reconnect attempt) at most once per
 /// 10 s, the rest at debug.
@@ -515,15 +522,7 @@ impl Out {
     /// Every 100 ms: spool what failed, replay the spool as the producer has
     /// room, report the queue.
     async fn upkeep(&mut self) {
-        let failed = std::mem::take(
-            &mut *self
-                .s
-                .producer
-                .context()
-                .failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let failed = self.s.producer.context().take_failed();
         self.set_aside(&failed).await;
         self.replay().await;
         let queued = self
@@ -623,15 +622,7 @@ impl Out {
             let p = self.s.producer.clone();
             let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(1))).await;
         }
-        let failed = std::mem::take(
-            &mut *self
-                .s
-                .producer
-                .context()
-                .failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let failed = self.s.producer.context().take_failed();
         if !failed.is_empty() {
             tracing::warn!(
                 sink = %self.s.name,

@@ -85,9 +85,7 @@ impl SinkKind for Kind {
         table: toml::Table,
         cx: &ValidateCx<'_>,
     ) -> Result<Arc<dyn SinkConfig>, Bad> {
-        let mut table = table;
-        let http = RawHttp::read(&mut table, cx)?;
-        let raw: RawRemoteWrite = cx.table(table)?;
+        let (http, raw): (RawHttp, RawRemoteWrite) = RawHttp::split(table, cx)?;
         let url = http.base_url(cx)?;
         let token = match (&raw.bearer_token, &raw.bearer_token_file) {
             (Some(_), Some(_)) => {
@@ -162,13 +160,7 @@ impl SinkConfig for RemoteWriteConfig {
     }
 
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
-        let out =
-            HttpOutput::new(self.http.engine(&cx.name, cx.shutdown_timeout)).map_err(|e| {
-                SinkError::Other {
-                    sink: cx.name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let out = self.http.output(cx)?;
         Ok(Built {
             sink: Some(Box::new(RemoteWriteSink {
                 name: cx.name.clone(),

@@ -361,26 +361,7 @@ impl Prometheus {
 
     /// The values of an instant query's result vector, with their labels.
     fn query(&self, q: &str) -> Vec<(serde_json::Value, f64)> {
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let (status, body) = match TcpStream::connect(self.addr) {
-            Ok(_) => http_get(self.addr, &path),
-            Err(_) => return Vec::new(),
-        };
-        if status != 200 {
-            return Vec::new();
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["data"]["result"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| {
-                        let value = r["value"][1].as_str()?.parse().ok()?;
-                        Some((r["metric"].clone(), value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        query_result(self.addr, q)
     }
 
     /// Poll `q` until `ok` accepts its result, up to `deadline`.
@@ -408,6 +389,31 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The result vector of an instant PromQL query to the Prometheus at
+/// `addr`, with labels; empty if it does not answer.
+pub fn query_result(addr: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
+    let path = format!("/api/v1/query?query={}", urlencode(q));
+    let (status, body) = match TcpStream::connect(addr) {
+        Ok(_) => http_get(addr, &path),
+        Err(_) => return Vec::new(),
+    };
+    if status != 200 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| {
+                    let value = r["value"][1].as_str()?.parse().ok()?;
+                    Some((r["metric"].clone(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn urlencode(s: &str) -> String {
