@@ -433,43 +433,6 @@ impl Out {
         !self.replay.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty())
     }
 
-    /// Hand one message to the producer; `Err` gives it back when its
-    /// queue is full.
-    fn produce(&self, key: &[u8], payload: &[u8]) -> Result<(), ()> {
-        let rec = BaseRecord::to(&self.s.config.topic)
-            .key(key)
-            .payload(payload);
-        match self.s.producer.send(rec) {
-            Ok(()) => {
-                self.s
-                    .producer
-                    .context()
-                    .queued_bytes
-                    .fetch_add(payload.len() as i64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(()),
-            Err((e, _)) => {
-                incr(&self.s.stats.refused, 1);
-                if let Some(suppressed) = self.fail_log_allow() {
-                    tracing::error!(sink = %self.s.name, error = %e, suppressed, "message refused; dropped");
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn fail_log_allow(&self) -> Option<u64> {
-        // Logged from &self: a second limiter in the context would do as well.
-        self.s
-            .producer
-            .context()
-            .refusals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .allow()
-    }
-
     /// A flush's messages: to the producer while it takes them and nothing
     /// older waits, the rest to the spool.
     async fn send(&mut self, msgs: Vec<Msg>) {
@@ -477,7 +440,7 @@ impl Out {
         if !self.behind() {
             while at < msgs.len() {
                 let (k, p) = &msgs[at];
-                if self.produce(k, p).is_err() {
+                if produce(&self.s, k, p).is_err() {
                     break;
                 }
                 at += 1;
@@ -567,26 +530,9 @@ impl Out {
             let mut data = rec.data.slice(*at..);
             let mut full = false;
             while let Some((key, payload)) = unpack_one(&mut data) {
-                let rec_topic = &self.s.config.topic;
-                let r = BaseRecord::to(rec_topic)
-                    .key(&key[..])
-                    .payload(&payload[..]);
-                match self.s.producer.send(r) {
-                    Ok(()) => {
-                        self.s
-                            .producer
-                            .context()
-                            .queued_bytes
-                            .fetch_add(payload.len() as i64, Ordering::Relaxed);
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        full = true;
-                        break;
-                    }
-                    Err((e, _)) => {
-                        incr(&self.s.stats.refused, 1);
-                        tracing::debug!(error = %e, "spooled message refused");
-                    }
+                if produce(&self.s, &key, &payload).is_err() {
+                    full = true;
+                    break;
                 }
                 *at = rec.data.len() - data.len();
             }
@@ -640,6 +586,34 @@ impl Out {
         self.s.stats.buffered_bytes.store(0, Ordering::Relaxed);
         let p = self.s.producer;
         let _ = tokio::task::spawn_blocking(move || drop(p)).await;
+    }
+}
+
+/// Hand one message to the producer; `Err` when its queue is full (the
+/// message is then the caller's). A message it refuses otherwise is counted
+/// as refused.
+fn produce(s: &KafkaSink, key: &[u8], payload: &[u8]) -> Result<(), ()> {
+    let rec = BaseRecord::to(&s.config.topic).key(key).payload(payload);
+    let ctx = s.producer.context();
+    match s.producer.send(rec) {
+        Ok(()) => {
+            ctx.queued_bytes
+                .fetch_add(payload.len() as i64, Ordering::Relaxed);
+            Ok(())
+        }
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(()),
+        Err((e, _)) => {
+            incr(&s.stats.refused, 1);
+            let allowed = ctx
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allow();
+            if let Some(suppressed) = allowed {
+                tracing::error!(sink = %s.name, error = %e, suppressed, "message refused; dropped");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -22,21 +22,7 @@ use crate::support::{config, free_tcp_port, relay_section, send_udp, Server};
 
 /// The peer binary, or `None` (after saying why) when it is missing outside CI.
 pub fn peer(name: &str) -> Option<PathBuf> {
-    let path = Path::new("/usr/bin").join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; .ci/run installs Debian's prometheus package",
-            path.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} is not installed (apt-get install prometheus)",
-        path.display()
-    );
-    None
+    crate::stores::peer_of(name, "prometheus")
 }
 
 fn data(file: &str) -> PathBuf {
