@@ -44,7 +44,9 @@ pub struct Kind;
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawBasicAuth {
+    /// The user name.
     username: String,
+    /// Its password.
     password: String,
 }
 
