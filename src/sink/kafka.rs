@@ -294,12 +294,15 @@ impl ClientContext for Ctx {
     }
 }
 
-/// Errors about the message itself: sending it again cannot help.
+/// Errors about the message itself, or a topic the cluster does not have:
+/// sending it again cannot help. Everything else (a timeout while brokers
+/// are down, a purge at shutdown) is spooled and sent again.
 fn refused_for_good(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         code,
-        C::MessageSizeTooLarge
+        C::UnknownTopic
+            | C::MessageSizeTooLarge
             | C::InvalidMessageSize
             | C::InvalidMessage
             | C::InvalidRecord

@@ -5,7 +5,7 @@
 //! `/usr/bin/promtool`) are installed by `.ci/run`. Without them the tests
 //! say so and pass, except under `CI`, where they fail.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -113,25 +113,15 @@ fn promtool_accepts_the_corpus_exposition() {
     }
 }
 
-/// A minimal HTTP/1.0 GET (so that no server answers chunked): status and body.
+/// A minimal HTTP/1.0 GET (so that no server answers chunked): status and
+/// body; status 0 if nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("reads the response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
+    crate::stores::request(addr, "GET", path, b"")
 }
 
-/// A server with HTTP on an ephemeral port, a short flush and no sink.
-fn http_server(flush_ms: u64, extra: &str) -> Server {
+/// A server with UDP on loopback and HTTP on ephemeral ports, a `flush_ms`
+/// flush, and `extra` (sections, sinks).
+pub fn http_server(flush_ms: u64, extra: &str) -> Server {
     Server::start(config(&format!(
         r#"
 [statsd]

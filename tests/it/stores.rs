@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::prometheus::urlencode;
-use crate::support::{config, free_tcp_port, send_udp, Server};
+use crate::support::{free_tcp_port, send_udp, Server};
 
 /// `/usr/bin/<name>` from Debian's `package`, or `None` (after saying why)
 /// when it is missing outside CI.
@@ -224,22 +224,7 @@ impl Drop for Peer {
 
 /// A server with UDP on loopback, a `flush_ms` flush, HTTP on, and `sink`.
 pub fn server_with(flush_ms: u64, sink: &str) -> Server {
-    Server::start(config(&format!(
-        r#"
-[statsd]
-udp = ["127.0.0.1:0"]
-tcp = []
-[flush]
-interval = "{flush_ms}ms"
-shutdown_timeout = "3s"
-[http]
-enabled = true
-address = "127.0.0.1:0"
-[admin]
-address = "127.0.0.1:0"
-{sink}
-"#
-    )))
+    crate::prometheus::http_server(flush_ms, sink)
 }
 
 /// The counters of the sink `name` in `/api/stats`.
@@ -374,17 +359,26 @@ fn influxdb_down_then_back_gets_everything_from_the_spool() {
     // The store is down: flushes go to the spool, and what is held at
     // shutdown stays there for the next start.
     let server = server_with(200, &sink);
-    send_n(&server, "bars.spool.hits:1|c|#env:prod", 20);
-    std::thread::sleep(Duration::from_millis(600));
-    let s = sink_stats(&server, "influxdb");
-    assert!(s["errors"].as_u64() > Some(0), "{s}");
-    assert!(s["spool"]["spooled_entries"].as_u64() > Some(0), "{s}");
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        send_n(&server, "bars.spool.hits:1|c|#env:prod", 5);
+        sent += 5;
+        std::thread::sleep(Duration::from_millis(200));
+        let s = sink_stats(&server, "influxdb");
+        if sent >= 20 && s["spool"]["spooled_entries"].as_u64() > Some(0) {
+            assert!(s["errors"].as_u64() > Some(0), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing spooled: {s}");
+    }
     server.stop();
 
     // The store is back, and statsyard starts again on the same spool.
     let influx = Peer::influxd(&bin, port, "statsyard");
     let server = server_with(200, &sink);
     send_n(&server, "bars.spool.hits:1|c|#env:prod", 30);
+    let want = (sent + 30) as f64;
     let q = "SELECT sum(\"value\") FROM \"bars.spool.hits\" WHERE \"env\"='prod'";
     poll(
         Duration::from_secs(30),
@@ -392,7 +386,7 @@ fn influxdb_down_then_back_gets_everything_from_the_spool() {
         || influx.log(),
         || {
             let r = influx.influx_query("statsyard", q);
-            (r.get(1).and_then(|v| v.as_f64()) == Some(50.0)).then_some(())
+            (r.get(1).and_then(|v| v.as_f64()) == Some(want)).then_some(())
         },
     );
     let s = poll(
