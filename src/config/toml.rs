@@ -421,7 +421,7 @@ fn validate_inner(
     let host = crate::host::HostConfig::validate(&raw.host, compute.interval)?;
     let liveness = crate::liveness::LivenessConfig::validate(&raw.liveness, compute.interval)?;
     let events = crate::events::EventsConfig::validate(&raw.events)?;
-    let sinks = sinks(raw.sink, file, relay.is_some(), kinds)?;
+    let sinks = sinks(raw.sink, file, relay.is_some(), &prometheus, kinds)?;
     // With HTTP on, flushes feed /metrics even without a sink.
     if sinks.is_empty() && relay.is_none() && http.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
@@ -578,6 +578,7 @@ fn sinks(
     raw: Vec<RawSink>,
     file: &str,
     has_relay: bool,
+    prometheus: &PrometheusConfig,
     kinds: &Kinds,
 ) -> Result<Vec<SinkSpec>, Bad> {
     let mut out: Vec<SinkSpec> = Vec::with_capacity(raw.len());
@@ -632,6 +633,7 @@ fn sinks(
             kind: kind.name(),
             keys,
             has_relay,
+            prometheus,
         };
         let config = kind.validate(s.options, &cx)?;
         out.push(SinkSpec {

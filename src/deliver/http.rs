@@ -93,7 +93,7 @@ impl std::fmt::Debug for Auth {
 }
 
 /// Where and how an HTTP output delivers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     /// The output's name, for logs.
     pub sink: String,

@@ -263,9 +263,15 @@ pub async fn start(
     let stats = Stats::new();
     let token = CancellationToken::new();
     let (flusher, flusher_rx) = FlusherHandle::channel();
-    let sent = config
-        .http
-        .map(|_| Arc::new(SentKeys::new(config.prometheus.options.max_series)));
+    // Prometheus label values stay as sent: for /metrics and remote write
+    // (which render the same exporter), when either runs from the start.
+    let prometheus_out = config.http.is_some()
+        || config
+            .sinks
+            .iter()
+            .any(|s| s.kind == crate::sink::prometheus_remote_write::KIND);
+    let sent =
+        prometheus_out.then(|| Arc::new(SentKeys::new(config.prometheus.options.max_series)));
     let liveness = Arc::new(Liveness::new(stats.liveness.clone()));
     let hub = Arc::new(Hub::new(stats.events.clone()));
     let side = SideCtx {

@@ -32,7 +32,12 @@
 
 pub mod console;
 pub mod graphite;
+pub mod http_output;
+pub mod influxdb;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod prometheus;
+pub mod prometheus_remote_write;
 pub mod relay;
 pub mod repeater;
 pub mod supervise;
@@ -65,6 +70,10 @@ pub fn builtin() -> Kinds {
         Arc::new(graphite::Kind),
         Arc::new(repeater::Kind),
         Arc::new(relay::Kind),
+        Arc::new(influxdb::Kind),
+        Arc::new(prometheus_remote_write::Kind),
+        #[cfg(feature = "kafka")]
+        Arc::new(kafka::Kind),
     ])
 }
 
@@ -348,6 +357,9 @@ pub struct ValidateCx<'a> {
     pub keys: Vec<String>,
     /// Whether the config has a `[relay]`.
     pub has_relay: bool,
+    /// The config's `[prometheus]` (what `/metrics` exports, mapping file
+    /// included), for outputs that send the same series.
+    pub prometheus: &'a prometheus::PrometheusConfig,
 }
 
 impl ValidateCx<'_> {

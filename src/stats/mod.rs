@@ -546,7 +546,8 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Flushes a sink wrote out completely.",
         |k: &SinkStats| get(&k.flushes_sent),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "lines_sent",
         "sink_lines_total",
@@ -554,7 +555,8 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Metric lines or raw packets a sink wrote.",
         |k: &SinkStats| get(&k.lines_sent),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "bytes_sent",
         "sink_bytes_total",
@@ -562,7 +564,8 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Bytes a sink wrote.",
         |k: &SinkStats| get(&k.bytes_sent),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "errors",
         "sink_errors_total",
@@ -570,7 +573,8 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Connect or write failures of a sink.",
         |k: &SinkStats| get(&k.errors),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "dropped",
         "sink_dropped_total",
@@ -578,7 +582,8 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Flushes or raw packets a sink discarded (buffer bound, shutdown deadline).",
         |k: &SinkStats| get(&k.dropped),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "queue_dropped",
         "sink_queue_dropped_total",
@@ -586,14 +591,34 @@ pub const SINK: &[Metric<SinkStats>] = &[
         "Messages dropped because a sink's queue was full.",
         |k: &SinkStats| get(&k.queue_dropped),
     )
-    .admin(),
+    .admin()
+    .graphite(),
     Metric::new(
         "buffered_bytes",
         "sink_buffered_bytes",
         Kind::Gauge,
         "Bytes a sink holds in memory, waiting for its destination (its queue depth).",
         |k: &SinkStats| get(&k.buffered_bytes),
-    ),
+    )
+    .graphite(),
+    Metric::new(
+        "retries",
+        "sink_retries_total",
+        Kind::Counter,
+        "Requests an HTTP output sent again after a failed try (network error, 429, 5xx).",
+        |k: &SinkStats| get(&k.retries),
+    )
+    .admin()
+    .graphite(),
+    Metric::new(
+        "refused",
+        "sink_refused_total",
+        Kind::Counter,
+        "Points a sink dropped for good because the destination refused them (a 4xx answer, a 5xx on every try, a message the broker rejected).",
+        |k: &SinkStats| get(&k.refused),
+    )
+    .admin()
+    .graphite(),
     Metric::new(
         "connected",
         "sink_connected",

@@ -341,6 +341,20 @@ pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
             }
         }
     }
+    // Per sink: `sinks.<name>.<key>` and `sinks.<name>.spool.<key>`.
+    for k in stats.sinks() {
+        let node = format!("sinks.{}", graphite_safe(&k.name));
+        for r in SINK.iter().filter(|r| r.show.graphite) {
+            out.push((format!("{node}.{}", r.key), (r.value)(&k), r.kind));
+        }
+        for r in SPOOL.iter().filter(|r| r.show.graphite) {
+            out.push((
+                format!("{node}.spool.{}", r.key),
+                (r.value)(&k.spool),
+                r.kind,
+            ));
+        }
+    }
     for (prefix, n) in stats.series_dropped_by_prefix() {
         // The prefix as one path node: `app.` stays one node (`app_`).
         let node = graphite_node(&prefix);
@@ -464,6 +478,9 @@ mod tests {
         assert_eq!(get("udp.127_0_0_1_8125.kernel_drops"), Some(0));
         assert_eq!(get("series_dropped_prefix.app__x_"), Some(2));
         assert_eq!(get("packets_received"), None);
+        assert_eq!(get("sinks.graphite_\"a\".errors"), Some(2));
+        assert_eq!(get("sinks.graphite_\"a\".retries"), Some(0));
+        assert_eq!(get("sinks.graphite_\"a\".spool.held_entries"), Some(0));
         let mut a = String::new();
         admin(&stats, &mut a);
         assert!(a.contains("graphite \"a\".errors: 2\n"), "{a}");

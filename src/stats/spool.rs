@@ -39,7 +39,8 @@ pub const SPOOL: [Metric<SpoolStats>; 9] = [
         Kind::Counter,
         "Entries (a flush for a sink, a batch of points for a relay destination) written to the disk spool.",
         |k: &SpoolStats| get(&k.spooled_entries),
-    ),
+    )
+    .graphite(),
     Metric::new(
         "spooled_bytes",
         "spooled_bytes_total",
@@ -53,7 +54,8 @@ pub const SPOOL: [Metric<SpoolStats>; 9] = [
         Kind::Counter,
         "Entries delivered from the disk spool.",
         |k: &SpoolStats| get(&k.replayed_entries),
-    ),
+    )
+    .graphite(),
     Metric::new(
         "replayed_bytes",
         "replayed_bytes_total",
@@ -67,7 +69,8 @@ pub const SPOOL: [Metric<SpoolStats>; 9] = [
         Kind::Counter,
         "Undelivered entries deleted from the spool to stay under spool_bytes.",
         |k: &SpoolStats| get(&k.dropped_entries),
-    ),
+    )
+    .graphite(),
     Metric::new(
         "dropped_bytes",
         "dropped_bytes_total",
@@ -88,12 +91,14 @@ pub const SPOOL: [Metric<SpoolStats>; 9] = [
         Kind::Gauge,
         "Entries waiting in the disk spool.",
         |k: &SpoolStats| get(&k.held_entries),
-    ),
+    )
+    .graphite(),
     Metric::new(
         "held_bytes",
         "bytes",
         Kind::Gauge,
         "Bytes of the spool's segment files on disk.",
         |k: &SpoolStats| get(&k.held_bytes),
-    ),
+    )
+    .graphite(),
 ];

@@ -12,6 +12,8 @@ mod fuzz_corpus;
 mod host;
 mod hostile;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod limits;
 mod liveness;
 mod output_surface;
@@ -26,6 +28,7 @@ mod slow_sink;
 mod spool;
 mod statsd;
 mod status_page;
+mod stores;
 mod supervise;
 mod support;
 mod tls;

@@ -5,7 +5,7 @@
 //! `/usr/bin/promtool`) are installed by `.ci/run`. Without them the tests
 //! say so and pass, except under `CI`, where they fail.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,22 +21,8 @@ use statsyard::sink::prometheus::options::ObserverType;
 use crate::support::{config, free_tcp_port, relay_section, send_udp, Server};
 
 /// The peer binary, or `None` (after saying why) when it is missing outside CI.
-fn peer(name: &str) -> Option<PathBuf> {
-    let path = Path::new("/usr/bin").join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; .ci/run installs Debian's prometheus package",
-            path.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} is not installed (apt-get install prometheus)",
-        path.display()
-    );
-    None
+pub fn peer(name: &str) -> Option<PathBuf> {
+    crate::stores::peer_of(name, "prometheus")
 }
 
 fn data(file: &str) -> PathBuf {
@@ -127,25 +113,15 @@ fn promtool_accepts_the_corpus_exposition() {
     }
 }
 
-/// A minimal HTTP/1.0 GET (so that no server answers chunked): status and body.
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connects");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("reads the response");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
+/// A minimal HTTP/1.0 GET (so that no server answers chunked): status and
+/// body; status 0 if nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    crate::stores::request(addr, "GET", path, b"")
 }
 
-/// A server with HTTP on an ephemeral port, a short flush and no sink.
-fn http_server(flush_ms: u64, extra: &str) -> Server {
+/// A server with UDP on loopback and HTTP on ephemeral ports, a `flush_ms`
+/// flush, and `extra` (sections, sinks).
+pub fn http_server(flush_ms: u64, extra: &str) -> Server {
     Server::start(config(&format!(
         r#"
 [statsd]
@@ -361,26 +337,7 @@ impl Prometheus {
 
     /// The values of an instant query's result vector, with their labels.
     fn query(&self, q: &str) -> Vec<(serde_json::Value, f64)> {
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let (status, body) = match TcpStream::connect(self.addr) {
-            Ok(_) => http_get(self.addr, &path),
-            Err(_) => return Vec::new(),
-        };
-        if status != 200 {
-            return Vec::new();
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["data"]["result"]
-            .as_array()
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| {
-                        let value = r["value"][1].as_str()?.parse().ok()?;
-                        Some((r["metric"].clone(), value))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        query_result(self.addr, q)
     }
 
     /// Poll `q` until `ok` accepts its result, up to `deadline`.
@@ -410,7 +367,32 @@ impl Drop for Prometheus {
     }
 }
 
-fn urlencode(s: &str) -> String {
+/// The result vector of an instant PromQL query to the Prometheus at
+/// `addr`, with labels; empty if it does not answer.
+pub fn query_result(addr: SocketAddr, q: &str) -> Vec<(serde_json::Value, f64)> {
+    let path = format!("/api/v1/query?query={}", urlencode(q));
+    let (status, body) = match TcpStream::connect(addr) {
+        Ok(_) => http_get(addr, &path),
+        Err(_) => return Vec::new(),
+    };
+    if status != 200 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| {
+                    let value = r["value"][1].as_str()?.parse().ok()?;
+                    Some((r["metric"].clone(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -1146,41 +1146,81 @@ fn render_family(s: &mut Vec<u8>, fam: &Family, slots: &[Slot]) {
     s.put(fam.kind.as_str());
     s.put("\n");
     let names = &fam.names;
+    family_samples(fam, slots, &mut |suffix, values, extra, v| {
+        push_sample(s, name, suffix, names, values, extra, v)
+    });
+}
+
+/// Every sample line of a family, in exposition order: `(suffix, label
+/// values, the quantile or le label, value)`.
+fn family_samples(
+    fam: &Family,
+    slots: &[Slot],
+    f: &mut impl FnMut(&'static str, &[Box<str>], Option<(&'static str, f64)>, f64),
+) {
     fam.members.each(|values, id| {
         let Some(slot) = slots.get(id as usize) else {
             return;
         };
         match &slot.value {
-            Value::Counter(v) | Value::Gauge(v) => {
-                push_sample(s, name, "", names, values, None, *v)
-            }
+            Value::Counter(v) | Value::Gauge(v) => f("", values, None, *v),
             Value::Summary(sv) => {
                 for &(q, v) in &sv.quantiles {
-                    push_sample(s, name, "", names, values, Some(("quantile", q)), v);
+                    f("", values, Some(("quantile", q)), v);
                 }
-                push_sample(s, name, "_sum", names, values, None, sv.sum);
-                push_sample(s, name, "_count", names, values, None, sv.count);
+                f("_sum", values, None, sv.sum);
+                f("_count", values, None, sv.count);
             }
             Value::Histogram(h) => {
                 let mut cumulative = 0.0;
                 for (i, c) in h.counts.iter().enumerate() {
                     cumulative += c;
                     let le = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                    push_sample(
-                        s,
-                        name,
-                        "_bucket",
-                        names,
-                        values,
-                        Some(("le", le)),
-                        cumulative,
-                    );
+                    f("_bucket", values, Some(("le", le)), cumulative);
                 }
-                push_sample(s, name, "_sum", names, values, None, h.sum);
-                push_sample(s, name, "_count", names, values, None, h.count);
+                f("_sum", values, None, h.sum);
+                f("_count", values, None, h.count);
             }
         }
     });
+}
+
+/// One sample of an exported series, as `/metrics` would show it: the
+/// family and suffix (`_sum`, `_count`, `_bucket`) make the name; label
+/// names are sorted, values in their order; `extra` is the `quantile` or
+/// `le` label, which goes after them in the exposition.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub family: &'a str,
+    pub suffix: &'static str,
+    pub names: &'a [Box<str>],
+    pub values: &'a [Box<str>],
+    pub extra: Option<(&'static str, f64)>,
+    pub value: f64,
+}
+
+impl Exporter {
+    /// Every sample `/metrics` would serve, family by family in name order,
+    /// read straight from the store (no copy): what Prometheus remote
+    /// write sends.
+    pub fn for_each_sample(&self, f: &mut dyn FnMut(Sample<'_>)) {
+        let store = &self.store;
+        for &fi in &store.order {
+            let Some(Some(fam)) = store.families.get(fi as usize) else {
+                continue;
+            };
+            family_samples(fam, &store.slots, &mut |suffix, values, extra, value| {
+                f(Sample {
+                    family: &fam.name,
+                    suffix,
+                    names: &fam.names,
+                    values,
+                    extra,
+                    value,
+                })
+            });
+        }
+    }
 }
 
 #[cfg(test)]

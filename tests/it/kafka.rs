@@ -1,0 +1,118 @@
+//! The kafka output against librdkafka's mock cluster: a Kafka protocol
+//! implementation in process (brokers on loopback ports), which a real
+//! consumer reads back from, and whose brokers can be taken down.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::{ClientConfig, Message};
+
+use crate::stores::{poll, send_n, server_with, sink_stats};
+
+const TOPIC: &str = "statsyard";
+
+/// A consumer reading `TOPIC` from the start.
+fn consumer(brokers: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "statsyard-test")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[TOPIC]).expect("subscribe");
+    c
+}
+
+/// Read until `done` holds for the sum of `value` per message key, up to
+/// `timeout`.
+fn read_until(
+    c: &BaseConsumer,
+    sums: &mut HashMap<String, f64>,
+    timeout: Duration,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done(sums) {
+        assert!(Instant::now() < deadline, "read back: {sums:?}");
+        let Some(m) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Ok(m) = m else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+        assert_eq!(v["key"], key.as_str(), "the key is the series");
+        *sums.entry(key).or_default() += v["value"].as_f64().unwrap_or(0.0);
+    }
+}
+
+#[test]
+fn messages_are_read_back_and_a_broker_outage_loses_nothing() {
+    let mock = MockCluster::new(3).expect("mock cluster");
+    mock.create_topic(TOPIC, 3, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let list: Vec<String> = brokers.split(',').map(|b| format!("{b:?}")).collect();
+    let spool = tempfile::tempdir().unwrap();
+    let server = server_with(
+        200,
+        &format!(
+            "[[sink]]\ntype = \"kafka\"\nbrokers = [{}]\ntopic = \"{TOPIC}\"\nformat = \"json\"\n\
+             queue_messages = 20\nmessage_timeout = \"2s\"\ncompression = \"lz4\"\n\
+             spool_dir = {:?}\noptions = {{ \"linger.ms\" = \"10\" }}\n",
+            list.join(", "),
+            spool.path().display().to_string()
+        ),
+    );
+    let key = "bars.kafka.hits;env=prod";
+    send_n(&server, "bars.kafka.hits:1|c|#env:prod", 25);
+    std::thread::sleep(Duration::from_millis(300));
+    send_n(&server, "bars.kafka.hits:1|c|#env:prod", 25);
+    let c = consumer(&brokers);
+    let mut sums = HashMap::new();
+    read_until(&c, &mut sums, Duration::from_secs(30), |s| {
+        s.get(key) == Some(&50.0)
+    });
+
+    // Every broker down: the producer's queue (20 messages) fills, the rest
+    // goes to the spool; what times out in the producer goes there too.
+    for id in 1..=3 {
+        mock.broker_down(id).expect("broker down");
+    }
+    for _ in 0..6 {
+        send_n(&server, "bars.kafka.hits:1|c|#env:prod", 5);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let s = poll(
+        Duration::from_secs(10),
+        "messages spooled",
+        String::new,
+        || {
+            let s = sink_stats(&server, "kafka");
+            (s["spool"]["spooled_entries"].as_u64() > Some(0)).then_some(s)
+        },
+    );
+    assert_eq!(s["dropped"], 0, "{s}");
+    for id in 1..=3 {
+        mock.broker_up(id).expect("broker up");
+    }
+    read_until(&c, &mut sums, Duration::from_secs(60), |s| {
+        s.get(key).is_some_and(|v| *v >= 80.0)
+    });
+    assert_eq!(sums[key], 80.0, "{sums:?}");
+    let s = poll(
+        Duration::from_secs(20),
+        "the spool drains",
+        || sink_stats(&server, "kafka").to_string(),
+        || {
+            let s = sink_stats(&server, "kafka");
+            (s["spool"]["held_entries"] == 0).then_some(s)
+        },
+    );
+    assert!(s["spool"]["replayed_entries"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["refused"], 0, "{s}");
+    server.stop();
+}
