@@ -8,9 +8,14 @@
 //! aggregators): scoring each is cheaper than a ring's lookup at that size,
 //! and needs no virtual nodes to spread evenly.
 //!
+//! Every agent of a fleet must place a series on the same aggregator,
+//! whatever its version: the hash is XXH3-64 (a published, frozen
+//! algorithm, through the `xxhash-rust` crate) with a fixed seed, never a
+//! hasher whose output may change between releases (std's SipHash keys,
+//! foldhash). `fixed_vectors_pin_placement` pins it: a change that fails
+//! that test moves series between aggregators in a mixed-version fleet.
+//!
 //! A leaf: pure functions over keys and names.
-
-use std::hash::{BuildHasher, Hasher};
 
 /// The seed of every hash: fixed, so agents agree on placement.
 const SEED: u64 = 0x5747_7973_7461_7473;
@@ -23,10 +28,10 @@ pub struct Ring {
     nodes: Vec<(String, u64)>,
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(SEED).build_hasher();
-    h.write(bytes);
-    h.finish()
+/// XXH3-64 of `bytes` with [`SEED`]: specified, the same on every version
+/// and platform.
+pub fn hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, SEED)
 }
 
 /// A 64-bit mix of two hashes (splitmix64's finaliser): the score of a
@@ -142,6 +147,40 @@ mod tests {
         }
         assert_eq!(moved, per["10.0.0.2:8190"]);
     }
+
+    #[test]
+    fn fixed_vectors_pin_placement() {
+        // XXH3-64's own test vector (empty input, seed 0), so the crate is
+        // the specified algorithm.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(hash(b"api.requests"), 3_928_717_264_551_970_143);
+        let ring = Ring::new(["10.0.0.1:8190", "10.0.0.2:8190", "10.0.0.3:8190"]);
+        let got: Vec<&str> = [
+            &b"api.requests"[..],
+            b"api.latency;env=prod;host=a",
+            b"db.queries;shard=7",
+            b"users.online",
+            b"checkout.errors;region=eu",
+            b"",
+        ]
+        .iter()
+        .map(|k| ring.owner(k).unwrap())
+        .collect();
+        assert_eq!(
+            got, PINNED,
+            "placement changed: agents of different versions would disagree"
+        );
+    }
+
+    /// Where [`fixed_vectors_pin_placement`]'s keys go; never edit.
+    const PINNED: [&str; 6] = [
+        "10.0.0.1:8190",
+        "10.0.0.3:8190",
+        "10.0.0.2:8190",
+        "10.0.0.3:8190",
+        "10.0.0.1:8190",
+        "10.0.0.2:8190",
+    ];
 
     #[test]
     fn order_and_duplicates_do_not_matter_and_skipping_picks_the_next() {
