@@ -22,6 +22,7 @@
 
 mod counter;
 mod gauge;
+mod interval;
 mod keymap;
 pub mod limit;
 mod registry;
@@ -29,10 +30,11 @@ mod set;
 mod shard;
 mod timer;
 
+pub use interval::{GaugeState, IntervalState, Route, SetMembers};
 pub use limit::{AdmissionLink, PrefixLimit, Refusal, SeriesLimits};
 pub use registry::{Hot, Registry, TOP_KEPT};
 pub use shard::{Inserted, Shard, Snapshot};
-pub use timer::{HdrSamples, Timer, TimerSamples};
+pub use timer::{HdrParts, HdrSamples, Timer, TimerSamples};
 
 /// How aggregation behaves; the reference's `delete*` options and the timer bound.
 #[derive(Debug, Clone, PartialEq)]

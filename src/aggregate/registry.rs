@@ -184,6 +184,58 @@ impl Registry {
         }
     }
 
+    /// Fold in forwarded state ([`super::IntervalState`], from agents or
+    /// taken from the shards for a middle tier) with the same arithmetic as
+    /// [`Registry::merge`]: counters add, timers and sets pool, gauges apply
+    /// their latest absolute value and their deltas onto the persistent
+    /// value. New series count against the limits (they were admitted by
+    /// the sender) and are never refused. Each series counts one hit (a
+    /// timer its samples).
+    pub fn merge_state(&mut self, st: super::IntervalState) {
+        let parts = st.into_parts();
+        let adm = &self.admission;
+        for (key, v) in parts.counters {
+            let key = fold_in(&mut self.counters, adm, 0, key.as_bytes(), v, |total, v| {
+                counter::accumulate(total, v)
+            });
+            add_hits(&mut self.hits[0], &key, 1);
+        }
+        let ttl = self.opts.delete_gauges.then_some(self.opts.gauges_max_ttl);
+        for (key, g) in parts.gauges {
+            let key = match self.gauges.get_key_value_mut(key.as_bytes()) {
+                Some((k, mine)) => {
+                    mine.value = g.apply(Some(mine.value));
+                    if ttl.is_some() {
+                        mine.ttl = ttl;
+                    }
+                    k.clone()
+                }
+                None => {
+                    ensure(&self.admission, 1, &key);
+                    let value = g.apply(None);
+                    self.gauges.insert(key.clone(), Gauge { value, ttl });
+                    key
+                }
+            };
+            add_hits(&mut self.hits[1], &key, 1);
+        }
+        let limit = self.opts.timer_exact_samples;
+        let adm = &self.admission;
+        for (key, t) in parts.timers {
+            let hits = t.len();
+            let key = fold_in(&mut self.timers, adm, 2, key.as_bytes(), t, |mine, t| {
+                mine.merge(t, limit)
+            });
+            add_hits(&mut self.hits[2], &key, hits);
+        }
+        for (key, m) in parts.sets {
+            let key = fold_in(&mut self.sets, adm, 3, key.as_bytes(), m, |mine, m| {
+                mine.extend(m)
+            });
+            add_hits(&mut self.hits[3], &key, 1);
+        }
+    }
+
     /// Values received for one series since the last
     /// [`end_interval`](Self::end_interval), as of the last merge. `h` and
     /// `d` share the timer's series.

@@ -56,6 +56,25 @@ impl Timer {
         }
     }
 
+    /// A timer from forwarded state: its count (the sum of `1 /
+    /// sample_rate`) and its exact samples.
+    pub fn from_exact(kind: MetricType, count: f64, samples: Vec<f64>) -> Timer {
+        Timer {
+            kind,
+            count,
+            samples: Samples::Exact(samples),
+        }
+    }
+
+    /// A timer from forwarded state: its count and its histogram.
+    pub fn from_hist(kind: MetricType, count: f64, h: HdrSamples) -> Timer {
+        Timer {
+            kind,
+            count,
+            samples: Samples::Hist(Box::new(h)),
+        }
+    }
+
     /// The type of the first sample: `ms`, `h` or `d`.
     pub fn kind(&self) -> MetricType {
         self.kind
@@ -177,6 +196,23 @@ pub struct HdrSamples {
     m2: f64,
 }
 
+/// [`HdrSamples`] as plain parts (see [`HdrSamples::to_parts`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HdrParts {
+    /// Samples >= 0 in microseconds, HdrHistogram V2 encoding.
+    pub positive: Vec<u8>,
+    /// Magnitudes of samples < 0, the same way; empty when there are none.
+    pub negative: Vec<u8>,
+    pub n: u64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Welford's running mean and sum of squared differences.
+    pub mean: f64,
+    pub m2: f64,
+}
+
 /// An empty auto-resizing histogram.
 fn new_histogram() -> Histogram<u64> {
     // Creation fails only for sigfig > 5; SIGFIG is 3.
@@ -270,6 +306,86 @@ impl HdrSamples {
     /// How many samples.
     pub fn len(&self) -> u64 {
         self.n
+    }
+
+    /// Everything it holds, for the wire: the histograms in
+    /// HdrHistogram's V2 encoding (the format every HdrHistogram
+    /// implementation reads), the exact moments as they are.
+    pub fn to_parts(&self) -> HdrParts {
+        use hdrhistogram::serialization::{Serializer, V2Serializer};
+        let mut ser = V2Serializer::new();
+        let mut encode = |h: &Histogram<u64>| {
+            let mut out = Vec::new();
+            // Writing into a Vec cannot fail, and the histogram's counts
+            // fit the format (it is the histogram's own).
+            if let Err(e) = ser.serialize(h, &mut out) {
+                tracing::error!(error = ?e, "cannot encode a histogram");
+                out.clear();
+            }
+            out
+        };
+        HdrParts {
+            positive: encode(&self.pos),
+            negative: self.neg.as_ref().map(&mut encode).unwrap_or_default(),
+            n: self.n,
+            sum: self.sum,
+            sum_squares: self.sum_squares,
+            min: self.min,
+            max: self.max,
+            mean: self.mean,
+            m2: self.m2,
+        }
+    }
+
+    /// Read what [`to_parts`](Self::to_parts) wrote, checking it: the
+    /// histograms' counts add up to `n`, the moments are numbers, the
+    /// precision is statsyard's (so a hostile header cannot ask for a huge
+    /// histogram).
+    pub fn from_parts(p: &HdrParts) -> Result<HdrSamples, String> {
+        fn decode(bytes: &[u8]) -> Result<Option<Histogram<u64>>, String> {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            // V2 header: cookie, payload length, normalizing offset, then
+            // the significant digits (big-endian u32s).
+            let digits = bytes
+                .get(12..16)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            if digits != Some(u32::from(SIGFIG)) {
+                return Err(format!("histogram precision {digits:?}, not {SIGFIG}"));
+            }
+            let mut r = bytes;
+            let h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut r)
+                .map_err(|e| format!("histogram: {e:?}"))?;
+            Ok(Some(h))
+        }
+        let pos = decode(&p.positive)?.unwrap_or_else(new_histogram);
+        let mut pos = pos;
+        pos.auto(true);
+        let neg = decode(&p.negative)?.map(|mut h| {
+            h.auto(true);
+            h
+        });
+        let total = pos.len() + neg.as_ref().map_or(0, |h| h.len());
+        if total != p.n || p.n == 0 {
+            return Err(format!("histogram counts {total} samples, not {}", p.n));
+        }
+        let moments = [p.sum, p.sum_squares, p.min, p.max, p.mean, p.m2];
+        if moments.iter().any(|v| v.is_nan()) || p.min > p.max {
+            return Err("histogram moments are not numbers".into());
+        }
+        Ok(HdrSamples {
+            pos,
+            neg,
+            n: p.n,
+            sum: p.sum,
+            sum_squares: p.sum_squares,
+            min: p.min,
+            max: p.max,
+            mean: p.mean,
+            m2: p.m2,
+        })
     }
 
     /// No samples.

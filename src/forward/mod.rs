@@ -3,4 +3,5 @@
 //!
 //! - [`ring`]: which aggregator a series goes to (rendezvous hashing).
 
+pub mod proto;
 pub mod ring;
