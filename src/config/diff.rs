@@ -145,6 +145,10 @@ pub struct Plan {
     pub relay: RelayChange,
     /// The host collector's new settings (`Some(None)`: stop it), if they change.
     pub host: Option<Option<crate::host::HostConfig>>,
+    /// `[forward]` changed in what applies live (destinations, types...).
+    pub forward: bool,
+    /// `[aggregator]` changed in what applies live (allow, TLS, grace...).
+    pub aggregator: bool,
 }
 
 /// The outputs a config runs: its `[[sink]]`s, and the Prometheus exporter
@@ -181,6 +185,8 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
             http: new.http.map(Some),
             admin: new.admin.map(Some),
             host: new.host.is_some().then(|| new.host.clone()),
+            forward: false,
+            aggregator: false,
             relay: if new.relay.is_some() {
                 RelayChange::Start
             } else {
@@ -280,6 +286,52 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
         }
     }
 
+    // The roles: turning one on or off needs a restart (the flusher is
+    // built around them); inside, everything applies live but the spool,
+    // the listener's address and the journal.
+    let mut forward = false;
+    match (&old.forward, &new.forward) {
+        (Some(o), Some(n)) => {
+            let mut e = n.clone();
+            if o.spool != n.spool {
+                restart.push("[forward] spool_dir / spool_bytes".to_string());
+                e.spool = o.spool.clone();
+            }
+            forward = e != *o;
+            eff.forward = Some(e);
+        }
+        (None, None) => {}
+        _ => {
+            restart.push("[forward]".to_string());
+            eff.forward = old.forward.clone();
+        }
+    }
+    let mut aggregator = false;
+    match (&old.aggregator, &new.aggregator) {
+        (Some(o), Some(n)) => {
+            let mut e = n.clone();
+            if o.listen != n.listen {
+                restart.push("[aggregator] listen (address)".to_string());
+                e.listen = o.listen;
+            }
+            if o.journal_dir != n.journal_dir {
+                restart.push("[aggregator] journal_dir".to_string());
+                e.journal_dir = o.journal_dir.clone();
+            }
+            aggregator = e != *o;
+            eff.aggregator = Some(e);
+        }
+        (None, None) => {}
+        _ => {
+            restart.push("[aggregator]".to_string());
+            eff.aggregator = old.aggregator.clone();
+        }
+    }
+    eff.timing.grace = eff
+        .aggregator
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |a| a.grace);
+
     let mut report = ReloadReport {
         source: new.source.clone(),
         restart_required: restart,
@@ -345,6 +397,8 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
     applied(old.host != eff.host, "[host]");
     applied(old.liveness != eff.liveness, "[liveness]");
     applied(old.events != eff.events, "[events]");
+    applied(forward, "[forward]");
+    applied(aggregator, "[aggregator]");
     applied(
         relay == RelayChange::Replace,
         "[relay] rules / clusters / tuning / normalize_tags / stats_*",
@@ -416,6 +470,8 @@ pub fn plan(old: Option<&Config>, new: &Config) -> Plan {
         admin: (old.admin != eff.admin).then_some(eff.admin),
         relay,
         host: (old.host != eff.host).then(|| eff.host.clone()),
+        forward,
+        aggregator,
         effective: eff,
     }
 }
@@ -531,6 +587,31 @@ mod tests {
             vec![ListenAddr::Tcp("127.0.0.1:8125".parse().unwrap())]
         );
         assert!(p.unlisten.is_empty());
+    }
+
+    #[test]
+    fn forward_and_aggregator_apply_live_but_not_on_or_off() {
+        let agent = "[forward]\ndestinations = [\"127.0.0.1:8190\"]\n";
+        let old = cfg(agent);
+        let new = cfg("[forward]\ndestinations = [\"127.0.0.1:8190\", \"127.0.0.2:8190\"]\n");
+        let p = plan(Some(&old), &new);
+        assert!(p.forward);
+        assert_eq!(p.report.applied, vec!["[forward]"]);
+        assert!(p.report.restart_required.is_empty());
+        assert_eq!(p.effective.forward, new.forward);
+        let p = plan(Some(&old), &cfg(""));
+        assert_eq!(p.report.restart_required, vec!["[forward]"]);
+        assert_eq!(p.effective.forward, old.forward);
+        let a = cfg("[aggregator]\nlisten = \"127.0.0.1:8190\"\ngrace = \"1s\"\n");
+        let b = cfg("[aggregator]\nlisten = \"127.0.0.1:8191\"\ngrace = \"3s\"\n");
+        let p = plan(Some(&a), &b);
+        assert!(p.aggregator);
+        assert_eq!(
+            p.report.restart_required,
+            vec!["[aggregator] listen (address)"]
+        );
+        assert_eq!(p.effective.aggregator.as_ref().unwrap().listen.port(), 8190);
+        assert_eq!(p.effective.timing.grace, std::time::Duration::from_secs(3));
     }
 
     #[test]

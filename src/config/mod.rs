@@ -80,6 +80,10 @@ pub struct Config {
     pub liveness: Option<crate::liveness::LivenessConfig>,
     /// `[events]`.
     pub events: crate::events::EventsConfig,
+    /// The agent role (`[forward]`); `None` when off.
+    pub forward: Option<crate::forward::ForwardConfig>,
+    /// The aggregator role (`[aggregator]`); `None` when off.
+    pub aggregator: Option<crate::forward::AggregatorConfig>,
     /// Things the user should know that are not errors (keys of a `config.js`
     /// that statsyard does not implement, ...): logged once at start.
     pub warnings: Vec<String>,

@@ -39,6 +39,12 @@ pub struct RawConfig {
     pub liveness: crate::liveness::RawLiveness,
     /// DogStatsD events and service checks.
     pub events: crate::events::RawEvents,
+    /// The agent role: forward series to aggregators; absent means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward: Option<crate::forward::RawForward>,
+    /// The aggregator role: take agents' forwarded state; absent means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<crate::forward::RawAggregator>,
 }
 
 /// `[http]`: the HTTP server.

@@ -421,9 +421,26 @@ fn validate_inner(
     let host = crate::host::HostConfig::validate(&raw.host, compute.interval)?;
     let liveness = crate::liveness::LivenessConfig::validate(&raw.liveness, compute.interval)?;
     let events = crate::events::EventsConfig::validate(&raw.events)?;
+    let forward = raw
+        .forward
+        .as_ref()
+        .map(|f| crate::forward::ForwardConfig::validate(f, file))
+        .transpose()?;
+    let aggregator = raw
+        .aggregator
+        .as_ref()
+        .map(|a| crate::forward::AggregatorConfig::validate(a, file, compute.interval))
+        .transpose()?;
+    if (forward.is_some() || aggregator.is_some()) && !f.align {
+        return Err(bad(
+            "flush.align",
+            "[forward] and [aggregator] need aligned intervals: agents and aggregators cut the same ones",
+        ));
+    }
     let sinks = sinks(raw.sink, file, relay.is_some(), &prometheus, kinds)?;
     // With HTTP on, flushes feed /metrics even without a sink.
-    if sinks.is_empty() && relay.is_none() && http.is_none() {
+    // An agent forwards its series: its own sinks are optional.
+    if sinks.is_empty() && relay.is_none() && http.is_none() && forward.is_none() {
         warnings.push("no sink is configured: flushes are computed and then discarded".to_string());
     }
 
@@ -442,7 +459,10 @@ fn validate_inner(
         compute,
         timing: crate::flusher::Timing {
             align: f.align,
-            grace: std::time::Duration::ZERO,
+            // An aggregator waits for its agents' state of each interval.
+            grace: aggregator
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |a| a.grace),
         },
         naming,
         sinks,
@@ -463,6 +483,8 @@ fn validate_inner(
         host,
         liveness,
         events,
+        forward,
+        aggregator,
         warnings,
     })
 }
@@ -1462,6 +1484,16 @@ mod tests {
                 ..Default::default()
             },
             events: Default::default(),
+            forward: Some(crate::forward::RawForward {
+                spool_dir: Some("spool".into()),
+                spool_bytes: Some(1 << 30),
+                tls: Some(Default::default()),
+                ..Default::default()
+            }),
+            aggregator: Some(crate::forward::RawAggregator {
+                grace: Some(std::time::Duration::from_secs(2)),
+                ..Default::default()
+            }),
         };
         fn walk(prefix: &str, t: &::toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {

@@ -1,7 +1,12 @@
 //! The forwarding tier: agents on every host send each interval's
 //! mergeable state to a global tier of aggregators sharded by series.
 //!
+//! - [`config`]: the `[forward]` and `[aggregator]` tables.
+//! - [`proto`]: the messages, their encoding and checks.
 //! - [`ring`]: which aggregator a series goes to (rendezvous hashing).
 
+pub mod config;
 pub mod proto;
 pub mod ring;
+
+pub use config::{AggregatorConfig, ForwardConfig, RawAggregator, RawForward};
