@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 
-use crate::aggregate::{Registry, Shard};
+use crate::aggregate::{IntervalState, Registry, Shard, Snapshot};
 use crate::flush::compute::{compute, ComputeOptions};
 use crate::flush::FlushBatch;
 use crate::sink::{FlushView, Observer, SinkMsg};
@@ -50,6 +50,35 @@ pub enum FlusherMsg {
     Run(Job),
     /// New options and outputs from a config reload (or the start).
     Reconfigure(Box<Reconfigure>, tokio::sync::oneshot::Sender<()>),
+    /// Every agent an aggregator knows has sent the interval that ends at
+    /// this time (Unix ms): flush it now rather than when the grace ends.
+    Ready(u64),
+}
+
+/// The agent role's half on the flusher thread (`crate::forward::agent`):
+/// it takes the forwarded series out of what the flusher merges, so they
+/// never reach this process's registry or outputs, and is told when an
+/// interval ends.
+pub trait Outflow: Send {
+    /// Take the forwarded series out of a shard's snapshot; return what
+    /// stays local.
+    fn split(&mut self, snap: Snapshot) -> Snapshot;
+    /// The same for forwarded-in state (a middle tier forwards it on).
+    fn split_state(&mut self, st: IntervalState) -> IntervalState;
+    /// The interval `[start_ms, start_ms + len_ms)` is over: hand its
+    /// forwarded state on (quickly: the sending happens elsewhere).
+    fn interval_done(&mut self, start_ms: u64, len_ms: u64);
+}
+
+/// The aggregator role's half on the flusher thread
+/// (`crate::forward::aggregator`): the forwarded state that is due.
+pub trait Inflow: Send {
+    /// Take out the forwarded state of every interval that ends at or
+    /// before `end_ms` (late state included).
+    fn take_due(&mut self, end_ms: u64) -> Option<IntervalState>;
+    /// The flush of the interval that ends at `end_ms` went to the outputs
+    /// (`early`: every known agent had sent it before the grace ran out).
+    fn flushed(&mut self, end_ms: u64, early: bool);
 }
 
 /// What a config reload changes in the flusher. The registry is kept.
@@ -125,6 +154,13 @@ impl FlusherHandle {
         applied.await.map_err(|_| FlusherBusy::Stopped)
     }
 
+    /// Flush the interval that ends at `end_ms` now (see
+    /// [`FlusherMsg::Ready`]); never blocks, and a full queue only means
+    /// it is flushed when its grace ends.
+    pub fn ready(&self, end_ms: u64) {
+        let _ = self.tx.try_send(FlusherMsg::Ready(end_ms));
+    }
+
     /// Ask for the final flush (blocking only if the queue is full).
     pub fn stop(&self) {
         let _ = self.tx.send(FlusherMsg::Stop);
@@ -189,6 +225,16 @@ pub struct Flusher {
     lines_at_merge: u64,
     /// `[flush] state_file`: saved after the final flush.
     state: Option<crate::config::StateConfig>,
+    /// The agent role, when this process forwards.
+    outflow: Option<Box<dyn Outflow>>,
+    /// The aggregator role, when this process takes forwarded state.
+    inflow: Option<Box<dyn Inflow>>,
+    /// The end (Unix ms) of the interval being gathered now.
+    end_ms: Option<u64>,
+    /// The flush running now was asked for early ([`FlusherMsg::Ready`]).
+    early: bool,
+    /// The final flush is running: every pending interval is due.
+    last: bool,
 }
 
 impl Flusher {
@@ -223,7 +269,24 @@ impl Flusher {
             self_seen: std::collections::HashMap::new(),
             lines_at_merge: 0,
             state: None,
+            outflow: None,
+            inflow: None,
+            end_ms: None,
+            early: false,
+            last: false,
         }
+    }
+
+    /// The forwarding roles: what this agent forwards, what this
+    /// aggregator takes in.
+    pub fn with_roles(
+        mut self,
+        outflow: Option<Box<dyn Outflow>>,
+        inflow: Option<Box<dyn Inflow>>,
+    ) -> Flusher {
+        self.outflow = outflow;
+        self.inflow = inflow;
+        self
     }
 
     /// Save gauges (and counters) to the state file at shutdown.
@@ -236,6 +299,7 @@ impl Flusher {
     /// counters are taken out first and saved instead of flushed; with a state
     /// file, the gauges are saved after the flush.
     fn final_flush(&mut self) {
+        self.last = true;
         let carried = match &self.state {
             Some(s) if s.counters => {
                 self.merge_shards();
@@ -309,6 +373,12 @@ impl Flusher {
         for shard in &self.shards {
             // The swap is O(1); the listener waits at most that long.
             let snap = shard.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // Forwarded series leave here, on the flusher: the receive
+            // path is the same with or without forwarding.
+            let snap = match &mut self.outflow {
+                Some(o) => o.split(snap),
+                None => snap,
+            };
             self.registry.merge(snap);
         }
     }
@@ -317,6 +387,21 @@ impl Flusher {
     pub fn flush(&mut self) -> Arc<FlushBatch> {
         let started = Instant::now();
         self.merge_shards();
+        let iv = self.compute.interval.as_millis() as u64;
+        let end = self.end_ms.unwrap_or_else(|| unix_ms());
+        if let Some(inflow) = &mut self.inflow {
+            let due = if self.last { u64::MAX } else { end };
+            if let Some(st) = inflow.take_due(due) {
+                let st = match &mut self.outflow {
+                    Some(o) => o.split_state(st),
+                    None => st,
+                };
+                self.registry.merge_state(st);
+            }
+        }
+        if let Some(o) = &mut self.outflow {
+            o.interval_done(end.saturating_sub(iv), iv);
+        }
         self.stats.series_live.store(
             self.registry.live_series().unwrap_or(0) as u64,
             std::sync::atomic::Ordering::Relaxed,
@@ -387,6 +472,9 @@ impl Flusher {
             }
         }
         self.registry.end_interval();
+        if let Some(inflow) = &mut self.inflow {
+            inflow.flushed(end, self.early);
+        }
         self.report_drops(&kernel_grew);
         incr(&self.stats.flushes, 1);
         // The status page's chart and rates.
@@ -496,6 +584,7 @@ impl Flusher {
                 let mut end = self.timing.first_end(self.compute.interval, unix_ms());
                 let mut next = instant_at(end + self.timing.grace_ms());
                 loop {
+                    self.end_ms = Some(end);
                     let wait = next.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(FlusherMsg::Run(job)) => {
@@ -526,12 +615,18 @@ impl Flusher {
                                 next = instant_at(end + self.timing.grace_ms());
                             }
                         }
-                        Err(RecvTimeoutError::Timeout) => {
+                        Ok(FlusherMsg::Ready(e)) if e != end || unix_ms() < end => {
+                            // Not the interval waited for (flushed already),
+                            // or not over on this clock: the grace decides.
+                        }
+                        Ok(FlusherMsg::Ready(_)) | Err(RecvTimeoutError::Timeout) => {
                             let interval = self.compute.interval;
                             self.stamp = self.timing.stamp(end);
+                            self.early = Instant::now() < next;
                             guard("a flush", &mut || {
                                 self.flush();
                             });
+                            self.early = false;
                             // Fell behind (a flush slower than the interval, or
                             // a suspended machine): skip ahead, do not burst.
                             end = self.timing.after(end, interval, unix_ms());

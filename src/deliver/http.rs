@@ -244,6 +244,15 @@ pub struct HttpOutput {
 impl HttpOutput {
     /// Check `cfg` and build its client.
     pub fn new(cfg: HttpConfig) -> Result<HttpOutput, HttpError> {
+        HttpOutput::new_with(cfg, |b| b)
+    }
+
+    /// [`HttpOutput::new`], with the client's builder adjusted by `adjust`
+    /// (the forwarding agent's own TLS settings and address overrides).
+    pub fn new_with(
+        cfg: HttpConfig,
+        adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<HttpOutput, HttpError> {
         let bad_url = |reason: String| HttpError::BadUrl {
             sink: cfg.sink.clone(),
             url: cfg.url.clone(),
@@ -264,11 +273,12 @@ impl HttpOutput {
             v.set_sensitive(true);
             headers.append(n, v);
         }
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("statsyard/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("statsyard/", env!("CARGO_PKG_VERSION")));
+        let client = adjust(builder)
             .build()
             .map_err(|source| HttpError::Client {
                 sink: cfg.sink.clone(),

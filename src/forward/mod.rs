@@ -5,6 +5,8 @@
 //! - [`proto`]: the messages, their encoding and checks.
 //! - [`ring`]: which aggregator a series goes to (rendezvous hashing).
 
+pub mod agent;
+pub mod aggregator;
 pub mod config;
 pub mod proto;
 pub mod ring;

@@ -176,8 +176,10 @@ impl AsyncWrite for CountedIo {
     }
 }
 
-/// Serve `app` on `listener` until `token` is cancelled.
-async fn run(
+/// Serve `app` on `listener` until `token` is cancelled, behind `gate`
+/// (its allow-list and TLS), with the connection bound and the client
+/// error counts of the HTTP server (also the aggregator's listener).
+pub async fn run(
     listener: TcpListener,
     stats: Arc<Stats>,
     gate: Arc<Gate>,

@@ -204,6 +204,18 @@ pub struct Runtime {
     hub: Arc<Hub>,
     /// The host collector, while `[host]` is on.
     host: Option<HostTask>,
+    /// The agent role's handle for reloads, while `[forward]` is on.
+    forwarder: Option<crate::forward::agent::Forwarder>,
+    /// The aggregator role, while `[aggregator]` is on.
+    aggregator: Option<AggregatorRuntime>,
+}
+
+/// The aggregator role's running parts.
+struct AggregatorRuntime {
+    pending: Arc<crate::forward::aggregator::Pending>,
+    gate: Arc<Gate>,
+    /// Stops its listener (first thing at shutdown).
+    stop: CancellationToken,
 }
 
 /// A started server.
@@ -218,6 +230,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The admin console's bound address, when it is enabled.
     pub admin: Option<SocketAddr>,
+    /// The aggregator listener's bound address (`[aggregator] listen`).
+    pub aggregator: Option<SocketAddr>,
     /// What the front ends share: `health`, the settings in effect...
     pub front: Arc<Front>,
     /// Bound relay carbon-line TCP addresses, in config order.
@@ -306,6 +320,8 @@ pub async fn start(
         liveness,
         hub,
         host: None,
+        forwarder: None,
+        aggregator: None,
     };
     let plan = diff::plan(None, &config);
     let mut prepared = rt.prepare(&plan)?;
@@ -317,7 +333,14 @@ pub async fn start(
         }
         prepared.outputs.push(outputs::prepare_extra(e, &stats)?);
     }
-    rt.start_flusher(&config)?;
+    // The forwarding roles: built before the flusher, which takes their
+    // halves; their sockets and tasks start with it.
+    let roles = rt.start_roles(&config)?;
+    let aggregator_addr = roles.listener.as_ref().and_then(|l| l.local_addr().ok());
+    rt.start_flusher(&config, roles.outflow, roles.inflow)?;
+    if let Some(l) = roles.listener {
+        rt.serve_aggregator(l);
+    }
     let started = rt.commit(plan, prepared).await;
     let fronts = (
         rt.front_addr(FrontEnd::Http),
@@ -352,6 +375,7 @@ pub async fn start(
         unix: config.listen.unix.iter().map(|u| u.path.clone()).collect(),
         http: fronts.0,
         admin: fronts.1,
+        aggregator: aggregator_addr,
         front,
         carbon_tcp: addrs(|k| matches!(k, ListenAddr::CarbonTcp(_))),
         carbon_udp: addrs(|k| matches!(k, ListenAddr::CarbonUdp(_))),
@@ -459,9 +483,98 @@ impl Runtime {
         })
     }
 
+    /// Start the forwarding roles `c` asks for: the agent's forwarder task
+    /// (which the shutdown waits for with the sinks), the aggregator's
+    /// pending state (its journal replayed) and bound listener. Their
+    /// flusher halves go to [`Runtime::start_flusher`].
+    fn start_roles(&mut self, c: &Config) -> Result<Roles, ReloadError> {
+        let mut roles = Roles {
+            outflow: None,
+            inflow: None,
+            listener: None,
+        };
+        if let Some(f) = &c.forward {
+            let (side, forwarder, task) = crate::forward::agent::start(
+                f,
+                c.aggregate.timer_exact_samples,
+                c.shutdown_timeout,
+                self.stats.clone(),
+            );
+            self.outputs.track(task);
+            self.forwarder = Some(forwarder);
+            roles.outflow = Some(Box::new(side));
+        }
+        if let Some(a) = &c.aggregator {
+            let listener = bind_front(a.listen).map_err(|source| ReloadError::Bind {
+                proto: "aggregator",
+                addr: a.listen.to_string(),
+                source,
+            })?;
+            let pending = crate::forward::aggregator::Pending::open(
+                c.compute.interval.as_millis() as u64,
+                a.journal_dir.as_deref(),
+                a.max_message_bytes,
+                c.aggregate.timer_exact_samples,
+                self.stats.aggregator(),
+                self.flusher.clone(),
+            )
+            .map_err(|e| {
+                ReloadError::Invalid(format!(
+                    "[aggregator] journal_dir {}: {e}",
+                    a.journal_dir
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            let gate = Arc::new(Gate::new("aggregator", self.stats.clone()));
+            gate.set_allow(a.allow.clone());
+            let tls = a
+                .tls
+                .as_ref()
+                .map(|t| t.server_config())
+                .transpose()
+                .map_err(|reason| ReloadError::Tls {
+                    listener: "[aggregator] listen".into(),
+                    reason,
+                })?;
+            gate.set_tls(tls);
+            roles.inflow = Some(Box::new(crate::forward::aggregator::AggregatorSide(
+                pending.clone(),
+            )));
+            roles.listener = Some(listener);
+            self.aggregator = Some(AggregatorRuntime {
+                pending,
+                gate,
+                stop: self.token.child_token(),
+            });
+        }
+        Ok(roles)
+    }
+
+    /// Serve `/v1/forward` on the aggregator's listener.
+    fn serve_aggregator(&mut self, l: TcpListener) {
+        let Some(a) = &self.aggregator else { return };
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(proto = "aggregator", %addr, "listening");
+        }
+        let task = self.stats.task("aggregator");
+        let (stats, gate, stop) = (self.stats.clone(), a.gate.clone(), a.stop.clone());
+        let app = crate::forward::aggregator::router(a.pending.clone());
+        tokio::spawn(supervise_socket(task, Some(stop.clone()), l, move |l| {
+            crate::http::server::run(l, stats.clone(), gate.clone(), app.clone(), stop.clone())
+        }));
+    }
+
     /// Spawn the flusher thread with the registry (restored from the state
-    /// file) and the stream shard; the first commit gives it the rest.
-    fn start_flusher(&mut self, c: &Config) -> Result<(), ReloadError> {
+    /// file), the stream shard and the forwarding roles; the first commit
+    /// gives it the rest.
+    fn start_flusher(
+        &mut self,
+        c: &Config,
+        outflow: Option<Box<dyn crate::flusher::Outflow>>,
+        inflow: Option<Box<dyn crate::flusher::Inflow>>,
+    ) -> Result<(), ReloadError> {
         let Some(rx) = self.flusher_rx.take() else {
             return Ok(());
         };
@@ -490,7 +603,8 @@ impl Runtime {
             &c.naming.prefix_stats,
             c.self_metrics,
         )
-        .with_state(c.state.clone());
+        .with_state(c.state.clone())
+        .with_roles(outflow, inflow);
         self.flusher_thread = Some(flusher.spawn(rx).map_err(ReloadError::Thread)?);
         Ok(())
     }
@@ -570,6 +684,26 @@ impl Runtime {
         }
         self.hub.set_limits(eff.events.keep, eff.events.max_checks);
         self.liveness.configure(eff.liveness.as_ref());
+        if plan.forward {
+            if let (Some(fw), Some(f)) = (&self.forwarder, &eff.forward) {
+                fw.reconfigure(f);
+            }
+        }
+        if let (Some(a), Some(ac)) = (&self.aggregator, &eff.aggregator) {
+            a.pending.set(
+                eff.compute.interval.as_millis() as u64,
+                ac.max_message_bytes,
+            );
+            if plan.aggregator {
+                a.gate.set_allow(ac.allow.clone());
+                match ac.tls.as_ref().map(|t| t.server_config()).transpose() {
+                    Ok(t) => a.gate.set_tls(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "[aggregator] TLS: keeping the old settings")
+                    }
+                }
+            }
+        }
         if let Some(host) = plan.host {
             self.restart_host(host);
         }
@@ -701,6 +835,11 @@ impl Runtime {
 
     /// The ordered shutdown (see the module doc).
     async fn shutdown(&mut self, shutdown_timeout: Duration) {
+        // Agents' messages stop first (they go on to another aggregator or
+        // wait): what was accepted is flushed by the final flush.
+        if let Some(a) = &self.aggregator {
+            a.stop.cancel();
+        }
         if !self.listeners.drain(LISTENER_DRAIN).await {
             tracing::warn!("listeners did not stop in time; flushing what they gave");
         }
@@ -737,6 +876,13 @@ impl Runtime {
         }
         tracing::info!("stopped");
     }
+}
+
+/// What [`Runtime::start_roles`] made for the flusher and the listener.
+struct Roles {
+    outflow: Option<Box<dyn crate::flusher::Outflow>>,
+    inflow: Option<Box<dyn crate::flusher::Inflow>>,
+    listener: Option<TcpListener>,
 }
 
 /// Bind a TCP listener for HTTP or the admin console.

@@ -13,6 +13,7 @@
 
 pub mod atomic;
 pub mod collector;
+pub mod forward;
 pub mod history;
 pub mod listener;
 pub mod prometheus;
@@ -111,6 +112,10 @@ pub struct Stats {
     pub liveness: Arc<collector::LivenessStats>,
     /// Events and service checks.
     pub events: Arc<collector::EventStats>,
+    /// The agent's (`[forward]`), while it runs.
+    forward: Mutex<Option<Arc<forward::ForwardStats>>>,
+    /// The aggregator's (`[aggregator]`), while it runs.
+    aggregator: Mutex<Option<Arc<forward::AggregatorStats>>>,
 }
 
 impl Stats {
@@ -277,6 +282,40 @@ impl Stats {
     /// The relay's counters, if this process runs a relay.
     pub fn relay(&self) -> Option<Arc<relay::RelayStats>> {
         self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The agent's counters (registered the first time).
+    pub fn forward(&self) -> Arc<forward::ForwardStats> {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Default::default)
+            .clone()
+    }
+
+    /// The agent's counters, if this process forwards.
+    pub fn forward_if_on(&self) -> Option<Arc<forward::ForwardStats>> {
+        self.forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The aggregator's counters (registered the first time).
+    pub fn aggregator(&self) -> Arc<forward::AggregatorStats> {
+        self.aggregator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Default::default)
+            .clone()
+    }
+
+    /// The aggregator's counters, if this process is one.
+    pub fn aggregator_if_on(&self) -> Option<Arc<forward::AggregatorStats>> {
+        self.aggregator
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A sink's counters by name, if it is registered.

@@ -7,6 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use super::collector::{EVENTS, HOST, LIVENESS};
+use super::forward::{AGGREGATOR, FORWARD};
 use super::listener::LISTENER;
 use super::prometheus::{PromStats, PROMETHEUS};
 use super::relay::{graphite_safe, RelayStats, DESTINATION, RELAY};
@@ -23,6 +24,12 @@ pub fn prometheus(stats: &Stats, exporter: Option<&PromStats>, out: &mut Vec<u8>
     plain(&mut s, "statsyard_host_", HOST, &stats.host);
     plain(&mut s, "statsyard_liveness_", LIVENESS, &stats.liveness);
     plain(&mut s, "statsyard_events_", EVENTS, &stats.events);
+    if let Some(f) = stats.forward_if_on() {
+        plain(&mut s, "statsyard_forward_", FORWARD, &f);
+    }
+    if let Some(a) = stats.aggregator_if_on() {
+        plain(&mut s, "statsyard_aggregator_", AGGREGATOR, &a);
+    }
     let prefixes = stats.series_dropped_by_prefix();
     family(
         &mut s,
@@ -205,6 +212,12 @@ pub fn json(stats: &Stats, exporter: &PromStats) -> Map<String, Value> {
     o.insert("host".into(), object(HOST, &stats.host).into());
     o.insert("liveness".into(), object(LIVENESS, &stats.liveness).into());
     o.insert("events".into(), object(EVENTS, &stats.events).into());
+    if let Some(f) = stats.forward_if_on() {
+        o.insert("forward".into(), object(FORWARD, f.as_ref()).into());
+    }
+    if let Some(a) = stats.aggregator_if_on() {
+        o.insert("aggregator".into(), object(AGGREGATOR, a.as_ref()).into());
+    }
     o.insert(
         "series_dropped_by_prefix".into(),
         stats
@@ -321,6 +334,22 @@ pub fn graphite(stats: &Stats) -> Vec<(String, u64, Kind)> {
         ("liveness.", own(LIVENESS, &stats.liveness)),
         ("events.", own(EVENTS, &stats.events)),
     ] {
+        out.extend(
+            rows.into_iter()
+                .map(|(k, v, kind)| (format!("{node}{k}"), v, kind)),
+        );
+    }
+    let forward = stats.forward_if_on();
+    let aggregator = stats.aggregator_if_on();
+    let roles = [
+        forward
+            .as_ref()
+            .map(|f| ("forward.", own(FORWARD, f.as_ref()))),
+        aggregator
+            .as_ref()
+            .map(|a| ("aggregator.", own(AGGREGATOR, a.as_ref()))),
+    ];
+    for (node, rows) in roles.into_iter().flatten() {
         out.extend(
             rows.into_iter()
                 .map(|(k, v, kind)| (format!("{node}{k}"), v, kind)),
