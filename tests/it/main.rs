@@ -7,6 +7,7 @@ mod clients;
 mod deploy;
 mod differential;
 mod events;
+mod forward;
 mod exporter_parity;
 mod fuzz_corpus;
 mod host;
