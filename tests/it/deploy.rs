@@ -300,3 +300,96 @@ address = "127.0.0.1:1"
     }
     server.stop();
 }
+
+/// The global tier's manifests: agents (DaemonSet) whose `dns:`
+/// destination is the aggregators' headless Service, aggregators
+/// (StatefulSet) that journal on their own volume, and both configs ones
+/// statsyard accepts.
+#[test]
+fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
+    let mut all: Vec<Value> = Vec::new();
+    for f in files("deploy/kubernetes/global-tier", &["yaml", "yml"]) {
+        all.extend(docs(&f));
+    }
+    let of = |kind: &str| -> Vec<&Value> {
+        all.iter().filter(|d| str_at(d, "kind") == kind).collect()
+    };
+    for d in &all {
+        assert!(!str_at(d, "apiVersion").is_empty());
+        assert!(!str_at(d, "metadata.name").is_empty());
+    }
+    let svc = of("Service");
+    assert_eq!(svc.len(), 1);
+    let svc = svc[0];
+    assert_eq!(str_at(svc, "spec.clusterIP"), "None", "a headless Service");
+    let (svc_name, ns) = (str_at(svc, "metadata.name"), str_at(svc, "metadata.namespace"));
+    let forward_port = get(svc, "spec.ports")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p.get("name").and_then(Value::as_str) == Some("forward"))
+        .and_then(|p| p.get("port"))
+        .and_then(Value::as_u64)
+        .expect("a forward port");
+    let sts = of("StatefulSet");
+    assert_eq!(sts.len(), 1);
+    let sts = sts[0];
+    assert_eq!(str_at(sts, "spec.serviceName"), svc_name);
+    let labels = get(sts, "spec.template.metadata.labels");
+    for (k, v) in get(svc, "spec.selector").as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v), "the Service selects the aggregators");
+    }
+    for (k, v) in get(sts, "spec.selector.matchLabels").as_mapping().unwrap() {
+        assert_eq!(labels.get(k), Some(v));
+    }
+    let claims = get(sts, "spec.volumeClaimTemplates").as_sequence().unwrap();
+    let claim = str_at(&claims[0], "metadata.name");
+    let ds = of("DaemonSet");
+    assert_eq!(ds.len(), 1);
+    for w in [sts, ds[0]] {
+        let spec = get(w, "spec.template.spec");
+        assert_eq!(get(spec, "securityContext.runAsNonRoot").as_bool(), Some(true));
+        for c in get(spec, "containers").as_sequence().unwrap() {
+            assert_eq!(str_at(c, "readinessProbe.httpGet.path"), "/health");
+            assert_eq!(
+                get(c, "securityContext.allowPrivilegeEscalation").as_bool(),
+                Some(false)
+            );
+        }
+    }
+    let container = &get(sts, "spec.template.spec.containers").as_sequence().unwrap()[0];
+    let journal_mount = get(container, "volumeMounts")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m.get("name").and_then(Value::as_str) == Some(claim))
+        .map(|m| str_at(m, "mountPath").to_string())
+        .expect("the journal volume is mounted");
+    // The two configs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut roles = Vec::new();
+    for cm in of("ConfigMap") {
+        let text = get(cm, "data")
+            .get("statsyard.toml")
+            .and_then(Value::as_str)
+            .expect("data.statsyard.toml");
+        let f = dir.path().join(format!("{}.toml", str_at(cm, "metadata.name")));
+        std::fs::write(&f, text).unwrap();
+        check_config(&f);
+        let c = statsyard::config::toml::from_str(text, "k8s.toml").unwrap();
+        if let Some(fw) = &c.forward {
+            let want = format!("dns:{svc_name}.{ns}.svc.cluster.local:{forward_port}");
+            assert!(text.contains(&want), "agents resolve {want}");
+            assert_eq!(fw.destinations.len(), 1);
+            roles.push("agent");
+        }
+        if let Some(a) = &c.aggregator {
+            assert_eq!(u64::from(a.listen.port()), forward_port);
+            let j = a.journal_dir.as_ref().expect("aggregators journal");
+            assert!(j.starts_with(&journal_mount), "{j:?} on the volume {journal_mount}");
+            roles.push("aggregator");
+        }
+    }
+    roles.sort();
+    assert_eq!(roles, ["agent", "aggregator"]);
+}
