@@ -15,10 +15,10 @@
 //! - `merge`: the aggregator's decode and merge time (its
 //!   `merge_seconds_total`), which is CPU time on one core;
 //! - `cpu`: the whole process's CPU time over the round (agent and
-//!   aggregator share this process).
-//!
-//! The aggregator's flush of the merged series is the ordinary flush,
-//! measured by `benches/flush.rs`.
+//!   aggregator share this process);
+//! - `flush`: the aggregator's flush of the merged interval (merged into
+//!   its registry, then computed, no sink), run as its final flush at
+//!   shutdown, wall time (one thread).
 //!
 //! ```sh
 //! cargo bench --bench forward              # 1,000,000 series, 5 rounds
@@ -105,6 +105,7 @@ fn main() {
     println!("forward: {n} series, {rounds} rounds, one agent, one aggregator, loopback");
     let (mut enc, mut lat, mut merge, mut cpu, mut wire, mut raw) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut flush = Vec::new();
     for round in 0..rounds {
         // A fresh aggregator per round: its pending interval starts empty.
         let agg = statsyard::config::toml::from_str(
@@ -191,15 +192,22 @@ fn main() {
         rt.block_on(async {
             let _ = task.await;
         });
+        // The aggregator's flush of what it merged (the final flush at
+        // shutdown: into the registry, then computed; no sink).
+        let t = Instant::now();
         server.shutdown();
         rt.block_on(server.wait());
+        let f = t.elapsed().as_secs_f64();
+        println!("round {round}: aggregator flush of the merged interval (and shutdown) {f:.3} s");
+        flush.push(f);
     }
     println!(
         "median of {rounds}: encode {:.3} s CPU, agent-flush to aggregator-merge {:.3} s, \
-         aggregator merge {:.3} s, process CPU {:.3} s, {:.1} B/series on the wire ({:.1} before snappy)",
+         aggregator merge {:.3} s, aggregator flush {:.3} s, process CPU {:.3} s, {:.1} B/series on the wire ({:.1} before snappy)",
         median(&mut enc),
         median(&mut lat),
         median(&mut merge),
+        median(&mut flush),
         median(&mut cpu),
         median(&mut wire),
         median(&mut raw),
