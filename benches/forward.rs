@@ -95,7 +95,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -103,8 +106,14 @@ fn main() {
         .build()
         .unwrap();
     println!("forward: {n} series, {rounds} rounds, one agent, one aggregator, loopback");
-    let (mut enc, mut lat, mut merge, mut cpu, mut wire, mut raw) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut enc, mut lat, mut merge, mut cpu, mut wire, mut raw) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut flush = Vec::new();
     for round in 0..rounds {
         // A fresh aggregator per round: its pending interval starts empty.
@@ -126,12 +135,8 @@ fn main() {
         .unwrap();
         let stats = statsyard::stats::Stats::new();
         let _guard = rt.enter();
-        let (mut side, _handle, task) = statsyard::forward::agent::start(
-            &fwd,
-            10_000,
-            Duration::from_secs(30),
-            stats.clone(),
-        );
+        let (mut side, _handle, task) =
+            statsyard::forward::agent::start(&fwd, 10_000, Duration::from_secs(30), stats.clone());
         let st = state(n);
         // The encoding alone, on this thread, for its CPU time.
         let c0 = thread_cpu();
@@ -161,7 +166,10 @@ fn main() {
             .as_millis() as u64;
         side.interval_done(now - now % 60_000, 60_000);
         while astats.series.load(Ordering::Relaxed) < n as u64 {
-            assert!(t0.elapsed() < Duration::from_secs(120), "not merged in 2 min");
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "not merged in 2 min"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let latency = t0.elapsed().as_secs_f64();

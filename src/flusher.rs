@@ -388,7 +388,7 @@ impl Flusher {
         let started = Instant::now();
         self.merge_shards();
         let iv = self.compute.interval.as_millis() as u64;
-        let end = self.end_ms.unwrap_or_else(|| unix_ms());
+        let end = self.end_ms.unwrap_or_else(unix_ms);
         if let Some(inflow) = &mut self.inflow {
             let due = if self.last { u64::MAX } else { end };
             if let Some(st) = inflow.take_due(due) {

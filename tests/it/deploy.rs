@@ -311,9 +311,8 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
     for f in files("deploy/kubernetes/global-tier", &["yaml", "yml"]) {
         all.extend(docs(&f));
     }
-    let of = |kind: &str| -> Vec<&Value> {
-        all.iter().filter(|d| str_at(d, "kind") == kind).collect()
-    };
+    let of =
+        |kind: &str| -> Vec<&Value> { all.iter().filter(|d| str_at(d, "kind") == kind).collect() };
     for d in &all {
         assert!(!str_at(d, "apiVersion").is_empty());
         assert!(!str_at(d, "metadata.name").is_empty());
@@ -322,7 +321,10 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
     assert_eq!(svc.len(), 1);
     let svc = svc[0];
     assert_eq!(str_at(svc, "spec.clusterIP"), "None", "a headless Service");
-    let (svc_name, ns) = (str_at(svc, "metadata.name"), str_at(svc, "metadata.namespace"));
+    let (svc_name, ns) = (
+        str_at(svc, "metadata.name"),
+        str_at(svc, "metadata.namespace"),
+    );
     let forward_port = get(svc, "spec.ports")
         .as_sequence()
         .unwrap()
@@ -337,7 +339,11 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
     assert_eq!(str_at(sts, "spec.serviceName"), svc_name);
     let labels = get(sts, "spec.template.metadata.labels");
     for (k, v) in get(svc, "spec.selector").as_mapping().unwrap() {
-        assert_eq!(labels.get(k), Some(v), "the Service selects the aggregators");
+        assert_eq!(
+            labels.get(k),
+            Some(v),
+            "the Service selects the aggregators"
+        );
     }
     for (k, v) in get(sts, "spec.selector.matchLabels").as_mapping().unwrap() {
         assert_eq!(labels.get(k), Some(v));
@@ -348,7 +354,10 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
     assert_eq!(ds.len(), 1);
     for w in [sts, ds[0]] {
         let spec = get(w, "spec.template.spec");
-        assert_eq!(get(spec, "securityContext.runAsNonRoot").as_bool(), Some(true));
+        assert_eq!(
+            get(spec, "securityContext.runAsNonRoot").as_bool(),
+            Some(true)
+        );
         for c in get(spec, "containers").as_sequence().unwrap() {
             assert_eq!(str_at(c, "readinessProbe.httpGet.path"), "/health");
             assert_eq!(
@@ -357,7 +366,9 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
             );
         }
     }
-    let container = &get(sts, "spec.template.spec.containers").as_sequence().unwrap()[0];
+    let container = &get(sts, "spec.template.spec.containers")
+        .as_sequence()
+        .unwrap()[0];
     let journal_mount = get(container, "volumeMounts")
         .as_sequence()
         .unwrap()
@@ -373,7 +384,9 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
             .get("statsyard.toml")
             .and_then(Value::as_str)
             .expect("data.statsyard.toml");
-        let f = dir.path().join(format!("{}.toml", str_at(cm, "metadata.name")));
+        let f = dir
+            .path()
+            .join(format!("{}.toml", str_at(cm, "metadata.name")));
         std::fs::write(&f, text).unwrap();
         check_config(&f);
         let c = statsyard::config::toml::from_str(text, "k8s.toml").unwrap();
@@ -386,7 +399,10 @@ fn kubernetes_global_tier_wires_agents_to_a_headless_aggregator_service() {
         if let Some(a) = &c.aggregator {
             assert_eq!(u64::from(a.listen.port()), forward_port);
             let j = a.journal_dir.as_ref().expect("aggregators journal");
-            assert!(j.starts_with(&journal_mount), "{j:?} on the volume {journal_mount}");
+            assert!(
+                j.starts_with(&journal_mount),
+                "{j:?} on the volume {journal_mount}"
+            );
             roles.push("aggregator");
         }
     }

@@ -501,7 +501,7 @@ fn a_third_aggregator_joining_moves_a_third_and_counts_nothing_twice() {
         .collect();
     let series = 300;
     // Which aggregator each series' count came from, per interval.
-    let mut burst = |gs: &mut [Graphite]| -> BTreeMap<usize, Vec<(usize, f64)>> {
+    let burst = |gs: &mut [Graphite]| -> BTreeMap<usize, Vec<(usize, f64)>> {
         let end = at_phase(iv, 150, 600);
         for a in &agents {
             let packets: Vec<Vec<u8>> = (0..series)
