@@ -7,6 +7,7 @@
 //! `tls_client_certs_refused`) and logged at a limited rate.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use crate::tls::{Acceptor, MaybeTls};
 /// One listener's checks.
 pub struct Gate {
     allow: RwLock<AllowList>,
+    /// The list is empty (every client served): checked first, without the
+    /// lock, since UDP asks once per datagram.
+    open: AtomicBool,
     tls: Acceptor,
     stats: Arc<Stats>,
     /// What logs call the listener (`tcp 0.0.0.0:8125`).
@@ -35,6 +39,7 @@ impl Gate {
         let what = what.into();
         Gate {
             allow: RwLock::new(AllowList::default()),
+            open: AtomicBool::new(true),
             tls: Acceptor::new(what.clone(), stats.clone()),
             stats,
             what,
@@ -44,7 +49,10 @@ impl Gate {
 
     /// Serve only clients of these networks from now on.
     pub fn set_allow(&self, allow: AllowList) {
-        *self.allow.write().unwrap_or_else(|e| e.into_inner()) = allow;
+        let open = allow.is_open();
+        let mut list = self.allow.write().unwrap_or_else(|e| e.into_inner());
+        *list = allow;
+        self.open.store(open, Ordering::Release);
     }
 
     /// TLS for the connections accepted from now on (`None`: plaintext).
@@ -60,6 +68,9 @@ impl Gate {
     /// Whether a client at `ip` may send or connect; a refusal is counted
     /// and logged at a limited rate.
     pub fn admits(&self, ip: IpAddr) -> bool {
+        if self.open.load(Ordering::Acquire) {
+            return true;
+        }
         let ok = self
             .allow
             .read()

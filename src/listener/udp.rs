@@ -20,6 +20,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Ingest, LogLimiter};
+use crate::gate::Gate;
 use crate::shutdown::CancellationToken;
 use crate::stats::TaskStats;
 
@@ -163,16 +164,24 @@ impl<H: FnMut(&[u8], Option<SocketAddr>)> Guarded<H> {
 /// Start the receive thread for `socket`. It returns once `token` is cancelled
 /// and the datagrams already queued in the kernel have been processed. A
 /// panic in one datagram's work is counted in `task` and the thread goes on.
+///
+/// A datagram from a source outside `gate`'s allow-list is dropped and
+/// counted there (`refused_by_allow`), before it is parsed.
 pub fn spawn(
     socket: UdpSocket,
     mut ingest: Ingest,
+    gate: Arc<Gate>,
     token: CancellationToken,
     batch: usize,
     task: Arc<TaskStats>,
 ) -> io::Result<JoinHandle<()>> {
     spawn_with(
         socket,
-        move |d, from| ingest.packet_from(d, from),
+        move |d, from| {
+            if from.is_none_or(|a| gate.admits(a.ip())) {
+                ingest.packet_from(d, from)
+            }
+        },
         token,
         batch,
         task,

@@ -213,7 +213,7 @@ impl Listeners {
             }
             self.gates.push((key.clone(), gate.clone()));
             let addrs = match socket {
-                Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop),
+                Socket::Udp(group) => self.start_udp(&key, group, c, stats, stop, gate),
                 Socket::Tcp(l) => {
                     let addr = l.local_addr().ok();
                     let counted = self.count(&key, stats, "tcp", shown(addr, &key));
@@ -296,6 +296,7 @@ impl Listeners {
         c: &Config,
         stats: &Arc<Stats>,
         stop: CancellationToken,
+        gate: Arc<Gate>,
     ) -> Vec<SocketAddr> {
         let mut addrs = Vec::new();
         for (socket, shard) in group {
@@ -308,7 +309,8 @@ impl Listeners {
             let ingest = self.thread_ingest(c, shard, stats, &counted);
             stats.udp_socket(addr, udp::inode(&socket));
             let task = stats.task(&format!("udp/{addr}"));
-            match udp::spawn(socket, ingest, stop.clone(), c.listen.udp_batch, task) {
+            let (batch, gate) = (c.listen.udp_batch, gate.clone());
+            match udp::spawn(socket, ingest, gate, stop.clone(), batch, task) {
                 Ok(h) => self.udp_threads.push(h),
                 Err(e) => {
                     tracing::error!(proto = "udp", %addr, error = %e, "cannot start a receive thread")

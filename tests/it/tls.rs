@@ -430,8 +430,9 @@ fn a_reload_rotates_a_listeners_certificate_without_a_restart() {
 
 #[test]
 fn allow_lists_refuse_and_count_clients_of_other_networks() {
+    // Only 127.0.0.2 may send: 127.0.0.1 is another network here.
     let server = Server::start(config(
-        "[statsd]\nudp = []\ntcp = [\"127.0.0.1:0\"]\nallow = [\"10.0.0.0/8\"]\n\
+        "[statsd]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.2\"]\n\
          [http]\naddress = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/8\"]\n[admin]\nenabled = false\n",
     ));
     let stats = server.running().stats.clone();
@@ -444,7 +445,17 @@ fn allow_lists_refuse_and_count_clients_of_other_networks() {
         assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
     }
     wait("two refusals", || get(&stats.refused_by_allow) >= 2);
-    assert_eq!(get(&stats.metrics_received), 0);
+    // UDP: a datagram from outside the list is dropped before it is
+    // parsed, and counted; one from inside is served.
+    let udp = server.udp();
+    let outside = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    outside.send_to(b"allow.refused:1|c", udp).unwrap();
+    wait("the UDP refusal", || get(&stats.refused_by_allow) >= 3);
+    let inside = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    inside.send_to(b"allow.served:1|c", udp).unwrap();
+    wait("the allowed datagram", || get(&stats.metrics_received) == 1);
+    assert_eq!(get(&stats.refused_by_allow), 3);
+    assert_eq!(get(&stats.packets_received), 1);
     server.stop();
 }
 
