@@ -443,7 +443,7 @@ pub fn config_lines(c: &crate::config::Config) -> Vec<String> {
             .join(",")
     };
     let opt = |a: Option<SocketAddr>| a.map_or("disabled".to_string(), |a| a.to_string());
-    vec![
+    let mut lines = vec![
         format!("source: {}", c.source),
         format!("statsd > udp: {}", list(&c.listen.udp)),
         format!("statsd > tcp: {}", list(&c.listen.tcp)),
@@ -471,9 +471,53 @@ pub fn config_lines(c: &crate::config::Config) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        format!("http > address: {}", opt(c.http)),
-        format!("admin > address: {}", opt(c.admin)),
-    ]
+    ];
+    let secs = |d: std::time::Duration| format!("{}s", d.as_secs_f64());
+    lines.push(match &c.host {
+        Some(h) => format!("host: {} every {}", h.prefix, secs(h.interval)),
+        None => "host: disabled".into(),
+    });
+    lines.push(match &c.liveness {
+        Some(l) => format!(
+            "liveness: source {}, dark after {}, {} series patterns",
+            match &l.source {
+                crate::liveness::config::SourceBy::Address => "address".to_string(),
+                crate::liveness::config::SourceBy::Tag(t) => format!("tag:{t}"),
+            },
+            secs(l.dark_after),
+            l.series.len()
+        ),
+        None => "liveness: disabled".into(),
+    });
+    lines.push(match &c.forward {
+        Some(f) => format!(
+            "forward > destinations: {}",
+            f.destinations
+                .iter()
+                .map(|d| match d {
+                    crate::forward::config::Destination::Fixed(a) => a.clone(),
+                    crate::forward::config::Destination::Dns { name, port } => {
+                        format!("dns:{name}:{port}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        None => "forward: disabled".into(),
+    });
+    lines.push(match &c.aggregator {
+        Some(a) => format!(
+            "aggregator > listen: {}{}, grace {}",
+            a.listen,
+            if a.tls.is_some() { " (tls)" } else { "" },
+            secs(a.grace)
+        ),
+        None => "aggregator: disabled".into(),
+    });
+    // The addresses last: clients read up to `admin > address`.
+    lines.push(format!("http > address: {}", opt(c.http)));
+    lines.push(format!("admin > address: {}", opt(c.admin)));
+    lines
 }
 
 /// node's `util.inspect` with its default options (`breakLength` 80,

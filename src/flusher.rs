@@ -23,6 +23,11 @@
 //! that panicked likewise reports an error. A panic that comes back every
 //! flush (the same data each time) keeps the data in the registry and says
 //! so at every flush, in the log and in `task_restarts`.
+//!
+//! Owns the registry and the flush timer. Imports: [`crate::aggregate`],
+//! [`crate::flush`], [`crate::metric`], the output surface of [`crate::sink`]
+//! and [`crate::stats`]; the forwarding roles reach it only through the
+//! [`Outflow`] and [`Inflow`] halves it defines.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError as StdTrySendError};
 use std::sync::{Arc, Mutex};
@@ -34,7 +39,7 @@ use tokio::sync::mpsc::Sender;
 
 use crate::aggregate::{IntervalState, Registry, Shard, Snapshot};
 use crate::flush::compute::{compute, ComputeOptions};
-use crate::flush::FlushBatch;
+use crate::flush::{FlushBatch, Timing};
 use crate::sink::{FlushView, Observer, SinkMsg};
 use crate::stats::table::Kind;
 use crate::stats::{get, incr, SinkStats, Stats};
@@ -644,58 +649,6 @@ impl Flusher {
     }
 }
 
-/// When flushes happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Timing {
-    /// Intervals start at multiples of their length on the wall clock (a
-    /// 10 s interval ends at :00, :10, :20...), so that every statsyard of a
-    /// fleet cuts the same intervals, and each flush is stamped with the end
-    /// of its interval. `false`: an interval after the start, stamped with
-    /// the time the flush runs, as the reference does.
-    pub align: bool,
-    /// How long after an interval's end it is flushed (an aggregator waits
-    /// for its agents' state of the interval); 0 flushes at the end.
-    pub grace: Duration,
-}
-
-impl Timing {
-    fn grace_ms(&self) -> u64 {
-        self.grace.as_millis() as u64
-    }
-
-    /// The end (Unix ms) of the first interval that starts around `now_ms`.
-    pub fn first_end(&self, interval: Duration, now_ms: u64) -> u64 {
-        let iv = (interval.as_millis() as u64).max(1);
-        if self.align {
-            (now_ms / iv + 1) * iv
-        } else {
-            now_ms + iv
-        }
-    }
-
-    /// The end of the interval after the one that ended at `end`; past
-    /// intervals are skipped (a flush slower than the interval, a suspended
-    /// machine) rather than flushed in a burst.
-    pub fn after(&self, end: u64, interval: Duration, now_ms: u64) -> u64 {
-        let iv = (interval.as_millis() as u64).max(1);
-        let next = end + iv;
-        if next + self.grace_ms() > now_ms {
-            next
-        } else if self.align {
-            (now_ms / iv + 1) * iv
-        } else {
-            now_ms + iv
-        }
-    }
-
-    /// The timestamp of the flush of the interval that ends at `end`.
-    pub fn stamp(&self, end: u64) -> Option<u64> {
-        // Rounded as the reference rounds, so a whole-second interval's
-        // boundary is its own stamp.
-        self.align.then(|| (end + 500) / 1000)
-    }
-}
-
 /// Unix time in milliseconds.
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -721,39 +674,6 @@ mod tests {
     use super::*;
     use crate::aggregate::AggregateOptions;
     use crate::metric::{MetricRef, MetricType, Value};
-
-    #[test]
-    fn aligned_intervals_end_at_multiples_of_their_length() {
-        let iv = Duration::from_secs(10);
-        let t = Timing {
-            align: true,
-            grace: Duration::ZERO,
-        };
-        assert_eq!(t.first_end(iv, 1_700_000_003_250), 1_700_000_010_000);
-        assert_eq!(t.first_end(iv, 1_700_000_010_000), 1_700_000_020_000);
-        assert_eq!(
-            t.after(1_700_000_010_000, iv, 1_700_000_010_004),
-            1_700_000_020_000
-        );
-        // Fell behind by more than an interval: skip to the next boundary.
-        assert_eq!(
-            t.after(1_700_000_010_000, iv, 1_700_000_031_000),
-            1_700_000_040_000
-        );
-        assert_eq!(t.stamp(1_700_000_010_000), Some(1_700_000_010));
-        let graced = Timing {
-            grace: Duration::from_secs(2),
-            ..t
-        };
-        // The next interval is due at its end plus the grace.
-        assert_eq!(
-            graced.after(1_700_000_010_000, iv, 1_700_000_021_000),
-            1_700_000_020_000
-        );
-        let plain = Timing::default();
-        assert_eq!(plain.first_end(iv, 1_700_000_003_250), 1_700_000_013_250);
-        assert_eq!(plain.stamp(1_700_000_013_250), None);
-    }
 
     #[tokio::test]
     async fn a_panicking_job_loses_nothing_the_shards_held() {

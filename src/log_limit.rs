@@ -1,5 +1,7 @@
 //! Rate limiting for log lines about per-line or per-series problems: a
 //! flood of bad input must not become a flood of log lines.
+//!
+//! A leaf: imports nothing of the crate.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,7 @@
 //! The `statsyard` command: arguments → [`Config`] → [`server::run`] → exit code.
+//!
+//! Imports the library's public API only ([`statsyard::config`],
+//! [`statsyard::server`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -6,6 +6,8 @@
 //! key of `foo:1|c|#host:a,env:prod`, of `foo;host=a;env=prod:1|c` and of
 //! `foo;env=prod:1|c|#host:a`. The same bytes are what Graphite receives after
 //! the name, so the key needs no further encoding on the way out.
+//!
+//! A leaf: imports nothing of the crate; parse and aggregate both import it.
 
 use std::fmt;
 

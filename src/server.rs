@@ -1,6 +1,9 @@
 //! Run a server: start it ([`crate::runtime::start`], the change from
 //! nothing to the config), reload on SIGHUP, and shut down in order on
 //! SIGINT or SIGTERM. The embedding API (`main.rs`, tests) lives here.
+//!
+//! Imports: [`crate::config`], [`crate::runtime`], [`crate::shutdown`];
+//! imported by `main.rs` and tests.
 
 use crate::config::Config;
 pub use crate::runtime::outputs::{BuildSink, ExtraSink};

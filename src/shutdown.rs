@@ -16,6 +16,8 @@
 //!
 //! Queue closure is the only "stop" signal sinks get, so a sink cannot stop
 //! before it has seen the final flush.
+//!
+//! Owns the stop token and the signal handling. Imports nothing of the crate.
 
 use std::future::Future;
 use std::time::Duration;

@@ -44,6 +44,9 @@
 //! [`Spool`] does blocking file I/O. The sinks and the relay call it through
 //! [`SpoolHandle`], which runs every operation on tokio's blocking pool
 //! (`spawn_blocking`), so spool I/O never stalls the runtime's workers.
+//!
+//! Owns the on-disk spool format. Imports: [`crate::stats`] only (its
+//! counters).
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};

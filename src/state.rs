@@ -22,6 +22,8 @@
 //! over the old one: a crash while saving leaves the old file whole. A line
 //! that cannot be read is skipped and counted, never fatal: a bad state file
 //! must not stop a metrics server from starting.
+//!
+//! Owns the state file format. A leaf: imports nothing of the crate.
 
 use std::io::Write;
 use std::path::Path;

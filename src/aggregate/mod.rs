@@ -19,6 +19,10 @@
 //! interval's hottest series ([`Registry::top`]).
 //!
 //! Knows only `metric`.
+//!
+//! Owns the per-interval series state (shards, the registry, series limits,
+//! forwarded interval state). Imports: [`crate::metric`] only; everything above
+//! imports it.
 
 mod counter;
 mod gauge;

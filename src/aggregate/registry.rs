@@ -8,7 +8,7 @@ use super::counter;
 use super::gauge::GaugeUpdate;
 use super::limit::{Admission, AdmissionLink};
 use super::set::Members;
-use super::shard::Snapshot;
+use super::shard::{class, Snapshot};
 use super::timer::Timer;
 use super::AggregateOptions;
 use crate::metric::{MetricKey, MetricType};
@@ -25,18 +25,6 @@ pub struct Hot {
     pub kind: MetricType,
     /// Values received in the interval.
     pub hits: u64,
-}
-
-/// The index of a type's hit map: counters, gauges, timer-likes, sets.
-/// Also the type class of a series for the series limits: a counter and a
-/// gauge of the same name are two series, a timer and a histogram one.
-pub(crate) fn class(ty: MetricType) -> usize {
-    match ty {
-        MetricType::Counter => 0,
-        MetricType::Gauge => 1,
-        MetricType::Timer | MetricType::Histogram | MetricType::Distribution => 2,
-        MetricType::Set => 3,
-    }
 }
 
 /// Counters that the reference resets to 0 rather than deleting under

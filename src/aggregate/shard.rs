@@ -6,11 +6,22 @@ use super::counter;
 use super::gauge::GaugeUpdate;
 use super::keymap::KeyMap;
 use super::limit::{Refusal, ShardAdmission};
-use super::registry::class;
 use super::set::Members;
 use super::timer::Timer;
 use super::AggregateOptions;
 use crate::metric::{MetricRef, MetricType, Value};
+
+/// The index of a type's hit map: counters, gauges, timer-likes, sets.
+/// Also the type class of a series for the series limits: a counter and a
+/// gauge of the same name are two series, a timer and a histogram one.
+pub(crate) fn class(ty: MetricType) -> usize {
+    match ty {
+        MetricType::Counter => 0,
+        MetricType::Gauge => 1,
+        MetricType::Timer | MetricType::Histogram | MetricType::Distribution => 2,
+        MetricType::Set => 3,
+    }
+}
 
 /// The per-type maps of one interval, keyed by the canonical key's bytes
 /// (see [`super::keymap`] for why not by `MetricKey`).

@@ -10,6 +10,12 @@
 //! for [`check`], a leaf).
 //!
 //! A bad config fails at start naming the file, the key and the reason.
+//!
+//! Owns the config file formats and their validation into [`Config`]. Imports:
+//! the validated types of each component (listeners, outputs, relay,
+//! forwarding, host, liveness, events, TLS) and the pure parts they need
+//! ([`crate::flush::Timing`], parse options); never the runtime, the flusher or
+//! a listener's running parts.
 
 pub mod diff;
 pub mod etsy;
@@ -43,7 +49,7 @@ pub struct Config {
     /// Also holds the flush interval.
     pub compute: ComputeOptions,
     /// When flushes happen (`[flush] align`, the aggregator's `grace`).
-    pub timing: crate::flusher::Timing,
+    pub timing: crate::flush::Timing,
     pub naming: Naming,
     pub sinks: Vec<SinkSpec>,
     /// How long shutdown may take to deliver the final flush.

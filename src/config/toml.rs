@@ -457,7 +457,7 @@ fn validate_inner(
         },
         aggregate,
         compute,
-        timing: crate::flusher::Timing {
+        timing: crate::flush::Timing {
             align: f.align,
             // An aggregator waits for its agents' state of each interval.
             grace: aggregator

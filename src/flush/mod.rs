@@ -7,6 +7,9 @@
 pub mod compute;
 pub mod naming;
 pub mod number;
+pub mod timing;
+
+pub use timing::Timing;
 
 use std::sync::Arc;
 use std::time::Duration;

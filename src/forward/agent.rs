@@ -202,11 +202,7 @@ pub fn agent_id() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!(
-        "{}/{:016x}",
-        crate::host::config::short_hostname(),
-        h.finish()
-    )
+    format!("{}/{:016x}", crate::sys::short_hostname(), h.finish())
 }
 
 /// Bodies pass through the engine as they are.

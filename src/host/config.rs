@@ -233,14 +233,11 @@ impl HostConfig {
     }
 }
 
-/// The host name up to its first dot, `_` for anything but letters, digits,
-/// `-` and `_` (so it is one node of a Graphite name); `localhost` if it
-/// cannot be read.
+/// The host name up to its first dot ([`crate::sys::short_hostname`]), `_`
+/// for anything but letters, digits, `-` and `_` (so it is one node of a
+/// Graphite name).
 pub fn short_hostname() -> String {
-    let uname = rustix::system::uname();
-    let full = uname.nodename().to_string_lossy();
-    let short = full.split('.').next().unwrap_or("");
-    let clean = crate::stats::render::graphite_node(short);
+    let clean = crate::stats::render::graphite_node(&crate::sys::short_hostname());
     if clean.is_empty() {
         "localhost".into()
     } else {

@@ -5,6 +5,12 @@
 //! Every listener hands what it reads to an [`Ingest`], which parses straight
 //! out of the receive buffer into the listener's own [`Shard`]; the flusher
 //! swaps the shard's maps out at each interval.
+//!
+//! Owns every socket that takes metrics in and its receive loop. Imports:
+//! [`crate::parse`], [`crate::aggregate`] (its shard), [`crate::gate`],
+//! [`crate::relay`] (carbon ingest), [`crate::liveness`] and [`crate::events`]
+//! (what lines feed), [`crate::stats`]; it never imports the runtime that
+//! spawns it.
 
 pub mod carbon;
 mod side;

@@ -1,4 +1,7 @@
 //! Wire-format parsers. No I/O, no async: bytes in, borrowed values out.
+//!
+//! Owns the statsd, DogStatsD, carbon and pickle wire formats. Imports:
+//! [`crate::metric`] only.
 
 pub mod carbon;
 pub mod event;

@@ -16,6 +16,11 @@
 //! [`RelayRuntime`] runs the writers, warns (at most once per destination
 //! every [`DROP_LOG_EVERY`]) when points were dropped, and stops them in
 //! order.
+//!
+//! Owns the `[relay]` routing, placement and destinations. Imports:
+//! [`crate::parse`], [`crate::deliver`], [`crate::spool`], [`crate::tls`],
+//! [`crate::stats`], [`crate::supervise`] and config's shared checks; never the
+//! runtime or the listeners.
 
 pub mod config;
 pub mod destination;

@@ -35,6 +35,11 @@
 //! `shutdown_timeout`, then the relay delivers its queues.
 //!
 //! This module sees every part; only `crate::server` and `main.rs` see it.
+//!
+//! Owns the running server's parts and the one path that changes them. Imports
+//! everything it wires (listeners, outputs, front ends, the flusher, the
+//! forwarding roles, host, liveness, events); only [`crate::server`] imports
+//! it.
 
 pub mod listeners;
 pub mod outputs;

@@ -120,6 +120,9 @@ fn every_command_has_the_reference_shape() {
 
     let cfg = c.ask("config", "admin > address: ");
     assert!(cfg.starts_with("\nsource: test.toml\n"), "{cfg}");
+    for section in ["host", "liveness", "forward", "aggregator"] {
+        assert!(cfg.contains(&format!("\n{section}: disabled\n")), "{cfg}");
+    }
 
     // `quit` closes the connection.
     c.0.write_all(b"quit\n").unwrap();

@@ -61,17 +61,9 @@ impl Env for Process {
     }
 }
 
-/// `gethostname(2)`, as Node's `os.hostname()` returns it.
+/// The host name, as Node's `os.hostname()` returns it.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: a writable buffer and its exact length; the kernel writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::sys::hostname()
 }
 
 /// Evaluate the expressions of `text` (a whole `config.js`).
