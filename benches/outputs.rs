@@ -9,11 +9,13 @@
 //!
 //! Then, if Debian's `influxd` and `prometheus` are installed, a flush of
 //! 1,000,000 counter series into each, started here on loopback ports:
-//! the time until the store has acknowledged every point.
+//! the time until the store has acknowledged every point; and the same
+//! into VictoriaMetrics (Debian's `victoria-metrics`), over both protocols.
 //!
 //! ```sh
 //! cargo bench --bench outputs              # 200,000 series, 3 rounds
 //! cargo bench --bench outputs -- 100000 1  # series, rounds
+//! cargo bench --bench outputs -- 1000 1 victoria-metrics  # only that store's 1M runs
 //! ```
 
 use std::io::Read;
@@ -359,6 +361,30 @@ fn prometheus(port: u16) -> Option<Peer> {
     Some(Peer(child, dir))
 }
 
+/// VictoriaMetrics on `port`: it takes InfluxDB's line protocol (`/write`)
+/// and Prometheus remote write (`/api/v1/write`).
+fn victoria_metrics(port: u16) -> Option<Peer> {
+    let bin = Path::new("/usr/bin/victoria-metrics");
+    if !bin.exists() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(bin)
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-retentionPeriod=100y")
+        .arg("-loggerLevel=WARN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    Some(Peer(child, dir))
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -366,6 +392,13 @@ fn main() {
         .collect();
     let series = args.first().copied().unwrap_or(200_000);
     let rounds = args.get(1).copied().unwrap_or(3);
+    // Words among the arguments choose the stores of the 1M runs (`influxd`,
+    // `prometheus`, `victoria-metrics`); none: all that are installed.
+    let stores: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.parse::<usize>().is_err() && !a.starts_with('-'))
+        .collect();
+    let wanted = |s: &str| stores.is_empty() || stores.iter().any(|w| w == s);
     let reg = registry(series, true);
     let batch = Arc::new(compute(&reg, &ComputeOptions::default(), 1_700_000_000));
     let tcp = tcp_discard();
@@ -423,6 +456,9 @@ fn main() {
         ("influxd (wal-fsync-delay 100ms)", delayed, ""),
         ("influxd (fsync 100ms, 20k/req)", delayed, big),
     ] {
+        if !wanted("influxd") {
+            break;
+        }
         let port = free_port();
         let Some(influx) = influxd(port, data) else {
             println!("influxd not installed: skipped");
@@ -440,7 +476,12 @@ fn main() {
         }
     }
     let port = free_port();
-    if let Some(prom) = prometheus(port) {
+    let prom = if wanted("prometheus") {
+        prometheus(port)
+    } else {
+        None
+    };
+    if let Some(prom) = prom {
         let table = format!("url = \"http://127.0.0.1:{port}/api/v1/write\"");
         let pid = Some(prom.0.id());
         for (i, r) in run("prometheus_remote_write", &table, &reg, &batch, 3, pid)
@@ -449,7 +490,34 @@ fn main() {
         {
             report(&format!("1M -> prometheus, flush {}", i + 1), 1_000_000, r);
         }
-    } else {
+    } else if wanted("prometheus") {
         println!("prometheus not installed: skipped");
+    }
+    // The same requests into a store that keeps up on this machine.
+    for (label, kind, table) in [
+        (
+            "victoria-metrics (influx line protocol)",
+            "influxdb",
+            "url = \"http://127.0.0.1:{port}\"\ndatabase = \"bench\"\nprecision = \"ms\"",
+        ),
+        (
+            "victoria-metrics (remote write)",
+            "prometheus_remote_write",
+            "url = \"http://127.0.0.1:{port}/api/v1/write\"",
+        ),
+    ] {
+        if !wanted("victoria-metrics") {
+            break;
+        }
+        let port = free_port();
+        let Some(vm) = victoria_metrics(port) else {
+            println!("victoria-metrics not installed: skipped");
+            break;
+        };
+        let table = table.replace("{port}", &port.to_string());
+        let pid = Some(vm.0.id());
+        for (i, r) in run(kind, &table, &reg, &batch, 3, pid).iter().enumerate() {
+            report(&format!("1M -> {label}, flush {}", i + 1), 1_000_000, r);
+        }
     }
 }
