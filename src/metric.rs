@@ -29,6 +29,14 @@ pub enum MetricType {
 }
 
 impl MetricType {
+    /// How many types there are: the length of a table indexed by [`MetricType::index`].
+    pub const COUNT: usize = 6;
+
+    /// The type's place in a per-type table (`0..COUNT`, in declaration order).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The statsd wire name of the type.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -165,5 +173,15 @@ mod tests {
         assert_eq!(plain.name(), b"foo");
         assert!(plain.tag_suffix().is_empty());
         assert_eq!(plain.tags().count(), 0);
+    }
+
+    #[test]
+    fn type_indexes_fill_a_table_of_count() {
+        use MetricType::*;
+        let all = [Counter, Gauge, Timer, Histogram, Distribution, Set];
+        assert_eq!(all.len(), MetricType::COUNT);
+        for (i, t) in all.iter().enumerate() {
+            assert_eq!(t.index(), i);
+        }
     }
 }

@@ -52,28 +52,17 @@ pub const QUEUE_INTERVALS: usize = 4;
 /// Which series are forwarded, and the scope tag to strip.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// Forwarded, by type (in [`super::config::TYPES`] order).
-    forwarded: [bool; 6],
+    /// Forwarded, by type ([`MetricType::index`]).
+    forwarded: [bool; MetricType::COUNT],
     /// `;<scope_tag>=`, as it appears in a canonical key.
     finder: memchr::memmem::Finder<'static>,
 }
 
-fn type_index(t: MetricType) -> usize {
-    match t {
-        MetricType::Counter => 0,
-        MetricType::Gauge => 1,
-        MetricType::Timer => 2,
-        MetricType::Histogram => 3,
-        MetricType::Distribution => 4,
-        MetricType::Set => 5,
-    }
-}
-
 impl Rules {
     pub fn new(c: &ForwardConfig) -> Rules {
-        let mut forwarded = [false; 6];
+        let mut forwarded = [false; MetricType::COUNT];
         for t in &c.types {
-            forwarded[type_index(*t)] = true;
+            forwarded[t.index()] = true;
         }
         Rules {
             forwarded,
@@ -84,7 +73,7 @@ impl Rules {
 
     /// Where a series goes, and its key without the scope tag if it had one.
     pub fn route(&self, key: &[u8], kind: MetricType) -> (Route, Option<Vec<u8>>) {
-        let by_type = if self.forwarded[type_index(kind)] {
+        let by_type = if self.forwarded[kind.index()] {
             Route::Forward
         } else {
             Route::Local

@@ -268,7 +268,7 @@ pub struct Exporter {
     /// What each registry series became, one map per statsd type so that a
     /// lookup borrows the registry's key (no clone per known series); kept
     /// while the registry has the series.
-    cache: [Cache; 6],
+    cache: [Cache; MetricType::COUNT],
     generation: u32,
     store: Store,
     /// How long the last observe() spent after feeding (expiry, order,
@@ -307,17 +307,6 @@ struct Store {
     /// Reused sample buffers for quantiles.
     scratch: Vec<f64>,
     runs: Vec<(f64, u64)>,
-}
-
-fn type_index(ty: MetricType) -> usize {
-    match ty {
-        MetricType::Counter => 0,
-        MetricType::Gauge => 1,
-        MetricType::Timer => 2,
-        MetricType::Histogram => 3,
-        MetricType::Distribution => 4,
-        MetricType::Set => 5,
-    }
 }
 
 impl Exporter {
@@ -465,7 +454,7 @@ impl Exporter {
         placed: bool,
     ) -> bool {
         let generation = self.generation;
-        let Some(entry) = self.cache[type_index(ty)].get_mut(key) else {
+        let Some(entry) = self.cache[ty.index()].get_mut(key) else {
             return false;
         };
         if placed && matches!(entry.state, State::Pending(_)) {
@@ -505,7 +494,7 @@ impl Exporter {
     }
 
     fn place_seed(&mut self, ty: MetricType, key: &MetricKey, up: Update<'_>, now: Instant) {
-        if self.cache[type_index(ty)].contains_key(key) {
+        if self.cache[ty.index()].contains_key(key) {
             return;
         }
         let target = resolve(&self.opts, &self.quantiles, &self.buckets, ty, key);
@@ -514,7 +503,7 @@ impl Exporter {
             Some(t) => State::Pending(t),
         };
         let generation = self.generation;
-        let entry = self.cache[type_index(ty)]
+        let entry = self.cache[ty.index()]
             .entry(key.clone())
             .or_insert(CacheEntry {
                 state,
@@ -551,7 +540,7 @@ impl Exporter {
             return;
         }
         let generation = self.generation;
-        let map = &mut self.cache[type_index(ty)];
+        let map = &mut self.cache[ty.index()];
         let state = match resolve(&self.opts, &self.quantiles, &self.buckets, ty, key) {
             None => State::Drop,
             Some(t) => State::Pending(t),
