@@ -294,34 +294,23 @@ fn wait_listening(addr: SocketAddr) {
 
 /// InfluxDB 1.x on `port`; `data` adds to its `[data]` section.
 fn influxd(port: u16, data: &str) -> Option<Peer> {
-    let bin = Path::new("/usr/bin/influxd");
-    if !bin.exists() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let conf = dir.path().join("influxdb.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
-             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
-             {data}\n[monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
-            free_port()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-config")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(addr);
-    let _ = create_db(addr);
-    Some(Peer(child, dir))
+    let peer = spawn_peer("/usr/bin/influxd", port, |dir| {
+        let d = dir.display();
+        let conf = dir.join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 {data}\n[monitor]\n  store-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        vec!["-config".into(), conf.display().to_string()]
+    })?;
+    let _ = create_db(format!("127.0.0.1:{port}").parse().unwrap());
+    Some(peer)
 }
 
 /// `CREATE DATABASE bench` over a raw HTTP/1.0 POST.
@@ -337,22 +326,16 @@ fn create_db(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
-fn prometheus(port: u16) -> Option<Peer> {
-    let bin = Path::new("/usr/bin/prometheus");
+/// Start `bin` (if installed) with the arguments `args` makes from its
+/// temporary directory, and wait until it listens on `port`.
+fn spawn_peer(bin: &str, port: u16, args: impl FnOnce(&Path) -> Vec<String>) -> Option<Peer> {
+    let bin = Path::new(bin);
     if !bin.exists() {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("prometheus.yml");
-    std::fs::write(&conf, "global:\n  scrape_interval: 1m\n").unwrap();
     let child = Command::new(bin)
-        .arg(format!("--config.file={}", conf.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
+        .args(args(dir.path()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -361,28 +344,30 @@ fn prometheus(port: u16) -> Option<Peer> {
     Some(Peer(child, dir))
 }
 
+fn prometheus(port: u16) -> Option<Peer> {
+    spawn_peer("/usr/bin/prometheus", port, |dir| {
+        let conf = dir.join("prometheus.yml");
+        std::fs::write(&conf, "global:\n  scrape_interval: 1m\n").unwrap();
+        vec![
+            format!("--config.file={}", conf.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".into(),
+        ]
+    })
+}
+
 /// VictoriaMetrics on `port`: it takes InfluxDB's line protocol (`/write`)
 /// and Prometheus remote write (`/api/v1/write`).
 fn victoria_metrics(port: u16) -> Option<Peer> {
-    let bin = Path::new("/usr/bin/victoria-metrics");
-    if !bin.exists() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(bin)
-        .arg(format!(
-            "-storageDataPath={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg("-retentionPeriod=100y")
-        .arg("-loggerLevel=WARN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    Some(Peer(child, dir))
+    spawn_peer("/usr/bin/victoria-metrics", port, |dir| {
+        vec![
+            format!("-storageDataPath={}", dir.join("data").display()),
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-retentionPeriod=100y".into(),
+            "-loggerLevel=WARN".into(),
+        ]
+    })
 }
 
 fn main() {
