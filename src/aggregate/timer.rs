@@ -346,13 +346,38 @@ impl HdrSamples {
             if bytes.is_empty() {
                 return Ok(None);
             }
-            // V2 header: cookie, payload length, normalizing offset, then
-            // the significant digits (big-endian u32s).
-            let digits = bytes
-                .get(12..16)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            // V2 header (big-endian): cookie, payload length, normalizing
+            // offset, significant digits (u32s), lowest and highest value
+            // (u64s), a ratio (f64), then the payload. The decoder allocates
+            // what the header claims before it reads, so the claims are
+            // checked against the bytes at hand first: only the plain V2
+            // that `to_parts` writes (no DEFLATE: a small body must not
+            // inflate), a payload length that is the rest of the bytes, and
+            // statsyard's own precision and lowest value.
+            const V2_COOKIE: u32 = 0x1c84_9313;
+            const HEADER: usize = 40;
+            let u32_at = |at: usize| {
+                bytes
+                    .get(at..at + 4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            if bytes.len() < HEADER || u32_at(0) != Some(V2_COOKIE) {
+                return Err("histogram: not a plain V2 histogram".into());
+            }
+            let payload = u32_at(4).map(|n| n as usize);
+            if payload != Some(bytes.len() - HEADER) {
+                return Err(format!(
+                    "histogram payload of {payload:?} bytes in {} bytes",
+                    bytes.len() - HEADER
+                ));
+            }
+            let digits = u32_at(12);
             if digits != Some(u32::from(SIGFIG)) {
                 return Err(format!("histogram precision {digits:?}, not {SIGFIG}"));
+            }
+            let lowest = u64::from_be_bytes(bytes[16..24].try_into().expect("8 bytes"));
+            if lowest != 1 {
+                return Err(format!("histogram lowest value {lowest}, not 1"));
             }
             let mut r = bytes;
             let h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
@@ -443,4 +468,38 @@ impl HdrSamples {
 /// `v` clamped to `[min, max]`; unlike `f64::clamp` it cannot panic.
 fn within(v: f64, min: f64, max: f64) -> f64 {
     v.max(min).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_parts_round_trip_and_hostile_headers_are_refused() {
+        let h = HdrSamples::from_samples(&[1.0, 2.5, -3.0, 1e6, 42.0]);
+        let parts = h.to_parts();
+        let back = HdrSamples::from_parts(&parts).expect("its own parts");
+        assert_eq!(back.to_parts(), parts);
+
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut p = parts.clone();
+            f(&mut p.positive);
+            HdrSamples::from_parts(&p)
+        };
+        // A payload length past the bytes at hand (the decoder would
+        // allocate it before reading): 3.6 GB claimed by a small body.
+        assert!(with(&|b| b[4..8].copy_from_slice(&0xda00_0000u32.to_be_bytes())).is_err());
+        // Shorter than claimed, longer than claimed.
+        assert!(with(&|b| {
+            b.pop();
+        })
+        .is_err());
+        assert!(with(&|b| b.push(0)).is_err());
+        // DEFLATE-compressed V2 (a small body must not inflate), and junk.
+        assert!(with(&|b| b[0..4].copy_from_slice(&0x1c84_9314u32.to_be_bytes())).is_err());
+        assert!(with(&|b| b.truncate(20)).is_err());
+        // Another precision or lowest value than statsyard's.
+        assert!(with(&|b| b[12..16].copy_from_slice(&5u32.to_be_bytes())).is_err());
+        assert!(with(&|b| b[16..24].copy_from_slice(&1000u64.to_be_bytes())).is_err());
+    }
 }
