@@ -9,7 +9,8 @@
 //!   already (an agent that sent again after a lost answer: by agent,
 //!   interval and part), journals it, merges it, and asks the flusher for
 //!   an early flush when every agent it knows (heard from in the last
-//!   three intervals) has sent the interval.
+//!   three intervals) has sent the interval, from its second whole
+//!   interval on (before, it may not have heard from every agent yet).
 //! - [`AggregatorSide`] is the flusher's [`crate::flusher::Inflow`]: at the
 //!   flush of the interval ending at `E` (at `E + grace`, or earlier when
 //!   complete) it takes every interval that ends by `E`; state that comes
@@ -48,6 +49,13 @@ const KNOWN_INTERVALS: u64 = 3;
 /// Messages already merged are remembered this many intervals back.
 const DEDUP_INTERVALS: u64 = 10;
 
+/// When the id of a message for the interval starting at `start` (Unix ms)
+/// of `iv` ms may be forgotten. `decode` bounds both; saturating anyway, so
+/// that no journal record can make a replay panic.
+fn dedup_expiry(start: u64, iv: u64) -> u64 {
+    start.saturating_add((DEDUP_INTERVALS + 1).saturating_mul(iv))
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -83,6 +91,17 @@ struct Inner {
     /// Buckets taken by the flush in progress (their journal files go
     /// once it is handed to the outputs).
     taken: Vec<u64>,
+    /// The first bucket that may flush early: the one after the first
+    /// whole interval this aggregator listened through (since it started,
+    /// or since its interval changed). Agents send every interval, so by
+    /// then it has heard from every live agent; before, "every agent it
+    /// knows" may be the first one that happened to report.
+    warm_from: u64,
+}
+
+/// The start of the second whole interval of `iv` ms after `now_ms`.
+fn warm_from(now_ms: u64, iv: u64) -> u64 {
+    (now_ms / iv + 2) * iv
 }
 
 impl Inner {
@@ -249,6 +268,7 @@ impl Pending {
         let p = Arc::new(Pending {
             inner: Mutex::new(Inner {
                 iv: iv_ms.max(1),
+                warm_from: warm_from(unix_ms(), iv_ms.max(1)),
                 buckets: BTreeMap::new(),
                 flushed_until: 0,
                 seen: HashMap::new(),
@@ -275,8 +295,7 @@ impl Pending {
             };
             let mut st = IntervalState::new(timer_exact_samples);
             let id = (batch.agent.clone(), batch.interval_start_ms, batch.part);
-            let expires =
-                batch.interval_start_ms + (DEDUP_INTERVALS + 1) * batch.interval_ms.max(iv_ms);
+            let expires = dedup_expiry(batch.interval_start_ms, batch.interval_ms.max(iv_ms));
             let Ok(series) = batch.merge_into(&mut st) else {
                 continue;
             };
@@ -313,7 +332,12 @@ impl Pending {
     /// New settings from a reload.
     pub fn set(&self, iv_ms: u64, max_bytes: usize) {
         self.max_bytes.store(max_bytes, Ordering::Relaxed);
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).iv = iv_ms.max(1);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let iv = iv_ms.max(1);
+        if inner.iv != iv {
+            inner.iv = iv;
+            inner.warm_from = warm_from(unix_ms(), iv);
+        }
     }
 
     /// Take a body in (run off the runtime's threads: it decodes and
@@ -378,7 +402,7 @@ impl Pending {
             }
             self.stats.journal_bytes.store(j.bytes, Ordering::Relaxed);
         }
-        let expires = start + (DEDUP_INTERVALS + 1) * agent_iv.max(iv);
+        let expires = dedup_expiry(start, agent_iv.max(iv));
         inner.seen.insert(id, expires);
         inner
             .buckets
@@ -391,7 +415,7 @@ impl Pending {
         let mut ready = None;
         if last && agent_iv == iv && !late {
             inner.done.entry(bucket).or_default().insert(agent);
-            if inner.complete(bucket) && now >= bucket + iv {
+            if bucket >= inner.warm_from && inner.complete(bucket) && now >= bucket + iv {
                 ready = Some(bucket + iv);
             }
         }

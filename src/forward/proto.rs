@@ -426,14 +426,31 @@ pub fn decode(body: &[u8], snappy: bool, max_bytes: usize) -> Result<Batch, Refu
     if b.version != VERSION {
         return Err(Refusal::Version(b.version));
     }
-    if b.interval_ms == 0 {
-        return Err(Refusal::Invalid("interval_ms is 0".into()));
+    if b.interval_ms == 0 || b.interval_ms > MAX_INTERVAL_MS {
+        return Err(Refusal::Invalid(format!(
+            "interval_ms {} is not in 1..={MAX_INTERVAL_MS}",
+            b.interval_ms
+        )));
+    }
+    if b.interval_start_ms > MAX_START_MS {
+        return Err(Refusal::Invalid(format!(
+            "interval_start_ms {} is past the year 9999",
+            b.interval_start_ms
+        )));
     }
     if b.agent.is_empty() || b.agent.len() > 256 {
         return Err(Refusal::Invalid("agent id empty or over 256 bytes".into()));
     }
     Ok(b)
 }
+
+/// The longest interval a message may say it covers: a day (statsyard's
+/// own `[flush] interval` is far shorter).
+pub const MAX_INTERVAL_MS: u64 = 86_400_000;
+
+/// The latest interval start a message may carry: 9999-12-31 (Unix ms), so
+/// that the aggregator's arithmetic on it cannot overflow.
+pub const MAX_START_MS: u64 = 253_402_300_799_000;
 
 /// A key the registry could hold: not empty, no whitespace or control
 /// characters (which would break Graphite lines downstream).
@@ -960,14 +977,24 @@ mod tests {
             decode(&body(&v2, true).0, true, 1 << 20).unwrap_err(),
             Refusal::Version(2)
         );
-        let mut zero = good.clone();
-        zero.interval_ms = 0;
-        assert_eq!(
-            decode(&body(&zero, false).0, false, 1 << 20)
-                .unwrap_err()
-                .reason(),
-            "invalid"
-        );
+        for (interval_ms, start) in [
+            (0, good.interval_start_ms),
+            (MAX_INTERVAL_MS + 1, good.interval_start_ms),
+            // Found by the forward_message fuzz target: past u64::MAX / 11,
+            // the aggregator's expiry of the message's id overflowed.
+            (1 << 62, good.interval_start_ms),
+            (good.interval_ms, MAX_START_MS + 1),
+        ] {
+            let mut b = good.clone();
+            b.interval_ms = interval_ms;
+            b.interval_start_ms = start;
+            assert_eq!(
+                decode(&body(&b, false).0, false, 1 << 20)
+                    .unwrap_err()
+                    .reason(),
+                "invalid"
+            );
+        }
         let bad_series = |s: Series| {
             let mut b = good.clone();
             b.series.push(s);
