@@ -12,7 +12,7 @@
 set -u
 export RUSTC_BOOTSTRAP=1
 secs=${SECONDS_PER_TARGET:-610}
-targets=${*:-"statsd_packet statsd_roundtrip carbon_line mapping_yaml config_toml config_js pickle_frame"}
+targets=${*:-"statsd_packet statsd_roundtrip dogstatsd_event dogstatsd_check carbon_line mapping_yaml config_toml config_js pickle_frame forward_message"}
 target_dir=${CARGO_TARGET_DIR:-target}
 if [ -z "${NO_BUILD:-}" ]; then
     cargo fuzz build -a || exit 1

@@ -167,6 +167,205 @@ def configs():
     put("mapping_yaml", read("tests/data/prometheus/mapping.yml"))
 
 
+# The forwarding protocol (src/forward/proto.rs, docs/forward.proto),
+# written by hand: protobuf's wire format and snappy's block format.
+
+def varint(n):
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field(num, wire, payload):
+    return varint(num << 3 | wire) + payload
+
+
+def pb_uint(num, n):
+    return field(num, 0, varint(n)) if n else b""
+
+
+def pb_double(num, v):
+    return field(num, 1, struct.pack("<d", v)) if v != 0.0 else b""
+
+
+def pb_bytes(num, b):
+    return field(num, 2, varint(len(b)) + b)
+
+
+def pb_doubles(num, vs):
+    """A packed repeated double, as prost writes it."""
+    return pb_bytes(num, b"".join(struct.pack("<d", v) for v in vs)) if vs else b""
+
+
+KIND = {"counter": 0, "gauge": 1, "timer": 2, "histogram": 3, "distribution": 4, "set": 5}
+
+
+def hdr_v2(counts, high=2048):
+    """An HdrHistogram V2 encoding at statsyard's precision (3 digits) of
+    {microseconds: count}, values under 2048 (where the bucket index is the
+    value): counts as zigzag varints, a run of zeros as its negated length."""
+    zz = lambda n: varint((n << 1) ^ (n >> 63))
+    payload = bytearray()
+    at = 0
+    for i in sorted(counts):
+        if i > at:
+            payload += zz(-(i - at))
+        payload += zz(counts[i])
+        at = i + 1
+    return struct.pack(">IIIIqqd", 0x1C849313, len(payload), 0, 3, 1, high, 1.0) + payload
+
+
+def hdr_msg(samples):
+    """The Hdr message of the samples (ms), each under 2.048 in magnitude."""
+    pos, neg = {}, {}
+    for v in samples:
+        d = pos if v >= 0 else neg
+        us = round(abs(v) * 1000)
+        d[us] = d.get(us, 0) + 1
+    n = len(samples)
+    mean = sum(samples) / n
+    m2 = sum((v - mean) ** 2 for v in samples)
+    return (
+        pb_bytes(1, hdr_v2(pos))
+        + (pb_bytes(2, hdr_v2(neg)) if neg else b"")
+        + pb_uint(3, n)
+        + pb_double(4, sum(samples))
+        + pb_double(5, sum(v * v for v in samples))
+        + pb_double(6, min(samples))
+        + pb_double(7, max(samples))
+        + pb_double(8, mean)
+        + pb_double(9, m2)
+    )
+
+
+def series(key, kind, counter=0.0, gauge=None, members=(), timer=None, raw_kind=None):
+    out = pb_bytes(1, key) + pb_uint(2, KIND[kind] if raw_kind is None else raw_kind)
+    out += pb_double(3, counter)
+    if gauge is not None:
+        absolute, written, delta = gauge
+        g = (pb_uint(1, 1) + pb_double(2, absolute) + pb_uint(3, written)) if absolute is not None else b""
+        out += pb_bytes(4, g + pb_double(4, delta))
+    for m in members:
+        out += pb_bytes(5, m)
+    if timer is not None:
+        count, exact, hdr = timer
+        t = pb_double(1, count) + pb_doubles(2, exact)
+        if hdr is not None:
+            t += pb_bytes(3, hdr)
+        out += pb_bytes(6, t)
+    return out
+
+
+def batch(entries, version=1, agent=b"host-a/00ff", start=1700000000000, interval=10000,
+          part=0, last=True, flushed=1700000010001):
+    out = pb_uint(1, version) + (pb_bytes(2, agent) if agent else b"")
+    out += pb_uint(3, start) + pb_uint(4, interval) + pb_uint(5, part)
+    out += pb_uint(6, 1 if last else 0) + pb_uint(7, flushed)
+    for e in entries:
+        out += pb_bytes(8, e)
+    return out
+
+
+def snappy(data):
+    """Snappy's block format: the length, then literals and 2-byte-offset
+    copies (a greedy search for repeats of 4 bytes or more)."""
+    out = bytearray(varint(len(data)))
+    lit_start = i = 0
+
+    def literal(b):
+        n = len(b) - 1
+        if n < 60:
+            out.append(n << 2)
+        elif n < 256:
+            out.extend((60 << 2, n))
+        else:
+            out.append(61 << 2)
+            out.extend(struct.pack("<H", n))
+        out.extend(b)
+
+    while i < len(data):
+        best_len, best_off = 0, 0
+        for j in range(max(0, i - 2048), i):
+            k = 0
+            while i + k < len(data) and data[j + k] == data[i + k] and k < 64:
+                k += 1
+            if k > best_len:
+                best_len, best_off = k, i - j
+        if best_len >= 4:
+            if lit_start < i:
+                literal(data[lit_start:i])
+            out.append((best_len - 1) << 2 | 2)
+            out.extend(struct.pack("<H", best_off))
+            i += best_len
+            lit_start = i
+        else:
+            i += 1
+    if lit_start < len(data):
+        literal(data[lit_start:])
+    return bytes(out)
+
+
+def forward():
+    """Messages of every series type, one by one and together, the empty
+    last part, and the ways a message is refused; each raw and snappy."""
+    counter = series(b"c;env=prod", "counter", counter=10.0)
+    gauge = series(b"g", "gauge", gauge=(4.5, 1700000005000, 0.0))
+    delta = series(b"gd", "gauge", gauge=(None, 0, -2.0))
+    timer = series(b"t", "timer", timer=(4.0, [1.0, 2.0, 3.0], None))
+    hist = series(b"h;a=b", "histogram", timer=(4.0, [], hdr_msg([0.5, 1.0, 1.5, 2.0])))
+    dist = series(b"d", "distribution", timer=(2.5, [], hdr_msg([-1.0, 0.5])))
+    dist_exact = series(b"d", "distribution", timer=(1.0, [-0.25, 7.0], None))
+    members = series(b"s", "set", members=[b"a", b"b", b"c"])
+    more = series(b"s", "set", members=[b"c", b"user-1", b"\xff\x00"])
+    every = [counter, gauge, delta, timer, hist, dist, members]
+    valid = [batch([e]) for e in every] + [
+        batch(every),
+        # Entries of one key merge: samples pool past the exact bound,
+        # a histogram and exact samples, set members union.
+        batch([timer, timer, dist, dist_exact, members, more, counter, counter]),
+        batch([], last=True),
+        batch([counter], part=3, last=False),
+        # Late: an interval flushed already.
+        batch([counter, timer], start=1699999980000),
+        batch([gauge], agent=b"h" * 256, interval=60000, start=1699999960000),
+    ]
+    refused = [
+        batch([counter], version=2),
+        batch([counter], version=0),
+        batch([counter], interval=0),
+        batch([counter], agent=b""),
+        batch([counter], agent=b"h" * 257),
+        batch([series(b"a b", "counter", counter=1.0)]),
+        batch([series(b"a\nb", "counter", counter=1.0)]),
+        batch([series(b"", "counter", counter=1.0)]),
+        batch([series(b"k", "counter", raw_kind=99)]),
+        batch([series(b"k", "counter", raw_kind=-1)]),
+        batch([series(b"k", "timer")]),
+        batch([counter, series(b"k", "histogram", timer=(1.0, [], pb_bytes(1, b"\x01\x02\x03") + pb_uint(3, 1)))]),
+        # A histogram of another precision, and one whose counts are not n.
+        batch([series(b"k", "timer", timer=(1.0, [], pb_bytes(1, hdr_v2({1000: 1})[:12] + struct.pack(">I", 5) + hdr_v2({1000: 1})[16:]) + pb_uint(3, 1)))]),
+        batch([series(b"k", "timer", timer=(1.0, [], pb_bytes(1, hdr_v2({1000: 1})) + pb_uint(3, 2)))]),
+        batch([series(b"k", "timer", timer=(float("nan"), [float("nan"), float("inf")], None))]),
+        batch([series(b"k", "counter", counter=1.0)], start=2**63),
+    ]
+    for m in valid + refused:
+        put("forward_message", m)
+        put("forward_message", snappy(m))
+    whole = batch(every)
+    put("forward_message", whole[: len(whole) // 2])
+    put("forward_message", snappy(whole)[: len(snappy(whole)) // 2])
+    # Not protobuf; a snappy body claiming 2 GiB.
+    put("forward_message", b"\x0a\xff")
+    put("forward_message", b"\xff\xff\xff\x7f\x00")
+
+
 def frame(payload):
     return struct.pack(">I", len(payload)) + payload
 
@@ -193,12 +392,18 @@ def regressions():
     put("config_js", b"{x: " + b"[" * 20000, "regress-config-js-deep-arrays")
     put("config_js", b"{x: " + b"{a:" * 10000, "regress-config-js-deep-objects")
     put("config_js", b"{x: 1} // \xe2\x80\xa8" + b"[" * 20000, "regress-config-js-ls-comment")
+    # Two set members that are one (invalid UTF-8 is U+FFFD, as in the
+    # reference): the target once counted them as two.
+    members = batch([series(b"s", "set", members=[b"\xf2", b"\x93", b"ok"])])
+    put("forward_message", members, "regress-forward-set-invalid-utf8")
+    put("forward_message", snappy(members), "regress-forward-set-invalid-utf8-snappy")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--regressions"]:
         statsd()
         dogstatsd()
+        forward()
         carbon()
         pickles()
         configs()

@@ -7,9 +7,18 @@
 //! A target panics when an invariant of the parser is broken; a refused
 //! input is never a failure.
 
-use statsyard::aggregate::Shard;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use statsyard::aggregate::{AggregateOptions, IntervalState, Registry, Shard};
 use statsyard::config;
 use statsyard::events::Event;
+use statsyard::flush::compute::{self, Bin, ComputeOptions, HistogramRule, Percentile};
+use statsyard::flusher::{FlusherHandle, Inflow};
+use statsyard::forward::aggregator::{AggregatorSide, Outcome, Pending, Rejected};
+use statsyard::forward::proto::{self, Batch, Kind, Refusal};
+use statsyard::forward::RawAggregator;
 use statsyard::metric::{MetricRef, MetricType, Value};
 use statsyard::parse::carbon::{self, CarbonLineOptions, NameCheck, Timestamp};
 use statsyard::parse::event::{self as dog, Dog};
@@ -395,4 +404,266 @@ pub fn mapping_yaml(data: &[u8]) {
             let _ = mapping.map(name, class);
         }
     }
+}
+
+/// The aggregator's interval in `forward_message`, ms.
+const FORWARD_IV_MS: u64 = 10_000;
+
+/// Samples a timer keeps exactly in `forward_message`: few, so that two
+/// entries of one key merge past the bound into a histogram.
+const FORWARD_EXACT: usize = 4;
+
+/// `forward_message` flushes the intervals ending by this (Unix ms)
+/// before a message comes, so a message for one of them is late (merged
+/// into the next flush); the seeds have intervals on both sides.
+pub const FORWARD_FLUSHED_UNTIL: u64 = 1_700_000_000_000;
+
+/// Target `forward_message`: the body of a POST to the aggregator's
+/// `/v1/forward`, read as protobuf and as snappy, with the aggregator's
+/// default `max_message_bytes`. A decoded message is one this aggregator
+/// speaks; re-encoded (raw and snappy) it decodes to the same bytes; its
+/// merge either takes every series (their keys valid, set members and
+/// timer samples all there) or refuses it as invalid and takes none. The
+/// aggregator's own intake ([`Pending::accept`], as the HTTP handler calls
+/// it) answers exactly that, merges a message sent twice once, and what it
+/// merged goes into a real [`Registry`] and is flushed. Under the fuzzer
+/// (`fuzz_targets/forward_message.rs`), one input may also hold only so
+/// many bytes at once.
+pub fn forward_message(data: &[u8]) {
+    let max = RawAggregator::default().max_message_bytes;
+    for snappy in [false, true] {
+        let decoded = proto::decode(data, snappy, max);
+        if let Ok(b) = &decoded {
+            check_forward_batch(b);
+        }
+        forward_intake(data, snappy, max, decoded);
+    }
+}
+
+/// What merging a batch gives, comparable: the series entries taken, or
+/// the refusal's reason.
+fn merge_outcome(b: &Batch) -> (Result<usize, &'static str>, IntervalState) {
+    let mut st = IntervalState::new(FORWARD_EXACT);
+    let r = b.clone().merge_into(&mut st).map_err(|r| r.reason());
+    (r, st)
+}
+
+fn check_forward_batch(b: &Batch) {
+    assert_eq!(b.version, proto::VERSION, "another version accepted");
+    assert_ne!(b.interval_ms, 0, "an interval of 0 ms accepted");
+    assert!(
+        !b.agent.is_empty() && b.agent.len() <= 256,
+        "agent id of {} bytes accepted",
+        b.agent.len()
+    );
+
+    // Re-encoded, raw and snappy, it decodes to the same message. Compared
+    // as encodings: a NaN is not equal to itself. Not bounded by `max`: a
+    // canonical encoding can be longer than the one that came (a negative
+    // kind sent in 5 bytes is 10 in prost's).
+    let (raw, raw_len) = proto::body(b, false);
+    assert_eq!(raw_len, raw.len());
+    let (z, z_len) = proto::body(b, true);
+    assert_eq!(z_len, raw.len());
+    for (bytes, snappy) in [(&raw, false), (&z, true)] {
+        let again = proto::decode(bytes, snappy, usize::MAX)
+            .unwrap_or_else(|e| panic!("re-encoded (snappy: {snappy}), refused: {e}"));
+        assert_eq!(
+            proto::body(&again, false).0,
+            raw,
+            "re-encoded (snappy: {snappy}), decodes differently"
+        );
+        // The same series, so the same merge.
+        assert_eq!(merge_outcome(&again).0, merge_outcome(b).0);
+    }
+
+    let (merged, st) = merge_outcome(b);
+    let n = match merged {
+        Err(reason) => {
+            assert_eq!(reason, "invalid");
+            assert!(st.is_empty(), "a refused message merged something");
+            return;
+        }
+        Ok(n) => n,
+    };
+    assert_eq!(n, b.series.len(), "series entries counted");
+
+    // What each type's series should hold after the merge: every key, every
+    // distinct member of a set, every sample of a timer (entries of one key
+    // merged; `None` when the samples claimed overflow a u64).
+    let mut counters = BTreeSet::new();
+    let mut gauges = BTreeSet::new();
+    let mut timers: HashMap<&[u8], Option<u64>> = HashMap::new();
+    // Members compare as the strings they decode to (as the reference's
+    // JavaScript does): invalid UTF-8 is U+FFFD.
+    let mut sets: HashMap<&[u8], HashSet<String>> = HashMap::new();
+    for s in &b.series {
+        let kind = Kind::try_from(s.kind).expect("an unknown kind merged");
+        let key = &s.key[..];
+        match kind {
+            Kind::Counter => {
+                counters.insert(key);
+            }
+            Kind::Gauge => {
+                gauges.insert(key);
+            }
+            Kind::Set => sets.entry(key).or_default().extend(
+                s.members
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(m).into_owned()),
+            ),
+            Kind::Timer | Kind::Histogram | Kind::Distribution => {
+                let t = s.timer.as_ref().expect("a timer without samples merged");
+                let len = t.hdr.as_ref().map_or(t.exact.len() as u64, |h| h.n);
+                let total = timers.entry(key).or_insert(Some(0));
+                *total = total.and_then(|x| x.checked_add(len));
+            }
+        }
+    }
+    fn keys<'a>(it: impl Iterator<Item = &'a [u8]>) -> BTreeSet<&'a [u8]> {
+        it.collect()
+    }
+    assert_eq!(keys(st.counters().map(|(k, _)| k.as_bytes())), counters);
+    assert_eq!(keys(st.gauges().map(|(k, _)| k.as_bytes())), gauges);
+    assert_eq!(st.timers().count(), timers.len(), "timer series");
+    for (k, t) in st.timers() {
+        let want = timers
+            .get(k.as_bytes())
+            .expect("a timer merged from nowhere");
+        if let Some(want) = want {
+            assert_eq!(t.len(), *want, "samples of a timer");
+        }
+    }
+    assert_eq!(st.sets().count(), sets.len(), "set series");
+    for (k, m) in st.sets() {
+        let want = sets.get(k.as_bytes()).expect("a set merged from nowhere");
+        assert_eq!(m.len(), want.len(), "members of a set");
+    }
+    for s in &b.series {
+        assert!(
+            !s.key.is_empty() && s.key.iter().all(|&c| c > b' ' && c != 0x7f),
+            "key {:?} merged",
+            String::from_utf8_lossy(&s.key)
+        );
+    }
+}
+
+/// The option sets a flush of forwarded state is computed with: the
+/// default, and percentiles from both ends with histogram bins.
+fn forward_compute_options() -> [ComputeOptions; 2] {
+    [
+        ComputeOptions::default(),
+        ComputeOptions {
+            percentiles: vec![
+                Percentile { value: 99.9 },
+                Percentile { value: -10.0 },
+                Percentile { value: 50.0 },
+            ],
+            histograms: vec![HistogramRule {
+                metric: String::new(),
+                bins: vec![Bin::Limit(-1.0), Bin::Limit(0.5), Bin::Limit(1e9), Bin::Inf],
+            }],
+            ..ComputeOptions::default()
+        },
+    ]
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The aggregator's intake of one body: a fresh [`Pending`] (no journal)
+/// whose intervals up to [`FORWARD_FLUSHED_UNTIL`] were flushed.
+fn forward_intake(data: &[u8], snappy: bool, max: usize, decoded: Result<Batch, Refusal>) {
+    let stats = Arc::new(statsyard::stats::forward::AggregatorStats::default());
+    // The receiver stays alive so that an early-flush request is queued.
+    let (flusher, _rx) = FlusherHandle::channel();
+    let pending = Pending::open(
+        FORWARD_IV_MS,
+        None,
+        max,
+        FORWARD_EXACT,
+        stats.clone(),
+        flusher,
+    )
+    .expect("a Pending without a journal");
+    let mut side = AggregatorSide(pending.clone());
+    assert!(side.take_due(FORWARD_FLUSHED_UNTIL).is_none());
+    let got = pending.accept(data, snappy);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+    let batch = match decoded {
+        Err(r) => {
+            let counter = match &r {
+                Refusal::TooLarge(_) => &stats.refused_too_large,
+                Refusal::Decode(_) => &stats.refused_decode,
+                Refusal::Version(_) => &stats.refused_version,
+                Refusal::Invalid(_) => &stats.refused_invalid,
+            };
+            assert_eq!(load(counter), 1, "refusal counted");
+            assert_eq!(got, Err(Rejected::Refused(r)));
+            assert_eq!(load(&stats.accepted), 0);
+            return;
+        }
+        Ok(b) => b,
+    };
+    // The aggregator refuses intervals more than an hour ahead of its clock;
+    // too close to that to tell, nothing is checked.
+    let horizon = unix_ms() + 3_600_000;
+    if batch.interval_start_ms.abs_diff(horizon) < 600_000 {
+        return;
+    }
+    if batch.interval_start_ms > horizon {
+        assert!(
+            matches!(got, Err(Rejected::Refused(Refusal::Invalid(_)))),
+            "{got:?}"
+        );
+        return;
+    }
+    let (merged, st) = merge_outcome(&batch);
+    let n = match merged {
+        Err(_) => {
+            assert!(
+                matches!(got, Err(Rejected::Refused(Refusal::Invalid(_)))),
+                "{got:?}"
+            );
+            assert_eq!(load(&stats.refused_invalid), 1);
+            return;
+        }
+        Ok(n) => n as u64,
+    };
+    assert_eq!(got, Ok(Outcome::Merged));
+    assert_eq!(load(&stats.series), n);
+    let start = batch.interval_start_ms;
+    let late = start - start % FORWARD_IV_MS + FORWARD_IV_MS <= FORWARD_FLUSHED_UNTIL;
+    assert_eq!(load(&stats.late_series), if late { n } else { 0 }, "late");
+    // Sent again (its answer lost): taken once.
+    assert_eq!(pending.accept(data, snappy), Ok(Outcome::Duplicate));
+    assert_eq!(load(&stats.duplicates), 1);
+    assert_eq!(load(&stats.accepted), 2);
+
+    // The final flush takes every interval, as the flusher does.
+    let taken = side
+        .take_due(u64::MAX)
+        .expect("an accepted message leaves an interval to flush");
+    assert_eq!(taken.len(), st.len(), "series pending");
+    side.flushed(u64::MAX, false);
+    let opts = AggregateOptions {
+        timer_exact_samples: FORWARD_EXACT,
+        ..AggregateOptions::default()
+    };
+    let mut reg = Registry::new(&opts);
+    reg.merge_state(taken);
+    assert_eq!(reg.len(), st.len(), "series in the registry");
+    for c in forward_compute_options() {
+        let f = compute::compute(&reg, &c, 1_700_000_000);
+        assert_eq!(
+            f.counters.len() + f.gauges.len() + f.timers.len() + f.sets.len(),
+            reg.len(),
+            "series flushed"
+        );
+    }
+    reg.end_interval();
 }

@@ -75,6 +75,11 @@ fn dogstatsd_check() {
 }
 
 #[test]
+fn forward_message() {
+    replay("forward_message", targets::forward_message);
+}
+
+#[test]
 fn carbon_line() {
     replay("carbon_line", targets::carbon_line);
 }
@@ -154,6 +159,113 @@ fn statsd_format() {
         "t:1e-7|ms",
     ] {
         targets::statsd_roundtrip(l.as_bytes());
+    }
+}
+
+/// What agents really send, from their own encoder: every type, a set and
+/// an exact timer cut over several parts, histograms with negative
+/// samples, raw and snappy. Each is accepted and merges, and the target
+/// holds on it.
+#[test]
+fn forward_message_real_bodies() {
+    use statsyard::aggregate::{GaugeState, IntervalState, Timer};
+    use statsyard::forward::proto;
+    use statsyard::metric::MetricType;
+
+    let mut st = IntervalState::new(100);
+    st.add_counter(b"c;env=prod", 10.0);
+    let absolute = GaugeState {
+        absolute: Some((4.5, 1_700_000_005_000)),
+        delta: 0.0,
+    };
+    st.add_gauge(b"g", &absolute);
+    let delta = GaugeState {
+        absolute: None,
+        delta: -2.0,
+    };
+    st.add_gauge(b"gd", &delta);
+    st.add_timer(
+        b"t",
+        Timer::from_exact(MetricType::Timer, 4.0, vec![1.0, 2.0, 3.0]),
+    );
+    // 120 samples: past the bound of 100, a histogram.
+    for kind in [MetricType::Histogram, MetricType::Distribution] {
+        for _ in 0..2 {
+            let samples = (0..60).map(|i| f64::from(i) * 1.5 - 20.0).collect();
+            st.add_timer(
+                kind.as_str().as_bytes(),
+                Timer::from_exact(kind, 60.0, samples),
+            );
+        }
+    }
+    let lat = (0..5_000).map(f64::from).collect();
+    st.add_timer(b"lat", Timer::from_exact(MetricType::Timer, 5_000.0, lat));
+    let users: Vec<Vec<u8>> = (0..5_000)
+        .map(|i| format!("user-{i}").into_bytes())
+        .collect();
+    st.add_members(b"users", users.iter().map(Vec::as_slice));
+
+    let mut series = Vec::new();
+    proto::series_of(&st, |_, s| series.push(s));
+    let header = proto::Header {
+        agent: "host-a/00ff".into(),
+        interval_start_ms: targets::FORWARD_FLUSHED_UNTIL,
+        interval_ms: 10_000,
+        flushed_unix_ms: targets::FORWARD_FLUSHED_UNTIL + 10_001,
+    };
+    let parts = proto::parts(&header, series, 16 << 10);
+    assert!(parts.len() > 4, "{} parts", parts.len());
+    let mut merged = IntervalState::new(100);
+    for b in &parts {
+        for snappy in [false, true] {
+            let (bytes, _) = proto::body(b, snappy);
+            targets::forward_message(&bytes);
+            let got = proto::decode(&bytes, snappy, 8 << 20).unwrap();
+            assert_eq!(&got, b);
+            got.merge_into(&mut merged).unwrap();
+        }
+    }
+    assert_eq!(merged.len(), st.len());
+}
+
+/// The corpus keeps a message of every series type that is accepted and
+/// merged (a histogram too), raw and snappy, so that the replay goes
+/// through the whole merge and not only the refusals.
+#[test]
+fn forward_corpus_has_accepted_messages_of_every_type() {
+    use statsyard::aggregate::IntervalState;
+    use statsyard::forward::proto::{self, Kind};
+    use std::collections::BTreeSet;
+
+    let mut seen = BTreeSet::new();
+    for f in corpus("forward_message") {
+        let data = std::fs::read(&f).unwrap();
+        for snappy in [false, true] {
+            let Ok(b) = proto::decode(&data, snappy, 8 << 20) else {
+                continue;
+            };
+            let kinds: Vec<(i32, bool)> = b
+                .series
+                .iter()
+                .map(|s| (s.kind, s.timer.as_ref().is_some_and(|t| t.hdr.is_some())))
+                .collect();
+            if b.merge_into(&mut IntervalState::new(4)).is_ok() {
+                seen.extend(kinds.into_iter().map(|k| (snappy, k)));
+            }
+        }
+    }
+    for snappy in [false, true] {
+        for kind in 0..6 {
+            assert!(
+                seen.contains(&(snappy, (kind, false))) || seen.contains(&(snappy, (kind, true))),
+                "no accepted {:?} (snappy: {snappy})",
+                Kind::try_from(kind)
+            );
+        }
+        assert!(
+            seen.contains(&(snappy, (Kind::Histogram as i32, true))),
+            "no accepted histogram (snappy: {snappy})"
+        );
     }
 }
 
