@@ -397,6 +397,18 @@ def regressions():
     members = batch([series(b"s", "set", members=[b"\xf2", b"\x93", b"ok"])])
     put("forward_message", members, "regress-forward-set-invalid-utf8")
     put("forward_message", snappy(members), "regress-forward-set-invalid-utf8-snappy")
+    # A histogram header claiming a 4 GiB payload in a 101-byte message:
+    # the decoder allocated it before reading.
+    hdr_claim = bytes.fromhex(
+        "0801120b686f73742d612f303066661880d095ffbc3120904e300138919e96ffbc31"
+        "42410a016b1002323a09000000000000f03f1a2f0a2b1c849313ffffffff00000000"
+        "00000003000000000000000100000000000008003ff0000000000000cf0f021801")
+    put("forward_message", hdr_claim, "regress-forward-hdr-payload-claim")
+    # interval_ms 2^62: the aggregator's dedup expiry overflowed.
+    huge_iv = bytes.fromhex(
+        "0801120b686f73742d612f303066661880d095ffbc3120808080808080808040300138"
+        "919e96ffbc31420c0a016319000000000000f03f")
+    put("forward_message", huge_iv, "regress-forward-interval-overflow")
 
 
 if __name__ == "__main__":
