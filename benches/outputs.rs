@@ -167,6 +167,16 @@ fn run(
         };
         let mut task = Some(task);
         for i in 0..flushes {
+            // Each flush is the next interval's, 10 s later, as in a running
+            // server: a store sees new points, not the same ones rewritten.
+            let batch = &if i == 0 {
+                batch.clone()
+            } else {
+                Arc::new(FlushBatch {
+                    timestamp: batch.timestamp + 10 * i as u64,
+                    ..(**batch).clone()
+                })
+            };
             let before = (get(&stats.lines_sent), get(&stats.bytes_sent));
             let start = (Instant::now(), thread_cpu(), store_cpu());
             if let Some(o) = observer.as_mut() {
