@@ -16,6 +16,9 @@
 //! shutdown deadline). A mailbox that is still full at the next flush (the
 //! task cannot keep up) loses its oldest snapshot, counted in
 //! `queue_dropped`; the next snapshot carries the same cumulative series.
+//! A series the exporter expires (`[prometheus] ttl`) is sent once more,
+//! with Prometheus' staleness marker ([`STALE_NAN`]), in the flush that
+//! expires it.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -177,10 +180,14 @@ impl SinkConfig for RemoteWriteConfig {
                 stats: cx.stats.clone(),
             })),
             observer: Some(Box::new(Snapshots {
-                exporter: Exporter::new(super::prometheus::exporter::PromOptions {
-                    sent: cx.sent_keys.clone(),
-                    ..self.prometheus.options.clone()
-                }),
+                exporter: {
+                    let mut e = Exporter::new(super::prometheus::exporter::PromOptions {
+                        sent: cx.sent_keys.clone(),
+                        ..self.prometheus.options.clone()
+                    });
+                    e.track_gone();
+                    e
+                },
                 mailbox: self.mailbox.clone(),
                 stats: cx.stats.clone(),
                 last_ms: 0,
@@ -190,6 +197,10 @@ impl SinkConfig for RemoteWriteConfig {
         })
     }
 }
+
+/// Prometheus' staleness marker (`value.StaleNaN`): a NaN with this exact
+/// bit pattern, which the TSDB reads as "the series ended here".
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
 
 /// The snapshots waiting for the task: bounded, the oldest dropped.
 #[derive(Default)]
@@ -329,6 +340,11 @@ impl Observer for Snapshots {
         let scratch = &mut self.scratch;
         self.exporter
             .for_each_sample(&mut |s| snap.push(&s, scratch));
+        // Series that expired in this observe: one staleness marker each,
+        // as Prometheus writes when a scraped series disappears, so a query
+        // stops showing them now, not 5 minutes (its lookback) later.
+        self.exporter
+            .take_gone(STALE_NAN, &mut |s| snap.push(&s, scratch));
         if self.mailbox.put(Arc::new(snap)) {
             incr(&self.stats.queue_dropped, 1);
             tracing::warn!(

@@ -527,6 +527,62 @@ fn prometheus_remote_write_into_a_real_prometheus() {
     server.stop();
 }
 
+/// A series that expires (`[prometheus] ttl`) gets a staleness marker, so
+/// Prometheus stops returning it at once, as when a scraped series goes,
+/// not after its 5-minute lookback.
+#[test]
+fn prometheus_remote_write_marks_expired_series_stale() {
+    let Some(bin) = peer_of("prometheus", "prometheus") else {
+        return;
+    };
+    let prom = Peer::prometheus_receiver(&bin, free_tcp_port());
+    let server = server_with(
+        200,
+        &format!(
+            "[prometheus]\nttl = \"2s\"\n{}",
+            remote_write(&format!("http://{}/api/v1/write", prom.addr))
+        ),
+    );
+    send_udp(server.udp(), &[b"bars.rw.gone:7|g\nbars.rw.gone_lat:5|ms"]);
+    let seen = poll(
+        Duration::from_secs(20),
+        "bars_rw_gone",
+        || prom.log(),
+        || {
+            let r = prom.prom_query("bars_rw_gone");
+            (r.len() == 1).then_some(r)
+        },
+    );
+    assert_eq!(seen[0].1, 7.0, "{seen:?}");
+    let sent = Instant::now();
+    // Kept alive: a series that keeps getting values never goes stale.
+    let keep = || send_udp(server.udp(), &[b"bars.rw.kept:1|g"]);
+    keep();
+    poll(
+        Duration::from_secs(20),
+        "bars_rw_gone and the timer's series stale",
+        || prom.log(),
+        || {
+            keep();
+            let gone = prom.prom_query("bars_rw_gone").is_empty()
+                && prom.prom_query("bars_rw_gone_lat_count").is_empty()
+                && prom.prom_query("bars_rw_gone_lat").is_empty();
+            std::thread::sleep(Duration::from_millis(200));
+            gone.then_some(())
+        },
+    );
+    // Gone because of the marker: well inside Prometheus' 5-minute lookback.
+    assert!(sent.elapsed() < Duration::from_secs(60));
+    assert_eq!(prom.prom_query("bars_rw_kept").len(), 1);
+    // What was stored before it is still there: the marker ends the series.
+    let r = prom.prom_query("max_over_time(bars_rw_gone[5m])");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].1, 7.0);
+    let s = sink_stats(&server, "prometheus_remote_write");
+    assert_eq!(s["refused"], 0, "{s}\n{}", prom.log());
+    server.stop();
+}
+
 #[test]
 fn prometheus_remote_write_into_victoria_metrics() {
     let Some(bin) = peer_of("victoria-metrics", "victoria-metrics") else {

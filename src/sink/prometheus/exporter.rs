@@ -307,6 +307,20 @@ struct Store {
     /// Reused sample buffers for quantiles.
     scratch: Vec<f64>,
     runs: Vec<(f64, u64)>,
+    /// The series expired since [`Exporter::take_gone`] last ran, when
+    /// tracked ([`Exporter::track_gone`]: remote write sends each one a
+    /// staleness marker); `None` for `/metrics`, which pays nothing.
+    gone: Option<Vec<Gone>>,
+}
+
+/// A series the exporter expired, as its last samples named it.
+#[derive(Debug)]
+struct Gone {
+    family: Arc<str>,
+    names: Values,
+    values: Values,
+    /// `(suffix, quantile or le label)` of each of its samples.
+    samples: Vec<(&'static str, Option<(&'static str, f64)>)>,
 }
 
 impl Exporter {
@@ -332,6 +346,7 @@ impl Exporter {
                 log: LogLimiter::new(10, Duration::from_secs(60)),
                 scratch: Vec::new(),
                 runs: Vec::new(),
+                gone: None,
             },
             quantiles: opts.quantiles.clone().into(),
             buckets: opts.buckets.clone().into(),
@@ -768,14 +783,27 @@ impl Store {
             slots,
             free_slots,
             n_series,
+            gone,
             ..
         } = self;
-        let mut dead = |id: u32| {
+        let mut dead = |fam: (&Arc<str>, &Values), values: &Values, id: u32| {
             let Some(s) = slots.get_mut(id as usize) else {
                 return true;
             };
             let live = s.ttl == 0 || now.saturating_sub(s.last_hit) <= s.ttl;
             if !live {
+                if let Some(gone) = gone.as_mut() {
+                    let mut samples = Vec::new();
+                    slot_samples(&s.value, &mut |suffix, extra, _| {
+                        samples.push((suffix, extra))
+                    });
+                    gone.push(Gone {
+                        family: fam.0.clone(),
+                        names: fam.1.clone(),
+                        values: values.clone(),
+                        samples,
+                    });
+                }
                 s.family = FREE;
                 s.gen = s.gen.wrapping_add(1);
                 // Free the summary or histogram now, not at reuse.
@@ -789,10 +817,16 @@ impl Store {
             let Some(fam) = slot else {
                 continue;
             };
-            let empty = match &mut fam.members {
-                Members::One(_, id) => dead(*id),
+            let Family {
+                name,
+                names,
+                members,
+                ..
+            } = fam;
+            let empty = match members {
+                Members::One(values, id) => dead((name, names), values, *id),
                 Members::Many(m) => {
-                    m.retain(|_, id| !dead(*id));
+                    m.retain(|values, id| !dead((name, names), values, *id));
                     m.is_empty()
                 }
             };
@@ -1151,27 +1185,35 @@ fn family_samples(
         let Some(slot) = slots.get(id as usize) else {
             return;
         };
-        match &slot.value {
-            Value::Counter(v) | Value::Gauge(v) => f("", values, None, *v),
-            Value::Summary(sv) => {
-                for &(q, v) in &sv.quantiles {
-                    f("", values, Some(("quantile", q)), v);
-                }
-                f("_sum", values, None, sv.sum);
-                f("_count", values, None, sv.count);
-            }
-            Value::Histogram(h) => {
-                let mut cumulative = 0.0;
-                for (i, c) in h.counts.iter().enumerate() {
-                    cumulative += c;
-                    let le = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                    f("_bucket", values, Some(("le", le)), cumulative);
-                }
-                f("_sum", values, None, h.sum);
-                f("_count", values, None, h.count);
-            }
-        }
+        slot_samples(&slot.value, &mut |suffix, extra, v| {
+            f(suffix, values, extra, v)
+        });
     });
+}
+
+/// The samples of one series, in exposition order: `(suffix, the quantile
+/// or le label, value)`.
+fn slot_samples(value: &Value, f: &mut impl FnMut(&'static str, Option<(&'static str, f64)>, f64)) {
+    match value {
+        Value::Counter(v) | Value::Gauge(v) => f("", None, *v),
+        Value::Summary(sv) => {
+            for &(q, v) in &sv.quantiles {
+                f("", Some(("quantile", q)), v);
+            }
+            f("_sum", None, sv.sum);
+            f("_count", None, sv.count);
+        }
+        Value::Histogram(h) => {
+            let mut cumulative = 0.0;
+            for (i, c) in h.counts.iter().enumerate() {
+                cumulative += c;
+                let le = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
+                f("_bucket", Some(("le", le)), cumulative);
+            }
+            f("_sum", None, h.sum);
+            f("_count", None, h.count);
+        }
+    }
 }
 
 /// One sample of an exported series, as `/metrics` would show it: the
@@ -1208,6 +1250,32 @@ impl Exporter {
                     value,
                 })
             });
+        }
+    }
+
+    /// Keep the series that expire from now on until [`Self::take_gone`]
+    /// hands them out (remote write marks them stale).
+    pub fn track_gone(&mut self) {
+        self.store.gone.get_or_insert_with(Vec::new);
+    }
+
+    /// Every sample of the series expired since the last call (by the
+    /// observe() calls in between), with `value` as its value; forgets them.
+    pub fn take_gone(&mut self, value: f64, f: &mut dyn FnMut(Sample<'_>)) {
+        let Some(gone) = self.store.gone.as_mut() else {
+            return;
+        };
+        for g in gone.drain(..) {
+            for &(suffix, extra) in &g.samples {
+                f(Sample {
+                    family: &g.family,
+                    suffix,
+                    names: &g.names,
+                    values: &g.values,
+                    extra,
+                    value,
+                });
+            }
         }
     }
 }

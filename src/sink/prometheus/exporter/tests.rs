@@ -289,6 +289,64 @@ fn ttl_expires_series_without_hits() {
     assert_eq!(r.samples(), ["c_total 5", "g 2", "keep 1"]);
 }
 
+/// What `take_gone` hands out, as `name{labels} value` lines.
+fn gone(r: &mut Rig) -> Vec<String> {
+    let mut out = Vec::new();
+    r.exporter.take_gone(-1.0, &mut |s| {
+        let mut labels: Vec<String> = s
+            .names
+            .iter()
+            .zip(s.values)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if let Some((n, v)) = s.extra {
+            labels.push(format!("{n}={v}"));
+        }
+        out.push(format!(
+            "{}{}{{{}}} {}",
+            s.family,
+            s.suffix,
+            labels.join(","),
+            s.value
+        ));
+    });
+    out
+}
+
+#[test]
+fn expired_series_are_handed_out_once_when_tracked() {
+    let mut r = Rig::new(PromOptions {
+        ttl: Duration::from_secs(25),
+        ..opts()
+    });
+    // Untracked (as for /metrics): nothing is kept.
+    r.flush("old:1|c", 10);
+    r.flush("keep:1|g", 30);
+    assert_eq!(r.samples(), ["keep 1"]);
+    assert!(gone(&mut r).is_empty());
+    r.exporter.track_gone();
+    r.flush("c:1|c|#env:prod\ng:1|g\nlat:100|ms\nkeep:1|g", 10);
+    r.flush("keep:1|g", 10);
+    assert!(gone(&mut r).is_empty(), "nothing expired yet");
+    r.flush("keep:1|g", 20);
+    // Every sample of each expired series, named as /metrics named it.
+    assert_eq!(
+        gone(&mut r),
+        [
+            "c_total{env=prod} -1",
+            "g{} -1",
+            "lat{quantile=0.5} -1",
+            "lat{quantile=0.9} -1",
+            "lat{quantile=0.99} -1",
+            "lat_sum{} -1",
+            "lat_count{} -1",
+        ]
+    );
+    assert_eq!(r.samples(), ["keep 1"]);
+    // Handed out once.
+    assert!(gone(&mut r).is_empty());
+}
+
 #[test]
 fn ttl_zero_never_expires() {
     let mut r = Rig::new(PromOptions {
