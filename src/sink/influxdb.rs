@@ -14,7 +14,14 @@
 //!   (`top<p>_percentile` for a negative one), as `[flush]
 //!   calculated_timer_metrics` keeps them.
 //!
-//! Every field is a float. Points carry the flush's time: `precision = "s"`
+//! DogStatsD events (and statsyard's own, a source going dark or coming
+//! back) are points of an `events` measurement, written as they arrive:
+//! tags `alert_type`, `priority`, and `host`, `source_type`,
+//! `aggregation_key` when the event has them, then its own tags (`key:value`,
+//! a bare `key` as `key=true`, as Telegraf writes them); string fields
+//! `title` and `text`; the event's time (`d:`, or when it arrived).
+//!
+//! Every series field is a float. Points carry the flush's time: `precision = "s"`
 //! the flush's Unix second, `"ms"` the millisecond the output took the
 //! flush, one more than the last if the clock has not moved (so that two
 //! flushes never overwrite each other). Delivery (retries, the spool, the
@@ -214,6 +221,11 @@ impl SinkConfig for InfluxConfig {
         false
     }
 
+    /// Events become points of the `events` measurement.
+    fn takes_events(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
         let out = self.http.output(cx)?;
         Ok(Built::sink(InfluxSink {
@@ -313,8 +325,21 @@ impl Encoder for LineEncoder {
     type Msg = SinkMsg;
 
     fn encode(&mut self, msg: SinkMsg, out: &mut Vec<Body>) {
-        let SinkMsg::Flush(batch) = msg else {
-            return;
+        let batch = match msg {
+            SinkMsg::Flush(batch) => batch,
+            SinkMsg::Event(e) => {
+                // One request per event: events are rare, and each goes
+                // out as it happens, in order with the flushes.
+                let ts = match self.precision {
+                    Precision::Seconds => e.timestamp.max(0) as u64,
+                    Precision::Millis => (e.timestamp.max(0) as u64).saturating_mul(1000),
+                };
+                let mut line = Vec::new();
+                push_event_line(&mut line, &e, ts);
+                out.extend(self.body(&line, 1));
+                return;
+            }
+            SinkMsg::Raw(_) => return,
         };
         let mut ts = self.timestamp(&batch).to_string().into_bytes();
         ts.push(b'\n');
@@ -507,6 +532,61 @@ pub fn push_line(out: &mut Vec<u8>, s: &Series<'_>, ts: &[u8]) -> bool {
     true
 }
 
+/// Append a line protocol string field value: quoted, with `"` and `\`
+/// escaped. A newline is kept as DogStatsD writes it, a backslash and an
+/// `n`: not every line protocol reader takes a raw newline in a string.
+fn push_string_field(out: &mut Vec<u8>, v: &str) {
+    out.push(b'"');
+    for &b in v.as_bytes() {
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            b'\n' => out.extend_from_slice(b"\\\\n"),
+            b'\r' => {}
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Append the `events` point of `e` at `ts` (in the output's precision),
+/// with its newline. See the module doc for the schema.
+pub fn push_event_line(out: &mut Vec<u8>, e: &crate::events::Event, ts: u64) {
+    let mut tags: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    tags.insert("alert_type", e.alert_type.as_str());
+    tags.insert("priority", e.priority.as_str());
+    for (k, v) in [
+        ("host", &e.host),
+        ("source_type", &e.source_type),
+        ("aggregation_key", &e.aggregation_key),
+    ] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            tags.insert(k, v);
+        }
+    }
+    for t in &e.tags {
+        let (k, v) = t.split_once(':').unwrap_or((t, "true"));
+        let v = if v.is_empty() { "true" } else { v };
+        // The event's own fields win over a tag of the same name.
+        if !k.is_empty() {
+            tags.entry(k).or_insert(v);
+        }
+    }
+    out.extend_from_slice(b"events");
+    for (k, v) in tags {
+        out.push(b',');
+        push_escaped(out, k.as_bytes(), true);
+        out.push(b'=');
+        push_escaped(out, v.as_bytes(), true);
+    }
+    out.extend_from_slice(b" title=");
+    push_string_field(out, &e.title);
+    out.extend_from_slice(b",text=");
+    push_string_field(out, &e.text);
+    out.push(b' ');
+    out.extend_from_slice(ts.to_string().as_bytes());
+    out.push(b'\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,6 +704,35 @@ mod tests {
         validate("url = \"http://127.0.0.1:1\"\ndatabase = \"x\"")
             .unwrap()
             .http
+    }
+
+    #[test]
+    fn events_are_points_of_the_events_measurement() {
+        use crate::parse::event::{parse, Dog};
+        let line = b"_e{13,17}:disk \"full\" 1|sda1\\nat 99% c:\\x|d:1700000000|h:web 1|k:disk|p:low|s:nagios|t:error|#env:prod,role,host:other,a=b:c";
+        let Ok(Dog::Event(e)) = parse(line) else {
+            panic!("not an event")
+        };
+        let e = crate::events::Event::received(&e, 100, None);
+        let mut out = Vec::new();
+        push_event_line(&mut out, &e, 1_700_000_000);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "events,a\\=b=c,aggregation_key=disk,alert_type=error,env=prod,host=web\\ 1,\
+             priority=low,role=true,source_type=nagios \
+             title=\"disk \\\"full\\\" 1\",text=\"sda1\\\\nat 99% c:\\\\x\" 1700000000\n"
+        );
+        // Through the encoder: one body per event, in the output's precision.
+        let mut enc = encoder(100, Precision::Millis);
+        let mut bodies = Vec::new();
+        enc.encode(SinkMsg::Event(Arc::new(e)), &mut bodies);
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(bodies[0].points, 1);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&bodies[0].data[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.ends_with(" 1700000000000\n"), "{text}");
     }
 
     #[test]

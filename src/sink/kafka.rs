@@ -8,6 +8,13 @@
 //! by the series key (`name;k=v`): a series always lands in the same
 //! partition, so its points stay in order.
 //!
+//! Events (DogStatsD's, and statsyard's own when a source goes dark or comes
+//! back) are messages too, as they arrive: with `json`, the event's object
+//! (`"type":"event"`, as `GET /api/events` gives it); with `influx`, a point
+//! of the `events` measurement (the influxdb output's). `graphite` has no
+//! form for them. An event's key is its aggregation key, or its title
+//! without one, so that related events stay in order in one partition.
+//!
 //! Delivery: the producer has its own bounded queue
 //! (`queue.buffering.max.messages`/`kbytes`), batching, compression,
 //! retries and acks. The output never blocks on it: what the producer
@@ -39,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::influxdb::{for_each_series, push_line};
+use super::influxdb::{for_each_series, push_event_line, push_line};
 use super::{
     keys_of, BoxFuture, BuildCx, Built, Sink, SinkConfig, SinkError, SinkKind, SinkMsg, ValidateCx,
 };
@@ -215,6 +222,11 @@ pub struct KafkaConfig {
 impl SinkConfig for KafkaConfig {
     fn uses_naming(&self) -> bool {
         self.format == KafkaFormat::Graphite
+    }
+
+    /// Events have a message form in `json` and `influx`, none in `graphite`.
+    fn takes_events(&self) -> bool {
+        self.format != KafkaFormat::Graphite
     }
 
     fn build(&self, cx: &BuildCx) -> Result<Built, SinkError> {
@@ -427,6 +439,11 @@ async fn run(s: KafkaSink, mut rx: mpsc::Receiver<SinkMsg>) {
                 Some(SinkMsg::Flush(batch)) => {
                     let msgs = encode(&batch, o.s.config.format, &o.s.naming);
                     o.send(msgs).await;
+                }
+                Some(SinkMsg::Event(e)) => {
+                    if let Some(m) = encode_event(&e, o.s.config.format) {
+                        o.send(vec![m]).await;
+                    }
                 }
                 Some(_) => {}
                 None => break,
@@ -668,6 +685,21 @@ pub fn encode(batch: &FlushBatch, format: KafkaFormat, naming: &Naming) -> Vec<M
         }
     }
     msgs
+}
+
+/// An event as a message in `format`; `None` for `graphite`.
+pub fn encode_event(e: &crate::events::Event, format: KafkaFormat) -> Option<Msg> {
+    let key = e.aggregation_key.as_deref().unwrap_or(&e.title);
+    let payload = match format {
+        KafkaFormat::Graphite => return None,
+        KafkaFormat::Json => e.to_json().to_string().into_bytes(),
+        KafkaFormat::Influx => {
+            let mut line = Vec::new();
+            push_event_line(&mut line, e, e.timestamp.max(0) as u64);
+            line
+        }
+    };
+    Some((key.as_bytes().to_vec(), payload))
 }
 
 /// Messages into spool records of about [`RECORD_BYTES`]: each message a

@@ -27,8 +27,9 @@
 //!
 //! Imports: the flush's data ([`crate::flush`]), the registry for observers,
 //! the relay's router (for the `relay` kind), the delivery engines, the
-//! counters ([`crate::stats`]) and the config checks
-//! ([`crate::config::check`]); never listeners, the runtime or HTTP.
+//! counters ([`crate::stats`]), the config checks
+//! ([`crate::config::check`]) and the events outputs take
+//! ([`crate::events::Event`]); never listeners, the runtime or HTTP.
 
 pub mod console;
 pub mod graphite;

@@ -10,6 +10,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Message};
 
 use crate::stores::{poll, send_n, server_with, sink_stats};
+use crate::support::send_udp;
 
 const TOPIC: &str = "statsyard";
 
@@ -113,6 +114,55 @@ fn messages_are_read_back_and_a_broker_outage_loses_nothing() {
         },
     );
     assert!(s["spool"]["replayed_entries"].as_u64() > Some(0), "{s}");
+    assert_eq!(s["refused"], 0, "{s}");
+    server.stop();
+}
+
+/// A DogStatsD event is one JSON message (`"type":"event"`), keyed by its
+/// aggregation key, next to the series' messages.
+#[test]
+fn events_are_json_messages() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic(TOPIC, 1, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let server = server_with(
+        200,
+        &format!(
+            "[[sink]]\ntype = \"kafka\"\nbrokers = [{brokers:?}]\ntopic = \"{TOPIC}\"\n\
+             format = \"json\"\n"
+        ),
+    );
+    send_udp(
+        server.udp(),
+        &[b"_e{6,4}:deploy|v1.2|h:web1|k:rollout|t:success|#env:prod\nbars.kafka.ev:1|c"],
+    );
+    let c = consumer(&brokers);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut event, mut series) = (None, false);
+    while event.is_none() || !series {
+        assert!(
+            Instant::now() < deadline,
+            "read back: event {event:?}, series {series}"
+        );
+        let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+        if v["type"] == "event" {
+            event = Some((key, v));
+        } else if v["key"] == "bars.kafka.ev" {
+            series = true;
+        }
+    }
+    let (key, v) = event.unwrap();
+    assert_eq!(key, "rollout", "{v}");
+    assert_eq!(v["title"], "deploy", "{v}");
+    assert_eq!(v["text"], "v1.2", "{v}");
+    assert_eq!(v["host"], "web1", "{v}");
+    assert_eq!(v["alert_type"], "success", "{v}");
+    assert_eq!(v["tags"], serde_json::json!(["env:prod"]), "{v}");
+    let s = sink_stats(&server, "kafka");
     assert_eq!(s["refused"], 0, "{s}");
     server.stop();
 }

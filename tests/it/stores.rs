@@ -290,6 +290,27 @@ fn influxdb_1x_gets_counters_gauges_and_timers() {
         },
     );
     assert_eq!(sum, 50.0);
+    // A DogStatsD event: a point of the `events` measurement, its tags as
+    // tags (a bare one as `true`), title and text as string fields.
+    send_udp(
+        server.udp(),
+        &[b"_e{6,13}:deploy|v1.2 to 3\\nok|h:web1|t:success|#env:prod,canary"],
+    );
+    let q = "SELECT \"title\", \"text\", \"canary\", \"env\" FROM \"events\" \
+             WHERE \"host\"='web1' AND \"alert_type\"='success'";
+    let row = poll(
+        Duration::from_secs(20),
+        q,
+        || influx.log(),
+        || {
+            let r = influx.influx_query("statsyard", q);
+            (r.len() == 5).then_some(r)
+        },
+    );
+    assert_eq!(row[1], "deploy", "{row:?}");
+    assert_eq!(row[2], "v1.2 to 3\\nok", "{row:?}");
+    assert_eq!(row[3], "true", "{row:?}");
+    assert_eq!(row[4], "prod", "{row:?}");
     let last = |q: &str| {
         poll(
             Duration::from_secs(10),
