@@ -577,14 +577,19 @@ impl Engine {
                 }
                 if self.server_errors > self.out.cfg.max_retries {
                     let points = self.refuse_front(src).await;
-                    tracing::error!(
-                        output = %self.out.cfg.sink,
-                        url = %self.out.url,
-                        %status,
-                        points,
-                        answers_5xx = self.out.cfg.max_retries + 1,
-                        "the store keeps failing on a batch; dropped"
-                    );
+                    // Counted every time (`refused`); logged at the same
+                    // limited rate as the store's 4xx refusals.
+                    if let Some(suppressed) = self.refusals.allow() {
+                        tracing::error!(
+                            output = %self.out.cfg.sink,
+                            url = %self.out.url,
+                            %status,
+                            points,
+                            answers_5xx = self.out.cfg.max_retries + 1,
+                            suppressed,
+                            "the store keeps failing on a batch; dropped"
+                        );
+                    }
                     return;
                 }
                 let wait = match retry_after {

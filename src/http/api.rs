@@ -246,20 +246,30 @@ pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such endpoint (see docs/http.md)")
 }
 
+/// The header that carries `[admin] token` when `Authorization` carries
+/// basic auth.
+pub const TOKEN_HEADER: &str = "x-statsyard-token";
+
 /// `POST /-/reload`: 200 with the
 /// [`ReloadReport`](crate::config::diff::ReloadReport); 400 when the new
 /// config is refused, 503 when the server cannot take it now.
 pub async fn reload(State(shared): State<Shared>, headers: axum::http::HeaderMap) -> Response {
-    // `[admin] token`, as `Authorization: Bearer TOKEN`.
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    // `[admin] token`, as `Authorization: Bearer TOKEN`, or as
+    // `X-Statsyard-Token: TOKEN` when `Authorization` already carries the
+    // web config's basic auth.
+    let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes()).or_else(|| {
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    });
     if !shared.admin_token.accepts(given) {
         incr(&shared.stats.admin_auth_failures, 1);
         tracing::warn!("POST /-/reload refused: missing or wrong token");
         let mut resp = error(
             StatusCode::UNAUTHORIZED,
-            "this server requires the admin token: Authorization: Bearer TOKEN".to_string(),
+            "this server requires the admin token: Authorization: Bearer TOKEN, \
+             or X-Statsyard-Token: TOKEN next to basic auth"
+                .to_string(),
         );
         resp.headers_mut().insert(
             axum::http::header::WWW_AUTHENTICATE,

@@ -301,10 +301,39 @@ fn https_with_basic_auth_for_curl_and_a_real_prometheus() {
     let server = Server::start(config(&format!(
         "[statsd]\nudp = [\"127.0.0.1:0\"]\ntcp = []\n[flush]\ninterval = \"200ms\"\n\
          [http]\naddress = \"127.0.0.1:{http_port}\"\nweb_config_file = {web:?}\n\
-         [admin]\nenabled = false\n"
+         [admin]\nenabled = false\ntoken = \"t0ken-t0ken\"\n"
     )));
     let stats = server.running().stats.clone();
     let base = format!("https://127.0.0.1:{http_port}");
+
+    // `/-/reload` with basic auth and the admin token both required: the
+    // token goes in its own header, since basic auth takes `Authorization`.
+    let reload = |token: Option<&str>| -> (u16, String) {
+        let mut cmd = Command::new(&curl_bin);
+        cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"])
+            .args(["-X", "POST", "-u", "prom:s3cret", "--cacert"])
+            .arg(pki.path("ca.pem"));
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("X-Statsyard-Token: {t}")]);
+        }
+        let out = cmd
+            .arg(format!("{base}/-/reload"))
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    };
+    // Past both checks, the reload itself answers: this in-process server
+    // was started from a config, not a file, so there is nothing to re-read.
+    let (status, body) = reload(Some("t0ken-t0ken"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nothing to re-read"), "{body}");
+    for token in [Some("wrong"), None] {
+        let (status, body) = reload(token);
+        assert_eq!(status, 401, "{token:?}: {body}");
+        assert!(body.contains("admin token"), "{body}");
+    }
 
     let (status, body) = curl(
         &curl_bin,
