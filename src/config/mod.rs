@@ -7,7 +7,7 @@
 //! section; [`check`] holds the checks they all share. Validated types of a
 //! component are the component's own (`crate::relay::config`,
 //! `crate::sink::*`): this module imports them, they never import it (but
-//! for [`check`], a leaf).
+//! for [`check`] and [`listen`], leaves).
 //!
 //! A bad config fails at start naming the file, the key and the reason.
 //!
@@ -19,6 +19,7 @@
 
 pub mod diff;
 pub mod etsy;
+pub mod listen;
 pub mod raw;
 pub mod relay;
 pub mod toml;

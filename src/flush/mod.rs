@@ -1,8 +1,9 @@
 //! Flush: turn the merged aggregates into a [`FlushBatch`] (pure), and name
 //! its values for Graphite the way the reference does. The thread that
-//! flushes on a timer is the runtime's (`crate::runtime::flusher`).
+//! flushes on a timer is [`crate::flusher`].
 //!
-//! Imports: [`crate::aggregate`] and [`crate::metric`]; nothing async.
+//! Imports: [`crate::aggregate`], [`crate::metric`] and, for naming,
+//! [`crate::parse`]'s key sanitiser; nothing async.
 
 pub mod compute;
 pub mod naming;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::check::{
     bad, check_address, check_nonzero, parse_listen_addr, relative_to, AllowList, Bad,
 };
-use crate::config::raw::RawListen;
+use crate::config::listen::RawListen;
 use crate::metric::MetricType;
 use crate::tls::{RawTlsClient, TlsClient, TlsServer};
 

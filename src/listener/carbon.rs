@@ -75,7 +75,9 @@ pub enum StreamKind {
 
 /// Accept until the token is cancelled; each connection on its own task.
 pub async fn accept_loop(listener: TcpListener, kind: StreamKind, ctx: Arc<CarbonCtx>) {
-    let mut backoff = Duration::from_millis(10);
+    // Accept errors (out of file descriptors...): the one backoff.
+    let mut backoff =
+        crate::supervise::Backoff::between(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -95,15 +97,14 @@ pub async fn accept_loop(listener: TcpListener, kind: StreamKind, ctx: Arc<Carbo
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 if ctx.gate.admits(peer.ip()) {
                     ctx.spawn(stream, peer, kind);
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "carbon accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.fail()).await;
             }
         }
     }

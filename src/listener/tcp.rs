@@ -25,7 +25,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Accept until the token is cancelled.
 pub async fn accept_loop(listener: TcpListener, ctx: Arc<StreamCtx>) {
-    let mut backoff = Duration::from_millis(10);
+    // Accept errors (out of file descriptors...): the one backoff.
+    let mut backoff =
+        crate::supervise::Backoff::between(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = ctx.token.cancelled() => return,
@@ -33,7 +35,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<StreamCtx>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 if ctx.gate.admits(peer.ip()) {
                     ctx.accept(stream, peer.to_string());
                 }
@@ -41,8 +43,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: Arc<StreamCtx>) {
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.fail()).await;
             }
         }
     }

@@ -45,7 +45,9 @@ pub fn set_mode(path: &Path, mode: Option<u32>) -> io::Result<()> {
 
 /// Accept until the token is cancelled, then remove the socket file.
 pub async fn accept_loop(listener: UnixListener, path: std::path::PathBuf, ctx: Arc<StreamCtx>) {
-    let mut backoff = Duration::from_millis(10);
+    // Accept errors (out of file descriptors...): the one backoff.
+    let mut backoff =
+        crate::supervise::Backoff::between(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = ctx.token.cancelled() => break,
@@ -53,13 +55,12 @@ pub async fn accept_loop(listener: UnixListener, path: std::path::PathBuf, ctx: 
         };
         match accepted {
             Ok((stream, _)) => {
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 ctx.accept(stream, path.display().to_string());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "unix accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.fail()).await;
             }
         }
     }

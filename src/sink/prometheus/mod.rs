@@ -3,7 +3,8 @@
 //! over the registry ([`exporter`]: cumulative counters, gauges, summaries or
 //! histograms, tags as labels, TTL and a series bound, the statsd_exporter
 //! [`mapping`]), and publishes one rendering per flush that `/metrics` serves
-//! ([`live`]). [`text`] is the one writer of the exposition format.
+//! ([`live`]). [`crate::exposition`] is the one writer of the exposition
+//! format.
 
 pub mod exporter;
 pub mod live;
