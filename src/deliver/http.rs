@@ -159,6 +159,12 @@ pub trait Encoder: Send + 'static {
     type Msg: Send + 'static;
     /// Append the request bodies for `msg` to `out`, in order (none to skip it).
     fn encode(&mut self, msg: Self::Msg, out: &mut Vec<Body>);
+
+    /// Whether `msg` is a flush, counted in `flushes_sent` once the last of
+    /// its bodies is delivered (an event, say, is not).
+    fn is_flush(&self, _msg: &Self::Msg) -> bool {
+        true
+    }
 }
 
 /// A body's headers, kept with it in memory and in the spool.
@@ -166,6 +172,8 @@ pub trait Encoder: Send + 'static {
 pub struct Headers {
     content_type: HeaderValue,
     content_encoding: Option<HeaderValue>,
+    /// The last body of a flush: its delivery counts the flush as sent.
+    ends_flush: bool,
 }
 
 impl Default for Headers {
@@ -173,12 +181,15 @@ impl Default for Headers {
         Headers {
             content_type: HeaderValue::from_static("application/octet-stream"),
             content_encoding: None,
+            ends_flush: false,
         }
     }
 }
 
 /// Marks a spool record holding headers and a body (see [`Tag::pack`] below).
 const RECORD_MAGIC: &[u8; 4] = b"SYH1";
+/// The same, for the last body of a flush.
+const RECORD_MAGIC_END: &[u8; 4] = b"SYH2";
 
 /// A spool record is [`RECORD_MAGIC`], the content type and the content
 /// encoding (each a u16 big-endian length and the bytes; an empty encoding
@@ -193,7 +204,11 @@ impl Tag for Headers {
             .as_ref()
             .map_or(&[][..], |v| v.as_bytes());
         let mut b = BytesMut::with_capacity(8 + ct.len() + ce.len() + entry.data.len());
-        b.put_slice(RECORD_MAGIC);
+        b.put_slice(if entry.tag.ends_flush {
+            RECORD_MAGIC_END
+        } else {
+            RECORD_MAGIC
+        });
         for h in [ct, ce] {
             // Header values are far shorter than 64 KiB: hyper refuses
             // longer header sections.
@@ -213,7 +228,8 @@ impl Tag for Headers {
             (b.remaining() >= n).then(|| b.split_to(n))
         }
         let mut b = record.clone();
-        if !b.starts_with(RECORD_MAGIC) {
+        let ends_flush = b.starts_with(RECORD_MAGIC_END);
+        if !b.starts_with(RECORD_MAGIC) && !ends_flush {
             // Not ours: the whole record as an opaque body.
             return (record, Headers::default());
         }
@@ -227,6 +243,7 @@ impl Tag for Headers {
             content_encoding: (!ce.is_empty())
                 .then(|| HeaderValue::from_maybe_shared(ce).ok())
                 .flatten(),
+            ends_flush,
         };
         (b, headers)
     }
@@ -337,8 +354,9 @@ impl HttpOutput {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => {
+                        let flush = encoder.is_flush(&msg);
                         encoder.encode(msg, &mut e.bodies);
-                        e.push_bodies().await;
+                        e.push_bodies(flush).await;
                     }
                     None => break,
                 },
@@ -458,14 +476,18 @@ impl Engine {
         );
     }
 
-    async fn push_bodies(&mut self) {
-        for b in std::mem::take(&mut self.bodies) {
+    /// Queue the bodies of one message; the last ends a flush if `flush`.
+    async fn push_bodies(&mut self, flush: bool) {
+        let bodies = std::mem::take(&mut self.bodies);
+        let last = bodies.len().wrapping_sub(1);
+        for (i, b) in bodies.into_iter().enumerate() {
             let entry = Entry {
                 data: b.data,
                 lines: b.points,
                 tag: Headers {
                     content_type: b.content_type,
                     content_encoding: b.content_encoding,
+                    ends_flush: flush && i == last,
                 },
             };
             let lost = self.store.push(entry).await;
@@ -548,6 +570,9 @@ impl Engine {
                 if let Some(e) = self.finish_front(src).await {
                     incr(&self.stats.lines_sent, e.lines);
                     incr(&self.stats.bytes_sent, e.data.len() as u64);
+                    if e.tag.ends_flush {
+                        incr(&self.stats.flushes_sent, 1);
+                    }
                 }
                 self.stats.delivered();
                 self.backoff.reset();

@@ -324,6 +324,11 @@ impl LineEncoder {
 impl Encoder for LineEncoder {
     type Msg = SinkMsg;
 
+    /// Events are sent as they come, not flushes.
+    fn is_flush(&self, msg: &SinkMsg) -> bool {
+        matches!(msg, SinkMsg::Flush(_))
+    }
+
     fn encode(&mut self, msg: SinkMsg, out: &mut Vec<Body>) {
         let batch = match msg {
             SinkMsg::Flush(batch) => batch,

@@ -627,3 +627,154 @@ fn prometheus_remote_write_into_victoria_metrics() {
     );
     server.stop();
 }
+
+/// One request a [`capture_http`] server took: its header lines (names in
+/// lower case) and its body.
+type Captured = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
+
+/// An HTTP/1.1 server on loopback that answers every request 204 and keeps
+/// it (keep-alive connections, `Content-Length` bodies).
+fn capture_http() -> (SocketAddr, Captured) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Captured = Default::default();
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(conn);
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_string();
+                        if line.is_empty() {
+                            break;
+                        }
+                        head.push(match line.split_once(':') {
+                            Some((k, v)) => format!("{}:{}", k.to_ascii_lowercase(), v),
+                            None => line,
+                        });
+                    }
+                    let len = head
+                        .iter()
+                        .find_map(|h| h.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    keep.lock().unwrap().push((head, body));
+                    if out
+                        .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// What remote write puts on the wire, read by a plain HTTP server: the
+/// protocol's headers, the credentials from `bearer_token_file`, the
+/// configured headers, label values as sent, and the mapping file applied.
+#[test]
+fn prometheus_remote_write_requests_carry_headers_credentials_and_mapped_series() {
+    use prost::Message;
+    use statsyard::sink::prometheus_remote_write::proto::WriteRequest;
+    let (addr, seen) = capture_http();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let mapping = dir.path().join("mapping.yml");
+    std::fs::write(
+        &mapping,
+        "mappings:\n  - match: \"bars.rw.mapped.*\"\n    name: \"rw_mapped\"\n    labels:\n      svc: \"$1\"\n",
+    )
+    .unwrap();
+    let server = server_with(
+        200,
+        &format!(
+            "[prometheus]\nmapping_file = {:?}\n[[sink]]\ntype = \"prometheus_remote_write\"\n\
+             url = \"http://{addr}/api/v1/write\"\nbearer_token_file = {:?}\n\
+             headers = {{ \"X-Scope-OrgID\" = \"team-a\" }}\n",
+            mapping.display().to_string(),
+            token.display().to_string()
+        ),
+    );
+    send_udp(
+        server.udp(),
+        &[b"bars.rw.mapped.api:3|c\nbars.rw.route:1|c|#route:/x/y"],
+    );
+    // The request's header lines, the labels and value of every series of
+    // every request so far.
+    type Labels = Vec<(String, String)>;
+    let decoded = || -> Vec<(Vec<String>, Labels, f64)> {
+        let mut out = Vec::new();
+        for (head, body) in seen.lock().unwrap().iter() {
+            let raw = snap::raw::Decoder::new()
+                .decompress_vec(body)
+                .expect("a snappy block");
+            let req = WriteRequest::decode(&raw[..]).expect("a WriteRequest");
+            for ts in req.timeseries {
+                let labels = ts.labels.iter().map(|l| (l.name.clone(), l.value.clone()));
+                let value = ts.samples.last().map_or(f64::NAN, |s| s.value);
+                out.push((head.clone(), labels.collect(), value));
+            }
+        }
+        out
+    };
+    let find = |name: &str| {
+        let wanted = ("__name__".to_string(), name.to_string());
+        decoded().into_iter().find(|(_, l, _)| l.contains(&wanted))
+    };
+    let (head, mapped, value) = poll(
+        Duration::from_secs(20),
+        "rw_mapped_total",
+        String::new,
+        || find("rw_mapped_total"),
+    );
+    assert_eq!(value, 3.0);
+    assert!(mapped.contains(&("svc".into(), "api".into())), "{mapped:?}");
+    let (_, route, value) = poll(
+        Duration::from_secs(10),
+        "bars_rw_route_total",
+        String::new,
+        || find("bars_rw_route_total"),
+    );
+    assert_eq!(value, 1.0);
+    assert!(
+        route.contains(&("route".into(), "/x/y".into())),
+        "label values as sent: {route:?}"
+    );
+    // Labels sorted by name, as remote write requires.
+    let names: Vec<&String> = route.iter().map(|(n, _)| n).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    for h in [
+        "content-type: application/x-protobuf",
+        "content-encoding: snappy",
+        "x-prometheus-remote-write-version: 0.1.0",
+        "authorization: Bearer s3cret-token",
+        "x-scope-orgid: team-a",
+    ] {
+        assert!(head.iter().any(|l| l == h), "{h:?} not in {head:?}");
+    }
+    assert!(
+        head.iter().any(|l| l.starts_with("user-agent: statsyard/")),
+        "{head:?}"
+    );
+    server.stop();
+}

@@ -175,6 +175,8 @@ async fn delivers_in_order_with_the_bodys_and_the_configs_headers() {
     assert_eq!(first.extra.as_deref(), Some("yes"));
     assert_eq!(get(&stats.lines_sent), 6);
     assert_eq!(get(&stats.bytes_sent), 9);
+    // One body per message, each a flush.
+    assert_eq!(get(&stats.flushes_sent), 3);
     assert_eq!(get(&stats.errors), 0);
     assert_eq!(get(&stats.dropped), 0);
     assert_eq!(get(&stats.buffered_bytes), 0);
@@ -357,12 +359,21 @@ fn spooled_bodies_keep_their_headers() {
         tag: Headers {
             content_type: HeaderValue::from_static("application/x-protobuf"),
             content_encoding: Some(HeaderValue::from_static("snappy")),
+            ends_flush: false,
         },
     };
     let (data, h) = Headers::unpack(Headers::pack(&e));
     assert_eq!(data, e.data);
     assert_eq!(h.content_type, "application/x-protobuf");
     assert_eq!(h.content_encoding.unwrap(), "snappy");
+    assert!(!h.ends_flush);
+    // The last body of a flush keeps that through the spool.
+    let mut last = e.clone();
+    last.tag.ends_flush = true;
+    let (data, h) = Headers::unpack(Headers::pack(&last));
+    assert_eq!(data, e.data);
+    assert_eq!(h.content_encoding.unwrap(), "snappy");
+    assert!(h.ends_flush);
     // A record that is not ours goes out as it is.
     let (data, h) = Headers::unpack(Bytes::from_static(b"raw"));
     assert_eq!(&data[..], b"raw");
