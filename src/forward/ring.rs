@@ -135,6 +135,8 @@ mod tests {
             }
         }
         assert!((24_000..=26_000).contains(&moved), "{moved} moved");
+        // The figures docs/scale-out.md quotes (`--nocapture`).
+        println!("3 aggregators: {per:?}; a fourth joins: {moved} of 100000 move, all to it");
         // One leaves: only its series move.
         let two = Ring::new(["10.0.0.1:8190", "10.0.0.3:8190"]);
         let mut moved = 0;
@@ -146,6 +148,7 @@ mod tests {
             }
         }
         assert_eq!(moved, per["10.0.0.2:8190"]);
+        println!("one of 3 leaves: {moved} of 100000 move, all of them its own");
     }
 
     #[test]
