@@ -206,6 +206,45 @@ fn three_agents_and_two_aggregators_flush_what_one_server_does() {
         .map(|a| a.running().stats.forward().series.load(Ordering::Relaxed))
         .sum();
     assert!(forwarded > 0);
+    // Both roles' self-metrics, as /metrics renders them...
+    let metrics = |s: &Server| {
+        let mut out = Vec::new();
+        statsyard::stats::render::prometheus(&s.running().stats, None, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+    };
+    let agent = metrics(&agents[0]);
+    assert!(value(&agent, "statsyard_forward_series_total") > 0.0);
+    assert!(value(&agent, "statsyard_forward_bytes_total") > 0.0);
+    assert_eq!(value(&agent, "statsyard_forward_dropped_series_total"), 0.0);
+    let merged: f64 = [&a1, &a2]
+        .iter()
+        .map(|a| value(&metrics(a), "statsyard_aggregator_series_merged_total"))
+        .sum();
+    // Read after the merges: an interval may be on its way meanwhile, but
+    // nothing is merged that was not forwarded, nor merged twice.
+    let forwarded_since: u64 = agents
+        .iter()
+        .map(|a| a.running().stats.forward().series.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        merged > 0.0 && merged <= forwarded_since as f64,
+        "{merged} merged of {forwarded_since}"
+    );
+    assert!(value(&metrics(&a1), "statsyard_aggregator_merge_seconds_total") > 0.0);
+    // ...and in the aggregators' Graphite output.
+    let graphite_merged = g1
+        .seen
+        .iter()
+        .chain(g2.seen.iter())
+        .filter(|l| l.name.ends_with("statsyard.aggregator.series"))
+        .filter_map(|l| l.value.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(graphite_merged > 0.0, "no statsyard.aggregator.series line");
 }
 
 /// POST a body to `/v1/forward` at `to` over a plain HTTP/1.1 connection;
