@@ -5,6 +5,8 @@
 //!
 //! Refusals are counted (`refused_by_allow`, `tls_handshake_failures`,
 //! `tls_client_certs_refused`) and logged at a limited rate.
+//!
+//! Imports: `check`, `log_limit`, `stats`, `tls`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

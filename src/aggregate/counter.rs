@@ -1,4 +1,6 @@
 //! Counters: the arithmetic of the reference's `counters[key] += v * (1 / rate)`.
+//!
+//! Imports nothing of the crate outside `aggregate`.
 
 /// A counter value as the reference adds it: `v * (1 / sample_rate)`, in that
 /// operation order, so that the float result is identical.

@@ -1,5 +1,7 @@
 //! Gauges: what one shard saw of a gauge in one interval, applied onto the
 //! registry's persistent value in the reference's order.
+//!
+//! Imports nothing of the crate outside `aggregate`.
 
 /// Deltas kept one by one per gauge and shard before the rest are summed.
 ///

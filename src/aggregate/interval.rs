@@ -16,6 +16,8 @@
 //! The split between forwarded and local series happens here too
 //! ([`Snapshot::split_into`]): at flush time, on the flusher thread, never on
 //! the receive path.
+//!
+//! Imports, besides `aggregate` itself: `metric`.
 
 use super::counter;
 use super::gauge::{apply_delta, GaugeUpdate};

@@ -37,6 +37,8 @@
 //! be prefetched; without deletions the index needs no more than a probe
 //! loop and a rebuild on growth. The hash is computed once per value by
 //! the shard, and stored, so that growing never reads a key again.
+//!
+//! Imports nothing of the crate outside `aggregate`.
 
 /// Key bytes kept inside the entry. 38 makes a counter's entry (hash, key,
 /// value and hit count) 64 bytes: one cache line's worth.

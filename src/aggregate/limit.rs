@@ -39,6 +39,8 @@
 //! registry rebuild the state from the series it holds and publish it
 //! through every link it knows, so shards built before and after the reload
 //! agree.
+//!
+//! Imports nothing of the crate outside `aggregate`.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -1,4 +1,6 @@
 //! The flusher's view: merged snapshots plus what persists across flushes.
+//!
+//! Imports, besides `aggregate` itself: `metric`.
 
 use std::sync::Arc;
 

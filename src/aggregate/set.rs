@@ -1,4 +1,6 @@
 //! Sets: the distinct members seen in one interval.
+//!
+//! Imports nothing of the crate outside `aggregate`.
 
 use std::borrow::Cow;
 

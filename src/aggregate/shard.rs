@@ -1,4 +1,6 @@
 //! One receive thread's aggregates for the current interval.
+//!
+//! Imports, besides `aggregate` itself: `metric`.
 
 use std::hash::BuildHasher;
 

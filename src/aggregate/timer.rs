@@ -7,6 +7,8 @@
 //! an [HdrHistogram](hdrhistogram) so that memory per series is bounded
 //! however many samples arrive; see [`HdrSamples`] for what stays exact and
 //! how accurate the rest is.
+//!
+//! Imports, besides `aggregate` itself: `metric`.
 
 use hdrhistogram::Histogram;
 

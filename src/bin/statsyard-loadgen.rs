@@ -16,6 +16,8 @@
 //! statsyard-loadgen --target 127.0.0.1:8125 --lines 2000000 --lines-per-packet 20 \
 //!     --keys 1000 --graphite-listen 127.0.0.1:2003 --flush-ms 2000 --server-pid 4242
 //! ```
+//!
+//! Imports nothing of the library.
 
 #[path = "statsyard-loadgen/graphite.rs"]
 mod graphite;

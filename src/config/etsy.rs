@@ -9,6 +9,8 @@
 //! statsyard's defaults. The few JavaScript forms real configs compute values
 //! with (`require('os').hostname()`, `process.env.X`, `||`, `+` on strings)
 //! are evaluated first ([`expr`]).
+//!
+//! Imports, besides `config` itself: `check`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! `Default` impls), and [`super::toml`] validates them into a
 //! [`Config`](super::Config). The `config.js` import ([`super::etsy`]) fills the
 //! same structs, so both formats share one validation.
+//!
+//! Imports, besides `config` itself: `aggregate`, `events`, `forward`, `host`,
+//! `liveness`, `parse`, `sink`, `tls`.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! `[relay]` validated into [`RelayConfig`] (the `statsyard relay` flags
 //! build the same thing).
+//!
+//! Imports, besides `config` itself: `check`, `parse`, `relay`, `sys`, `tls`.
 
 use std::net::SocketAddr;
 

@@ -1,6 +1,9 @@
 //! statsyard.toml → [`Config`]: parse into [`RawConfig`], then
 //! validate. [`validate`] is shared with the `config.js` import, which fills a
 //! `RawConfig` too.
+//!
+//! Imports, besides `config` itself: `aggregate`, `check`, `events`, `flush`,
+//! `forward`, `host`, `liveness`, `parse`, `sink`, `tls`, `web_config`.
 
 use std::collections::HashMap;
 

@@ -7,6 +7,8 @@
 //! ([`Backoff::after`], when a restarted task ran cleanly for `reset_after`).
 //! With jitter, each wait is drawn from the upper half of its step, so that
 //! many clients that failed together do not all come back at once.
+//!
+//! Imports nothing of the crate outside `deliver`.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

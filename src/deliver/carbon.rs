@@ -19,6 +19,8 @@
 //! whose size the relay's `batch` bounds). The timestamp keeps the caller's
 //! integer type: serde-pickle writes a `u64` and an `i64` past 2^31
 //! differently, and each path keeps its bytes.
+//!
+//! Imports nothing of the crate outside `deliver`.
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -5,6 +5,8 @@
 //!
 //! The queue closing is the sink's shutdown: the engine then has the
 //! sink's `shutdown_timeout` to deliver what it holds.
+//!
+//! Imports, besides `deliver` itself: `spool`, `stats`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

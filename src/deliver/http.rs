@@ -40,6 +40,8 @@
 //! `refused` (points given up because the store refused them), `dropped`
 //! (bodies dropped at the memory bound without a spool, or at shutdown),
 //! `buffered_bytes`, and the spool's own.
+//!
+//! Imports, besides `deliver` itself: `log_limit`, `spool`, `stats`.
 
 use std::future::Future;
 use std::pin::Pin;

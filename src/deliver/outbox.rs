@@ -1,6 +1,8 @@
 //! Entries waiting for a destination, in memory: [`Outbox`], bounded in
 //! bytes, dropping the oldest, and tracking how much of its front entry went
 //! out, so a lost connection or request sends that entry again whole.
+//!
+//! Imports nothing of the crate outside `deliver`.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;

@@ -9,6 +9,8 @@
 //!
 //! Spool I/O is awaited on tokio's blocking pool (see
 //! [`crate::spool::SpoolHandle`]), which pauses only the engine's own task.
+//!
+//! Imports, besides `deliver` itself: `spool`, `stats`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

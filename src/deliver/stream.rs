@@ -47,6 +47,8 @@
 //! since the close (it is down), and in buffer mode when the spool is still
 //! behind (memory must not overtake it). What is still held at the deadline
 //! is spooled too; without a spool it is dropped and counted.
+//!
+//! Imports, besides `deliver` itself: `spool`, `stats`.
 
 use std::future::Future;
 use std::io::{self, IoSlice};

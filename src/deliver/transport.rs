@@ -17,6 +17,8 @@
 //! nothing and writes nothing twice. The TLS session sits behind a mutex
 //! that is never held across an await (the engine polls both futures from
 //! one task).
+//!
+//! Imports nothing of the crate outside `deliver`.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::{Arc, Mutex};

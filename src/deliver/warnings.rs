@@ -2,6 +2,8 @@
 //! not log at every retry, and a dead destination behind a busy repeater
 //! must not log once per dropped packet. What is held back is counted and
 //! reported with the next line.
+//!
+//! Imports nothing of the crate outside `deliver`.
 
 use std::time::Duration;
 

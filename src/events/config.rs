@@ -1,4 +1,6 @@
 //! `[events]`: how many events and service checks are kept for the API.
+//!
+//! Imports, besides `events` itself: `check`.
 
 use serde::{Deserialize, Serialize};
 

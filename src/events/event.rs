@@ -1,5 +1,7 @@
 //! The owned event and service-check record, and their forms: the
 //! DogStatsD line and JSON.
+//!
+//! Imports, besides `events` itself: `parse`.
 
 use serde_json::{json, Value};
 

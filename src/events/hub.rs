@@ -12,6 +12,8 @@
 //! the list when a reload removes an output ([`Hub::set_outputs`]) and
 //! empties it at shutdown ([`Hub::close`]), or the output would never see
 //! its queue close.
+//!
+//! Imports, besides `events` itself: `sink`, `stats`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};

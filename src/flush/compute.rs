@@ -6,6 +6,8 @@
 //! nearest-rank `Math.round`. A timer that went past the exact bound gets the
 //! same statistics derived from its histogram (see
 //! [`HdrSamples`] for the accuracy).
+//!
+//! Imports, besides `flush` itself: `aggregate`, `metric`.
 
 use std::cmp::Ordering;
 use std::sync::Arc;

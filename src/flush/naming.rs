@@ -7,6 +7,8 @@
 //! New namespace: `<globalPrefix>.<prefixCounter>.<key>.rate|count` and so
 //! on, leaving out empty prefixes. Every name ends with `.<globalSuffix>` when
 //! one is set, then the key's tags (`;k=v`).
+//!
+//! Imports, besides `flush` itself: `metric`, `parse`.
 
 use std::borrow::Cow;
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! Numbers formatted as the reference prints them: JavaScript's
 //! `Number.prototype.toString` (integers without a point, shortest round-trip
 //! digits otherwise, exponent form past 1e21 and below 1e-6).
+//!
+//! Imports nothing of the crate outside `flush`.
 
 /// Append `v` to `out` as JavaScript would print it.
 pub fn push_js_number(out: &mut String, v: f64) {

@@ -25,6 +25,9 @@
 //!
 //! An aggregator is *down* from a failed request until a request succeeds
 //! (the engine keeps retrying what it holds, which is how it comes back).
+//!
+//! Imports, besides `forward` itself: `aggregate`, `deliver`, `flusher`,
+//! `log_limit`, `metric`, `spool`, `stats`, `sys`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -23,6 +23,8 @@
 //!
 //! Refusals are 4xx (the agent gives the message up, counted on both
 //! sides); a journal that cannot be written is a 503 (the agent tries again).
+//!
+//! Imports, besides `forward` itself: `aggregate`, `flusher`, `stats`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};

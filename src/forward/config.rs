@@ -2,6 +2,9 @@
 //! role): their tables ([`RawForward`], [`RawAggregator`], whose `///` docs
 //! are the user docs) and validated settings ([`ForwardConfig`],
 //! [`AggregatorConfig`]).
+//!
+//! Imports, besides `forward` itself: `check`, `config`, `metric`, `spool`,
+//! `tls`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -16,6 +16,8 @@
 //! [`encode`] turns forwarded state into parts, [`decode`] checks a body
 //! and [`Batch::merge_into`] folds a part into an aggregator's state; every
 //! way a message can be wrong is a [`Refusal`], never a panic.
+//!
+//! Imports, besides `forward` itself: `aggregate`, `metric`.
 
 use crate::aggregate::{GaugeState, HdrParts, HdrSamples, IntervalState, Timer, TimerSamples};
 use crate::metric::MetricType;

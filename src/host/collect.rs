@@ -8,6 +8,8 @@
 //! counted (`modules_disabled`), not retried and logged every interval. A
 //! process that exits while it is read, or a mount point that cannot be
 //! stat'ed, is only skipped.
+//!
+//! Imports nothing of the crate outside `host`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

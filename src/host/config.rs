@@ -1,5 +1,7 @@
 //! `[host]`: its table ([`RawHost`], whose `///` docs are the user docs)
 //! and its validated settings ([`HostConfig`]).
+//!
+//! Imports, besides `host` itself: `check`, `stats`, `sys`.
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! interval after the flusher's ticks would (when both intervals are the
 //! same, each flush then holds exactly one collection), and stops when its
 //! [`HostTask`] is dropped or stopped.
+//!
+//! Imports, besides `host` itself: `aggregate`, `log_limit`, `stats`,
+//! `supervise`.
 
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! shard, named as `[host]` says: `<prefix>.<module>.<metric>`, with a
 //! label either as a tag (`;device=sda`, plus `;host=<hostname>` on every
 //! value) or as a node of the name (`<prefix>.<module>.sda.<metric>`).
+//!
+//! Imports, besides `host` itself: `aggregate`, `metric`.
 
 use crate::aggregate::{Inserted, Shard};
 use crate::metric::{MetricRef, MetricType, Value};

@@ -2,6 +2,8 @@
 //! bcrypt-hashed users (a wrong or missing password is a 401, counted in
 //! `http_auth_failures` and logged at a limited rate), and its response
 //! headers.
+//!
+//! Imports, besides `http` itself: `front`, `stats`.
 
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! The HTTP API's handlers: `/health`, `/api/stats`, `/api/series`,
 //! `/api/top`, `/api/dark`, `/api/events`, `/api/checks` and `/metrics`.
 //! See docs/http.md for the shapes.
+//!
+//! Imports, besides `http` itself: `aggregate`, `flusher`, `front`, `metric`,
+//! `stats`.
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};

@@ -1,5 +1,7 @@
 //! The axum application and its server: routes, graceful shutdown, and a
 //! listener that bounds and counts what clients do to it.
+//!
+//! Imports, besides `http` itself: `front`, `gate`, `shutdown`, `stats`, `tls`.
 
 use std::io;
 use std::net::SocketAddr;

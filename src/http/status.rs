@@ -15,6 +15,8 @@
 //! the top series by lines; every output's state; the relay's destinations;
 //! the flush; the last reload; the config in effect; and lines/s over the
 //! last flushes ([`crate::stats::history`]).
+//!
+//! Imports, besides `http` itself: `front`, `stats`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -18,6 +18,9 @@
 //! (more are closed at once and counted), and a connection that sends
 //! nothing for `[relay] idle_timeout` is closed and counted. The open count
 //! lives in the relay's counters, which every relay listener shares.
+//!
+//! Imports, besides `listener` itself: `gate`, `parse`, `relay`, `shutdown`,
+//! `stats`, `supervise`.
 
 use std::io;
 use std::net::SocketAddr;

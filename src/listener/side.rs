@@ -2,6 +2,8 @@
 //! tells liveness who sent each packet (and, by tag, each value), and hands
 //! DogStatsD events and service checks to the events hub. Off (no
 //! [`SideCtx`]), it costs one branch per packet and per value.
+//!
+//! Imports, besides `listener` itself: `events`, `liveness`, `parse`, `stats`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,9 @@
 //! kill the connection. A frame longer than `max_line_length` is counted
 //! the same way, and closes the connection: nothing says where the next
 //! frame starts.
+//!
+//! Imports, besides `listener` itself: `gate`, `liveness`, `parse`, `shutdown`,
+//! `sink`, `stats`.
 
 use std::io;
 use std::sync::Arc;

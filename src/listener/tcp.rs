@@ -1,4 +1,6 @@
 //! statsd over TCP: an accept loop that hands each connection to [`StreamCtx`].
+//!
+//! Imports, besides `listener` itself: `supervise`.
 
 use std::io;
 use std::net::SocketAddr;

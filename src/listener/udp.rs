@@ -10,6 +10,9 @@
 //! the thread's `task_restarts` and logged, and the thread goes on with the
 //! same socket and the same shard (whose lock a panic may have poisoned;
 //! every user of it takes the data anyway, which is still whole).
+//!
+//! Imports, besides `listener` itself: `gate`, `shutdown`, `stats`,
+//! `supervise`.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

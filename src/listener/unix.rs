@@ -1,5 +1,7 @@
 //! statsd over a unix stream socket (the reference's tcp server with
 //! `socket`, or DogStatsD's `unixstream`; see [`super::stream::Framing`]).
+//!
+//! Imports, besides `listener` itself: `supervise`.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -8,6 +8,8 @@
 //! `task_restarts` and logged, and the thread goes on. At shutdown (or when
 //! a reload removes it) it reads what the kernel holds, then removes the
 //! socket file.
+//!
+//! Imports, besides `listener` itself: `shutdown`, `stats`, `supervise`.
 
 use std::io;
 use std::os::unix::net::UnixDatagram;

@@ -1,5 +1,7 @@
 //! `[liveness]`: its table ([`RawLiveness`], whose `///` docs are the user
 //! docs) and its validated settings ([`LivenessConfig`]).
+//!
+//! Imports, besides `liveness` itself: `check`.
 
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //!
 //! With liveness off, a packet costs one relaxed atomic load and a value
 //! one branch on a field.
+//!
+//! Imports nothing of the crate outside `liveness`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -5,6 +5,9 @@
 //! reports each transition once (an event, a log line) and writes the
 //! `statsyard_source_up` / `statsyard_series_up` gauges into statsyard's own
 //! shard, which the flusher merges at the next flush like a listener's.
+//!
+//! Imports, besides `liveness` itself: `aggregate`, `events`, `metric`,
+//! `parse`, `sink`, `stats`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

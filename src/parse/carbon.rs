@@ -34,6 +34,8 @@
 //! Tagged names (`name;k=v;k2=v2`) pass through untouched;
 //! [`normalize_tags`] sorts them as carbon's `TaggedSeries` does for
 //! `TAG_RELAY_NORMALIZED`.
+//!
+//! Imports nothing of the crate outside `parse`.
 
 use std::borrow::Cow;
 

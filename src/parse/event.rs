@@ -20,6 +20,8 @@
 //! - Unlike the agent, which logs a bad optional field and keeps the rest,
 //!   a value the protocol does not allow (`p:urgent`, `d:soon`) refuses the
 //!   whole line: it is a counted bad line, like a bad metric field.
+//!
+//! Imports nothing of the crate outside `parse`.
 
 /// An event or a service check, borrowed from the line.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,6 +6,8 @@
 //! literals (`+5`, `.5`, `5.`, `1e3`). It also accepts hex/octal/binary
 //! literals, `Infinity`, overflowing exponents and whitespace-only strings
 //! (as 0); statsyard rejects those (see docs/compatibility.md).
+//!
+//! Imports nothing of the crate outside `parse`.
 
 use nom::combinator::all_consuming;
 use nom::number::complete::recognize_float;

@@ -49,6 +49,8 @@
 //!   128-value capacity of a MARK's stack: 8 KiB a point. Ints longer than
 //!   4300 decimal digits (Python's `int_max_str_digits`), which would take
 //!   seconds to convert to or from decimal, are refused too.
+//!
+//! Imports nothing of the crate outside `parse`.
 
 use serde_pickle::Value;
 

@@ -7,6 +7,8 @@
 //! The reference runs it on the key after decoding the packet as UTF-8, where
 //! each invalid sequence becomes U+FFFD. Such a character is not whitespace, so
 //! it splits a whitespace run (`"a \xff b"` becomes `a__b`), and is then removed.
+//!
+//! Imports nothing of the crate outside `parse`.
 
 use super::number::is_js_space;
 

@@ -45,6 +45,8 @@
 //! key the line `name:status|g|#tags` would have (its `h:` host as a `host`
 //! tag when the tags have none), handed to [`Handler::metric`] and then,
 //! with the check, to [`Handler::service_check`].
+//!
+//! Imports, besides `parse` itself: `metric`.
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_till};

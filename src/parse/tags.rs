@@ -8,6 +8,8 @@
 //! Every buffer is owned by a [`KeyBuilder`] and reused from line to line, so
 //! once they have grown no key costs an allocation; a key that is already
 //! canonical is not copied at all.
+//!
+//! Imports nothing of the crate outside `parse`.
 
 use super::sanitize::{needs_sanitize, sanitize_into};
 

@@ -2,6 +2,8 @@
 //! `crate::config::relay`, or from the `statsyard relay` flags): listeners,
 //! line checks, clusters and rules. Pure data; the router, the listeners and
 //! the destinations read it.
+//!
+//! Imports, besides `relay` itself: `check`, `parse`, `spool`, `tls`.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -35,6 +35,8 @@
 //! queue is empty. Down at shutdown, it spools the queue at once; too slow
 //! to deliver it by the spool deadline ([`Closing`]), it spools what is left.
 //! All spool I/O runs on tokio's blocking pool.
+//!
+//! Imports, besides `relay` itself: `deliver`, `shutdown`, `spool`, `stats`.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};

@@ -38,6 +38,8 @@
 //!
 //! The ring is built once; [`Ring::place`] allocates nothing beyond growing
 //! the caller's output vector.
+//!
+//! Imports nothing of the crate outside `relay`.
 
 use std::collections::HashSet;
 use std::fmt;

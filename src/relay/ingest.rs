@@ -19,6 +19,8 @@
 //! Blank lines are skipped without counting. A timestamp of `-1` (or a
 //! missing one, when allowed) is stamped with the current time and counted
 //! as `timestampNow`.
+//!
+//! Imports, besides `relay` itself: `parse`, `stats`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

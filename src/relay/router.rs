@@ -24,6 +24,8 @@
 //! `on_full = "block"` refuses a point that a live destination has no room
 //! for and says which one to wait for ([`Wait`]); see
 //! [`super::destination`] for what "live" means.
+//!
+//! Imports, besides `relay` itself: `deliver`, `parse`, `shutdown`, `stats`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -6,6 +6,9 @@
 //! Each listener stops on its own token (a child of the server's), so a
 //! reload can remove it: a UDP thread reads what the kernel holds first;
 //! stream connections of a removed listener end as at shutdown.
+//!
+//! Imports, besides `runtime` itself: `aggregate`, `check`, `config`, `gate`,
+//! `listener`, `relay`, `shutdown`, `sink`, `stats`, `supervise`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

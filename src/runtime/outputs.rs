@@ -2,6 +2,9 @@
 //! [`prepare`] builds it (everything that can fail, before anything
 //! changes), [`Outputs::start`] gives it its queue, runs its task under the
 //! supervisor and hands the flusher what it needs ([`Output`]).
+//!
+//! Imports, besides `runtime` itself: `events`, `flusher`, `sink`, `stats`,
+//! `supervise`.
 
 use std::sync::Arc;
 

@@ -20,6 +20,8 @@
 //! 5. Set the log level.
 //!
 //! Reloads run one at a time: the runtime's lock is held throughout.
+//!
+//! Imports, besides `runtime` itself: `config`, `front`, `stats`.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -14,6 +14,9 @@
 //! Each flush is rendered into one buffer and written with one locked write
 //! on a blocking thread, so a slow terminal or a full pipe stalls only this
 //! sink (whose queue then drops and counts), never the runtime.
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `flush`, `metric`,
+//! `stats`.
 
 use std::io::Write;
 use std::sync::Arc;

@@ -9,6 +9,9 @@
 //! a bounded buffer while the destination is down and go out in order when
 //! it is back (see [`crate::deliver::feed`] and [`crate::deliver::stream`]).
 //! Lines and pickle frames are written by [`crate::deliver::carbon`].
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `flush`, `spool`,
+//! `stats`, `tls`.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //! become the delivery engine's
 //! [`HttpConfig`] at build time. What the keys mean for delivery (retries,
 //! `Retry-After`, refusals, the spool) is [`crate::deliver::http`]'s.
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

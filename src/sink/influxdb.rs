@@ -26,6 +26,9 @@
 //! flush, one more than the last if the clock has not moved (so that two
 //! flushes never overwrite each other). Delivery (retries, the spool, the
 //! shutdown deadline) is [`crate::deliver::http`]'s.
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `events`, `flush`,
+//! `metric`, `stats`.
 
 use std::io::Write;
 use std::sync::Arc;

@@ -28,6 +28,9 @@
 //! refused. Counters: `lines_sent` (messages acknowledged), `bytes_sent`
 //! (their payload), `errors` (failed deliveries), `refused`, `dropped`
 //! (messages), `buffered_bytes` (payload in the producer's queue).
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `events`, `flush`,
+//! `log_limit`, `spool`, `stats`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};

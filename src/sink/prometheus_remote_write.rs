@@ -19,6 +19,8 @@
 //! A series the exporter expires (`[prometheus] ttl`) is sent once more,
 //! with Prometheus' staleness marker ([`STALE_NAN`]), in the flush that
 //! expires it.
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `exposition`, `stats`.
 
 use std::collections::VecDeque;
 use std::fmt;

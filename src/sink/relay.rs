@@ -2,6 +2,8 @@
 //! and clusters, as if each flushed line had been received on 2003. One
 //! process can so aggregate statsd and place the aggregates on the same
 //! carbon-caches, with the same placement, as the carbon it relays.
+//!
+//! Imports, besides `sink` itself: `check`, `flush`, `relay`, `stats`.
 
 use std::sync::Arc;
 

@@ -5,6 +5,8 @@
 //! connection per destination, each with its own task and bounded buffer
 //! (see [`crate::deliver::feed`]), and sends each packet followed by a
 //! newline, as the reference does.
+//!
+//! Imports, besides `sink` itself: `check`, `deliver`, `stats`.
 
 use std::io;
 use std::net::SocketAddr;

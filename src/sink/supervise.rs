@@ -14,6 +14,8 @@
 //! closing (shutdown, or a reload removing the sink) cuts the backoff short,
 //! so the new incarnation delivers what is left within the shutdown
 //! deadline, in order.
+//!
+//! Imports, besides `sink` itself: `stats`, `supervise`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

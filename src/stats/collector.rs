@@ -2,6 +2,8 @@
 //! collector ([`HostStats`], [`HOST`]), liveness ([`LivenessStats`],
 //! [`LIVENESS`]) and events ([`EventStats`], [`EVENTS`]). One table each,
 //! rendered like every other ([`super::render`]).
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::sync::atomic::AtomicU64;
 

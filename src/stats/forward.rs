@@ -4,6 +4,8 @@
 //! ([`AggregatorStats`], [`AGGREGATOR`]: `statsyard_aggregator_*`). Each
 //! aggregator an agent sends to also has the delivery engine's per-output
 //! counters, as the sink `forward/<address>` (errors, retries, spool).
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::sync::atomic::AtomicU64;
 

@@ -2,6 +2,8 @@
 //! status page's chart and rates (so that a page loaded without JavaScript
 //! shows them too). The flusher records a sample at every flush; rates are
 //! the differences between samples.
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -9,6 +9,8 @@
 //! per packet. A reader sums the slots. A slot whose ingest ended (a closed
 //! connection) is folded into the listener's retired totals. Bad lines,
 //! rare, are counted by reason with a relaxed add each.
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,7 @@
 //! The Prometheus exporter's figures ([`crate::sink::prometheus`]) and their
 //! table. A snapshot, taken when the exporter renders, not atomics.
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use super::table::{Kind, Metric};
 

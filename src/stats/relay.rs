@@ -3,6 +3,8 @@
 //! `destinations.<dest>.sent`...): the relay sends them through itself every
 //! `stats_interval`, as carbon-c-relay does ([`super::render::relay_values`]);
 //! `/metrics` shows them under `statsyard_relay_`.
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! ([`graphite`]), the admin console's `stats` ([`admin`]) and the relay's
 //! carbon-c-relay lines ([`relay_values`]). One generic walk per format over
 //! [`Metric`] rows; nothing here names a counter.
+//!
+//! Imports, besides `stats` itself: `exposition`.
 
 use serde_json::{json, Map, Value};
 

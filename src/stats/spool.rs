@@ -1,5 +1,7 @@
 //! A disk spool's counters ([`crate::spool`]), shared by the sinks' and
 //! the relay destinations' spools, and their table.
+//!
+//! Imports nothing of the crate outside `stats`.
 
 use std::sync::atomic::AtomicU64;
 

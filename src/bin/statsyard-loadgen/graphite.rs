@@ -5,6 +5,8 @@
 //! Two sums are kept, from the moment [`Receiver::start_counting`] is called:
 //! the server's own count of lines it processed (`metrics_received`, summed
 //! over flushes), and the sum of the counters the load generator sent.
+//!
+//! Imports nothing of the library.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

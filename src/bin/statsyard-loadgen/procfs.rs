@@ -1,4 +1,6 @@
 //! The server's CPU time and peak memory, read from `/proc/<pid>`.
+//!
+//! Imports nothing of the library.
 
 use std::io;
 use std::time::Duration;

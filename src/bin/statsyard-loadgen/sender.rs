@@ -1,5 +1,7 @@
 //! The UDP sender: one thread per socket, each walking the precomputed pool
 //! with `sendmmsg` so that one system call carries a whole batch of datagrams.
+//!
+//! Imports nothing of the library.
 
 use std::io;
 use std::marker::PhantomData;

@@ -4,6 +4,8 @@
 //! Names carry their type (`<prefix>.<type>.k<n>`), so every series has one
 //! type, and counters can be summed exactly on the Graphite side by the
 //! prefix `stats_counts.<prefix>.c.` whatever else the mix holds.
+//!
+//! Imports nothing of the library.
 
 use std::io::Write as _;
 use std::str::FromStr;

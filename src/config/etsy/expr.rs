@@ -25,6 +25,8 @@
 //! one of these, arithmetic on numbers, other functions, variables) is left
 //! as it is, so that the JSON5 reader refuses it with the line and column, as
 //! before.
+//!
+//! Imports, besides `config` itself: `flush`, `parse`, `sys`.
 
 use serde_json::Value;
 

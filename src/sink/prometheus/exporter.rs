@@ -18,6 +18,9 @@
 //! `<prefix_stats>.bad_lines_seen`, `.packets_received`, `.metrics_received`,
 //! `.timestamp_lag`, and statsyard's own `<prefix_stats>.statsyard.*`) are
 //! not exported: `/metrics` has statsyard's own as `statsyard_*`.
+//!
+//! Imports, besides `sink` itself: `aggregate`, `exposition`, `log_limit`,
+//! `metric`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -12,6 +12,8 @@
 //! - scrapes only clone the latest [`Rendered`] under a short lock and never
 //!   wait for a render or a flush (except the first one, which waits for
 //!   the flusher to build the exporter).
+//!
+//! Imports, besides `sink` itself: `aggregate`, `stats`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

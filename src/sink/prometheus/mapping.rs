@@ -6,6 +6,8 @@
 //! As in statsd_exporter, glob rules are tried before regex rules; among
 //! globs the first in file order wins (or the most specific one with
 //! `glob_disable_ordering`), among regexes the first in file order.
+//!
+//! Imports nothing of the crate outside `sink`.
 
 use std::path::Path;
 use std::time::Duration;

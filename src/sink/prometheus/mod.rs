@@ -5,6 +5,8 @@
 //! [`mapping`]), and publishes one rendering per flush that `/metrics` serves
 //! ([`live`]). [`crate::exposition`] is the one writer of the exposition
 //! format.
+//!
+//! Imports, besides `sink` itself: `check`.
 
 pub mod exporter;
 pub mod live;

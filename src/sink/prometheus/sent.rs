@@ -21,6 +21,8 @@
 //! entries (the exporter's `max_series`); past it a rewritten key is
 //! exported under its rewritten form, and a warning says so. The exporter
 //! forgets an entry when its series leaves the registry.
+//!
+//! Imports nothing of the crate outside `sink`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
