@@ -166,3 +166,84 @@ fn events_are_json_messages() {
     assert_eq!(s["refused"], 0, "{s}");
     server.stop();
 }
+
+/// Read `topic` from the start until `done` holds for the (key, payload)
+/// pairs read so far, up to 30 s.
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("statsyard-test-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while !done(&got) {
+        assert!(Instant::now() < deadline, "{topic}: {got:?}");
+        let Some(Ok(m)) = c.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        got.push((
+            String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        ));
+    }
+    got
+}
+
+/// The `graphite` and `influx` formats, read back: one Graphite line per
+/// message keyed by its name, one line protocol point per series keyed by
+/// the series; an event is a point of `events` in `influx` only.
+#[test]
+fn graphite_and_influx_formats_are_read_back() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for t in ["fmt-graphite", "fmt-influx"] {
+        mock.create_topic(t, 1, 1).expect("topic");
+    }
+    let brokers = mock.bootstrap_servers();
+    let server = server_with(
+        200,
+        &format!(
+            "[[sink]]\ntype = \"kafka\"\nname = \"g\"\nbrokers = [{brokers:?}]\n\
+             topic = \"fmt-graphite\"\nformat = \"graphite\"\n\
+             [[sink]]\ntype = \"kafka\"\nname = \"i\"\nbrokers = [{brokers:?}]\n\
+             topic = \"fmt-influx\"\nformat = \"influx\"\n"
+        ),
+    );
+    send_udp(
+        server.udp(),
+        &[b"bars.kafka.fmt:2|c|#env:prod\n_e{6,4}:deploy|v1.2|h:web1|#env:prod"],
+    );
+    let counts = "stats_counts.bars.kafka.fmt;env=prod";
+    let g = read_topic(&brokers, "fmt-graphite", |got| {
+        got.iter().any(|(k, _)| k == counts)
+    });
+    let (_, line) = g.iter().find(|(k, _)| k == counts).unwrap();
+    assert!(line.starts_with(&format!("{counts} 2 ")), "{line:?}");
+    assert!(line.ends_with('\n'), "{line:?}");
+    assert!(
+        g.iter().all(|(_, p)| !p.contains("deploy")),
+        "no events in graphite: {g:?}"
+    );
+    let key = "bars.kafka.fmt;env=prod";
+    let i = read_topic(&brokers, "fmt-influx", |got| {
+        got.iter().any(|(k, _)| k == key) && got.iter().any(|(k, _)| k == "deploy")
+    });
+    let (_, point) = i.iter().find(|(k, _)| k == key).unwrap();
+    assert!(
+        point.starts_with("bars.kafka.fmt,env=prod,metric_type=counter value=2,rate="),
+        "{point:?}"
+    );
+    let (_, event) = i.iter().find(|(k, _)| k == "deploy").unwrap();
+    assert!(
+        event.starts_with("events,alert_type=info,env=prod,host=web1,priority=normal title=\"deploy\",text=\"v1.2\" "),
+        "{event:?}"
+    );
+    server.stop();
+}
