@@ -377,6 +377,17 @@ backoff_max = "200ms"
 
 #[test]
 fn an_aggregator_killed_and_restarted_loses_and_doubles_nothing() {
+    killed_and_restarted(false);
+}
+
+/// The same with `on_down = "spool"`: the agents keep the down aggregator's
+/// series (in memory, then on disk) and send them when it is back.
+#[test]
+fn with_on_down_spool_a_restarted_aggregator_gets_its_own_series_late() {
+    killed_and_restarted(true);
+}
+
+fn killed_and_restarted(spool: bool) {
     let iv = 1000;
     let dir = tempfile::tempdir().unwrap();
     let (mut ga, mut gb) = (Graphite::start(), Graphite::start());
@@ -395,7 +406,22 @@ fn an_aggregator_killed_and_restarted_loses_and_doubles_nothing() {
     a.wait_tcp(to_a);
     b.wait_tcp(to_b);
     let agents: Vec<Server> = (0..2)
-        .map(|h| agent(&format!("127.0.0.{}", 41 + h), &[to_a, to_b], iv, ""))
+        .map(|h| {
+            let extra = if spool {
+                format!(
+                    "on_down = \"spool\"\nspool_dir = {:?}\n",
+                    dir.path().join(format!("spool-{h}")).display().to_string()
+                )
+            } else {
+                String::new()
+            };
+            agent(
+                &format!("127.0.0.{}", 41 + h + 10 * usize::from(spool)),
+                &[to_a, to_b],
+                iv,
+                &extra,
+            )
+        })
         .collect();
     // A straggler B always waits for: B flushes on its grace, so it
     // always holds acknowledged state that only its journal keeps.
@@ -451,6 +477,10 @@ fn an_aggregator_killed_and_restarted_loses_and_doubles_nothing() {
         .iter()
         .map(|a| a.running().stats.forward().rerouted.load(Ordering::Relaxed))
         .sum();
+    let delayed: u64 = agents
+        .iter()
+        .map(|a| a.running().stats.forward().delayed.load(Ordering::Relaxed))
+        .sum();
     for a in agents {
         a.stop();
     }
@@ -465,7 +495,12 @@ fn an_aggregator_killed_and_restarted_loses_and_doubles_nothing() {
         log.contains("journal replayed"),
         "B replayed nothing:\n{log}"
     );
-    assert!(rerouted > 0, "nothing was rerouted while B was down");
+    if spool {
+        assert!(delayed > 0, "nothing was kept for B while it was down");
+        assert_eq!(rerouted, 0, "on_down = \"spool\" reroutes nothing");
+    } else {
+        assert!(rerouted > 0, "nothing was rerouted while B was down");
+    }
     // Every counter's total over the run, both aggregators together.
     for i in 0..series {
         let name = format!("stats_counts.kill.c{i}");
