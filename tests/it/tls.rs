@@ -650,3 +650,59 @@ fn an_agent_forwards_to_an_aggregator_over_mutual_tls() {
     assert_eq!(graphite.sum("stats_counts.mtls.ok"), 7.0);
     assert_eq!(graphite.sum("stats_counts.mtls.stranger"), 0.0);
 }
+
+/// The carbon receivers over TLS: line protocol and pickle frames through
+/// `openssl s_client` reach the relay's destination; the pickle listener
+/// with `client_ca_file` refuses a client without a certificate.
+#[test]
+fn carbon_line_and_pickle_over_tls() {
+    let Some(openssl) = tool("openssl") else {
+        return;
+    };
+    let pki = Pki::new("statsyard carbon");
+    let mut graphite = Graphite::start();
+    let (p1, p2) = (free_tcp_port(), free_tcp_port());
+    let server = Server::start(config(&format!(
+        "[statsd]\nudp = []\ntcp = []\n[http]\nenabled = false\n[admin]\nenabled = false\n\
+         [relay]\nline_udp = []\n\
+         line_tcp = [{{ address = \"127.0.0.1:{p1}\", tls = {} }}]\n\
+         pickle = [{{ address = \"127.0.0.1:{p2}\", tls = {} }}]\n\
+         [[relay.cluster]]\nname = \"c\"\nmethod = \"forward\"\ndestinations = [\"{}\"]\n",
+        pki.listener_tls(false),
+        pki.listener_tls(true),
+        graphite.addr
+    )));
+    let stats = server.running().stats.clone();
+    let (line, pickle) = (server.running().carbon_tcp[0], server.running().pickle[0]);
+    let out = s_client(
+        &openssl,
+        &pki,
+        line,
+        None,
+        b"tls.carbon.line 4.5 1700000000\n",
+    );
+    assert!(out.contains("statsyard carbon"), "{out}");
+    let points: Vec<(&str, (i64, f64))> = vec![("tls.carbon.pickle", (1_700_000_001, 6.0))];
+    let payload =
+        serde_pickle::to_vec(&points, serde_pickle::SerOptions::new().proto_v2()).unwrap();
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
+    // Without a client certificate: refused, nothing relayed.
+    let refused = get(&stats.tls_client_certs_refused);
+    s_client(&openssl, &pki, pickle, None, &frame);
+    wait("the refused pickle client", || {
+        get(&stats.tls_client_certs_refused) > refused
+    });
+    s_client(&openssl, &pki, pickle, Some("client"), &frame);
+    graphite.until(secs(10), |ls| {
+        ls.iter()
+            .any(|l| l.name == "tls.carbon.line" && l.value == "4.5")
+            && ls
+                .iter()
+                .any(|l| l.name == "tls.carbon.pickle" && l.value == "6")
+    });
+    server.stop();
+    graphite.drain_for(Duration::from_millis(300));
+    // The refused connection's frame never arrived: one pickle point.
+    assert_eq!(graphite.sum("tls.carbon.pickle"), 6.0);
+}
