@@ -271,3 +271,57 @@ fn a_reload_turns_liveness_on_and_off() {
     running.shutdown();
     rt.block_on(running.wait());
 }
+
+/// A source silent for `forget_after` is no longer listed, and its place
+/// under `max_sources` is free for another.
+#[test]
+fn a_silent_source_is_forgotten_and_frees_its_place() {
+    let s = Server::start(config(
+        r#"
+[statsd]
+udp = ["127.0.0.1:0"]
+tcp = []
+[flush]
+interval = "200ms"
+[http]
+address = "127.0.0.1:0"
+[liveness]
+enabled = true
+dark_after = "400ms"
+forget_after = "1500ms"
+max_sources = 1
+"#,
+    ));
+    let (udp, http) = (s.udp(), s.running().http.unwrap());
+    let listed = |name: &str| {
+        let d = get_json(http, "/api/dark");
+        state(&d, "sources", "source", name)
+    };
+    send_from("127.0.0.5", udp, b"forget.a:1|c");
+    wait(secs(5), "127.0.0.5 listed", || {
+        listed("127.0.0.5").is_some()
+    });
+    // The bound is full: 127.0.0.6 is counted, not tracked.
+    send_from("127.0.0.6", udp, b"forget.b:1|c");
+    wait(secs(5), "127.0.0.6 over the bound", || {
+        s.running()
+            .stats
+            .liveness
+            .sources_over_limit
+            .load(Ordering::Relaxed)
+            >= 1
+    });
+    assert_eq!(listed("127.0.0.6"), None);
+    wait(secs(5), "127.0.0.5 dark", || {
+        listed("127.0.0.5").as_deref() == Some("dark")
+    });
+    wait(secs(10), "127.0.0.5 forgotten", || {
+        listed("127.0.0.5").is_none()
+    });
+    // Its place is free again.
+    send_from("127.0.0.6", udp, b"forget.b:1|c");
+    wait(secs(5), "127.0.0.6 listed", || {
+        listed("127.0.0.6").as_deref() == Some("up")
+    });
+    s.stop();
+}
