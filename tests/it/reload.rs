@@ -661,3 +661,80 @@ fn the_interval_and_config_lines_the_front_ends_show_follow_a_reload() {
         assert!(Instant::now() < end, "no full interval of front.hot: {t}");
     }
 }
+
+/// The sum of `value` of the `reload.c` counter's InfluxDB lines a
+/// capture server took.
+fn influx_sum(seen: &crate::stores::Captured) -> f64 {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, body)| {
+            String::from_utf8_lossy(body)
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("reload.c,metric_type=counter value=")?;
+                    rest.split(',').next()?.parse::<f64>().ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// An HTTP output reloads like any other: a new `url` takes the next
+/// flushes, the old one delivers what it held, nothing is lost, and the
+/// output's counters go on.
+#[test]
+fn sighup_moves_an_influxdb_output_to_a_new_url_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("statsyard.toml");
+    let (a, seen_a) = crate::stores::capture_http();
+    let (b, seen_b) = crate::stores::capture_http();
+    let udp_port = free_port(true).expect("free UDP port");
+    let http_port = free_tcp_port();
+    let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
+    let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let cfg = |to: SocketAddr| {
+        format!(
+            "{}[[sink]]\ntype = \"influxdb\"\nurl = \"http://{to}\"\ndatabase = \"x\"\n\
+             precision = \"ms\"\ncontent_encoding = \"identity\"\n",
+            config(udp_port, http_port, "[90]", &[])
+        )
+    };
+    write(&file, &cfg(a));
+    let p = Proc::statsyard(&file, &dir.path().join("stderr.log"));
+    p.wait_tcp(http);
+    send_counts(udp, 30);
+    let end = Instant::now() + secs(10);
+    while influx_sum(&seen_a) < 30.0 {
+        assert!(Instant::now() < end, "A got {}", influx_sum(&seen_a));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent_before = stats(http)["sinks"][0]["lines_sent"].as_u64().unwrap();
+    write(&file, &cfg(b));
+    send_counts(udp, 20);
+    sighup(&p);
+    wait_stat(http, "reloads", 1);
+    send_counts(udp, 25);
+    let end = Instant::now() + secs(10);
+    while influx_sum(&seen_a) + influx_sum(&seen_b) < 75.0 || influx_sum(&seen_b) == 0.0 {
+        assert!(
+            Instant::now() < end,
+            "A {} + B {}",
+            influx_sum(&seen_a),
+            influx_sum(&seen_b)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        influx_sum(&seen_a) + influx_sum(&seen_b),
+        75.0,
+        "none lost, none twice"
+    );
+    let after = stats(http)["sinks"][0]["lines_sent"].as_u64().unwrap();
+    assert!(
+        after > sent_before,
+        "the counters go on: {sent_before} then {after}"
+    );
+    assert_eq!(stats(http)["reload_failures"], 0);
+}

@@ -630,11 +630,11 @@ fn prometheus_remote_write_into_victoria_metrics() {
 
 /// One request a [`capture_http`] server took: its header lines (names in
 /// lower case) and its body.
-type Captured = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
+pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
 
 /// An HTTP/1.1 server on loopback that answers every request 204 and keeps
 /// it (keep-alive connections, `Content-Length` bodies).
-fn capture_http() -> (SocketAddr, Captured) {
+pub fn capture_http() -> (SocketAddr, Captured) {
     use std::io::BufRead;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
