@@ -501,6 +501,7 @@ async fn send(
     let reroute = config.on_down == OnDown::Reroute;
     let (max, snappy) = (config.max_message_bytes, config.snappy);
     let started = Instant::now();
+    let n_series = iv.state.len() as u64;
     let placed = tokio::task::spawn_blocking(move || {
         let ring = Ring::new(names.iter().cloned());
         let mut shares: Vec<Vec<Series>> = vec![Vec::new(); names.len()];
@@ -543,7 +544,11 @@ async fn send(
     })
     .await;
     let Ok((bodies, rerouted, delayed)) = placed else {
-        tracing::error!("encoding an interval failed; its forwarded series are lost");
+        incr(&fstats.dropped, n_series);
+        tracing::error!(
+            series = n_series,
+            "encoding an interval failed; its forwarded series are lost"
+        );
         return;
     };
     fstats.encode_micros.store(
