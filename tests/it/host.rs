@@ -120,6 +120,7 @@ address = "127.0.0.1:0"
 [host]
 enabled = true
 prefix = "it.{host}"
+per_cpu = true
 [[host.process]]
 name = "sleeper"
 pattern = "^sleep 1234\\.5$"
@@ -243,6 +244,38 @@ pattern = "^sleep 1234\\.5$"
     assert!(
         (mean - kernel_idle).abs() <= 15.0,
         "idle {mean} vs kernel {kernel_idle}"
+    );
+
+    // Per core (`per_cpu`): every core the kernel lists has its states,
+    // each a percentage.
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cores: Vec<&str> = stat
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|c| c.strip_prefix("cpu").filter(|n| !n.is_empty()))
+        .collect();
+    assert!(!cores.is_empty());
+    for n in &cores {
+        let user = format!("stats.gauges.{p}.cpu.core.user;cpu={n};host={h}");
+        let v = num(&graphite.value_of(&user, secs(5)));
+        assert!((0.0..=100.0).contains(&v), "{user} {v}");
+    }
+    // Disk I/O per block device, labelled by a device /proc/diskstats has.
+    let diskstats = std::fs::read_to_string("/proc/diskstats").unwrap();
+    let reads = format!("stats_counts.{p}.disk.reads;device=");
+    graphite.until(secs(5), |ls| ls.iter().any(|l| l.name.starts_with(&reads)));
+    let device = graphite
+        .seen
+        .iter()
+        .find_map(|l| l.name.strip_prefix(&reads))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        diskstats
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(device.as_str())),
+        "{device} not in /proc/diskstats"
     );
 
     // Network: 1 MiB over loopback between two collections is in `lo`'s
