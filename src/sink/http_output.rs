@@ -1,6 +1,6 @@
 //! The keys every batched HTTP output takes (`influxdb`,
 //! `prometheus_remote_write`), their defaults and their checks, in one
-//! place: each kind reads them from its table with [`RawHttp::read`]
+//! place: each kind reads them from its table with [`RawHttp::split`]
 //! (before its own keys), and turns them into [`HttpSettings`], which
 //! become the delivery engine's
 //! [`HttpConfig`] at build time. What the keys mean for delivery (retries,
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use super::{keys_of, BuildCx, SinkError, ValidateCx};
 use crate::check::{check_backoff, check_nonzero, Bad};
 use crate::deliver::http::{Auth, HttpConfig, HttpOutput};
+use crate::tls::{RawTlsClient, TlsClient};
 
 /// The keys shared by HTTP outputs (part of each kind's table).
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -57,6 +58,10 @@ pub struct RawHttp {
     pub spool_dir: Option<String>,
     /// Bytes the spool keeps at most (1 GiB).
     pub spool_bytes: Option<u64>,
+    /// TLS to an `https://` store: `{ ca_file, cert_file, key_file,
+    /// server_name, insecure_skip_verify }`, as a graphite sink's; unset:
+    /// the system's trusted CAs, no client certificate.
+    pub tls: Option<RawTlsClient>,
 }
 
 /// The defaults a kind gives the batch keys.
@@ -81,6 +86,12 @@ pub struct HttpSettings {
     pub engine: HttpConfig,
     pub batch_points: usize,
     pub batch_bytes: usize,
+    /// `tls`, loaded (a rewritten file is a change: a reload rebuilds the
+    /// output with it).
+    pub tls: Option<TlsClient>,
+    /// With `server_name` and an IP address in `url`: the name the URL now
+    /// carries and the address it stands for.
+    pub pin: Option<(String, std::net::SocketAddr)>,
 }
 
 impl RawHttp {
@@ -161,6 +172,45 @@ impl RawHttp {
         check_nonzero(backoff_min).map_err(|r| cx.bad("backoff_min", r))?;
         let backoff_max = self.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
         check_backoff(backoff_min, backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| TlsClient::load(t, cx.file))
+            .transpose()
+            .map_err(|r| cx.bad("tls", r))?;
+        let mut url = url;
+        let mut pin = None;
+        if let Some(t) = &tls {
+            if url.scheme() != "https" {
+                return Err(cx.bad("tls", "needs an https:// url"));
+            }
+            if let Some(name) = &t.server_name {
+                // The certificate names `server_name`: requests go to the
+                // URL's address, and the name is checked (and sent as SNI
+                // and Host).
+                let port = url.port_or_known_default().unwrap_or(443);
+                let ip: Option<std::net::IpAddr> = url
+                    .host_str()
+                    .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                    .and_then(|h| h.parse().ok());
+                match ip {
+                    Some(ip) => {
+                        url.set_host(Some(name))
+                            .map_err(|e| cx.bad("tls", format!("server_name {name:?}: {e}")))?;
+                        pin = Some((name.clone(), std::net::SocketAddr::new(ip, port)));
+                    }
+                    None if url.host_str() == Some(name.as_str()) => {}
+                    None => {
+                        return Err(cx.bad(
+                            "tls",
+                            "server_name differs from the host name in url: put the \
+                             certificate's name in url (server_name is for a url with \
+                             an IP address)",
+                        ))
+                    }
+                }
+            }
+        }
         Ok(HttpSettings {
             engine: HttpConfig {
                 sink: String::new(),
@@ -178,6 +228,8 @@ impl RawHttp {
             },
             batch_points,
             batch_bytes,
+            tls,
+            pin,
         })
     }
 }
@@ -185,15 +237,34 @@ impl RawHttp {
 impl HttpSettings {
     /// The delivery engine of the output `cx` builds.
     pub fn output(&self, cx: &BuildCx) -> Result<HttpOutput, SinkError> {
-        HttpOutput::new(HttpConfig {
+        let failed = |reason: String| SinkError::Other {
             sink: cx.name.clone(),
-            shutdown_timeout: cx.shutdown_timeout,
-            ..self.engine.clone()
-        })
-        .map_err(|e| SinkError::Other {
-            sink: cx.name.clone(),
-            reason: e.to_string(),
-        })
+            reason,
+        };
+        let tls = self
+            .tls
+            .as_ref()
+            .map(TlsClient::client_config)
+            .transpose()
+            .map_err(failed)?;
+        let pin = self.pin.clone();
+        HttpOutput::new_with(
+            HttpConfig {
+                sink: cx.name.clone(),
+                shutdown_timeout: cx.shutdown_timeout,
+                ..self.engine.clone()
+            },
+            |mut b| {
+                if let Some(t) = tls {
+                    b = b.use_preconfigured_tls((*t).clone());
+                }
+                if let Some((name, addr)) = pin {
+                    b = b.resolve(&name, addr);
+                }
+                b
+            },
+        )
+        .map_err(|e| failed(e.to_string()))
     }
 }
 

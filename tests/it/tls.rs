@@ -42,7 +42,8 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A CA, a server certificate for 127.0.0.1 and localhost named `cn`,
+    /// A CA, a server certificate for 127.0.0.1, localhost and
+    /// store.statsyard.test named `cn`,
     /// a client certificate of the CA, and one of another CA.
     pub fn new(cn: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
@@ -83,8 +84,13 @@ impl Pki {
         cn: &str,
         usage: ExtendedKeyUsagePurpose,
     ) {
-        let mut p =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+        let mut p = CertificateParams::new(vec![
+            "127.0.0.1".to_string(),
+            "localhost".into(),
+            // A name no resolver knows: only `server_name` reaches it.
+            "store.statsyard.test".into(),
+        ])
+        .unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.extended_key_usages = vec![usage];
         let key = KeyPair::generate().unwrap();
@@ -498,6 +504,14 @@ struct SServer {
 
 impl SServer {
     fn start(openssl: &Path, pki: &Pki, client_ca: bool) -> SServer {
+        SServer::start_with(openssl, pki, client_ca, false)
+    }
+
+    /// With `answers`, its stdin is /dev/zero, which it sends to each
+    /// client: an HTTP client then reads a bad answer and tries again.
+    /// (Without anything to send, `s_server` keeps a mutual-TLS client's
+    /// request unread.)
+    fn start_with(openssl: &Path, pki: &Pki, client_ca: bool, answers: bool) -> SServer {
         let port = free_tcp_port();
         let out = pki.path(&format!("s_server-{port}.out"));
         let mut cmd = Command::new(openssl);
@@ -516,8 +530,13 @@ impl SServer {
                 .arg("-CAfile")
                 .arg(pki.path("ca.pem"));
         }
+        let stdin = if answers {
+            Stdio::from(std::fs::File::open("/dev/zero").unwrap())
+        } else {
+            Stdio::piped()
+        };
         let proc = Proc(
-            cmd.stdin(Stdio::piped())
+            cmd.stdin(stdin)
                 .stdout(std::fs::File::create(&out).unwrap())
                 .stderr(Stdio::null())
                 .spawn()
@@ -705,4 +724,110 @@ fn carbon_line_and_pickle_over_tls() {
     graphite.drain_for(Duration::from_millis(300));
     // The refused connection's frame never arrived: one pickle point.
     assert_eq!(graphite.sum("tls.carbon.pickle"), 6.0);
+}
+
+/// The HTTP outputs over TLS with a private CA. An influxdb output verifies
+/// the store against `ca_file` (the store: `openssl s_server`, which prints
+/// what it decrypts). Remote-write outputs post to a statsyard whose HTTPS
+/// (a web config file) requires a client certificate: with one, and
+/// `server_name` checked for the IP address in its url, the request goes
+/// through TLS and is answered (404: that server has no write endpoint);
+/// without one, the handshake is refused and counted on both sides.
+#[test]
+fn http_outputs_deliver_over_tls_with_a_private_ca() {
+    let Some(openssl) = tool("openssl") else {
+        return;
+    };
+    let pki = Pki::new("a store");
+    let influx = SServer::start_with(&openssl, &pki, false, true);
+    let web = pki.path("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  \
+         client_ca_file: ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n",
+    )
+    .unwrap();
+    let https_port = free_tcp_port();
+    let store = Server::start(config(&format!(
+        "[statsd]\nudp = []\ntcp = []\n[http]\naddress = \"127.0.0.1:{https_port}\"\n\
+         web_config_file = {web:?}\n[admin]\nenabled = false\n"
+    )));
+    let server = Server::start(config(&format!(
+        "[statsd]\nudp = [\"127.0.0.1:0\"]\ntcp = []\n[flush]\ninterval = \"200ms\"\n\
+         [http]\nenabled = false\n[admin]\nenabled = false\n\
+         [[sink]]\ntype = \"influxdb\"\nurl = \"https://{influx}\"\ndatabase = \"x\"\n\
+         content_encoding = \"identity\"\ntls = {{ ca_file = {ca:?} }}\n\
+         [[sink]]\ntype = \"prometheus_remote_write\"\nname = \"with_cert\"\n\
+         url = \"https://127.0.0.1:{https_port}/api/v1/write\"\n\
+         tls = {{ ca_file = {ca:?}, cert_file = {cert:?}, key_file = {key:?}, \
+         server_name = \"store.statsyard.test\" }}\n\
+         [[sink]]\ntype = \"prometheus_remote_write\"\nname = \"without\"\n\
+         url = \"https://127.0.0.1:{https_port}/api/v1/write\"\ntls = {{ ca_file = {ca:?} }}\n",
+        influx = influx.addr,
+        ca = pki.path("ca.pem"),
+        cert = pki.path("client.pem"),
+        key = pki.path("client.key"),
+    )));
+    send_udp(server.running().udp[0], &[b"https.out:4|c"]);
+    wait("the influxdb request over TLS", || {
+        let r = influx.received();
+        r.contains("POST /write?db=x") && r.contains("https.out,metric_type=counter value=4")
+    });
+    let sink = |name: &str| {
+        server
+            .running()
+            .stats
+            .sinks()
+            .into_iter()
+            .find(|k| k.name == name)
+            .unwrap()
+    };
+    let store_stats = store.running().stats.clone();
+    wait("the remote-write request answered over mutual TLS", || {
+        get(&sink("with_cert").refused) > 0
+    });
+    assert!(
+        get(&store_stats.http_client_errors) > 0,
+        "the store answered 404"
+    );
+    wait("the certificate-less client refused", || {
+        get(&store_stats.tls_client_certs_refused) > 0 && get(&sink("without").errors) > 0
+    });
+    assert_eq!(get(&sink("without").refused), 0, "never got an HTTP answer");
+    assert_eq!(get(&sink("without").lines_sent), 0);
+    drop(server);
+    store.stop();
+    drop(influx.proc);
+}
+
+/// `tls` on an HTTP output needs an https url, and `server_name` an IP
+/// address in it.
+#[test]
+fn http_output_tls_is_checked() {
+    let pki = Pki::new("a store");
+    let ca = pki.path("ca.pem");
+    for (url, tls, why) in [
+        (
+            "http://127.0.0.1:1",
+            format!("{{ ca_file = {ca:?} }}"),
+            "needs an https:// url",
+        ),
+        (
+            "https://store.example:8086",
+            "{ server_name = \"other.example\" }".to_string(),
+            "server_name differs",
+        ),
+        (
+            "https://127.0.0.1:1",
+            "{ ca_file = \"missing.pem\" }".to_string(),
+            "missing.pem",
+        ),
+    ] {
+        let toml = format!(
+            "[[sink]]\ntype = \"influxdb\"\nurl = \"{url}\"\ndatabase = \"x\"\ntls = {tls}\n"
+        );
+        let err = statsyard::config::toml::from_str(&toml, "test.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("tls") && text.contains(why), "{url}: {text}");
+    }
 }
