@@ -41,7 +41,7 @@
 //! (bodies dropped at the memory bound without a spool, or at shutdown),
 //! `buffered_bytes`, and the spool's own.
 //!
-//! Imports, besides `deliver` itself: `log_limit`, `spool`, `stats`.
+//! Imports, besides `deliver` itself: `log_limit`, `spool`, `stats`, `tls`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +63,7 @@ use super::warnings::Label;
 use crate::log_limit::LogLimiter;
 use crate::spool::SpoolConfig;
 use crate::stats::{incr, SinkStats};
+use crate::tls::TlsClient;
 
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
@@ -120,6 +121,51 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// Where what overflows `buffer_bytes` goes; `None`: it is dropped.
     pub spool: Option<SpoolConfig>,
+    /// TLS for an `https://` url: a private CA, a client certificate,
+    /// `server_name` ([`tls_target`]); `None`: the system's trusted CAs.
+    pub tls: Option<TlsClient>,
+}
+
+/// Where requests go with `tls`: with `server_name` and an IP address in
+/// `url`, the url carries the name (checked in the certificate, sent as SNI
+/// and Host) and the name is pinned to that address. `tls` needs `https`;
+/// `server_name` in a url with another host name is refused, as nothing
+/// could check it. The HTTP outputs and the forwarding agent share this.
+pub fn tls_target(
+    url: &reqwest::Url,
+    tls: Option<&TlsClient>,
+) -> Result<(reqwest::Url, Option<(String, std::net::SocketAddr)>), String> {
+    let Some(t) = tls else {
+        return Ok((url.clone(), None));
+    };
+    if url.scheme() != "https" {
+        return Err("tls needs an https:// url".into());
+    }
+    let Some(name) = &t.server_name else {
+        return Ok((url.clone(), None));
+    };
+    let ip: Option<std::net::IpAddr> = url
+        .host_str()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse().ok());
+    match ip {
+        Some(ip) => {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let mut named = url.clone();
+            named
+                .set_host(Some(name))
+                .map_err(|e| format!("tls server_name {name:?}: {e}"))?;
+            Ok((
+                named,
+                Some((name.clone(), std::net::SocketAddr::new(ip, port))),
+            ))
+        }
+        None if url.host_str() == Some(name.as_str()) => Ok((url.clone(), None)),
+        None => Err(format!(
+            "tls server_name differs from the host name in the url ({name:?}): put the \
+             certificate's name in the url (server_name is for a url with an IP address)"
+        )),
+    }
 }
 
 /// Why an HTTP output cannot be set up.
@@ -263,15 +309,6 @@ pub struct HttpOutput {
 impl HttpOutput {
     /// Check `cfg` and build its client.
     pub fn new(cfg: HttpConfig) -> Result<HttpOutput, HttpError> {
-        HttpOutput::new_with(cfg, |b| b)
-    }
-
-    /// [`HttpOutput::new`], with the client's builder adjusted by `adjust`
-    /// (the forwarding agent's own TLS settings and address overrides).
-    pub fn new_with(
-        cfg: HttpConfig,
-        adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
-    ) -> Result<HttpOutput, HttpError> {
         let bad_url = |reason: String| HttpError::BadUrl {
             sink: cfg.sink.clone(),
             url: cfg.url.clone(),
@@ -281,6 +318,13 @@ impl HttpOutput {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad_url("the scheme must be http or https".into()));
         }
+        let (url, pin) = tls_target(&url, cfg.tls.as_ref()).map_err(bad_url)?;
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(TlsClient::client_config)
+            .transpose()
+            .map_err(bad_url)?;
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
             let bad = || HttpError::BadHeader {
@@ -292,17 +336,21 @@ impl HttpOutput {
             v.set_sensitive(true);
             headers.append(n, v);
         }
-        let builder = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("statsyard/", env!("CARGO_PKG_VERSION")));
-        let client = adjust(builder)
-            .build()
-            .map_err(|source| HttpError::Client {
-                sink: cfg.sink.clone(),
-                source,
-            })?;
+        if let Some(t) = tls {
+            builder = builder.use_preconfigured_tls((*t).clone());
+        }
+        if let Some((name, addr)) = pin {
+            builder = builder.resolve(&name, addr);
+        }
+        let client = builder.build().map_err(|source| HttpError::Client {
+            sink: cfg.sink.clone(),
+            source,
+        })?;
         Ok(HttpOutput {
             cfg,
             client,
@@ -581,17 +629,7 @@ impl Engine {
             }
             Answer::Refused { status, reason } => {
                 let points = self.refuse_front(src).await;
-                if let Some(suppressed) = self.refusals.allow() {
-                    tracing::error!(
-                        output = %self.out.cfg.sink,
-                        url = %self.out.url,
-                        %status,
-                        points,
-                        reason = %reason,
-                        suppressed,
-                        "the store refused a batch; dropped"
-                    );
-                }
+                self.log_given_up(status, points, &reason);
             }
             Answer::Retry {
                 status,
@@ -604,19 +642,8 @@ impl Engine {
                 }
                 if self.server_errors > self.out.cfg.max_retries {
                     let points = self.refuse_front(src).await;
-                    // Counted every time (`refused`); logged at the same
-                    // limited rate as the store's 4xx refusals.
-                    if let Some(suppressed) = self.refusals.allow() {
-                        tracing::error!(
-                            output = %self.out.cfg.sink,
-                            url = %self.out.url,
-                            %status,
-                            points,
-                            answers_5xx = self.out.cfg.max_retries + 1,
-                            suppressed,
-                            "the store keeps failing on a batch; dropped"
-                        );
-                    }
+                    let why = format!("{} answers 5xx in a row", self.out.cfg.max_retries + 1);
+                    self.log_given_up(status, points, &why);
                     return;
                 }
                 let wait = match retry_after {
@@ -656,6 +683,23 @@ impl Engine {
                 self.store.replayed(1).await;
                 e
             }
+        }
+    }
+
+    /// A batch given up for good (counted in `refused` by
+    /// [`Self::refuse_front`]): logged at a limited rate, with `why` (the
+    /// store's reason, or its 5xx answers).
+    fn log_given_up(&mut self, status: StatusCode, points: u64, why: &str) {
+        if let Some(suppressed) = self.refusals.allow() {
+            tracing::error!(
+                output = %self.out.cfg.sink,
+                url = %self.out.url,
+                %status,
+                points,
+                reason = %why,
+                suppressed,
+                "the store refused a batch; dropped"
+            );
         }
     }
 

@@ -30,7 +30,6 @@
 //! `log_limit`, `metric`, `spool`, `stats`, `sys`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -245,26 +244,12 @@ impl Engines {
                 max_bytes: *bytes,
                 segment_bytes: (*bytes / 8).clamp(64 << 10, 8 << 20),
             });
-        let (scheme, host_for_url, pin) = match &c.tls {
-            None => ("http", addr.to_string(), None),
-            Some(t) => match &t.server_name {
-                // The certificate names `server_name`: connect to the
-                // address, check the name.
-                Some(n) => {
-                    let port = addr.rsplit_once(':').map_or("", |(_, p)| p);
-                    let pin = addr.parse::<SocketAddr>().ok().map(|a| (n.clone(), a));
-                    if pin.is_some() {
-                        ("https", format!("{n}:{port}"), pin)
-                    } else {
-                        ("https", addr.to_string(), None)
-                    }
-                }
-                None => ("https", addr.to_string(), None),
-            },
-        };
+        // With `server_name`, the engine sends to the member's address
+        // and checks the name (`deliver::http::tls_target`).
+        let scheme = if c.tls.is_some() { "https" } else { "http" };
         let cfg = HttpConfig {
             sink: name.clone(),
-            url: format!("{scheme}://{host_for_url}{}", proto::PATH),
+            url: format!("{scheme}://{addr}{}", proto::PATH),
             auth: None,
             headers: Vec::new(),
             buffer_bytes: c.buffer_bytes,
@@ -277,18 +262,9 @@ impl Engines {
             max_retries: 10,
             shutdown_timeout: self.shutdown_timeout,
             spool,
+            tls: c.tls.clone(),
         };
-        let tls = c.tls.as_ref().map(|t| t.client_config()).transpose()?;
-        let out = HttpOutput::new_with(cfg, |mut b| {
-            if let Some(t) = tls {
-                b = b.use_preconfigured_tls((*t).clone());
-            }
-            if let Some((name, addr)) = pin {
-                b = b.resolve(&name, addr);
-            }
-            b
-        })
-        .map_err(|e| e.to_string())?;
+        let out = HttpOutput::new(cfg).map_err(|e| e.to_string())?;
         let sink_stats = match stats.sink_named(&name) {
             Some(s) => s,
             None => stats.sink(&name),

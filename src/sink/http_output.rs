@@ -86,12 +86,6 @@ pub struct HttpSettings {
     pub engine: HttpConfig,
     pub batch_points: usize,
     pub batch_bytes: usize,
-    /// `tls`, loaded (a rewritten file is a change: a reload rebuilds the
-    /// output with it).
-    pub tls: Option<TlsClient>,
-    /// With `server_name` and an IP address in `url`: the name the URL now
-    /// carries and the address it stands for.
-    pub pin: Option<(String, std::net::SocketAddr)>,
 }
 
 impl RawHttp {
@@ -172,45 +166,16 @@ impl RawHttp {
         check_nonzero(backoff_min).map_err(|r| cx.bad("backoff_min", r))?;
         let backoff_max = self.backoff_max.unwrap_or(DEFAULT_BACKOFF_MAX);
         check_backoff(backoff_min, backoff_max).map_err(|r| cx.bad("backoff_max", r))?;
+        // Loaded here (a rewritten file is a change: a reload rebuilds the
+        // output with it) and checked against the url, so that a mistake
+        // fails the config, not the build.
         let tls = self
             .tls
             .as_ref()
             .map(|t| TlsClient::load(t, cx.file))
             .transpose()
             .map_err(|r| cx.bad("tls", r))?;
-        let mut url = url;
-        let mut pin = None;
-        if let Some(t) = &tls {
-            if url.scheme() != "https" {
-                return Err(cx.bad("tls", "needs an https:// url"));
-            }
-            if let Some(name) = &t.server_name {
-                // The certificate names `server_name`: requests go to the
-                // URL's address, and the name is checked (and sent as SNI
-                // and Host).
-                let port = url.port_or_known_default().unwrap_or(443);
-                let ip: Option<std::net::IpAddr> = url
-                    .host_str()
-                    .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-                    .and_then(|h| h.parse().ok());
-                match ip {
-                    Some(ip) => {
-                        url.set_host(Some(name))
-                            .map_err(|e| cx.bad("tls", format!("server_name {name:?}: {e}")))?;
-                        pin = Some((name.clone(), std::net::SocketAddr::new(ip, port)));
-                    }
-                    None if url.host_str() == Some(name.as_str()) => {}
-                    None => {
-                        return Err(cx.bad(
-                            "tls",
-                            "server_name differs from the host name in url: put the \
-                             certificate's name in url (server_name is for a url with \
-                             an IP address)",
-                        ))
-                    }
-                }
-            }
-        }
+        crate::deliver::http::tls_target(&url, tls.as_ref()).map_err(|r| cx.bad("tls", r))?;
         Ok(HttpSettings {
             engine: HttpConfig {
                 sink: String::new(),
@@ -225,11 +190,10 @@ impl RawHttp {
                 max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
                 shutdown_timeout: Duration::ZERO,
                 spool: cx.spool(self.spool_dir.as_deref(), self.spool_bytes)?,
+                tls,
             },
             batch_points,
             batch_bytes,
-            tls,
-            pin,
         })
     }
 }
@@ -237,34 +201,15 @@ impl RawHttp {
 impl HttpSettings {
     /// The delivery engine of the output `cx` builds.
     pub fn output(&self, cx: &BuildCx) -> Result<HttpOutput, SinkError> {
-        let failed = |reason: String| SinkError::Other {
+        HttpOutput::new(HttpConfig {
             sink: cx.name.clone(),
-            reason,
-        };
-        let tls = self
-            .tls
-            .as_ref()
-            .map(TlsClient::client_config)
-            .transpose()
-            .map_err(failed)?;
-        let pin = self.pin.clone();
-        HttpOutput::new_with(
-            HttpConfig {
-                sink: cx.name.clone(),
-                shutdown_timeout: cx.shutdown_timeout,
-                ..self.engine.clone()
-            },
-            |mut b| {
-                if let Some(t) = tls {
-                    b = b.use_preconfigured_tls((*t).clone());
-                }
-                if let Some((name, addr)) = pin {
-                    b = b.resolve(&name, addr);
-                }
-                b
-            },
-        )
-        .map_err(|e| failed(e.to_string()))
+            shutdown_timeout: cx.shutdown_timeout,
+            ..self.engine.clone()
+        })
+        .map_err(|e| SinkError::Other {
+            sink: cx.name.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 

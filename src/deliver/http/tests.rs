@@ -120,6 +120,7 @@ fn config(addr: SocketAddr) -> HttpConfig {
         max_retries: 2,
         shutdown_timeout: Duration::from_secs(5),
         spool: None,
+        tls: None,
     }
 }
 
